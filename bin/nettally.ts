@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+// The `nettally` CLI: dispatches to each pipeline stage's subcommand module, loaded on demand.
+import { formatHelp, parseArgs } from '../lib/args';
+import type { Command } from '../lib/command';
+import { NettallyError } from '../lib/errors';
+import { createLogger } from '../lib/log';
+
+/** Subcommand → module exporting `command: Command`. Each lives with the stage it drives. */
+const COMMANDS: Record<string, { summary: string; load: () => Command }> = {
+  up: { summary: 'run the whole pipeline on this machine (broker, InfluxDB, producer, consumer)', load: () => require('./up').command },
+  producer: { summary: 'count traffic in the kernel and ship records to Kafka', load: () => require('../producer/cmd-producer').command },
+  consumer: { summary: 'aggregate records from Kafka into exact InfluxDB rollups', load: () => require('../consumer/cmd-consumer').command },
+  broker: { summary: 'run the bundled single-node Kafka-protocol broker', load: () => require('../broker/cli').command },
+  top: { summary: 'live per-process/connection/netns traffic straight from the kernel', load: () => require('../producer/cmd-top').command },
+  usage: { summary: 'traffic history and billing exports from InfluxDB', load: () => require('../consumer/cmd-usage').command },
+  capture: { summary: 'dump decoded kernel records as JSON lines (debugging)', load: () => require('../producer/cmd-capture').command },
+};
+
+function mainHelp(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length)) + 3;
+  return [
+    'Usage: nettally <command> [options]',
+    '',
+    'Exact network traffic accounting: eBPF counters -> Kafka (Avro) -> InfluxDB rollups.',
+    '',
+    'Commands:',
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`),
+    '',
+    "Run 'nettally <command> --help' for a command's options.",
+    '',
+  ].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(mainHelp());
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version') {
+    process.stdout.write(`${require('../package.json').version}\n`);
+    return 0;
+  }
+  const entry = COMMANDS[name];
+  if (!entry) {
+    process.stderr.write(`nettally: unknown command '${name}'\n\n${mainHelp()}`);
+    return 2;
+  }
+  const command = entry.load();
+  const logger = createLogger({ name: `nettally-${name}` });
+  try {
+    const args = parseArgs(command.spec, rest);
+    if (args === 'help') {
+      process.stdout.write(formatHelp(command.spec));
+      return 0;
+    }
+    const controller = new AbortController();
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals): void => {
+      signals += 1;
+      if (signals === 1) {
+        logger.info({ signal: sig }, 'stopping (send again to force)');
+        controller.abort();
+      } else {
+        logger.warn({ signal: sig }, 'forced exit');
+        process.exit(130);
+      }
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    return await command.run(args, { logger, signal: controller.signal, stdout: process.stdout });
+  } catch (err) {
+    if (err instanceof NettallyError) {
+      process.stderr.write(`nettally ${name}: ${err.message}\n`);
+      if (err.code === 'CONFIG_INVALID') process.stderr.write(`See 'nettally ${name} --help'.\n`);
+      return err.code === 'CONFIG_INVALID' ? 2 : 1;
+    }
+    logger.fatal({ err }, 'unexpected failure');
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`nettally: ${String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

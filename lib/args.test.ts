@@ -1,0 +1,70 @@
+import { CommandSpec, formatHelp, parseArgs, parseBytes, parseDuration } from './args';
+import { NettallyError } from './errors';
+
+const spec: CommandSpec = {
+  name: 'demo',
+  summary: 'a demo command',
+  options: [
+    { name: 'brokers', type: 'list', env: 'KAFKA_BROKERS', default: ['127.0.0.1:9092'], help: 'Kafka bootstrap brokers' },
+    { name: 'interval', type: 'duration', default: '1s', help: 'refresh interval', min: 10 },
+    { name: 'limit', type: 'bytes', default: 1024, help: 'spool limit' },
+    { name: 'json', type: 'bool', default: false, help: 'JSON output' },
+    { name: 'format', type: 'enum', choices: ['table', 'csv'], default: 'table', help: 'output format' },
+    { name: 'token', type: 'string', env: 'INFLUX_TOKEN', secret: true, help: 'InfluxDB token' },
+  ],
+};
+
+function configErrorOf(fn: () => unknown): NettallyError {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof NettallyError) return e;
+    throw e;
+  }
+  throw new Error('expected a configuration error');
+}
+
+describe('parseArgs', () => {
+  it('takes flags over env over defaults', () => {
+    const a = parseArgs(spec, ['--interval', '250ms', '--json'], { KAFKA_BROKERS: 'a:1, b:2' });
+    if (a === 'help') throw new Error('unexpected help');
+    expect(a.list('brokers')).toEqual(['a:1', 'b:2']);
+    expect(a.num('interval')).toBe(250);
+    expect(a.bool('json')).toBe(true);
+    expect(a.sources.brokers).toBe('env');
+    expect(a.sources.format).toBe('default');
+  });
+
+  it('names the bad setting and its env var', () => {
+    const e = configErrorOf(() => parseArgs(spec, [], { KAFKA_BROKERS: 'x', INFLUX_TOKEN: 't' }) && parseArgs(spec, ['--format', 'xml'], {}));
+    expect(e.code).toBe('CONFIG_INVALID');
+    expect(e.message).toContain('--format');
+    expect(e.message).toContain('table, csv');
+    expect(configErrorOf(() => parseArgs(spec, ['--bogus'], {})).message).toContain('--bogus');
+    expect(configErrorOf(() => parseArgs(spec, ['--interval', '5ms'], {})).message).toContain('at least 10');
+  });
+
+  it('reads secrets from <ENV>_FILE and keeps them out of help', () => {
+    const fs = require('fs') as typeof import('fs');
+    const path = `${require('os').tmpdir()}/nettally-args-${process.pid}`;
+    fs.writeFileSync(path, 's3cret\n');
+    try {
+      const a = parseArgs(spec, [], { INFLUX_TOKEN_FILE: path });
+      if (a === 'help') throw new Error('unexpected help');
+      expect(a.str('token')).toBe('s3cret');
+    } finally {
+      fs.unlinkSync(path);
+    }
+    expect(formatHelp(spec)).toContain('INFLUX_TOKEN_FILE');
+    expect(parseArgs(spec, ['-h'], {})).toBe('help');
+  });
+
+  it('parses durations and sizes', () => {
+    expect(parseDuration('2')).toBe(2000);
+    expect(parseDuration('1h')).toBe(3_600_000);
+    expect(parseDuration('soon')).toBeUndefined();
+    expect(parseBytes('64KiB')).toBe(65536);
+    expect(parseBytes('10MB')).toBe(10_000_000);
+    expect(parseBytes('3 parsecs')).toBeUndefined();
+  });
+});

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds everything from source: BPF objects + skeletons (build/), the native addon (native/build/), TypeScript (dist/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ -d node_modules ] || npm ci --no-audit --no-fund
+
+mkdir -p build
+# CO-RE: the kernel's own BTF gives vmlinux.h; the objects then relocate on any BTF kernel.
+if [ ! -s build/vmlinux.h ]; then
+  bpftool btf dump file /sys/kernel/btf/vmlinux format c > build/vmlinux.h.tmp
+  mv build/vmlinux.h.tmp build/vmlinux.h
+fi
+
+arch=$(uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+for src in bpf/*.bpf.c; do
+  [ -e "$src" ] || continue
+  name=$(basename "$src" .bpf.c)
+  obj=build/$name.bpf.o
+  if [ ! -e "$obj" ] || [ -n "$(find bpf -newer "$obj" -print -quit)" ]; then
+    echo "build: $src -> $obj" >&2
+    clang -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_"$arch" -Ibuild -Ibpf -c "$src" -o "$obj"
+    bpftool gen skeleton "$obj" name "$name" > "build/$name.skel.h"
+  fi
+done
+
+if [ -f native/binding.gyp ]; then
+  addon=native/build/Release/nettally.node
+  if [ ! -e "$addon" ] || [ -n "$(find native bpf build -maxdepth 1 -newer "$addon" \( -name '*.cc' -o -name '*.h' -o -name '*.gyp' \) -print -quit)" ]; then
+    echo "build: native addon" >&2
+    (cd native && ../node_modules/.bin/node-gyp rebuild --silent)
+  fi
+fi
+
+echo "build: typescript" >&2
+rm -rf dist
+./node_modules/.bin/tsc -p tsconfig.json || { echo "build: TypeScript errors (see above)" >&2; exit 1; }

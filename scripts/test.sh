@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# README's test command (`npm test`): installs what it needs, builds, lints, runs every jest test in band
+# (scenario tests share the kernel, namespaces and ports), and fails on any failed or skipped test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "npm test: the scenario tests load BPF programs and create network namespaces; run as root (sudo npm test)" >&2
+  exit 1
+fi
+bash scripts/bootstrap.sh
+[ -d node_modules ] || npm ci --no-audit --no-fund
+bash scripts/build.sh
+./node_modules/.bin/eslint .
+
+mkdir -p build
+rc=0
+./node_modules/.bin/jest --runInBand --json --outputFile=build/jest-results.json "$@" || rc=$?
+node scripts/test-summary.js build/jest-results.json || rc=1
+exit $rc
