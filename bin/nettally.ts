@@ -6,14 +6,14 @@ import { NettallyError } from '../lib/errors';
 import { createLogger } from '../lib/log';
 
 /** Subcommand → module exporting `command: Command`. Each lives with the stage it drives. */
-const COMMANDS: Record<string, { summary: string; load: () => Command }> = {
-  up: { summary: 'run the whole pipeline on this machine (broker, InfluxDB, producer, consumer)', load: () => require('./up').command },
-  producer: { summary: 'count traffic in the kernel and ship records to Kafka', load: () => require('../producer/cmd-producer').command },
-  consumer: { summary: 'aggregate records from Kafka into exact InfluxDB rollups', load: () => require('../consumer/cmd-consumer').command },
-  broker: { summary: 'run the bundled single-node Kafka-protocol broker', load: () => require('../broker/cli').command },
-  top: { summary: 'live per-process/connection/netns traffic straight from the kernel', load: () => require('../producer/cmd-top').command },
-  usage: { summary: 'traffic history and billing exports from InfluxDB', load: () => require('../consumer/cmd-usage').command },
-  capture: { summary: 'dump decoded kernel records as JSON lines (debugging)', load: () => require('../producer/cmd-capture').command },
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  up: { summary: 'run the whole pipeline on this machine (broker, InfluxDB, producer, consumer)', load: async () => (await import('./up')).command },
+  producer: { summary: 'count traffic in the kernel and ship records to Kafka', load: async () => (await import('../producer/cmd-producer')).command },
+  consumer: { summary: 'aggregate records from Kafka into exact InfluxDB rollups', load: async () => (await import('../consumer/cmd-consumer')).command },
+  broker: { summary: 'run the bundled single-node Kafka-protocol broker', load: async () => (await import('../broker/cli')).command },
+  top: { summary: 'live per-process/connection/netns traffic straight from the kernel', load: async () => (await import('../producer/cmd-top')).command },
+  usage: { summary: 'traffic history and billing exports from InfluxDB', load: async () => (await import('../consumer/cmd-usage')).command },
+  capture: { summary: 'dump decoded kernel records as JSON lines (debugging)', load: async () => (await import('../producer/cmd-capture')).command },
 };
 
 function mainHelp(): string {
@@ -38,7 +38,7 @@ async function main(argv: string[]): Promise<number> {
     return name === undefined ? 2 : 0;
   }
   if (name === '--version') {
-    process.stdout.write(`${require('../package.json').version}\n`);
+    process.stdout.write(`${(await import('../package.json')).version}\n`);
     return 0;
   }
   const entry = COMMANDS[name];
@@ -46,7 +46,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`nettally: unknown command '${name}'\n\n${mainHelp()}`);
     return 2;
   }
-  const command = entry.load();
+  const command = await entry.load();
   const logger = createLogger({ name: `nettally-${name}` });
   try {
     const args = parseArgs(command.spec, rest);

@@ -1,5 +1,7 @@
 import { CommandSpec, formatHelp, parseArgs, parseBytes, parseDuration } from './args';
 import { NettallyError } from './errors';
+import { unlinkSync, writeFileSync } from 'fs';
+import { tmpdir } from 'os';
 
 const spec: CommandSpec = {
   name: 'demo',
@@ -45,15 +47,14 @@ describe('parseArgs', () => {
   });
 
   it('reads secrets from <ENV>_FILE and keeps them out of help', () => {
-    const fs = require('fs') as typeof import('fs');
-    const path = `${require('os').tmpdir()}/nettally-args-${process.pid}`;
-    fs.writeFileSync(path, 's3cret\n');
+    const path = `${tmpdir()}/nettally-args-${process.pid}`;
+    writeFileSync(path, 's3cret\n');
     try {
       const a = parseArgs(spec, [], { INFLUX_TOKEN_FILE: path });
       if (a === 'help') throw new Error('unexpected help');
       expect(a.str('token')).toBe('s3cret');
     } finally {
-      fs.unlinkSync(path);
+      unlinkSync(path);
     }
     expect(formatHelp(spec)).toContain('INFLUX_TOKEN_FILE');
     expect(parseArgs(spec, ['-h'], {})).toBe('help');

@@ -34,4 +34,8 @@ fi
 
 echo "build: typescript" >&2
 rm -rf dist
-./node_modules/.bin/tsc -p tsconfig.json || { echo "build: TypeScript errors (see above)" >&2; exit 1; }
+# tsc emits even with type errors; NETTALLY_BUILD_STRICT=1 (set by `npm test`) makes them fatal.
+if ! ./node_modules/.bin/tsc -p tsconfig.json; then
+  echo "build: TypeScript errors (see above)" >&2
+  [ "${NETTALLY_BUILD_STRICT:-0}" = 1 ] && exit 1
+fi

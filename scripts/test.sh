@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 bash scripts/bootstrap.sh
 [ -d node_modules ] || npm ci --no-audit --no-fund
-bash scripts/build.sh
+NETTALLY_BUILD_STRICT=1 bash scripts/build.sh
 ./node_modules/.bin/eslint .
 
 mkdir -p build

@@ -1,0 +1,70 @@
+// Kafka connection settings shared by producer and consumer: brokers, TLS, SASL (secrets from env or files).
+import { readFileSync } from 'fs';
+import type { KafkaConfig, SASLOptions } from 'kafkajs';
+import type { OptionSpec, ParsedArgs } from './args';
+import { configError } from './errors';
+
+export const DEFAULT_TOPIC = 'nettally.records';
+export const DEFAULT_DLQ_TOPIC = 'nettally.records.dlq';
+
+/** Options every Kafka-speaking command accepts; spread into a CommandSpec's options. */
+export const KAFKA_OPTIONS: readonly OptionSpec[] = [
+  { name: 'brokers', type: 'list', env: 'KAFKA_BROKERS', default: ['127.0.0.1:9092'], help: 'Kafka bootstrap brokers, host:port[,host:port]' },
+  { name: 'topic', type: 'string', env: 'KAFKA_TOPIC', default: DEFAULT_TOPIC, help: 'topic carrying nettally records' },
+  { name: 'client-id', type: 'string', env: 'KAFKA_CLIENT_ID', default: 'nettally', help: 'Kafka client id' },
+  { name: 'tls', type: 'bool', env: 'KAFKA_TLS', default: false, help: 'connect to Kafka with TLS' },
+  { name: 'tls-ca', type: 'string', env: 'KAFKA_TLS_CA', help: 'PEM file of CA certificates to trust (implies --tls)' },
+  { name: 'tls-cert', type: 'string', env: 'KAFKA_TLS_CERT', help: 'PEM client certificate for mutual TLS (implies --tls)' },
+  { name: 'tls-key', type: 'string', env: 'KAFKA_TLS_KEY', help: 'PEM client private key for mutual TLS' },
+  { name: 'tls-insecure', type: 'bool', env: 'KAFKA_TLS_INSECURE', default: false, help: 'do not verify the broker certificate (testing only)' },
+  { name: 'sasl-mechanism', type: 'enum', env: 'KAFKA_SASL_MECHANISM', choices: ['none', 'plain', 'scram-sha-256', 'scram-sha-512'], default: 'none', help: 'SASL mechanism' },
+  { name: 'sasl-username', type: 'string', env: 'KAFKA_SASL_USERNAME', help: 'SASL user name' },
+  { name: 'sasl-password', type: 'string', env: 'KAFKA_SASL_PASSWORD', secret: true, help: 'SASL password' },
+];
+
+function readPem(setting: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw configError(setting, `cannot read ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** Validated kafkajs client config from parsed options; never contains secrets in a loggable field name. */
+export function kafkaConfigFrom(args: ParsedArgs): KafkaConfig {
+  const brokers = args.list('brokers');
+  if (brokers.length === 0) throw configError('--brokers (env KAFKA_BROKERS)', 'needs at least one host:port');
+  for (const b of brokers) {
+    const m = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(b);
+    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+      throw configError('--brokers (env KAFKA_BROKERS)', `${JSON.stringify(b)} is not host:port`);
+    }
+  }
+  const ca = args.optStr('tls-ca');
+  const cert = args.optStr('tls-cert');
+  const key = args.optStr('tls-key');
+  if ((cert === undefined) !== (key === undefined)) {
+    throw configError('--tls-cert/--tls-key (env KAFKA_TLS_CERT/KAFKA_TLS_KEY)', 'give both or neither');
+  }
+  const tlsOn = args.bool('tls') || ca !== undefined || cert !== undefined;
+  const ssl = tlsOn
+    ? {
+        rejectUnauthorized: !args.bool('tls-insecure'),
+        ...(ca ? { ca: [readPem('--tls-ca', ca)] } : {}),
+        ...(cert && key ? { cert: readPem('--tls-cert', cert), key: readPem('--tls-key', key) } : {}),
+      }
+    : undefined;
+
+  const mechanism = args.str('sasl-mechanism');
+  let sasl: SASLOptions | undefined;
+  if (mechanism !== 'none') {
+    const username = args.optStr('sasl-username');
+    const password = args.optStr('sasl-password');
+    if (!username) throw configError('--sasl-username (env KAFKA_SASL_USERNAME)', `is required with --sasl-mechanism ${mechanism}`);
+    if (password === undefined) {
+      throw configError('--sasl-password (env KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE)', `is required with --sasl-mechanism ${mechanism}`);
+    }
+    sasl = { mechanism: mechanism as 'plain' | 'scram-sha-256' | 'scram-sha-512', username, password } as SASLOptions;
+  }
+  return { clientId: args.str('client-id'), brokers, ...(ssl ? { ssl } : {}), ...(sasl ? { sasl } : {}) };
+}
