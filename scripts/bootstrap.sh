@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs every system package nettally needs and mounts bpffs/tracefs; safe to run again.
+# Installs every system package nettally needs; safe to run again.
 set -euo pipefail
 
 PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3
@@ -23,7 +23,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now influxdb >/dev/null 2>&1 || true; fi
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-  mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
-  mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
-fi
+# No mounts here: the producer mounts tracefs/bpffs when it needs them, and `nettally up` unmounts on exit
+# whatever was not mounted before it started.

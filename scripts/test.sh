@@ -9,6 +9,9 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 bash scripts/bootstrap.sh
+# Scenario tests pin maps and attach tracepoints.
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 [ -d node_modules ] || npm ci --no-audit --no-fund
 NETTALLY_BUILD_STRICT=1 bash scripts/build.sh
 ./node_modules/.bin/eslint .

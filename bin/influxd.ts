@@ -1,0 +1,130 @@
+// Runs Debian's influxd (1.x) on a private data dir and loopback ports, for `nettally up` and the tests.
+import { spawn, ChildProcess } from 'child_process';
+import { mkdirSync, writeFileSync, openSync, closeSync } from 'fs';
+import { join } from 'path';
+import { NettallyError } from '../lib/errors';
+import type { Logger } from '../lib/log';
+
+export interface LocalInfluxOptions {
+  /** Where meta, data, wal, the generated config and influxd.log live. */
+  dataDir: string;
+  /** HTTP port on 127.0.0.1 (0 picks a free one). */
+  httpPort: number;
+  /** RPC (backup) port on 127.0.0.1 (0 picks a free one). */
+  rpcPort: number;
+  /** Database to create once the server answers. */
+  database?: string;
+  binary?: string;
+  startTimeoutMs?: number;
+  logger: Logger;
+}
+
+export interface LocalInflux {
+  url: string;
+  pid: number;
+  /** SIGTERM, then SIGKILL after a grace period; resolves once the process is gone. */
+  close(): Promise<void>;
+  /** SIGKILL without waiting for a clean shutdown (failure tests). */
+  kill(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const net = await import('net');
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));
+}
+
+async function ping(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${url}/ping`, { signal: AbortSignal.timeout(1000) });
+    return res.status === 204;
+  } catch {
+    return false;
+  }
+}
+
+/** Starts influxd, waits for /ping, creates the database; fails with the tail of influxd.log if it does not come up. */
+export async function startLocalInflux(opts: LocalInfluxOptions): Promise<LocalInflux> {
+  const httpPort = opts.httpPort || (await freePort());
+  const rpcPort = opts.rpcPort || (await freePort());
+  const dir = opts.dataDir;
+  for (const sub of ['meta', 'data', 'wal']) mkdirSync(join(dir, sub), { recursive: true });
+  const configPath = join(dir, 'influxdb.conf');
+  writeFileSync(
+    configPath,
+    [
+      'reporting-disabled = true',
+      `bind-address = "127.0.0.1:${rpcPort}"`,
+      '[meta]',
+      `  dir = "${join(dir, 'meta')}"`,
+      '[data]',
+      `  dir = "${join(dir, 'data')}"`,
+      `  wal-dir = "${join(dir, 'wal')}"`,
+      '  query-log-enabled = false',
+      '[http]',
+      '  enabled = true',
+      `  bind-address = "127.0.0.1:${httpPort}"`,
+      '  log-enabled = false',
+      '[logging]',
+      '  level = "warn"',
+      '[monitor]',
+      '  store-enabled = false',
+      '[continuous_queries]',
+      '  enabled = false',
+      '',
+    ].join('\n'),
+  );
+  const logPath = join(dir, 'influxd.log');
+  const logFd = openSync(logPath, 'a');
+  const child = spawn(opts.binary ?? 'influxd', ['-config', configPath], { stdio: ['ignore', logFd, logFd] });
+  closeSync(logFd);
+  const url = `http://127.0.0.1:${httpPort}`;
+  const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+  const deadline = Date.now() + (opts.startTimeoutMs ?? 30_000);
+  for (;;) {
+    const failed = await Promise.race([spawnError, new Promise<undefined>((r) => setTimeout(r, 200, undefined))]);
+    if (failed) {
+      throw new NettallyError('INFLUX_UNAVAILABLE', `cannot run influxd: ${failed.message}; install Debian's influxdb package (scripts/bootstrap.sh does)`);
+    }
+    if (child.exitCode !== null) {
+      const { readFileSync } = await import('fs');
+      const tail = readFileSync(logPath, 'utf8').split('\n').slice(-8).join('\n');
+      throw new NettallyError('INFLUX_UNAVAILABLE', `influxd exited with code ${child.exitCode} (log ${logPath}):\n${tail}`);
+    }
+    if (await ping(url)) break;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new NettallyError('INFLUX_UNAVAILABLE', `influxd did not answer on ${url} within ${opts.startTimeoutMs ?? 30_000} ms (log ${logPath})`);
+    }
+  }
+  if (opts.database) {
+    const res = await fetch(`${url}/query`, { method: 'POST', body: new URLSearchParams({ q: `CREATE DATABASE "${opts.database}"` }) });
+    if (!res.ok) throw new NettallyError('INFLUX_UNAVAILABLE', `CREATE DATABASE ${opts.database} failed: HTTP ${res.status} ${await res.text()}`);
+  }
+  opts.logger.info({ url, dataDir: dir, influxd_pid: child.pid }, 'influxd ready');
+  return {
+    url,
+    pid: child.pid ?? -1,
+    async close() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited(child);
+      clearTimeout(timer);
+    },
+    async kill() {
+      child.kill('SIGKILL');
+      await exited(child);
+    },
+  };
+}
