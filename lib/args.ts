@@ -210,7 +210,15 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[], env: NodeJ
     }
     if (v === undefined) {
       if (o.required) throw configError(settingName(o), 'is required');
-      values[o.name] = Array.isArray(o.default) ? [...o.default] : (o.default as OptionValue);
+      // String defaults of typed options ('5s', '64KiB') go through the same conversion as user input.
+      values[o.name] =
+        typeof o.default === 'string' && !['string', 'enum', 'list'].includes(o.type)
+          ? convert(o, o.default)
+          : Array.isArray(o.default)
+            ? [...o.default]
+            : o.type === 'list' && typeof o.default === 'string'
+              ? convert(o, o.default)
+              : (o.default as OptionValue);
       sources[o.name] = 'default';
       continue;
     }

@@ -19,7 +19,7 @@ for src in bpf/*.bpf.c; do
   obj=build/$name.bpf.o
   if [ ! -e "$obj" ] || [ -n "$(find bpf -newer "$obj" -print -quit)" ]; then
     echo "build: $src -> $obj" >&2
-    clang -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_"$arch" -Ibuild -Ibpf -c "$src" -o "$obj"
+    clang -g -O2 -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_"$arch" -Ibuild -Ibpf -c "$src" -o "$obj"
     bpftool gen skeleton "$obj" name "$name" > "build/$name.skel.h"
   fi
 done
@@ -28,12 +28,14 @@ if [ -f native/binding.gyp ]; then
   addon=native/build/Release/nettally.node
   if [ ! -e "$addon" ] || [ -n "$(find native bpf build -maxdepth 1 -newer "$addon" \( -name '*.cc' -o -name '*.h' -o -name '*.gyp' \) -print -quit)" ]; then
     echo "build: native addon" >&2
-    (cd native && ../node_modules/.bin/node-gyp rebuild --silent)
+    # Offline: build against the running node's own headers instead of downloading them from nodejs.org.
+    nodedir=$(dirname "$(dirname "$(command -v node)")")
+    gypargs=(); [ -f "$nodedir/include/node/node.h" ] && gypargs=(--nodedir="$nodedir")
+    (cd native && ../node_modules/.bin/node-gyp rebuild --silent "${gypargs[@]}")
   fi
 fi
 
 echo "build: typescript" >&2
-rm -rf dist
 # tsc emits even with type errors; NETTALLY_BUILD_STRICT=1 (set by `npm test`) makes them fatal.
 if ! ./node_modules/.bin/tsc -p tsconfig.json; then
   echo "build: TypeScript errors (see above)" >&2
