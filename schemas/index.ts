@@ -1,0 +1,348 @@
+// The wire codec between producer and consumer: Avro single-object encoding of nettally records, with the
+// writer's schema resolved by CRC-64-AVRO fingerprint (see schemas/README.md for the contract).
+import avro from 'avsc';
+import { readdirSync, readFileSync, existsSync } from 'fs';
+import { join } from 'path';
+import { NettallyError } from '../lib/errors';
+
+/** The record kinds on the topic; each has one schema file `schemas/<kind>.avsc`. */
+export const RECORD_KINDS = ['conn_sample', 'conn_event', 'listen', 'iface'] as const;
+export type RecordKind = (typeof RECORD_KINDS)[number];
+
+/** Fields the producer adds to every record (same names as in the .avsc files). */
+export interface ProducerFields {
+  host_id: string;
+  hostname: string;
+  boot_id: string;
+  epoch: number;
+  seq: number;
+  /** Unix epoch nanoseconds; a bigint because it exceeds 2^53. */
+  time_ns: bigint;
+  /** CLOCK_BOOTTIME nanoseconds when the kernel emitted the record. */
+  ts_ns: number;
+}
+
+export interface Enrichment {
+  cgroup_path: string | null;
+  container_id: string | null;
+}
+
+interface ConnFields extends ProducerFields, Enrichment {
+  cookie: number;
+  start_ns: number;
+  tx_bytes: number;
+  rx_bytes: number;
+  retransmits: number;
+  cgroup_id: number;
+  netns: number;
+  netns_cookie: number;
+  pid: number;
+  uid: number;
+  comm: string;
+  family: number;
+  protocol: number;
+  direction: number;
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  flush_reason: string;
+}
+
+// Keep these interfaces in step with the .avsc files (a test checks every schema field is declared here).
+export type ConnSampleRecord = ConnFields;
+export interface ConnEventRecord extends ConnFields {
+  event: 'established' | 'closed';
+  duration_ns: number;
+}
+export interface ListenRecord extends ProducerFields, Enrichment {
+  cookie: number;
+  netns: number;
+  netns_cookie: number;
+  pid: number;
+  uid: number;
+  comm: string;
+  family: number;
+  addr: string;
+  port: number;
+  backlog: number;
+  protocol: number;
+}
+export interface IfaceRecord extends ProducerFields {
+  netns: number;
+  ifindex: number;
+  rx_bytes: number;
+  rx_packets: number;
+  tx_bytes: number;
+  tx_packets: number;
+}
+
+export interface RecordByKind {
+  conn_sample: ConnSampleRecord;
+  conn_event: ConnEventRecord;
+  listen: ListenRecord;
+  iface: IfaceRecord;
+}
+
+/** A decoded message: the kind, the record in the reader's schema, and the writer schema's fingerprint (hex of the 8 wire bytes). */
+export type Decoded = { [K in RecordKind]: { kind: K; record: RecordByKind[K]; fingerprint: string } }[RecordKind];
+
+/** Why a message could not be decoded; carried in `NettallyError.context.reason` (code RECORD_MALFORMED). */
+export type MalformedReason = 'bad_magic' | 'unknown_fingerprint' | 'truncated' | 'invalid_body';
+
+/** Avro single-object encoding marker. */
+export const SINGLE_OBJECT_MAGIC = Buffer.from([0xc3, 0x01]);
+const HEADER_BYTES = 10;
+
+// --- CRC-64-AVRO (Rabin) fingerprint, as specified in the Avro spec "Schema Fingerprints" ---
+
+const EMPTY = 0xc15d213aa4d7a795n;
+const MASK64 = 0xffffffffffffffffn;
+const FP_TABLE: bigint[] = (() => {
+  const t: bigint[] = [];
+  for (let i = 0; i < 256; i++) {
+    let fp = BigInt(i);
+    for (let j = 0; j < 8; j++) fp = (fp >> 1n) ^ (EMPTY & -(fp & 1n) & MASK64);
+    t.push(fp);
+  }
+  return t;
+})();
+
+/** The 64-bit Rabin fingerprint of bytes (unsigned). */
+export function crc64Avro(data: Uint8Array | string): bigint {
+  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  let fp = EMPTY;
+  for (const b of bytes) fp = (fp >> 8n) ^ FP_TABLE[Number((fp ^ BigInt(b)) & 0xffn)];
+  return fp;
+}
+
+/** Parsing Canonical Form of a schema (doc, aliases, defaults, logical types stripped; names fully qualified). */
+export function canonicalForm(schema: avro.Schema | avro.Type): string {
+  const type = avro.Type.isType(schema) ? (schema as avro.Type) : avro.Type.forSchema(schema as avro.Schema, typeOptions());
+  return JSON.stringify(type.schema());
+}
+
+/** The 8 fingerprint bytes as they appear on the wire (little-endian CRC-64-AVRO of the canonical form). */
+export function schemaFingerprint(schema: avro.Schema | avro.Type): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(crc64Avro(canonicalForm(schema)));
+  return b;
+}
+
+// --- exact longs: numbers while safe; bigint beyond 2^53 (and always for time_ns via its logical type) ---
+
+const ExactLong = avro.types.LongType.__with({
+  fromBuffer: (buf: Buffer): number | bigint => {
+    const v = buf.readBigInt64LE(0);
+    return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+  },
+  toBuffer: (v: number | bigint): Buffer => {
+    const b = Buffer.alloc(8);
+    b.writeBigInt64LE(BigInt(v));
+    return b;
+  },
+  fromJSON: (v: number | string): number | bigint => (typeof v === 'number' ? v : BigInt(v)),
+  toJSON: (v: number | bigint): number | string => (typeof v === 'number' ? v : v.toString()),
+  isValid: (v: unknown): boolean =>
+    (typeof v === 'number' && Number.isSafeInteger(v)) ||
+    (typeof v === 'bigint' && v >= -(1n << 63n) && v < 1n << 63n),
+  compare: (a: number | bigint, b: number | bigint): number => (a < b ? -1 : a > b ? 1 : 0),
+});
+
+/** `timestamp-nanos` (Avro 1.12 logical type on long): Unix epoch nanoseconds as a bigint. */
+class TimestampNanos extends avro.types.LogicalType {
+  constructor(schema: avro.Schema, opts?: Partial<avro.ForSchemaOptions>) {
+    // The underlying long must be the exact one, or values past 2^53 would be refused.
+    super(schema, { ...opts, typeHook: () => ExactLong });
+  }
+  protected override _fromValue(v: number | bigint | undefined): bigint | undefined {
+    // undefined: the body was truncated; decode() reports it from the reader's offset.
+    return v === undefined ? undefined : BigInt(v);
+  }
+  protected override _toValue(v: unknown): number | bigint | undefined {
+    return typeof v === 'bigint' || typeof v === 'number' ? v : undefined;
+  }
+  protected override _resolve(type: avro.Type): ((v: number | bigint) => bigint) | undefined {
+    const name = type.typeName;
+    if (name === 'long' || name === 'abstract:long' || name === 'int' || type instanceof TimestampNanos) return (v) => this._fromValue(v) as bigint;
+    return undefined;
+  }
+}
+
+function typeOptions(): Partial<avro.ForSchemaOptions> {
+  return {
+    logicalTypes: { 'timestamp-nanos': TimestampNanos },
+    // Every plain long (including a logical type's underlying long) is read exactly.
+    typeHook: (s) => (s === 'long' || (typeof s === 'object' && (s as { type?: unknown; logicalType?: unknown }).type === 'long' && !('logicalType' in s)) ? ExactLong : undefined),
+  };
+}
+
+function parseType(schema: avro.Schema): avro.Type {
+  return avro.Type.forSchema(schema, typeOptions());
+}
+
+// --- the shipped schemas: schemas/<kind>.avsc (current) and schemas/archive/*.avsc (earlier revisions) ---
+
+/** Directory holding the .avsc files, from source (schemas/) or from the build (dist/schemas → ../../schemas). */
+function schemaDir(): string {
+  for (const dir of [__dirname, join(__dirname, '..', '..', 'schemas')]) {
+    if (existsSync(join(dir, 'conn_sample.avsc'))) return dir;
+  }
+  throw new NettallyError('INTERNAL', `cannot find the nettally .avsc files near ${__dirname}`);
+}
+
+function readSchema(path: string): avro.Schema {
+  return JSON.parse(readFileSync(path, 'utf8')) as avro.Schema;
+}
+
+/** The current schema of each kind, as shipped. */
+export function currentSchemas(): Record<RecordKind, avro.Schema> {
+  const dir = schemaDir();
+  const out = {} as Record<RecordKind, avro.Schema>;
+  for (const k of RECORD_KINDS) out[k] = readSchema(join(dir, `${k}.avsc`));
+  return out;
+}
+
+/** Every schema revision ever shipped (current + archive), so old records stay decodable. */
+export function shippedSchemas(): avro.Schema[] {
+  const dir = schemaDir();
+  const all: avro.Schema[] = Object.values(currentSchemas());
+  const archive = join(dir, 'archive');
+  if (existsSync(archive)) {
+    for (const f of readdirSync(archive).sort()) if (f.endsWith('.avsc')) all.push(readSchema(join(archive, f)));
+  }
+  return all;
+}
+
+function fullName(schema: avro.Schema): string {
+  const s = schema as { name?: string; namespace?: string };
+  if (!s.name) throw new NettallyError('INTERNAL', 'a record schema needs a name');
+  return s.name.includes('.') || !s.namespace ? s.name : `${s.namespace}.${s.name}`;
+}
+
+function malformed(reason: MalformedReason, message: string, context: Record<string, unknown> = {}, cause?: unknown): NettallyError {
+  return new NettallyError('RECORD_MALFORMED', `cannot decode record: ${message}`, { context: { reason, ...context }, cause });
+}
+
+/** The reason of a RECORD_MALFORMED error (undefined for any other error). */
+export function malformedReason(err: unknown): MalformedReason | undefined {
+  return err instanceof NettallyError && err.code === 'RECORD_MALFORMED' ? (err.context.reason as MalformedReason) : undefined;
+}
+
+export interface CodecOptions {
+  /** Reader (and writer) schema per kind; defaults to the shipped current schemas. */
+  readerSchemas?: Partial<Record<RecordKind, avro.Schema>>;
+  /** Further writer schemas to accept (e.g. newer revisions); the shipped ones are always known. */
+  writerSchemas?: readonly avro.Schema[];
+}
+
+interface Writer {
+  kind: RecordKind;
+  type: avro.Type;
+  resolver?: ReturnType<avro.Type['createResolver']>;
+}
+
+/** Encoder/decoder for one set of reader schemas plus a registry of known writer schemas by fingerprint. */
+export class Codec {
+  private readonly readers = new Map<RecordKind, { type: avro.Type; header: Buffer; fingerprint: string }>();
+  private readonly writers = new Map<string, Writer>();
+  private readonly kindByName = new Map<string, RecordKind>();
+
+  constructor(opts: CodecOptions = {}) {
+    const current = currentSchemas();
+    for (const kind of RECORD_KINDS) {
+      const schema = opts.readerSchemas?.[kind] ?? current[kind];
+      const type = parseType(schema);
+      const fp = schemaFingerprint(type);
+      this.readers.set(kind, { type, header: Buffer.concat([SINGLE_OBJECT_MAGIC, fp]), fingerprint: fp.toString('hex') });
+      this.kindByName.set(fullName(schema), kind);
+      for (const alias of type.aliases ?? []) this.kindByName.set(alias, kind);
+      this.writers.set(fp.toString('hex'), { kind, type });
+    }
+    for (const s of [...shippedSchemas(), ...(opts.writerSchemas ?? [])]) this.addWriterSchema(s);
+  }
+
+  /** Accepts records written with `schema` (its record name or an alias must match a kind). Returns its fingerprint. */
+  addWriterSchema(schema: avro.Schema): string {
+    const type = parseType(schema);
+    const fp = schemaFingerprint(type).toString('hex');
+    if (this.writers.has(fp)) return fp;
+    const kind = this.kindByName.get(fullName(schema)) ?? (type.aliases ?? []).map((a) => this.kindByName.get(a)).find((k) => k);
+    if (!kind) throw new NettallyError('INTERNAL', `writer schema ${fullName(schema)} matches no record kind`);
+    this.writers.set(fp, { kind, type });
+    return fp;
+  }
+
+  /** Fingerprint (hex of the 8 wire bytes) of the schema this codec writes `kind` with. */
+  fingerprint(kind: RecordKind): string {
+    return this.reader(kind).fingerprint;
+  }
+
+  /** Fingerprints of every writer schema this codec can decode. */
+  knownFingerprints(): string[] {
+    return [...this.writers.keys()];
+  }
+
+  /** The single-object encoding of `record`; throws RECORD_MALFORMED (reason invalid_body) naming the bad fields. */
+  encode<K extends RecordKind>(kind: K, record: RecordByKind[K]): Buffer {
+    const r = this.reader(kind);
+    let body: Buffer;
+    try {
+      body = r.type.toBuffer(record);
+    } catch (e) {
+      const bad: string[] = [];
+      r.type.isValid(record, { errorHook: (path) => bad.push(path.join('.')) });
+      throw malformed('invalid_body', `${kind} record has invalid fields: ${bad.join(', ') || (e as Error).message}`, { kind, fields: bad }, e);
+    }
+    return Buffer.concat([r.header, body], HEADER_BYTES + body.length);
+  }
+
+  /** Decodes one message; throws NettallyError RECORD_MALFORMED with context.reason on bad input. */
+  decode(buf: Buffer): Decoded {
+    if (buf.length < 2 || buf[0] !== 0xc3 || buf[1] !== 0x01) throw malformed('bad_magic', 'not Avro single-object encoding (expected 0xC3 0x01)', { bytes: buf.length });
+    if (buf.length < HEADER_BYTES) throw malformed('truncated', `header needs ${HEADER_BYTES} bytes, got ${buf.length}`, { bytes: buf.length });
+    const fingerprint = buf.subarray(2, HEADER_BYTES).toString('hex');
+    const w = this.writers.get(fingerprint);
+    if (!w) throw malformed('unknown_fingerprint', `unknown writer schema fingerprint ${fingerprint}`, { fingerprint });
+    const reader = this.reader(w.kind).type;
+    if (!w.resolver && w.type !== reader) w.resolver = reader.createResolver(w.type);
+    let out: { value: unknown; offset: number };
+    try {
+      out = reader.decode(buf, HEADER_BYTES, w.resolver);
+    } catch (e) {
+      throw malformed('invalid_body', `${w.kind} body does not match its schema: ${(e as Error).message}`, { fingerprint, kind: w.kind }, e);
+    }
+    if (out.offset < 0) throw malformed('truncated', `${w.kind} body is truncated`, { fingerprint, kind: w.kind, bytes: buf.length });
+    if (out.offset !== buf.length) {
+      throw malformed('invalid_body', `${buf.length - out.offset} trailing bytes after the ${w.kind} body`, { fingerprint, kind: w.kind });
+    }
+    // avsc returns record instances; a plain object keeps the consumer's JSON/equality handling simple.
+    return { kind: w.kind, record: { ...(out.value as object) }, fingerprint } as Decoded;
+  }
+
+  private reader(kind: RecordKind): { type: avro.Type; header: Buffer; fingerprint: string } {
+    const r = this.readers.get(kind);
+    if (!r) throw new NettallyError('INTERNAL', `unknown record kind ${String(kind)}`);
+    return r;
+  }
+}
+
+export function createCodec(opts: CodecOptions = {}): Codec {
+  return new Codec(opts);
+}
+
+let defaultCodec: Codec | undefined;
+function codec(): Codec {
+  defaultCodec ??= new Codec();
+  return defaultCodec;
+}
+
+/** Encodes with the shipped current schema of `kind`. */
+export function encode<K extends RecordKind>(kind: K, record: RecordByKind[K]): Buffer {
+  return codec().encode(kind, record);
+}
+
+/** Decodes any message written with a shipped schema revision into the current reader schema. */
+export function decode(buf: Buffer): Decoded {
+  return codec().decode(buf);
+}
