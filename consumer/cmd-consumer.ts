@@ -1,0 +1,164 @@
+// `nettally consumer`: runs one member of the rollup consumer group until SIGINT/SIGTERM, with a status line.
+import { Kafka, logLevel } from 'kafkajs';
+import { type CommandSpec, type ParsedArgs } from '../lib/args';
+import type { Command, CommandContext } from '../lib/command';
+import { configError } from '../lib/errors';
+import { DEFAULT_DLQ_TOPIC, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
+import { DEFAULT_AGG_OPTIONS } from './aggregator';
+import { createRollupConsumer, type RollupConsumerConfig } from './consumer';
+import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from './influx';
+import { DEFAULT_STATE_TOPIC } from './state-store';
+
+const spec: CommandSpec = {
+  name: 'consumer',
+  summary: 'Aggregate nettally records from Kafka into exact per-window totals in InfluxDB.',
+  description: [
+    'Decodes records by schema fingerprint, drops duplicates by (host_id, epoch, seq), turns cumulative counters into',
+    'deltas per connection and writes event-time window totals (1 minute and 1 hour) as whole values, with the Kafka',
+    'partition as a tag. Per partition: points are written, then a state snapshot, then the offset is committed, so a',
+    'crash or rebalance replays into identical points. Undecodable records go to the dead-letter topic.',
+  ].join('\n'),
+  options: [
+    ...KAFKA_OPTIONS,
+    { name: 'group', type: 'string', env: 'NETTALLY_CONSUMER_GROUP', default: 'nettally-consumer', help: 'Kafka consumer group id' },
+    { name: 'state-topic', type: 'string', env: 'NETTALLY_STATE_TOPIC', default: DEFAULT_STATE_TOPIC, help: 'topic holding per-partition aggregation snapshots' },
+    { name: 'dlq-topic', type: 'string', env: 'NETTALLY_DLQ_TOPIC', default: DEFAULT_DLQ_TOPIC, help: 'dead-letter topic for undecodable records' },
+    { name: 'window', type: 'duration', env: 'NETTALLY_WINDOW', default: 60_000, min: 1000, help: 'tumbling window size (the rollup is 1h)' },
+    { name: 'allowed-lateness', type: 'duration', env: 'NETTALLY_ALLOWED_LATENESS', default: 120_000, min: 0, help: 'event-time lateness a window waits for before it is final' },
+    { name: 'idle-timeout', type: 'duration', env: 'NETTALLY_IDLE_TIMEOUT', default: 86_400_000, min: 60_000, help: 'event time after which a silent connection/interface state is forgotten' },
+    { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: 5000, min: 100, help: 'how often window totals are written and offsets committed' },
+    { name: 'session-timeout', type: 'duration', env: 'NETTALLY_SESSION_TIMEOUT', default: 30_000, min: 3000, help: 'group session timeout (a dead member is replaced after this)' },
+    { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: 10_000, min: 0, help: 'status line period (0 = off)' },
+    { name: 'check', type: 'bool', default: false, help: 'check the configuration and that Kafka and InfluxDB answer, then exit (0 = ok)' },
+    { name: 'create-db', type: 'bool', env: 'NETTALLY_CREATE_DB', default: true, help: 'create the InfluxDB database at start (v1 API)' },
+    ...INFLUX_OPTIONS,
+  ],
+  examples: [
+    'nettally consumer --brokers kafka1:9092 --influx-url http://influx:8086 --influx-db nettally',
+    'INFLUX_TOKEN_FILE=/run/secrets/influx nettally consumer --influx-api v2 --influx-org acme --influx-bucket nettally',
+  ],
+};
+
+export function consumerConfigFrom(args: ParsedArgs): RollupConsumerConfig {
+  const windowMs = args.num('window');
+  if (3_600_000 % windowMs !== 0) throw configError('--window (env NETTALLY_WINDOW)', 'must divide one hour evenly (e.g. 10s, 1m, 5m, 15m)');
+  for (const name of ['group', 'topic', 'state-topic', 'dlq-topic']) {
+    if (args.str(name) === '') throw configError(`--${name}`, 'must not be empty');
+  }
+  if (args.str('state-topic') === args.str('topic') || args.str('dlq-topic') === args.str('topic')) {
+    throw configError('--state-topic/--dlq-topic', 'must differ from --topic');
+  }
+  return {
+    kafka: kafkaConfigFrom(args),
+    topic: args.str('topic'),
+    group: args.str('group'),
+    stateTopic: args.str('state-topic'),
+    dlqTopic: args.str('dlq-topic'),
+    aggregation: {
+      ...DEFAULT_AGG_OPTIONS,
+      windowMs,
+      rollupMs: 3_600_000,
+      allowedLatenessMs: args.num('allowed-lateness'),
+      idleTimeoutMs: args.num('idle-timeout'),
+      closeGraceMs: Math.max(60_000, args.num('allowed-lateness') * 2),
+    },
+    influx: influxConfigFrom(args),
+    flushIntervalMs: args.num('flush-interval'),
+    retryInitialMs: 500,
+    retryMaxMs: 30_000,
+    sessionTimeoutMs: args.num('session-timeout'),
+    createDatabase: args.bool('create-db'),
+  };
+}
+
+/** A URL without user:password, for logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username || u.password) {
+      u.username = '';
+      u.password = '';
+    }
+    return u.toString().replace(/\/$/, '');
+  } catch {
+    return '[unparseable url]';
+  }
+}
+
+/** --check: Kafka metadata and an InfluxQL round trip, one line each on stdout. */
+async function check(config: RollupConsumerConfig, ctx: CommandContext): Promise<number> {
+  let ok = true;
+  const brokers = Array.isArray(config.kafka.brokers) ? config.kafka.brokers.join(',') : 'brokers';
+  const admin = new Kafka({ ...config.kafka, logLevel: logLevel.NOTHING, retry: { retries: 2 } }).admin();
+  try {
+    await admin.connect();
+    const topics = await admin.listTopics();
+    ctx.stdout.write(`kafka ok: ${brokers} (topic ${config.topic} ${topics.includes(config.topic) ? 'exists' : 'does not exist yet'})\n`);
+  } catch (e) {
+    ok = false;
+    ctx.stdout.write(`kafka FAILED: ${brokers}: ${(e as Error).message}\n`);
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+  try {
+    await new InfluxClient(config.influx).query('SHOW DATABASES');
+    ctx.stdout.write(`influxdb ok: ${redactUrl(config.influx.url)}\n`);
+  } catch (e) {
+    ok = false;
+    ctx.stdout.write(`influxdb FAILED: ${redactUrl(config.influx.url)}: ${(e as Error).message}\n`);
+  }
+  return ok ? 0 : 1;
+}
+
+async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
+  const config = consumerConfigFrom(args);
+  if (args.bool('check')) return check(config, ctx);
+  const log = ctx.logger;
+  const c = createRollupConsumer({ config, logger: log });
+  log.info(
+    { brokers: config.kafka.brokers, topic: config.topic, group: config.group, influx: redactUrl(config.influx.url), influx_api: config.influx.api, db: config.influx.db, window_ms: config.aggregation.windowMs, allowed_lateness_ms: config.aggregation.allowedLatenessMs },
+    'consumer starting',
+  );
+  let status: NodeJS.Timeout | undefined;
+  const stopped = new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
+  try {
+    await Promise.race([c.start(), stopped]);
+    const every = args.num('status-interval');
+    let prev = c.stats();
+    let prevT = Date.now();
+    if (every > 0) {
+      status = setInterval(() => {
+        const s = c.stats();
+        const now = Date.now();
+        const rate = ((s.records + s.duplicates - prev.records - prev.duplicates) * 1000) / Math.max(1, now - prevT);
+        prev = s;
+        prevT = now;
+        log.info(
+          {
+            events_per_s: Math.round(rate),
+            lag: s.lag,
+            partitions: s.partitions,
+            last_window: s.last_window_ms === undefined ? null : new Date(s.last_window_ms).toISOString(),
+            dlq: s.dlq,
+            duplicates: s.duplicates,
+            too_late: s.too_late,
+            points_written: s.points_written,
+            influx: s.influx_down_since === undefined ? 'ok' : `down ${Math.round((now - s.influx_down_since) / 1000)}s`,
+          },
+          'status',
+        );
+      }, every);
+    }
+    await Promise.race([stopped, c.done]);
+    return 0;
+  } catch (e) {
+    log.error({ err: e }, 'consumer failed');
+    throw e;
+  } finally {
+    if (status) clearInterval(status);
+    await c.stop();
+    log.info(c.stats(), 'consumer stopped');
+  }
+}
+
+export const command: Command = { spec, run };

@@ -1,0 +1,483 @@
+// The rollup consumer: a kafkajs group member that decodes records, aggregates them exactly per partition and
+// writes window totals to InfluxDB; per partition it writes points, then a state snapshot, then commits.
+import { Kafka, Partitioners, logLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type Producer, type Admin, type KafkaMessage, type IHeaders } from 'kafkajs';
+import { configError, NettallyError } from '../lib/errors';
+import type { Logger } from '../lib/log';
+import { createCodec, malformedReason, type Codec } from '../schemas';
+import { PartitionAggregator, type AggregatorOptions } from './aggregator';
+import { InfluxClient, type InfluxConfig } from './influx';
+import { toAggInput } from './records';
+import { StateStore, parseCommitMetadata } from './state-store';
+
+export interface RollupConsumerConfig {
+  kafka: KafkaConfig;
+  topic: string;
+  group: string;
+  stateTopic: string;
+  dlqTopic: string;
+  aggregation: Omit<AggregatorOptions, 'partition'>;
+  influx: InfluxConfig;
+  /** How often dirty windows are written and the state snapshotted + committed. */
+  flushIntervalMs: number;
+  retryInitialMs: number;
+  retryMaxMs: number;
+  sessionTimeoutMs: number;
+  /** Create the InfluxDB database at start (1.x CREATE DATABASE). */
+  createDatabase: boolean;
+}
+
+export interface ConsumerStats {
+  records: number;
+  duplicates: number;
+  too_late: number;
+  dlq: number;
+  points_written: number;
+  flushes: number;
+  /** Sum over assigned partitions of high watermark − next offset, as of each partition's last batch. */
+  lag: number;
+  partitions: number[];
+  last_window_ms: number | undefined;
+  influx_down_since: number | undefined;
+}
+
+interface PartitionState {
+  partition: number;
+  agg: PartitionAggregator;
+  /** Next data offset to process (everything before it is in agg); undefined until known. */
+  next: string | undefined;
+  /** `next` as of the last snapshot. */
+  snapshotted: string | undefined;
+  dlq: { message: KafkaMessage; reason: string; error: string }[];
+  lastFlush: number;
+  high: string | undefined;
+  /** Too-late records since the last flush (logged once per flush), with the first one as an example. */
+  late: { n: number; host_id?: string; time_ms?: number };
+  /** Serializes batch processing and timer flushes of this partition. */
+  lock: Promise<void>;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}
+
+function plus1(offset: string): string {
+  return (BigInt(offset) + 1n).toString();
+}
+
+/** Awaits `p`, calling heartbeat every few seconds so the group keeps this member during long waits. */
+async function withHeartbeat<T>(p: Promise<T>, heartbeat: (() => Promise<void>) | undefined, everyMs: number): Promise<T> {
+  if (!heartbeat) return p;
+  let settled = false;
+  const result = p.finally(() => {
+    settled = true;
+  });
+  // If a heartbeat throws (rebalance) we leave before `p` settles; its rejection must not go unhandled.
+  result.catch(() => undefined);
+  while (!settled) {
+    let timer: NodeJS.Timeout | undefined;
+    const tick = new Promise<void>((r) => (timer = setTimeout(r, everyMs)));
+    await Promise.race([result.then(() => undefined, () => undefined), tick]);
+    clearTimeout(timer);
+    if (!settled) await heartbeat();
+  }
+  return result;
+}
+
+export class RollupConsumer {
+  private readonly log: Logger;
+  private readonly kafka: Kafka;
+  private readonly consumer: Consumer;
+  private readonly producer: Producer;
+  private readonly admin: Admin;
+  private readonly influx: InfluxClient;
+  private readonly store: StateStore;
+  private readonly codec: Codec;
+  private readonly parts = new Map<number, PartitionState>();
+  private loading: Promise<Map<number, PartitionState>> | undefined;
+  private assigned: number[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private readonly stopCtl = new AbortController();
+  private stopped = false;
+  private readonly totals = { dlq: 0, points: 0, flushes: 0, records: 0, duplicates: 0, too_late: 0 };
+  private lastWindowMs: number | undefined;
+  private influxDownSince: number | undefined;
+  private fatal: ((e: unknown) => void) | undefined;
+  /** Resolves when the consumer stops on its own (a fatal error); rejects with that error. */
+  readonly done: Promise<void>;
+
+  constructor(readonly config: RollupConsumerConfig, logger: Logger) {
+    this.log = logger.child({ component: 'consumer' });
+    this.kafka = new Kafka({
+      ...config.kafka,
+      logLevel: logLevel.WARN,
+      logCreator: () => ({ level, log }) => {
+        const { message, ...extra } = log as { message: string } & Record<string, unknown>;
+        // kafkajs logs refused requests at error level; the state-topic creation with compaction is allowed to fail.
+        const expected = typeof message === 'string' && message.startsWith('Response CreateTopics');
+        const l = expected ? 'debug' : level <= logLevel.ERROR ? 'error' : level === logLevel.WARN ? 'warn' : 'debug';
+        this.log[l]({ kafkajs: extra }, message);
+      },
+    });
+    this.consumer = this.kafka.consumer({
+      groupId: config.group,
+      sessionTimeout: config.sessionTimeoutMs,
+      heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)),
+      maxWaitTimeInMs: 500,
+      retry: { retries: 10 },
+    });
+    this.producer = this.kafka.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
+    this.admin = this.kafka.admin();
+    this.influx = new InfluxClient(config.influx);
+    this.store = new StateStore({ kafka: this.kafka, admin: this.admin, producer: this.producer, logger: this.log, group: config.group, topic: config.topic, stateTopic: config.stateTopic });
+    this.codec = createCodec();
+    this.done = new Promise<void>((_, reject) => (this.fatal = reject));
+    this.done.catch(() => undefined);
+  }
+
+  /** Counters of this process (replays after a rebalance count again); lag and partitions as of now. */
+  stats(): ConsumerStats {
+    let lag = 0;
+    for (const ps of this.parts.values()) {
+      if (ps.high !== undefined && ps.next !== undefined) lag += Math.max(0, Number(BigInt(ps.high) - BigInt(ps.next)));
+    }
+    const { records, duplicates, too_late: tooLate } = this.totals;
+    return {
+      records,
+      duplicates,
+      too_late: tooLate,
+      dlq: this.totals.dlq,
+      points_written: this.totals.points,
+      flushes: this.totals.flushes,
+      lag,
+      partitions: [...this.assigned],
+      last_window_ms: this.lastWindowMs,
+      influx_down_since: this.influxDownSince,
+    };
+  }
+
+  async start(): Promise<void> {
+    const c = this.config;
+    await this.admin.connect();
+    await this.producer.connect();
+    if (c.createDatabase && c.influx.api === 'v1') {
+      await this.retry('create InfluxDB database', async () => {
+        try {
+          await this.influx.ensureDatabase();
+        } catch (e) {
+          // e.g. a user without admin rights on an existing database: writes will tell if it is really missing
+          if (e instanceof NettallyError && !e.retriable) this.log.warn({ err: e.message, db: c.influx.db }, 'could not create the InfluxDB database; assuming it exists');
+          else throw e;
+        }
+      });
+    }
+    let dataPartitions = 0;
+    for (;;) {
+      const topics = await this.admin.listTopics();
+      if (topics.includes(c.topic)) {
+        const md = await this.admin.fetchTopicMetadata({ topics: [c.topic] });
+        dataPartitions = md.topics[0]?.partitions.length ?? 0;
+        if (dataPartitions > 0) break;
+      }
+      this.log.info({ topic: c.topic }, 'waiting for the records topic to exist (a producer creates it)');
+      await sleep(2000, this.stopCtl.signal);
+      if (this.stopCtl.signal.aborted) return;
+    }
+    const existing = await this.admin.listTopics();
+    if (!existing.includes(c.dlqTopic)) {
+      await this.admin.createTopics({ topics: [{ topic: c.dlqTopic, numPartitions: 1 }], waitForLeaders: true }).catch((e: unknown) => this.log.debug({ err: e }, 'create DLQ topic'));
+    }
+    await this.store.init(dataPartitions);
+
+    this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
+      const mine = (e.payload.memberAssignment[c.topic] ?? []).slice().sort((a, b) => a - b);
+      this.log.info({ partitions: mine, generation_member: e.payload.memberId }, 'partitions assigned');
+      this.assigned = mine;
+      // Another member may have moved these partitions on: every assignment starts from the stored snapshots.
+      this.parts.clear();
+      this.loading = this.loadPartitions(mine);
+      this.loading.catch(() => undefined);
+    });
+    this.consumer.on(this.consumer.events.CRASH, (e) => {
+      const err = e.payload.error;
+      if (!e.payload.restart) {
+        this.log.error({ err }, 'consumer crashed and will not restart');
+        this.fatal?.(err);
+      } else this.log.warn({ err: err.message }, 'consumer error; kafkajs restarts it');
+    });
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topics: [c.topic], fromBeginning: true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: (p) => this.onBatch(p),
+    });
+    this.timer = setInterval(() => void this.flushIdle(), Math.max(100, Math.min(1000, c.flushIntervalMs)));
+  }
+
+  /** Flushes everything, leaves the group, disconnects. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.stopCtl.abort();
+    if (this.timer) clearInterval(this.timer);
+    // Flush while still a member (batches stop at once: `stopped`), so the next owner starts from our latest state.
+    for (const ps of this.parts.values()) {
+      await this.locked(ps, () => this.flush(ps, undefined, true)).catch((e: unknown) => this.log.warn({ err: e, partition: ps.partition }, 'final flush failed; the next member replays from the last snapshot'));
+    }
+    await this.consumer.stop().catch((e: unknown) => this.log.warn({ err: e }, 'stopping consumer'));
+    await this.consumer.disconnect().catch(() => undefined);
+    await this.producer.disconnect().catch(() => undefined);
+    await this.admin.disconnect().catch(() => undefined);
+  }
+
+  private newState(partition: number): PartitionState {
+    return {
+      partition,
+      agg: new PartitionAggregator({ partition, ...this.config.aggregation }),
+      next: undefined,
+      snapshotted: undefined,
+      dlq: [],
+      lastFlush: Date.now(),
+      high: undefined,
+      late: { n: 0 },
+      lock: Promise.resolve(),
+    };
+  }
+
+  private async loadPartitions(partitions: number[]): Promise<Map<number, PartitionState>> {
+    const c = this.config;
+    const hints = new Map<number, string | undefined>();
+    const committed = new Map<number, string>();
+    const t0 = Date.now();
+    const offsets = await this.retry('read committed offsets', () => this.admin.fetchOffsets({ groupId: c.group, topics: [c.topic] }));
+    for (const p of offsets[0]?.partitions ?? []) {
+      hints.set(p.partition, parseCommitMetadata(p.metadata)?.offset);
+      if (Number(p.offset) >= 0) committed.set(p.partition, p.offset);
+    }
+    const snaps = await this.retry('load state snapshots', () => this.store.load(partitions, hints));
+    const out = new Map<number, PartitionState>();
+    for (const p of partitions) {
+      const ps = this.newState(p);
+      const snap = snaps.get(p);
+      if (snap) {
+        try {
+          ps.agg.restore(snap.state);
+        } catch (e) {
+          // Retrying cannot help (e.g. --window changed under an existing group): stop with a clear message.
+          const err = configError('--window/--group', `the stored state of partition ${p} does not fit this consumer (${(e as Error).message}); use the same --window as before or a new --group`);
+          this.fatal?.(err);
+          throw err;
+        }
+        ps.next = snap.offset;
+        ps.snapshotted = snap.offset;
+      } else if (committed.has(p)) {
+        // Offsets were committed but no snapshot survives (state topic lost or retention): exactness for windows
+        // still open at that point cannot be recovered; continue from the commit and say so.
+        this.log.warn({ partition: p, offset: committed.get(p) }, 'no state snapshot for a committed partition; open windows restart from zero');
+      }
+      out.set(p, ps);
+    }
+    this.log.info({ partitions, snapshots: snaps.size, ms: Date.now() - t0 }, 'partition state loaded');
+    return out;
+  }
+
+  private async partitionState(partition: number, heartbeat: () => Promise<void>): Promise<PartitionState> {
+    let ps = this.parts.get(partition);
+    if (ps) return ps;
+    const loading = this.loading ?? this.loadPartitions([partition]);
+    const loaded = await withHeartbeat(loading, heartbeat, 3000);
+    for (const [p, s] of loaded) if (!this.parts.has(p)) this.parts.set(p, s);
+    ps = this.parts.get(partition);
+    if (!ps) {
+      const single = await withHeartbeat(this.loadPartitions([partition]), heartbeat, 3000);
+      ps = single.get(partition) as PartitionState;
+      this.parts.set(partition, ps);
+    }
+    return ps;
+  }
+
+  private async locked<T>(ps: PartitionState, fn: () => Promise<T>, heartbeat?: () => Promise<void>): Promise<T> {
+    const prev = ps.lock;
+    let release!: () => void;
+    ps.lock = new Promise<void>((r) => (release = r));
+    try {
+      await withHeartbeat(prev, heartbeat, 3000);
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  private async onBatch(p: EachBatchPayload): Promise<void> {
+    const { batch, resolveOffset, heartbeat, isRunning, isStale } = p;
+    const ps = await this.partitionState(batch.partition, heartbeat);
+    if (this.parts.get(batch.partition) !== ps) return; // reassigned while loading
+    await this.locked(ps, async () => {
+      ps.high = batch.highWatermark;
+      const first = batch.messages[0]?.offset;
+      if (first !== undefined && ps.next !== undefined && BigInt(first) > BigInt(ps.next)) {
+        // The fetch position is past the snapshot (its commit was newer than the state we hold): go back.
+        this.log.info({ partition: ps.partition, from: first, to: ps.next }, 'seeking to the snapshot offset');
+        this.consumer.seek({ topic: batch.topic, partition: batch.partition, offset: ps.next });
+        return;
+      }
+      let n = 0;
+      for (const m of batch.messages) {
+        if (!isRunning() || isStale() || this.stopped) break;
+        if (ps.next !== undefined && BigInt(m.offset) < BigInt(ps.next)) {
+          resolveOffset(m.offset);
+          continue;
+        }
+        this.apply(ps, m);
+        ps.next = plus1(m.offset);
+        resolveOffset(m.offset);
+        if (++n % 2000 === 0) await heartbeat();
+        if (Date.now() - ps.lastFlush >= this.config.flushIntervalMs) await this.flush(ps, heartbeat);
+      }
+      if (Date.now() - ps.lastFlush >= this.config.flushIntervalMs) await this.flush(ps, heartbeat);
+    }, heartbeat);
+  }
+
+  private apply(ps: PartitionState, m: KafkaMessage): void {
+    if (!m.value) {
+      ps.dlq.push({ message: m, reason: 'empty', error: 'message has no value' });
+      return;
+    }
+    let decoded;
+    try {
+      decoded = this.codec.decode(m.value);
+    } catch (e) {
+      const reason = malformedReason(e);
+      if (!reason) throw e;
+      ps.dlq.push({ message: m, reason, error: (e as Error).message });
+      return;
+    }
+    const input = toAggInput(decoded);
+    const outcome = ps.agg.add(input);
+    if (outcome === 'duplicate') this.totals.duplicates++;
+    else {
+      this.totals.records++;
+      if (outcome === 'too_late') {
+        this.totals.too_late++;
+        if (ps.late.n++ === 0) ps.late = { n: 1, host_id: input.host_id, time_ms: input.time_ms };
+      }
+    }
+  }
+
+  /** Partitions with unflushed work and no batch arriving still get written on time. */
+  private async flushIdle(): Promise<void> {
+    for (const ps of [...this.parts.values()]) {
+      if (this.stopped) return;
+      if (Date.now() - ps.lastFlush < this.config.flushIntervalMs) continue;
+      await this.locked(ps, async () => {
+        if (this.parts.get(ps.partition) !== ps || this.stopped) return;
+        if (Date.now() - ps.lastFlush >= this.config.flushIntervalMs) await this.flush(ps, undefined);
+      }).catch((e: unknown) => this.log.warn({ err: e, partition: ps.partition }, 'flush failed'));
+    }
+  }
+
+  /** Retries `fn` with exponential backoff until it succeeds or the consumer stops. */
+  private async retry<T>(what: string, fn: () => Promise<T>, heartbeat?: () => Promise<void>, onFail?: (e: unknown, attempt: number) => void): Promise<T> {
+    let delay = this.config.retryInitialMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await withHeartbeat(fn(), heartbeat, 3000);
+      } catch (e) {
+        if (this.stopCtl.signal.aborted && attempt > 1) throw e;
+        onFail?.(e, attempt);
+        // Non-retriable failures (e.g. InfluxDB refusing points with HTTP 400) still block rather than drop data,
+        // but loudly: an operator has to fix the cause.
+        const level = e instanceof NettallyError && !e.retriable ? 'error' : 'warn';
+        this.log[level]({ err: e instanceof Error ? e.message : String(e), attempt, retry_in_ms: delay }, `${what} failed; retrying`);
+        await withHeartbeat(sleep(delay, this.stopCtl.signal), heartbeat, 3000);
+        delay = Math.min(this.config.retryMaxMs, delay * 2);
+      }
+    }
+  }
+
+  /**
+   * Writes this partition's dirty windows, its dead letters, then its snapshot, then commits the offset.
+   * Called with the partition lock held. While InfluxDB is down the partition is paused and nothing is committed.
+   */
+  private async flush(ps: PartitionState, heartbeat: (() => Promise<void>) | undefined, final = false): Promise<void> {
+    const c = this.config;
+    const pending = ps.agg.pending();
+    ps.lastFlush = Date.now();
+    if (ps.late.n > 0) {
+      this.log.warn(
+        { partition: ps.partition, too_late: ps.late.n, example_host_id: ps.late.host_id, example_time: new Date(ps.late.time_ms ?? 0).toISOString(), watermark: new Date(ps.agg.watermarkMs).toISOString() },
+        'records arrived after their window was final; their bytes were added to the oldest open window',
+      );
+      ps.late = { n: 0 };
+    }
+    if (pending.points.length === 0 && ps.dlq.length === 0 && ps.next === ps.snapshotted) return;
+    let paused = false;
+    const tp = [{ topic: c.topic, partitions: [ps.partition] }];
+    try {
+      if (pending.points.length > 0) {
+        await this.retry('InfluxDB write', () => this.influx.write(pending.points), heartbeat, () => {
+          this.influxDownSince ??= Date.now();
+          if (!paused && !final) {
+            paused = true;
+            this.consumer.pause(tp);
+          }
+        });
+        this.totals.points += pending.points.length;
+        for (const pt of pending.points) if (this.lastWindowMs === undefined || pt.time_ms > this.lastWindowMs) this.lastWindowMs = pt.time_ms;
+        if (this.influxDownSince !== undefined) {
+          this.log.info({ down_ms: Date.now() - this.influxDownSince }, 'InfluxDB writes succeed again');
+          this.influxDownSince = undefined;
+        }
+      }
+      if (ps.dlq.length > 0) {
+        const dead = ps.dlq;
+        await this.retry('dead-letter write', () =>
+          this.producer.send({
+            topic: c.dlqTopic,
+            acks: -1,
+            messages: dead.map((d) => ({
+              key: d.message.key,
+              value: d.message.value,
+              headers: {
+                ...(d.message.headers as IHeaders | undefined),
+                'nettally-dlq-reason': d.reason,
+                'nettally-dlq-error': d.error.slice(0, 500),
+                'nettally-source-topic': c.topic,
+                'nettally-source-partition': String(ps.partition),
+                'nettally-source-offset': d.message.offset,
+              },
+            })),
+          }), heartbeat);
+        for (const d of dead) this.log.warn({ partition: ps.partition, offset: d.message.offset, reason: d.reason }, 'poison record sent to the dead-letter topic');
+        this.totals.dlq += dead.length;
+        ps.dlq = [];
+      }
+      pending.commit();
+      if (ps.next === undefined) return;
+      const next = ps.next;
+      const meta = await this.retry('state snapshot write', () => this.store.save(ps.partition, { offset: next, state: ps.agg.snapshot() }), heartbeat);
+      ps.snapshotted = next;
+      this.totals.flushes++;
+      // The commit only mirrors the snapshot (for lag tools and as a pointer to it); losing it loses nothing.
+      await this.consumer.commitOffsets([{ topic: c.topic, partition: ps.partition, offset: next, metadata: meta }]).catch((e: unknown) => {
+        this.log.warn({ err: e instanceof Error ? e.message : String(e), partition: ps.partition }, 'offset commit failed (snapshot is stored; continuing)');
+      });
+    } finally {
+      if (paused) this.consumer.resume(tp);
+    }
+  }
+}
+
+export function createRollupConsumer(opts: { config: RollupConsumerConfig; logger: Logger }): RollupConsumer {
+  if (opts.config.aggregation.rollupMs % opts.config.aggregation.windowMs !== 0) {
+    throw new NettallyError('CONFIG_INVALID', 'the 1-hour rollup must be a whole number of windows');
+  }
+  return new RollupConsumer(opts.config, opts.logger);
+}

@@ -1,0 +1,60 @@
+// Unit tests of the usage queries/formatting, the line protocol of points and the state-store commit pointer.
+import { toLine } from './influx';
+import { parseCommitMetadata, commitMetadata } from './state-store';
+import { buildQueries, formatRows, groupTags, measurementName, parseTime } from './usage';
+import { nsToMs } from './records';
+
+test('parseTime accepts now, relative durations, ISO dates and Unix seconds/ms, and names the setting otherwise', () => {
+  const now = Date.UTC(2026, 10, 22, 12, 0, 0);
+  expect(parseTime('--from', 'now', now)).toBe(now);
+  expect(parseTime('--from', '-90m', now)).toBe(now - 90 * 60_000);
+  expect(parseTime('--from', '2026-11-01T00:00:00Z', now)).toBe(Date.UTC(2026, 10, 1));
+  expect(parseTime('--from', '1700000000', now)).toBe(1_700_000_000_000);
+  expect(parseTime('--from', '1700000000123', now)).toBe(1_700_000_000_123);
+  expect(() => parseTime('--from', 'yesterday', now)).toThrow(/--from/);
+});
+
+test('queries sum across partitions per window and group, and find non-final groups', () => {
+  const q = { measurement: 'traffic' as const, fromMs: 1000, toMs: 2000, windowMs: 60_000, groupBy: ['host' as const, 'port' as const] };
+  expect(measurementName(q)).toBe('nettally_traffic_1m');
+  expect(groupTags(q)).toEqual(['host_id', 'hostname', 'protocol', 'service_port']);
+  const { sums, open } = buildQueries(q);
+  expect(sums).toBe(
+    'SELECT sum("tx_bytes") AS "tx_bytes", sum("rx_bytes") AS "rx_bytes", sum("connections_opened") AS "connections_opened", ' +
+      'sum("connections_closed") AS "connections_closed", sum("retransmits") AS "retransmits" FROM "nettally_traffic_1m" ' +
+      'WHERE time >= 1000ms AND time < 2000ms GROUP BY time(60000ms), "host_id", "hostname", "protocol", "service_port" fill(none)',
+  );
+  expect(open).toContain('"final" = false');
+  expect(measurementName({ measurement: 'iface', windowMs: 3_600_000 })).toBe('nettally_iface_1h');
+});
+
+test('formats: aligned table, CSV with quoting, JSON', () => {
+  const recs = [
+    { window: '2026-01-01T00:00:00.000Z', comm: 'a,b', tx_bytes: 5, final: true },
+    { window: '2026-01-01T00:01:00.000Z', comm: 'say "hi"', tx_bytes: 12345, final: false },
+  ];
+  const cols = ['window', 'comm', 'tx_bytes', 'final'];
+  expect(formatRows(recs, cols, 'csv')).toBe('window,comm,tx_bytes,final\n2026-01-01T00:00:00.000Z,"a,b",5,true\n2026-01-01T00:01:00.000Z,"say ""hi""",12345,false\n');
+  expect(JSON.parse(formatRows(recs, cols, 'json'))).toEqual(recs);
+  const table = formatRows(recs, cols, 'table').split('\n');
+  expect(table[0]).toMatch(/^window\s+comm\s+tx_bytes\s+final$/);
+  expect(table[1]).toContain('        5');
+  expect(formatRows([], cols, 'table')).toMatch(/no data/);
+});
+
+test('points become line protocol with integer fields, escaped tags and ms timestamps', () => {
+  const line = toLine({ measurement: 'nettally_traffic_1m', tags: { partition: '0', comm: 'my proc,x' }, fields: { tx_bytes: 12, final: true }, time_ms: 1_700_000_000_000 });
+  expect(line).toBe('nettally_traffic_1m,comm=my\\ proc\\,x,partition=0 final=T,tx_bytes=12i 1700000000000');
+});
+
+test('commit metadata points at a state snapshot', () => {
+  expect(parseCommitMetadata(commitMetadata(3, '12345'))).toEqual({ partition: 3, offset: '12345' });
+  expect(parseCommitMetadata('')).toBeUndefined();
+  expect(parseCommitMetadata(null)).toBeUndefined();
+});
+
+test('nanosecond event times become ms exactly, also past 2^53', () => {
+  expect(nsToMs(1_795_316_707_609_123_456n)).toBe(1_795_316_707_609);
+  expect(nsToMs(-1n)).toBe(-1);
+  expect(nsToMs(5_000_000)).toBe(5);
+});

@@ -1,0 +1,127 @@
+// History and billing queries over the rollups (InfluxQL, summed across the partition tag) and their output formats.
+import { configError } from '../lib/errors';
+import { parseDuration } from '../lib/args';
+import { sizeName } from './aggregator';
+import { quoteIdent, type InfluxClient, type InfluxQLResult } from './influx';
+
+export type GroupKey = 'host' | 'netns' | 'port' | 'process' | 'protocol' | 'direction' | 'iface';
+
+/** Tags behind each --group-by choice (host_id is the identity; hostname rides along for people). */
+export const GROUP_BY_TAGS: Record<GroupKey, string[]> = {
+  host: ['host_id', 'hostname'],
+  netns: ['host_id', 'hostname', 'netns'],
+  port: ['protocol', 'service_port'],
+  process: ['host_id', 'hostname', 'comm'],
+  protocol: ['protocol'],
+  direction: ['direction'],
+  iface: ['host_id', 'hostname', 'netns', 'ifindex'],
+};
+
+export const TRAFFIC_SUM_FIELDS = ['tx_bytes', 'rx_bytes', 'connections_opened', 'connections_closed', 'retransmits'];
+export const IFACE_SUM_FIELDS = ['rx_bytes', 'rx_packets', 'tx_bytes', 'tx_packets'];
+
+export interface UsageQuery {
+  measurement: 'traffic' | 'iface';
+  fromMs: number;
+  toMs: number;
+  windowMs: number;
+  groupBy: GroupKey[];
+}
+
+export interface UsageRow {
+  /** Window start, Unix ms. */
+  time_ms: number;
+  tags: Record<string, string>;
+  fields: Record<string, number>;
+  /** Every point summed into this row is final (its window is past the consumer's watermark). */
+  final: boolean;
+}
+
+/** Time from `now`, `-1h`/`-30m` (relative), an ISO 8601 date, or Unix seconds/milliseconds. */
+export function parseTime(setting: string, text: string, now = Date.now()): number {
+  const t = text.trim();
+  if (t === 'now') return now;
+  if (t.startsWith('-')) {
+    const d = parseDuration(t.slice(1));
+    if (d === undefined) throw configError(setting, `expected now, -<duration> (e.g. -1h), an ISO date or Unix time, got ${JSON.stringify(text)}`);
+    return now - d;
+  }
+  if (/^\d+$/.test(t)) return t.length <= 10 ? Number(t) * 1000 : Number(t);
+  const ms = Date.parse(t);
+  if (Number.isNaN(ms)) throw configError(setting, `expected now, -<duration> (e.g. -1h), an ISO date or Unix time, got ${JSON.stringify(text)}`);
+  return ms;
+}
+
+export function measurementName(q: Pick<UsageQuery, 'measurement' | 'windowMs'>): string {
+  return `nettally_${q.measurement}_${sizeName(q.windowMs)}`;
+}
+
+export function groupTags(q: Pick<UsageQuery, 'groupBy'>): string[] {
+  const out: string[] = [];
+  for (const g of q.groupBy) for (const t of GROUP_BY_TAGS[g]) if (!out.includes(t)) out.push(t);
+  return out;
+}
+
+/** The InfluxQL statements: sums per window and group, and which of those groups still hold non-final points. */
+export function buildQueries(q: UsageQuery): { sums: string; open: string } {
+  const fields = q.measurement === 'traffic' ? TRAFFIC_SUM_FIELDS : IFACE_SUM_FIELDS;
+  const m = quoteIdent(measurementName(q));
+  const where = `time >= ${q.fromMs}ms AND time < ${q.toMs}ms`;
+  const group = [`time(${q.windowMs}ms)`, ...groupTags(q).map(quoteIdent)].join(', ');
+  const sel = fields.map((f) => `sum(${quoteIdent(f)}) AS ${quoteIdent(f)}`).join(', ');
+  return {
+    sums: `SELECT ${sel} FROM ${m} WHERE ${where} GROUP BY ${group} fill(none)`,
+    open: `SELECT count(${quoteIdent(fields[0])}) AS n FROM ${m} WHERE ${where} AND "final" = false GROUP BY ${group} fill(none)`,
+  };
+}
+
+function rowKey(time: number, tags: Record<string, string>, names: readonly string[]): string {
+  return [time, ...names.map((n) => tags[n] ?? '')].join('\u0000');
+}
+
+export async function runUsage(client: InfluxClient, q: UsageQuery): Promise<UsageRow[]> {
+  const { sums, open } = buildQueries(q);
+  const names = groupTags(q);
+  const [sumRes, openRes] = await Promise.all([client.query(sums), client.query(open)]);
+  const notFinal = new Set<string>();
+  for (const s of series(openRes)) for (const v of s.values) notFinal.add(rowKey(v[0] as number, s.tags ?? {}, names));
+  const rows: UsageRow[] = [];
+  for (const s of series(sumRes)) {
+    for (const v of s.values) {
+      const fields: Record<string, number> = {};
+      s.columns.forEach((c, i) => {
+        if (i > 0) fields[c] = typeof v[i] === 'number' ? (v[i] as number) : 0;
+      });
+      const tags: Record<string, string> = {};
+      for (const n of names) tags[n] = s.tags?.[n] ?? '';
+      const time = v[0] as number;
+      rows.push({ time_ms: time, tags, fields, final: !notFinal.has(rowKey(time, tags, names)) });
+    }
+  }
+  rows.sort((a, b) => a.time_ms - b.time_ms || rowKey(0, a.tags, names).localeCompare(rowKey(0, b.tags, names)));
+  return rows;
+}
+
+function series(res: InfluxQLResult[]): NonNullable<InfluxQLResult['series']> {
+  return res.flatMap((r) => r.series ?? []);
+}
+
+/** Flat records for output: window start (ISO), group tags, summed fields, final. */
+export function flatten(rows: readonly UsageRow[], extra?: (r: UsageRow) => Record<string, number>): Record<string, string | number | boolean>[] {
+  return rows.map((r) => ({ window: new Date(r.time_ms).toISOString(), ...r.tags, ...r.fields, ...(extra ? extra(r) : {}), final: r.final }));
+}
+
+function csvCell(v: string | number | boolean): string {
+  const s = String(v);
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+export function formatRows(recs: readonly Record<string, string | number | boolean>[], columns: readonly string[], format: 'table' | 'csv' | 'json'): string {
+  if (format === 'json') return JSON.stringify(recs.map((r) => Object.fromEntries(columns.map((c) => [c, r[c]]))), null, 2) + '\n';
+  if (format === 'csv') return [columns.join(','), ...recs.map((r) => columns.map((c) => csvCell(r[c] ?? '')).join(','))].join('\n') + '\n';
+  if (recs.length === 0) return '(no data in this time range)\n';
+  const cells = [columns.map(String), ...recs.map((r) => columns.map((c) => String(r[c] ?? '')))];
+  const widths = columns.map((_, i) => Math.max(...cells.map((row) => row[i].length)));
+  const numeric = columns.map((c) => recs.every((r) => typeof r[c] === 'number'));
+  return cells.map((row) => row.map((v, i) => (numeric[i] ? v.padStart(widths[i]) : v.padEnd(widths[i]))).join('  ').trimEnd()).join('\n') + '\n';
+}
