@@ -69,3 +69,20 @@ describe('parseArgs', () => {
     expect(parseBytes('3 parsecs')).toBeUndefined();
   });
 });
+
+describe('formatHelp', () => {
+  it('shows numeric defaults the way a person writes them', () => {
+    const help = formatHelp({
+      name: 'x',
+      summary: 's',
+      options: [
+        { name: 'window', type: 'duration', default: 60_000, help: 'w' },
+        { name: 'wait', type: 'duration', default: 1500, help: 'w' },
+        { name: 'buf', type: 'bytes', default: 16 * 1024 * 1024, help: 'b' },
+      ],
+    });
+    expect(help).toContain('default 1m]');
+    expect(help).toContain('default 1500ms]');
+    expect(help).toContain('default 16MiB]');
+  });
+});

@@ -228,6 +228,21 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[], env: NodeJ
   return new ParsedArgs(values, positionals, sources);
 }
 
+/** A default as a person would write it: 60000 ms as `1m`, 16777216 bytes as `16MiB`. */
+function showDefault(o: OptionSpec): string {
+  const d = o.default;
+  if (Array.isArray(d)) return d.join(',');
+  if (typeof d === 'number' && o.type === 'duration' && d > 0) {
+    const unit = (['d', 'h', 'm', 's'] as const).find((u) => d % DURATION_UNITS[u] === 0);
+    return unit ? `${d / DURATION_UNITS[unit]}${unit}` : `${d}ms`;
+  }
+  if (typeof d === 'number' && o.type === 'bytes' && d > 0) {
+    const unit = (['gib', 'mib', 'kib'] as const).find((u) => d % BYTE_UNITS[u] === 0);
+    return unit ? `${d / BYTE_UNITS[unit]}${unit.replace('ib', 'iB').toUpperCase().replace('IB', 'iB')}` : String(d);
+  }
+  return String(d);
+}
+
 /** The --help text: usage, description, options with env vars and defaults (secrets' defaults hidden). */
 export function formatHelp(spec: CommandSpec): string {
   const pos = spec.positionals?.length ? ' ' + spec.positionals.map((p) => `<${p}>`).join(' ') : '';
@@ -238,7 +253,7 @@ export function formatHelp(spec: CommandSpec): string {
     const flag = `${o.short ? `-${o.short}, ` : ''}--${o.name}${o.type === 'bool' ? '' : ` <${o.type === 'enum' ? o.choices?.join('|') : o.type}>`}`;
     const extra: string[] = [];
     if (o.env) extra.push(`env ${o.env}${o.secret ? `, or ${o.env}_FILE / --${o.name}-file` : ''}`);
-    if (o.default !== undefined && !o.secret && o.default !== false) extra.push(`default ${Array.isArray(o.default) ? o.default.join(',') : String(o.default)}`);
+    if (o.default !== undefined && !o.secret && o.default !== false) extra.push(`default ${showDefault(o)}`);
     if (o.required) extra.push('required');
     return [flag, o.help + (extra.length ? ` [${extra.join('; ')}]` : '')];
   });
