@@ -1,0 +1,95 @@
+// `nettally broker`: runs the bundled single-node Kafka-protocol broker until SIGINT/SIGTERM.
+import { resolve } from 'path';
+import { parseBytes, parseDuration, type CommandSpec, type ParsedArgs } from '../lib/args';
+import type { Command, CommandContext } from '../lib/command';
+import { configError } from '../lib/errors';
+import { startBroker, type FsyncPolicy } from './index';
+
+const spec: CommandSpec = {
+  name: 'broker',
+  summary: 'Run the bundled single-node Kafka-protocol broker (for one machine and CI; fleets run Apache Kafka).',
+  description:
+    'Speaks enough of the Kafka protocol for kafkajs and librdkafka (kcat): produce (acks, idempotence), fetch,\n' +
+    'consumer groups, offsets, topic creation. Data is an append-only segment log per partition under --data-dir.',
+  options: [
+    { name: 'listen', type: 'string', env: 'NETTALLY_BROKER_LISTEN', default: '127.0.0.1:9092', help: 'host:port to listen on (port 0 picks a free port)' },
+    { name: 'data-dir', type: 'string', env: 'NETTALLY_BROKER_DATA', default: '/var/lib/nettally/broker', help: 'directory for topic logs and committed offsets' },
+    { name: 'advertised-host', type: 'string', env: 'NETTALLY_BROKER_ADVERTISED_HOST', help: 'host clients are told to connect to (default: the listen host)' },
+    { name: 'partitions', type: 'int', env: 'NETTALLY_BROKER_PARTITIONS', default: 1, min: 1, max: 1000, help: 'partitions of auto-created topics' },
+    { name: 'auto-create-topics', type: 'bool', env: 'NETTALLY_BROKER_AUTO_CREATE', default: true, help: 'create unknown topics on metadata requests (--no-auto-create-topics to refuse)' },
+    { name: 'retention', type: 'string', env: 'NETTALLY_BROKER_RETENTION', default: '-1', help: 'delete segments older than this duration (7d, 12h, ...); -1 keeps forever' },
+    { name: 'retention-bytes', type: 'string', env: 'NETTALLY_BROKER_RETENTION_BYTES', default: '-1', help: 'per-partition size limit (10GiB, ...); -1 is unlimited' },
+    { name: 'retention-check-interval', type: 'duration', env: 'NETTALLY_BROKER_RETENTION_CHECK', default: 30_000, min: 10, help: 'how often retention runs' },
+    { name: 'segment-bytes', type: 'bytes', env: 'NETTALLY_BROKER_SEGMENT_BYTES', default: 64 * 1024 * 1024, min: 1024, max: 2 ** 31 - 1, help: 'segment file size before a new one is started' },
+    { name: 'fsync', type: 'enum', env: 'NETTALLY_BROKER_FSYNC', choices: ['always', 'interval', 'never'], default: 'always', help: 'always: fsync before each produce/commit ack; interval: every --fsync-interval; never: leave it to the OS' },
+    { name: 'fsync-interval', type: 'duration', env: 'NETTALLY_BROKER_FSYNC_INTERVAL', default: 1000, min: 1, help: 'fsync period with --fsync interval' },
+    { name: 'max-request-bytes', type: 'bytes', env: 'NETTALLY_BROKER_MAX_REQUEST_BYTES', default: 100 * 1024 * 1024, min: 1024, max: 2 ** 31 - 1, help: 'larger request frames close the connection' },
+  ],
+  examples: [
+    'nettally broker --data-dir /var/lib/nettally/broker',
+    'nettally broker --listen 127.0.0.1:0 --data-dir /tmp/b --partitions 6 --retention 1d --fsync interval',
+  ],
+};
+
+/** "-1" or a duration/size in the lib/args syntax. */
+function limit(args: ParsedArgs, name: string, env: string, parse: (s: string) => number | undefined, example: string): number {
+  const raw = args.str(name).trim();
+  if (raw === '-1') return -1;
+  const v = parse(raw);
+  if (v === undefined || v < 0) throw configError(`--${name} (env ${env})`, `expected -1 or ${example}, got ${JSON.stringify(raw)}`);
+  return v;
+}
+
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw configError('--listen (env NETTALLY_BROKER_LISTEN)', `expected host:port such as 127.0.0.1:9092, got ${JSON.stringify(text)}`);
+  return { host: m[1] ?? m[2], port };
+}
+
+async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
+  const { host, port } = parseListen(args.str('listen'));
+  const dataDir = resolve(args.str('data-dir'));
+  const retentionMs = limit(args, 'retention', 'NETTALLY_BROKER_RETENTION', parseDuration, 'a duration such as 7d or 12h');
+  const retentionBytes = limit(args, 'retention-bytes', 'NETTALLY_BROKER_RETENTION_BYTES', parseBytes, 'a size such as 10GiB');
+  const logger = ctx.logger.child({ component: 'broker' });
+  let broker;
+  try {
+    broker = await startBroker({
+      host,
+      port,
+      dataDir,
+      advertisedHost: args.optStr('advertised-host'),
+      defaultPartitions: args.num('partitions'),
+      autoCreateTopics: args.bool('auto-create-topics'),
+      retentionMs,
+      retentionBytes,
+      retentionCheckMs: args.num('retention-check-interval'),
+      segmentBytes: args.num('segment-bytes'),
+      fsync: args.str('fsync') as FsyncPolicy,
+      fsyncIntervalMs: args.num('fsync-interval'),
+      maxRequestBytes: args.num('max-request-bytes'),
+      logger,
+    });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const listenSetting = '--listen (env NETTALLY_BROKER_LISTEN)';
+    if (e.code === 'EADDRINUSE') throw configError(listenSetting, `${host}:${port} is already in use; stop what listens there or pick another port`);
+    if (e.syscall === 'listen' || e.syscall === 'bind' || e.code === 'EADDRNOTAVAIL') throw configError(listenSetting, `cannot listen on ${host}:${port}: ${e.message}`);
+    if (['EACCES', 'EPERM', 'EROFS', 'ENOENT', 'ENOTDIR', 'EEXIST', 'ENOSPC', 'EBUSY'].includes(e.code ?? '')) {
+      throw configError('--data-dir (env NETTALLY_BROKER_DATA)', `cannot use ${dataDir}: ${e.message}`);
+    }
+    throw err;
+  }
+  logger.info({ address: broker.address, dataDir, fsync: args.str('fsync'), topics: broker.broker.listTopics().length }, 'broker ready');
+  ctx.stdout.write(`broker listening on ${host}:${broker.port} (advertised ${broker.address}), data dir ${dataDir}\n`);
+  await new Promise<void>((res) => {
+    if (ctx.signal.aborted) res();
+    else ctx.signal.addEventListener('abort', () => res(), { once: true });
+  });
+  await broker.close();
+  logger.info('broker stopped');
+  return 0;
+}
+
+export const command: Command = { spec, run };
