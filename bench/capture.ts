@@ -1,0 +1,214 @@
+// `npm run bench:capture`: iperf3 over loopback at 64 B and 128 KiB writes, side by side in one run: no capture,
+// nettally (defaults), naive (one record per syscall) and tcpdump -s 64; throughput ratios and ring-buffer records/s.
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'child_process';
+import { readFileSync, writeFileSync } from 'fs';
+import { createServer } from 'net';
+import { openCapture, type Capture } from '../producer/capture';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const SIZES = [64, 128 * 1024];
+const MODES = ['none', 'nettally', 'naive', 'tcpdump'] as const;
+type Mode = (typeof MODES)[number];
+
+interface Run {
+  gbps: number;
+  recordsPerSec: number | null;
+  drops: number | null;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function iperf(port: number, size: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(SECONDS), '-l', String(size), '-J'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.on('close', (code) => {
+      try {
+        const j = JSON.parse(out) as { end?: { sum_received?: { bits_per_second?: number } }; error?: string };
+        if (code !== 0 || !j.end?.sum_received?.bits_per_second) throw new Error(j.error ?? `iperf3 exited ${code}`);
+        resolve(j.end.sum_received.bits_per_second / 1e9);
+      } catch (e) {
+        reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
+  });
+}
+
+async function runOnce(mode: Mode, port: number, size: number): Promise<Run> {
+  let cap: Capture | undefined;
+  let drain: Promise<void> | undefined;
+  let dump: ChildProcess | undefined;
+  let dumpErr = '';
+  if (mode === 'nettally' || mode === 'naive') {
+    cap = await openCapture({ naive: mode === 'naive', ifaceIntervalMs: 10_000 });
+    const c = cap;
+    drain = (async () => {
+      for await (const batch of c.records()) {
+        const closed = batch.filter((r) => r.kind === 3).map((r) => (r.kind === 3 ? r.cookie : 0));
+        if (closed.length) c.forget(closed);
+      }
+    })();
+  } else if (mode === 'tcpdump') {
+    dump = spawn('tcpdump', ['-i', 'lo', '-s', '64', '-w', '/dev/null', '-n', 'tcp port ' + port], { stdio: ['ignore', 'ignore', 'pipe'] });
+    dump.stderr?.on('data', (d: Buffer) => (dumpErr += d.toString()));
+    await sleep(1000);
+  }
+  const before = cap?.stats().records ?? 0;
+  const t0 = Date.now();
+  const gbps = await iperf(port, size);
+  const secs = (Date.now() - t0) / 1000;
+  let recordsPerSec: number | null = null;
+  let drops: number | null = null;
+  if (cap) {
+    const s = cap.stats();
+    recordsPerSec = (s.records - before) / secs;
+    drops = s.ringbuf_drops;
+    await cap.close();
+    await drain;
+  }
+  if (dump) {
+    dump.kill('SIGINT');
+    await new Promise((r) => dump?.once('close', r));
+    const m = /(\d+) packets captured/.exec(dumpErr);
+    recordsPerSec = m ? Number(m[1]) / secs : null;
+  }
+  return { gbps, recordsPerSec, drops };
+}
+
+interface ProgCost {
+  name: string;
+  perSec: number;
+  avgNs: number;
+}
+
+/**
+ * CPU time spent in our BPF programs during one iperf3 run, from kernel.bpf_stats_enabled (run_cnt, run_time_ns).
+ * Unlike throughput this hardly depends on what else the machine is doing. Stats add their own overhead, so this
+ * runs separately from the throughput matrix.
+ */
+async function bpfCost(port: number, size: number, naive: boolean): Promise<{ progs: ProgCost[]; nsPerWrite: number; gbps: number }> {
+  const cap = await openCapture({ naive, ifaceIntervalMs: 10_000 });
+  const drain = (async () => {
+    for await (const _b of cap.records()) {
+      // counted by stats()
+    }
+  })();
+  const statsFile = '/proc/sys/kernel/bpf_stats_enabled';
+  const prev = readFileSync(statsFile, 'utf8').trim();
+  const read = (): Map<string, { cnt: number; ns: number }> => {
+    const m = new Map<string, { cnt: number; ns: number }>();
+    for (const p of cap.programs?.() ?? []) {
+      const j = JSON.parse(execFileSync('bpftool', ['prog', 'show', 'id', String(p.id), '-j']).toString()) as { run_cnt?: number; run_time_ns?: number };
+      m.set(p.name, { cnt: j.run_cnt ?? 0, ns: j.run_time_ns ?? 0 });
+    }
+    return m;
+  };
+  try {
+    writeFileSync(statsFile, '1');
+    const before = read();
+    const t0 = Date.now();
+    const gbps = await iperf(port, size);
+    const secs = (Date.now() - t0) / 1000;
+    const after = read();
+    const progs: ProgCost[] = [];
+    let totalNs = 0;
+    for (const [name, a] of after) {
+      const b = before.get(name) ?? { cnt: 0, ns: 0 };
+      const cnt = a.cnt - b.cnt;
+      if (cnt === 0) continue;
+      totalNs += a.ns - b.ns;
+      progs.push({ name, perSec: cnt / secs, avgNs: (a.ns - b.ns) / cnt });
+    }
+    const writes = (gbps * 1e9 * SECONDS) / 8 / size;
+    return { progs, nsPerWrite: totalNs / writes, gbps };
+  } finally {
+    writeFileSync(statsFile, prev);
+    await cap.close();
+    await drain;
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+async function main(): Promise<void> {
+  for (const tool of ['iperf3', 'tcpdump']) {
+    if (spawnSync('which', [tool]).status !== 0) throw new Error(`${tool} is not installed: run scripts/bootstrap.sh`);
+  }
+  const port = await freePort();
+  const server = spawn('iperf3', ['-s', '-p', String(port)], { stdio: 'ignore' });
+  await sleep(500);
+  const results = new Map<string, Run[]>();
+  const costs: ({ size: number; mode: string } & Awaited<ReturnType<typeof bpfCost>>)[] = [];
+  try {
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const size of SIZES) {
+        // rotate the order each round so drift on a shared machine does not favour one mode
+        const order = MODES.map((_, i) => MODES[(i + round - 1) % MODES.length]);
+        for (const mode of order) {
+          const r = await runOnce(mode, port, size);
+          const key = `${size}/${mode}`;
+          results.set(key, [...(results.get(key) ?? []), r]);
+          process.stderr.write(`round ${round}/${ROUNDS} ${String(size).padStart(6)} B ${mode.padEnd(8)} ${r.gbps.toFixed(2)} Gbit/s` + (r.recordsPerSec === null ? '' : ` ${Math.round(r.recordsPerSec)} records/s`) + '\n');
+        }
+      }
+    }
+    for (const size of SIZES) {
+      for (const naive of [false, true]) {
+        const c = await bpfCost(port, size, naive);
+        costs.push({ size, mode: naive ? 'naive' : 'nettally', ...c });
+      }
+    }
+  } finally {
+    server.kill();
+  }
+  const lines = [
+    `iperf3 -c 127.0.0.1 -t ${SECONDS} -l <size>, median of ${ROUNDS} rounds (modes interleaved), ${new Date().toISOString()}`,
+    '',
+    '| write size | mode | throughput (Gbit/s) | vs no capture | ring-buffer records/s (tcpdump: packets/s) | kernel drops |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const size of SIZES) {
+    const base = median((results.get(`${size}/none`) ?? []).map((r) => r.gbps));
+    for (const mode of MODES) {
+      const rs = results.get(`${size}/${mode}`) ?? [];
+      const g = median(rs.map((r) => r.gbps));
+      const rec = rs.every((r) => r.recordsPerSec === null) ? '–' : String(Math.round(median(rs.map((r) => r.recordsPerSec ?? 0))));
+      const drops = rs.every((r) => r.drops === null) ? '–' : String(Math.max(...rs.map((r) => r.drops ?? 0)));
+      const ratio = mode === 'none' ? '1.000' : `${(g / base).toFixed(3)} (${((g / base - 1) * 100).toFixed(1)}%)`;
+      lines.push(`| ${size === 64 ? '64 B' : '128 KiB'} | ${mode} | ${g.toFixed(2)} | ${ratio} | ${rec} | ${drops} |`);
+    }
+  }
+  lines.push(
+    '',
+    'CPU time inside the BPF programs (kernel.bpf_stats_enabled, one extra run each; includes the stats overhead itself):',
+    '',
+    '| write size | mode | BPF ns per iperf3 write (both ends) | programs: calls/s × avg ns |',
+    '|---|---|---|---|',
+  );
+  for (const c of costs) {
+    const progs = c.progs.filter((p) => p.perSec > 100).map((p) => `${p.name} ${Math.round(p.perSec)}/s × ${Math.round(p.avgNs)} ns`).join(', ');
+    lines.push(`| ${c.size === 64 ? '64 B' : '128 KiB'} | ${c.mode} | ${c.nsPerWrite.toFixed(0)} | ${progs} |`);
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench:capture: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exitCode = 1;
+});

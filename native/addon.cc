@@ -1,0 +1,530 @@
+// nettally native addon: libbpf load/attach of the skeleton, a ring-buffer drain thread handing batches of packed
+// records (bpf/nettally.h) to JS in one ThreadSafeFunction call per batch, and map reads for snapshots.
+#include <napi.h>
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <mntent.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nettally.h"
+#include "nettally.skel.h"
+
+namespace {
+
+constexpr int kBatchFull = -100000;      // sample callback's "stop, hand this batch over" signal
+constexpr size_t kBatchBytes = 1 << 20;  // one JS call carries at most about this much
+
+std::mutex g_log_mu;
+std::string g_log;  // libbpf warnings/verifier output, tail kept for error messages
+
+int LibbpfPrint(enum libbpf_print_level level, const char *fmt, va_list args) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char buf[2048];
+  vsnprintf(buf, sizeof(buf), fmt, args);
+  std::lock_guard<std::mutex> lock(g_log_mu);
+  g_log += buf;
+  if (g_log.size() > 8192) g_log.erase(0, g_log.size() - 8192);
+  return 0;
+}
+
+std::string TakeLog() {
+  std::lock_guard<std::mutex> lock(g_log_mu);
+  std::string s;
+  s.swap(g_log);
+  return s;
+}
+
+[[noreturn]] void ThrowCoded(Napi::Env env, const char *code, const std::string &msg) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, code));
+  throw e;
+}
+
+bool HasBpfCaps() {
+  struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capget, &hdr, data) != 0) return geteuid() == 0;
+  auto has = [&](int cap) { return (data[cap / 32].effective & (1u << (cap % 32))) != 0; };
+  const int kCapPerfmon = 38, kCapBpf = 39;
+  return has(CAP_SYS_ADMIN) || (has(kCapBpf) && has(kCapPerfmon));
+}
+
+struct TpCheck {
+  const char *prog;
+  const char *category;
+  const char *name;
+};
+
+const TpCheck kBtfTracepoints[] = {
+    {"nt_send", "sock", "sock_send_length"},        {"nt_recv", "sock", "sock_recv_length"},
+    {"nt_state", "sock", "inet_sock_set_state"},    {"nt_tcp_rcv", "tcp", "tcp_rcv_space_adjust"},
+    {"nt_tcp_destroy", "tcp", "tcp_destroy_sock"},  {"nt_if_rx", "net", "netif_receive_skb"},
+    {"nt_if_tx", "net", "net_dev_xmit"},
+};
+const TpCheck kClassicTracepoints[] = {
+    {"nt_listen_enter", "syscalls", "sys_enter_listen"},
+    {"nt_listen_exit", "syscalls", "sys_exit_listen"},
+};
+
+void CheckKernel(Napi::Env env) {
+  if (!HasBpfCaps()) {
+    ThrowCoded(env, "PRIVILEGES",
+               "loading eBPF programs needs root or CAP_BPF+CAP_PERFMON (+CAP_NET_ADMIN for the cgroup hook): run with "
+               "sudo, or grant them to node: sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep \"$(readlink -f "
+               "\"$(command -v node)\")\"");
+  }
+  if (access("/sys/kernel/btf/vmlinux", R_OK) != 0) {
+    ThrowCoded(env, "KERNEL_UNSUPPORTED",
+               "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): nettally needs a kernel built with "
+               "CONFIG_DEBUG_INFO_BTF=y (5.8 or newer)");
+  }
+  struct btf *vmlinux = btf__load_vmlinux_btf();
+  if (!vmlinux) {
+    ThrowCoded(env, "KERNEL_UNSUPPORTED", std::string("cannot read the kernel's BTF: ") + strerror(errno));
+  }
+  for (const TpCheck &tp : kBtfTracepoints) {
+    std::string type = std::string("btf_trace_") + tp.name;
+    if (btf__find_by_name_kind(vmlinux, type.c_str(), BTF_KIND_TYPEDEF) < 0) {
+      btf__free(vmlinux);
+      ThrowCoded(env, "KERNEL_UNSUPPORTED",
+                 std::string("this kernel has no tracepoint ") + tp.category + ":" + tp.name + " (needed by " +
+                     tp.prog + "); sock_send_length/sock_recv_length need Linux 6.3 or newer");
+    }
+  }
+  btf__free(vmlinux);
+  const char *roots[] = {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"};
+  bool mounted = false;
+  for (const char *root : roots) {
+    std::string events = std::string(root) + "/events";
+    if (access(events.c_str(), R_OK) != 0) continue;
+    mounted = true;
+    for (const TpCheck &tp : kClassicTracepoints) {
+      std::string path = events + "/" + tp.category + "/" + tp.name;
+      if (access(path.c_str(), R_OK) != 0) {
+        ThrowCoded(env, "KERNEL_UNSUPPORTED",
+                   std::string("this kernel has no tracepoint ") + tp.category + ":" + tp.name + " (needed by " +
+                       tp.prog + "; it needs CONFIG_FTRACE_SYSCALLS)");
+      }
+    }
+    break;
+  }
+  if (!mounted) {
+    ThrowCoded(env, "KERNEL_UNSUPPORTED",
+               "tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (scripts/bootstrap.sh does)");
+  }
+}
+
+std::string Cgroup2Root() {
+  FILE *f = setmntent("/proc/self/mounts", "r");
+  if (!f) return "";
+  std::string path;
+  while (struct mntent *m = getmntent(f)) {
+    if (strcmp(m->mnt_type, "cgroup2") == 0) {
+      path = m->mnt_dir;
+      break;
+    }
+  }
+  endmntent(f);
+  return path;
+}
+
+int MkdirAll(const std::string &dir) {
+  for (size_t i = 1; i <= dir.size(); i++) {
+    if (i == dir.size() || dir[i] == '/') {
+      std::string part = dir.substr(0, i);
+      if (mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) return -errno;
+    }
+  }
+  return 0;
+}
+
+uint64_t ClockNs(clockid_t id) {
+  struct timespec ts;
+  clock_gettime(id, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+class Capture : public Napi::ObjectWrap<Capture> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Capture",
+                       {
+                           InstanceMethod("stats", &Capture::Stats),
+                           InstanceMethod("conns", &Capture::Conns),
+                           InstanceMethod("ifaces", &Capture::Ifaces),
+                           InstanceMethod("forget", &Capture::Forget),
+                           InstanceMethod("close", &Capture::Close),
+                           InstanceMethod("programs", &Capture::Programs),
+                           InstanceMethod("pause", &Capture::Pause),
+                           InstanceAccessor("warnings", &Capture::Warnings, nullptr),
+                       });
+  }
+
+  // new Capture({ flushIntervalNs, flushThresholdBytes, ringBufferBytes, maxConnections, pinDir, naive, onBatch, onClosed })
+  explicit Capture(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Capture>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "Capture(options) needs an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    if (!o.Get("onBatch").IsFunction() || !o.Get("onClosed").IsFunction()) {
+      throw Napi::TypeError::New(env, "Capture(options): onBatch and onClosed must be functions");
+    }
+    auto num = [&](const char *k, double def) {
+      Napi::Value v = o.Get(k);
+      return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : def;
+    };
+    on_closed_ = Napi::Persistent(o.Get("onClosed").As<Napi::Function>());
+    libbpf_set_print(LibbpfPrint);
+    CheckKernel(env);
+    TakeLog();
+
+    // CONFIG_HZ (jiffies-based flush ages) comes from the kernel's config; without a readable config libbpf would
+    // refuse to load, so declare it unknown and the programs fall back to ktime.
+    struct utsname uts;
+    uname(&uts);
+    std::string boot_config = std::string("/boot/config-") + uts.release;
+    LIBBPF_OPTS(bpf_object_open_opts, open_opts);
+    if (access(boot_config.c_str(), R_OK) != 0 && access("/proc/config.gz", R_OK) != 0) open_opts.kconfig = "CONFIG_HZ=0\n";
+    skel_ = nettally__open_opts(&open_opts);
+    if (!skel_) ThrowCoded(env, "KERNEL_UNSUPPORTED", std::string("failed to open BPF object: ") + strerror(errno));
+    try {
+      Setup(env, o, num);
+    } catch (...) {
+      Destroy();
+      throw;
+    }
+    // Batches are delivered on the JS thread; the finalizer runs once the drain thread has released the TSFN.
+    tsfn_ = Napi::ThreadSafeFunction::New(env, o.Get("onBatch").As<Napi::Function>(), "nettally-drain", 64, 1, this,
+                                          [](Napi::Env env, Capture *self) { self->Finalize(env); });
+    thread_ = std::thread([this] { Drain(); });
+    Ref();  // kept alive until the finalizer: the drain thread and the TSFN point at this object
+  }
+
+  ~Capture() override {
+    // Only reached after close() finished (the TSFN holds a reference to the JS object until then) or never started.
+    if (thread_.joinable()) thread_.join();
+    Destroy();
+  }
+
+ private:
+  template <typename Num>
+  void Setup(Napi::Env env, Napi::Object o, Num num) {
+    skel_->rodata->flush_interval_ns = (__u64)num("flushIntervalNs", 5e9);
+    skel_->rodata->flush_threshold_bytes = (__u64)num("flushThresholdBytes", 16.0 * 1024 * 1024);
+    skel_->rodata->naive = o.Get("naive").ToBoolean().Value() ? 1 : 0;
+    int err = bpf_map__set_max_entries(skel_->maps.events, (__u32)num("ringBufferBytes", 4.0 * 1024 * 1024));
+    if (err) ThrowCoded(env, "CONFIG_INVALID", std::string("invalid ring buffer size: ") + strerror(-err));
+    err = bpf_map__set_max_entries(skel_->maps.conns, (__u32)num("maxConnections", 131072));
+    if (err) ThrowCoded(env, "CONFIG_INVALID", std::string("invalid connection map size: ") + strerror(-err));
+
+    Napi::Value pin = o.Get("pinDir");
+    if (pin.IsString()) {
+      std::string dir = pin.As<Napi::String>().Utf8Value();
+      err = MkdirAll(dir);
+      if (err) ThrowCoded(env, "CONFIG_INVALID", "cannot create pin directory " + dir + ": " + strerror(-err));
+      struct bpf_map *maps[] = {skel_->maps.conns, skel_->maps.ifaces, skel_->maps.stats, skel_->maps.listeners};
+      for (struct bpf_map *m : maps) {
+        std::string path = dir + "/" + bpf_map__name(m);
+        bpf_map__set_pin_path(m, path.c_str());
+      }
+    }
+
+    err = nettally__load(skel_);
+    if (err) {
+      std::string log = TakeLog();
+      if (log.size() > 3000) log = "..." + log.substr(log.size() - 3000);
+      bool perm = err == -EPERM || err == -EACCES;
+      ThrowCoded(env, perm ? "PRIVILEGES" : "KERNEL_UNSUPPORTED",
+                 std::string("failed to load BPF programs: ") + strerror(-err) +
+                     (pin.IsString() ? " (a pinned map from an incompatible version? remove the pin directory)" : "") +
+                     (log.empty() ? "" : "\nlibbpf: " + log));
+    }
+
+    struct bpf_program *prog;
+    bpf_object__for_each_program(prog, skel_->obj) {
+      const char *name = bpf_program__name(prog);
+      struct bpf_link *link = nullptr;
+      if (strcmp(name, "nt_sock_release") == 0) {
+        std::string root = Cgroup2Root();
+        if (root.empty()) {
+          warnings_.push_back("no cgroup2 mount: UDP sockets get no close record (they stay tracked until snapshot)");
+          continue;
+        }
+        int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY);
+        if (fd < 0) ThrowCoded(env, "KERNEL_UNSUPPORTED", "cannot open cgroup2 root " + root + ": " + strerror(errno));
+        link = bpf_program__attach_cgroup(prog, fd);
+        int e = errno;
+        close(fd);
+        errno = e;
+      } else {
+        link = bpf_program__attach(prog);
+      }
+      if (!link) {
+        int e = errno;
+        ThrowCoded(env, e == EPERM || e == EACCES ? "PRIVILEGES" : "KERNEL_UNSUPPORTED",
+                   std::string("failed to attach ") + name + ": " + strerror(e));
+      }
+      links_.push_back(link);
+    }
+
+    rb_ = ring_buffer__new(bpf_map__fd(skel_->maps.events), &Capture::OnSample, this, nullptr);
+    if (!rb_) ThrowCoded(env, "KERNEL_UNSUPPORTED", std::string("failed to open the ring buffer: ") + strerror(errno));
+    ncpus_ = libbpf_num_possible_cpus();
+    if (ncpus_ <= 0) ncpus_ = 1;
+  }
+
+  static int OnSample(void *ctx, void *data, size_t size) {
+    Capture *self = static_cast<Capture *>(ctx);
+    const uint8_t *p = static_cast<const uint8_t *>(data);
+    self->batch_.insert(self->batch_.end(), p, p + size);
+    return self->batch_.size() >= kBatchBytes ? kBatchFull : 0;
+  }
+
+  void Drain() {
+    while (!stop_.load()) {
+      if (paused_.load()) {
+        // JS is far behind: leave the records in the ring buffer (when it fills, the kernel counts drops and the
+        // cumulative counters carry the bytes)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        continue;
+      }
+      int n = ring_buffer__poll(rb_, 100);
+      if (n < 0 && n != -EINTR && n != kBatchFull) {
+        // nothing sensible to do on this thread; the records stay counted in the kernel's cumulative counters
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      Hand();
+    }
+    while (ring_buffer__consume(rb_) == kBatchFull) Hand();
+    Hand();
+    tsfn_.Release();
+  }
+
+  // One JS call per batch; blocks when JS is 64 batches behind, so the ring buffer fills and the kernel counts drops.
+  void Hand() {
+    if (batch_.empty()) return;
+    auto *b = new std::vector<uint8_t>(std::move(batch_));
+    batch_ = std::vector<uint8_t>();
+    batch_.reserve(64 * 1024);
+    napi_status s = tsfn_.BlockingCall(b, [](Napi::Env env, Napi::Function cb, std::vector<uint8_t> *b) {
+      Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, b->size());
+      memcpy(ab.Data(), b->data(), b->size());
+      delete b;
+      try {
+        cb.Call({ab});
+      } catch (const Napi::Error &e) {
+        e.ThrowAsJavaScriptException();
+      }
+    });
+    if (s != napi_ok) delete b;
+  }
+
+  void Finalize(Napi::Env env) {
+    if (thread_.joinable()) thread_.join();
+    Destroy();
+    if (!on_closed_.IsEmpty()) {
+      Napi::HandleScope scope(env);
+      try {
+        on_closed_.Call({});
+      } catch (const Napi::Error &e) {
+        e.ThrowAsJavaScriptException();
+      }
+      on_closed_.Reset();
+    }
+    Unref();
+  }
+
+  void Destroy() {
+    for (struct bpf_link *l : links_) bpf_link__destroy(l);
+    links_.clear();
+    if (rb_) ring_buffer__free(rb_);
+    rb_ = nullptr;
+    if (skel_) nettally__destroy(skel_);
+    skel_ = nullptr;
+  }
+
+  void Live(Napi::Env env) {
+    if (!skel_) ThrowCoded(env, "INTERNAL", "the capture is closed");
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Live(env);
+    Napi::Array out = Napi::Array::New(env, NT_STAT_MAX);
+    std::vector<__u64> vals(ncpus_);
+    for (__u32 i = 0; i < NT_STAT_MAX; i++) {
+      __u64 sum = 0;
+      if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.stats), &i, vals.data()) == 0) {
+        for (__u64 v : vals) sum += v;
+      }
+      out.Set(i, Napi::Number::New(env, (double)sum));
+    }
+    return out;
+  }
+
+  // Packed struct nt_conn values of every entry.
+  Napi::Value Conns(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Live(env);
+    int fd = bpf_map__fd(skel_->maps.conns);
+    std::vector<uint8_t> out;
+    __u64 key, next;
+    struct nt_conn val;
+    void *prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+      key = next;
+      prev = &key;
+      if (bpf_map_lookup_elem(fd, &key, &val) != 0) continue;  // deleted meanwhile
+      const uint8_t *p = reinterpret_cast<const uint8_t *>(&val);
+      out.insert(out.end(), p, p + sizeof(val));
+    }
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, out.size());
+    if (!out.empty()) memcpy(ab.Data(), out.data(), out.size());
+    return ab;
+  }
+
+  // Packed struct nt_iface_entry per (netns, ifindex), per-CPU values summed.
+  Napi::Value Ifaces(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Live(env);
+    int fd = bpf_map__fd(skel_->maps.ifaces);
+    std::vector<nt_iface_entry> out;
+    std::vector<nt_iface_val> vals(ncpus_);
+    struct nt_iface_key key, next;
+    void *prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+      key = next;
+      prev = &key;
+      if (bpf_map_lookup_elem(fd, &key, vals.data()) != 0) continue;
+      nt_iface_entry e = {};
+      e.key = key;
+      for (const nt_iface_val &v : vals) {
+        e.val.rx_bytes += v.rx_bytes;
+        e.val.rx_packets += v.rx_packets;
+        e.val.tx_bytes += v.tx_bytes;
+        e.val.tx_packets += v.tx_packets;
+      }
+      out.push_back(e);
+    }
+    size_t bytes = out.size() * sizeof(nt_iface_entry);
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, bytes);
+    if (bytes) memcpy(ab.Data(), out.data(), bytes);
+    return ab;
+  }
+
+  // forget(BigUint64Array cookies): deletes entries that are closed; returns how many were deleted.
+  Napi::Value Forget(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Live(env);
+    if (info.Length() < 1 || !info[0].IsTypedArray() ||
+        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array) {
+      throw Napi::TypeError::New(env, "forget(cookies) needs a BigUint64Array");
+    }
+    Napi::TypedArrayOf<uint64_t> cookies = info[0].As<Napi::TypedArrayOf<uint64_t>>();
+    int fd = bpf_map__fd(skel_->maps.conns);
+    uint32_t deleted = 0;
+    for (size_t i = 0; i < cookies.ElementLength(); i++) {
+      __u64 key = cookies[i];
+      struct nt_conn val;
+      if (bpf_map_lookup_elem(fd, &key, &val) != 0 || !(val.flags & NT_F_CLOSED)) continue;
+      if (bpf_map_delete_elem(fd, &key) == 0) deleted++;
+    }
+    return Napi::Number::New(env, deleted);
+  }
+
+  // [{ name, id }] of the loaded programs (for bpftool / kernel.bpf_stats_enabled measurements).
+  Napi::Value Programs(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Live(env);
+    Napi::Array out = Napi::Array::New(env);
+    struct bpf_program *prog;
+    uint32_t i = 0;
+    bpf_object__for_each_program(prog, skel_->obj) {
+      struct bpf_prog_info pi = {};
+      __u32 len = sizeof(pi);
+      if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &pi, &len) != 0) continue;
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", bpf_program__name(prog));
+      o.Set("id", (double)pi.id);
+      out.Set(i++, o);
+    }
+    return out;
+  }
+
+  // pause(true|false): stop/resume draining the ring buffer (backpressure from JS).
+  Napi::Value Pause(const Napi::CallbackInfo &info) {
+    paused_.store(info.Length() > 0 && info[0].ToBoolean().Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo &info) {
+    stop_.store(true);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Warnings(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Napi::Array out = Napi::Array::New(env, warnings_.size());
+    for (size_t i = 0; i < warnings_.size(); i++) out.Set(i, Napi::String::New(env, warnings_[i]));
+    return out;
+  }
+
+  struct nettally *skel_ = nullptr;
+  struct ring_buffer *rb_ = nullptr;
+  std::vector<struct bpf_link *> links_;
+  std::vector<std::string> warnings_;
+  std::vector<uint8_t> batch_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> paused_{false};
+  Napi::ThreadSafeFunction tsfn_;
+  Napi::FunctionReference on_closed_;
+  int ncpus_ = 1;
+};
+
+Napi::Value Clocks(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, Napi::BigInt::New(env, (uint64_t)ClockNs(CLOCK_BOOTTIME)));
+  out.Set(1u, Napi::BigInt::New(env, (uint64_t)ClockNs(CLOCK_REALTIME)));
+  return out;
+}
+
+Napi::Value Layout(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("conn_record", (double)sizeof(struct nt_conn_record));
+  o.Set("listen_record", (double)sizeof(struct nt_listen_record));
+  o.Set("naive_record", (double)sizeof(struct nt_naive_record));
+  o.Set("conn", (double)sizeof(struct nt_conn));
+  o.Set("iface_entry", (double)sizeof(struct nt_iface_entry));
+  o.Set("stat_max", (double)NT_STAT_MAX);
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Capture", Capture::Init(env));
+  exports.Set("clocks", Napi::Function::New(env, Clocks));
+  exports.Set("layout", Napi::Function::New(env, Layout));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(nettally, Init)

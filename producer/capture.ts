@@ -1,0 +1,346 @@
+// The capture API: loads the eBPF counters (native addon), drains the ring buffer and yields decoded kernel records.
+import { NettallyError, configError } from '../lib/errors';
+import { silentLogger, type Logger } from '../lib/log';
+import { loadNative, type NativeCapture } from '../native/index';
+import { ConnFlag, LAYOUT, RecordKind, decodeBatch, decodeConnEntries, decodeIfaces } from './records';
+import type { ConnRecord, IfaceRecord, KernelRecord } from './records';
+
+export type { ConnRecord, IfaceRecord, KernelRecord, ListenRecord, FlushReason } from './records';
+export { RecordKind, Direction } from './records';
+
+export interface CaptureOptions {
+  /** A connection with unflushed bytes older than this gets a CONN_SAMPLE (kernel on its next event, else the sweep). Default 5000. */
+  flushIntervalMs?: number;
+  /** A connection with more unflushed bytes than this gets a CONN_SAMPLE on its next event. Default 16 MiB. */
+  flushThresholdBytes?: number;
+  /** Ring buffer size in bytes (power of two, ≥ 4096 and a multiple of the page size). Default 4 MiB. */
+  ringBufferBytes?: number;
+  /** bpffs directory for pinned maps (e.g. /sys/fs/bpf/nettally): reused when present, so counters continue across restarts. */
+  pinDir?: string;
+  /** How often IFACE records (per netns+ifindex wire counters) are emitted. 0 disables. Default 10000. */
+  ifaceIntervalMs?: number;
+  /** Benchmark only: one ring-buffer record per send/recv syscall. Default false. */
+  naive?: boolean;
+  /**
+   * Backpressure: when this many records wait for the reader, the drain pauses (the kernel keeps counting; the ring
+   * buffer may fill and drop records, never bytes) until the reader is down to a quarter. Default 100000.
+   */
+  maxQueuedRecords?: number;
+}
+
+/** Counters about the capture itself; snake_case like every record field. */
+export interface KernelStats {
+  /** Ring-buffer reservations that failed in the kernel (records lost; counters are not: the next flush carries the total). */
+  ringbuf_drops: number;
+  /** Connections not tracked because the connection map was full. */
+  conn_map_full: number;
+  /** Interface counters not tracked because the iface map was full. */
+  iface_map_full: number;
+  /** Records yielded so far (ring buffer + sweep + iface). */
+  records: number;
+  /** Batches handed over by the drain thread. */
+  batches: number;
+  /** Records produced by the user-space sweep (idle flushes, close records the kernel could not reserve). */
+  sweep_records: number;
+  /** Connections currently in the kernel's map (open, plus closed but not yet forgotten). */
+  tracked_conns: number;
+}
+
+export interface Capture {
+  /** Decoded batches in ring-buffer order (sweep and iface batches interleaved). Ends after close(). Iterate once. */
+  records(): AsyncIterable<KernelRecord[]>;
+  stats(): KernelStats;
+  /** Every tracked connection's current cumulative counters (flush_reason 'snapshot'; kind CONN_CLOSE for closed ones). */
+  snapshot(): ConnRecord[];
+  /** Deletes closed connections from the kernel map once their close record is durable. Unknown cookies are ignored. */
+  forget(cookies: readonly number[]): void;
+  /** Stops draining, detaches programs, releases maps (pinned maps stay pinned). Idempotent. */
+  close(): Promise<void>;
+  /** The kernel programs' names and ids (benchmarks, bpftool); optional so other Capture sources need not have it. */
+  programs?(): { name: string; id: number }[];
+}
+
+const DEFAULTS = {
+  flushIntervalMs: 5000,
+  flushThresholdBytes: 16 * 1024 * 1024,
+  ringBufferBytes: 4 * 1024 * 1024,
+  ifaceIntervalMs: 10000,
+  maxConnections: 131072,
+} as const;
+
+function checkInt(name: string, v: number | undefined, min: number, max: number): void {
+  if (v === undefined) return;
+  if (!Number.isInteger(v) || v < min || v > max) throw configError(`capture option ${name}`, `must be a whole number in [${min}, ${max}], got ${v}`);
+}
+
+/** Validates options (naming the bad one) and applies defaults. */
+export function resolveCaptureOptions(o: CaptureOptions): Required<Omit<CaptureOptions, 'pinDir'>> & { pinDir?: string; maxConnections: number } {
+  checkInt('flushIntervalMs', o.flushIntervalMs, 10, 86_400_000);
+  checkInt('flushThresholdBytes', o.flushThresholdBytes, 1, Number.MAX_SAFE_INTEGER);
+  checkInt('ringBufferBytes', o.ringBufferBytes, 4096, 2 ** 30);
+  checkInt('ifaceIntervalMs', o.ifaceIntervalMs, 0, 86_400_000);
+  checkInt('maxQueuedRecords', o.maxQueuedRecords, 1, 100_000_000);
+  const rb = o.ringBufferBytes ?? DEFAULTS.ringBufferBytes;
+  if ((rb & (rb - 1)) !== 0) throw configError('capture option ringBufferBytes', `must be a power of two (e.g. 4194304), got ${rb}`);
+  if (o.pinDir !== undefined && !o.pinDir.startsWith('/')) throw configError('capture option pinDir', `must be an absolute path on bpffs (e.g. /sys/fs/bpf/nettally), got ${o.pinDir}`);
+  return {
+    flushIntervalMs: o.flushIntervalMs ?? DEFAULTS.flushIntervalMs,
+    flushThresholdBytes: o.flushThresholdBytes ?? DEFAULTS.flushThresholdBytes,
+    ringBufferBytes: rb,
+    ifaceIntervalMs: o.ifaceIntervalMs ?? DEFAULTS.ifaceIntervalMs,
+    naive: o.naive ?? false,
+    maxQueuedRecords: o.maxQueuedRecords ?? 100_000,
+    pinDir: o.pinDir,
+    maxConnections: DEFAULTS.maxConnections,
+  };
+}
+
+/** CLOCK_BOOTTIME ns now (the clock of every ts_ns). */
+export function bootTimeNs(): number {
+  return Number(loadNative().clocks()[0]);
+}
+
+let offset: { ns: bigint; at: number } | undefined;
+
+/** Unix-epoch ns of a kernel ts_ns (CLOCK_BOOTTIME), as a bigint (exact; a number cannot hold it). */
+export function unixNsFromBootNs(tsNs: number): bigint {
+  // the realtime-boottime offset only moves when the wall clock is set or slewed: re-read it once a second
+  const now = Date.now();
+  if (!offset || now - offset.at > 1000 || now < offset.at) {
+    const [boot, real] = loadNative().clocks();
+    offset = { ns: real - boot, at: now };
+  }
+  return offset.ns + BigInt(Math.round(tsNs));
+}
+
+function nativeError(e: unknown): unknown {
+  if (!(e instanceof Error)) return e;
+  const code = (e as Error & { code?: unknown }).code;
+  if (code === 'PRIVILEGES' || code === 'KERNEL_UNSUPPORTED') return new NettallyError(code, e.message, { cause: e });
+  if (code === 'CONFIG_INVALID') return new NettallyError('CONFIG_INVALID', e.message, { cause: e });
+  return e;
+}
+
+/** Loads and attaches the kernel programs and starts draining. Rejects with PRIVILEGES / KERNEL_UNSUPPORTED / CONFIG_INVALID. */
+export async function openCapture(options: CaptureOptions = {}, logger: Logger = silentLogger): Promise<Capture> {
+  const opts = resolveCaptureOptions(options);
+  const log = logger.child({ component: 'capture' });
+  const addon = loadNative();
+  const layout = addon.layout();
+  for (const k of Object.keys(LAYOUT) as (keyof typeof LAYOUT)[]) {
+    if (layout[k] !== LAYOUT[k]) throw new NettallyError('INTERNAL', `producer/records.ts and bpf/nettally.h disagree on ${k}: ${LAYOUT[k]} vs ${layout[k]} bytes; rebuild`);
+  }
+  return new KernelCapture(addon.Capture, opts, log);
+}
+
+type Resolved = ReturnType<typeof resolveCaptureOptions>;
+
+class KernelCapture implements Capture {
+  private readonly native: NativeCapture;
+  private readonly queue: KernelRecord[][] = [];
+  private wake: (() => void) | undefined;
+  private ended = false;
+  private closing: Promise<void> | undefined;
+  private resolveClosed!: () => void;
+  private readonly closed: Promise<void>;
+  private readonly counters = { records: 0, batches: 0, sweep_records: 0, tracked_conns: 0 };
+  private decodeError: unknown;
+  private readonly timers: NodeJS.Timeout[] = [];
+  /** Per open connection: counters seen by the previous sweep, and whether the sweep already emitted them. */
+  private readonly seen = new Map<number, { tx: number; rx: number; emitted: boolean }>();
+  /** Closed connections whose CONN_CLOSE the sweep emitted (the kernel could not reserve it). */
+  private readonly sweptClosed = new Set<number>();
+  private readonly lastIface = new Map<string, IfaceRecord>();
+  /** Records queued for the reader; above maxQueuedRecords the drain pauses until the reader is down to a quarter. */
+  private queued = 0;
+  private paused = false;
+
+  constructor(Native: new (o: import('../native/index').NativeCaptureOptions) => NativeCapture, private readonly opts: Resolved, private readonly log: Logger) {
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    try {
+      this.native = new Native({
+        flushIntervalNs: opts.flushIntervalMs * 1e6,
+        flushThresholdBytes: opts.flushThresholdBytes,
+        ringBufferBytes: opts.ringBufferBytes,
+        maxConnections: opts.maxConnections,
+        pinDir: opts.pinDir,
+        naive: opts.naive,
+        onBatch: (buf) => this.onBatch(buf),
+        onClosed: () => this.resolveClosed(),
+      });
+    } catch (e) {
+      throw nativeError(e);
+    }
+    for (const w of this.native.warnings) log.warn(w);
+    log.info({ ...opts }, 'kernel capture attached');
+    const sweep = setInterval(() => this.guard(() => this.sweep(false)), opts.flushIntervalMs);
+    this.timers.push(sweep);
+    if (opts.ifaceIntervalMs > 0) this.timers.push(setInterval(() => this.guard(() => this.emitIfaces()), opts.ifaceIntervalMs));
+  }
+
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.log.error({ err: e }, 'capture sweep failed');
+    }
+  }
+
+  private push(batch: KernelRecord[]): void {
+    if (batch.length === 0 || this.ended) return;
+    this.counters.records += batch.length;
+    this.queue.push(batch);
+    this.queued += batch.length;
+    if (this.queued > this.opts.maxQueuedRecords && !this.paused) {
+      this.paused = true;
+      this.native.pause(true);
+      this.log.warn({ queued: this.queued }, 'reader is behind: draining paused (the kernel keeps counting; records may be dropped, bytes are not)');
+    }
+    this.wake?.();
+  }
+
+  private onBatch(buf: ArrayBuffer): void {
+    this.counters.batches++;
+    try {
+      const { records, naive } = decodeBatch(buf);
+      this.counters.records += naive;
+      this.push(records);
+    } catch (e) {
+      // a malformed batch means the header and the decoder disagree: surface it to the reader
+      this.decodeError ??= e;
+      this.wake?.();
+    }
+  }
+
+  /**
+   * User-space flush for what the kernel cannot flush itself: idle connections with unflushed bytes (no event
+   * fires for them) and closed connections whose CONN_CLOSE could not be reserved. Counters are cumulative,
+   * so a record here that duplicates a kernel one costs nothing.
+   */
+  private sweep(final: boolean): void {
+    if (this.paused && !final) return; // nobody is reading; the next sweep after resuming covers it
+    const entries = decodeConnEntries(this.native.conns());
+    const now = bootTimeNs();
+    const out: ConnRecord[] = [];
+    const present = new Set<number>();
+    let tracked = 0;
+    for (const e of entries) {
+      const c = e.record.cookie;
+      present.add(c);
+      if (!(e.flags & ConnFlag.ESTABLISHED)) continue;
+      tracked++;
+      if (e.flags & ConnFlag.CLOSED) {
+        this.seen.delete(c);
+        if (!(e.flags & ConnFlag.CLOSE_EMITTED) && !this.sweptClosed.has(c)) {
+          this.sweptClosed.add(c);
+          out.push({ ...e.record, flush_reason: 'close' });
+        }
+        continue;
+      }
+      const { tx_bytes: tx, rx_bytes: rx } = e.record;
+      const dirty = tx !== e.flushed_tx || rx !== e.flushed_rx;
+      const prev = this.seen.get(c);
+      const idle = prev !== undefined && prev.tx === tx && prev.rx === rx;
+      if (dirty && (idle || final) && !(prev?.emitted && idle)) {
+        out.push({ ...e.record, kind: RecordKind.CONN_SAMPLE, ts_ns: now, flush_reason: 'interval' });
+        this.seen.set(c, { tx, rx, emitted: true });
+      } else if (!idle) {
+        this.seen.set(c, { tx, rx, emitted: false });
+      }
+    }
+    for (const c of this.seen.keys()) if (!present.has(c)) this.seen.delete(c);
+    for (const c of this.sweptClosed) if (!present.has(c)) this.sweptClosed.delete(c);
+    this.counters.tracked_conns = tracked;
+    this.counters.sweep_records += out.length;
+    this.push(out);
+  }
+
+  private emitIfaces(): void {
+    const recs = decodeIfaces(this.native.ifaces(), bootTimeNs());
+    const changed: IfaceRecord[] = [];
+    for (const r of recs) {
+      const key = `${r.netns}/${r.ifindex}`;
+      const prev = this.lastIface.get(key);
+      if (prev && prev.rx_packets === r.rx_packets && prev.tx_packets === r.tx_packets) continue;
+      this.lastIface.set(key, r);
+      changed.push(r);
+    }
+    this.push(changed);
+  }
+
+  async *iterate(): AsyncGenerator<KernelRecord[]> {
+    while (true) {
+      if (this.decodeError !== undefined) {
+        const e = this.decodeError;
+        this.decodeError = undefined;
+        throw e;
+      }
+      const b = this.queue.shift();
+      if (b) {
+        this.queued -= b.length;
+        if (this.paused && this.queued <= this.opts.maxQueuedRecords / 4) {
+          this.paused = false;
+          if (!this.ended) this.native.pause(false);
+          this.log.info('reader caught up: draining resumed');
+        }
+        yield b;
+        continue;
+      }
+      if (this.ended) return;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
+  }
+
+  records(): AsyncIterable<KernelRecord[]> {
+    return { [Symbol.asyncIterator]: () => this.iterate() };
+  }
+
+  private finalKernel: number[] | undefined;
+
+  stats(): KernelStats {
+    const s = this.finalKernel ?? this.native.stats();
+    return {
+      ringbuf_drops: s[0] ?? 0,
+      conn_map_full: s[1] ?? 0,
+      iface_map_full: s[2] ?? 0,
+      ...this.counters,
+    };
+  }
+
+  snapshot(): ConnRecord[] {
+    if (this.ended) throw new NettallyError('INTERNAL', 'snapshot() after close()');
+    const now = bootTimeNs();
+    return decodeConnEntries(this.native.conns())
+      .filter((e) => (e.flags & ConnFlag.ESTABLISHED) !== 0)
+      .map((e) => ((e.flags & ConnFlag.CLOSED) !== 0 ? e.record : { ...e.record, ts_ns: now }));
+  }
+
+  programs(): { name: string; id: number }[] {
+    return this.ended ? [] : this.native.programs();
+  }
+
+  forget(cookies: readonly number[]): void {
+    if (this.ended || cookies.length === 0) return;
+    const arr = new BigUint64Array(cookies.length);
+    cookies.forEach((c, i) => (arr[i] = BigInt(c)));
+    this.native.forget(arr);
+    for (const c of cookies) this.sweptClosed.delete(c);
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const t of this.timers) clearInterval(t);
+      this.guard(() => this.sweep(true));
+      if (this.opts.ifaceIntervalMs > 0) this.guard(() => this.emitIfaces());
+      const final = this.stats();
+      this.finalKernel = this.native.stats();
+      this.native.close();
+      await this.closed;
+      this.ended = true;
+      this.wake?.();
+      this.log.info({ ...final }, 'kernel capture closed');
+    })();
+    return this.closing;
+  }
+}

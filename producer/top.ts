@@ -1,0 +1,167 @@
+// `nettally top`'s model: per-connection / per-process / per-netns totals and rates from successive kernel snapshots.
+import type { ConnRecord } from './records';
+
+export interface TopConn {
+  cookie: number;
+  pid: number;
+  comm: string;
+  netns: number;
+  protocol: number;
+  family: number;
+  saddr: string;
+  sport: number;
+  daddr: string;
+  dport: number;
+  direction: number;
+  closed: boolean;
+  tx_bytes: number;
+  rx_bytes: number;
+  tx_bytes_per_s: number;
+  rx_bytes_per_s: number;
+}
+
+export interface TopGroup {
+  tx_bytes: number;
+  rx_bytes: number;
+  tx_bytes_per_s: number;
+  rx_bytes_per_s: number;
+  conns: number;
+}
+
+export interface TopFrame {
+  /** Unix ms of this frame. */
+  time_ms: number;
+  interval_ms: number;
+  processes: (TopGroup & { pid: number; comm: string })[];
+  connections: TopConn[];
+  netns: (TopGroup & { netns: number })[];
+}
+
+export interface TopFilter {
+  pid?: number;
+  netns?: number;
+}
+
+function group(): TopGroup {
+  return { tx_bytes: 0, rx_bytes: 0, tx_bytes_per_s: 0, rx_bytes_per_s: 0, conns: 0 };
+}
+
+const byRate = (a: TopGroup | TopConn, b: TopGroup | TopConn): number =>
+  b.tx_bytes_per_s + b.rx_bytes_per_s - (a.tx_bytes_per_s + a.rx_bytes_per_s) || b.tx_bytes + b.rx_bytes - (a.tx_bytes + a.rx_bytes);
+
+/**
+ * Turns cumulative per-connection counters into rates. Totals are since the capture started; closed connections
+ * keep counting in their process's and netns's totals after they leave the connection list.
+ */
+export class TopModel {
+  private prev = new Map<number, { tx: number; rx: number }>();
+  private readonly closedByPid = new Map<number, { comm: string; tx: number; rx: number }>();
+  private readonly closedByNetns = new Map<number, { tx: number; rx: number }>();
+
+  constructor(private readonly filter: TopFilter = {}) {}
+
+  /** One frame from a snapshot taken `elapsedMs` after the previous one; returns the cookies of closed connections (to forget). */
+  update(snapshot: readonly ConnRecord[], elapsedMs: number, nowMs = Date.now()): { frame: TopFrame; closed: number[] } {
+    const secs = Math.max(elapsedMs, 1) / 1000;
+    const next = new Map<number, { tx: number; rx: number }>();
+    const conns: TopConn[] = [];
+    const closed: number[] = [];
+    for (const r of snapshot) {
+      const isClosed = r.kind === 3;
+      if (isClosed) closed.push(r.cookie);
+      if (this.filter.pid !== undefined && r.pid !== this.filter.pid) continue;
+      if (this.filter.netns !== undefined && r.netns !== this.filter.netns) continue;
+      const p = this.prev.get(r.cookie) ?? { tx: 0, rx: 0 };
+      if (!isClosed) next.set(r.cookie, { tx: r.tx_bytes, rx: r.rx_bytes });
+      conns.push({
+        cookie: r.cookie,
+        pid: r.pid,
+        comm: r.comm,
+        netns: r.netns,
+        protocol: r.protocol,
+        family: r.family,
+        saddr: r.saddr,
+        sport: r.sport,
+        daddr: r.daddr,
+        dport: r.dport,
+        direction: r.direction,
+        closed: isClosed,
+        tx_bytes: r.tx_bytes,
+        rx_bytes: r.rx_bytes,
+        tx_bytes_per_s: Math.max(0, r.tx_bytes - p.tx) / secs,
+        rx_bytes_per_s: Math.max(0, r.rx_bytes - p.rx) / secs,
+      });
+    }
+    this.prev = next;
+
+    const procs = new Map<number, TopGroup & { pid: number; comm: string }>();
+    const nets = new Map<number, TopGroup & { netns: number }>();
+    for (const [pid, c] of this.closedByPid) procs.set(pid, { ...group(), pid, comm: c.comm, tx_bytes: c.tx, rx_bytes: c.rx });
+    for (const [netns, c] of this.closedByNetns) nets.set(netns, { ...group(), netns, tx_bytes: c.tx, rx_bytes: c.rx });
+    for (const c of conns) {
+      const p = procs.get(c.pid) ?? { ...group(), pid: c.pid, comm: c.comm };
+      const n = nets.get(c.netns) ?? { ...group(), netns: c.netns };
+      for (const g of [p, n]) {
+        g.tx_bytes += c.tx_bytes;
+        g.rx_bytes += c.rx_bytes;
+        g.tx_bytes_per_s += c.tx_bytes_per_s;
+        g.rx_bytes_per_s += c.rx_bytes_per_s;
+        if (!c.closed) g.conns += 1;
+      }
+      procs.set(c.pid, p);
+      nets.set(c.netns, n);
+      if (c.closed) {
+        const cp = this.closedByPid.get(c.pid) ?? { comm: c.comm, tx: 0, rx: 0 };
+        cp.tx += c.tx_bytes;
+        cp.rx += c.rx_bytes;
+        this.closedByPid.set(c.pid, cp);
+        const cn = this.closedByNetns.get(c.netns) ?? { tx: 0, rx: 0 };
+        cn.tx += c.tx_bytes;
+        cn.rx += c.rx_bytes;
+        this.closedByNetns.set(c.netns, cn);
+      }
+    }
+    return {
+      frame: {
+        time_ms: nowMs,
+        interval_ms: elapsedMs,
+        processes: [...procs.values()].sort(byRate),
+        connections: conns.sort(byRate),
+        netns: [...nets.values()].sort(byRate),
+      },
+      closed,
+    };
+  }
+}
+
+function human(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n.toFixed(0) : n.toFixed(1)}${units[i]}`;
+}
+
+function ep(addr: string, port: number, family: number): string {
+  return family === 10 ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
+/** The text view: three tables, busiest first, `limit` rows each. */
+export function renderFrame(f: TopFrame, limit: number): string {
+  const rate = (g: { tx_bytes_per_s: number; rx_bytes_per_s: number }): string =>
+    `${(human(g.rx_bytes_per_s) + '/s').padStart(11)} ${(human(g.tx_bytes_per_s) + '/s').padStart(11)}`;
+  const tot = (g: { tx_bytes: number; rx_bytes: number }): string => `${human(g.rx_bytes).padStart(9)} ${human(g.tx_bytes).padStart(9)}`;
+  const lines = [`nettally top — ${new Date(f.time_ms).toISOString()} — every ${f.interval_ms} ms`, ''];
+  lines.push(`${'PID'.padStart(8)} ${'COMM'.padEnd(16)} ${'RX/s'.padStart(11)} ${'TX/s'.padStart(11)} ${'RX'.padStart(9)} ${'TX'.padStart(9)} CONNS`);
+  for (const p of f.processes.slice(0, limit)) lines.push(`${String(p.pid).padStart(8)} ${p.comm.padEnd(16)} ${rate(p)} ${tot(p)} ${p.conns}`);
+  lines.push('', `${'PID'.padStart(8)} ${'PROTO'.padEnd(5)} ${'LOCAL'.padEnd(28)} ${'REMOTE'.padEnd(28)} ${'RX/s'.padStart(11)} ${'TX/s'.padStart(11)} ${'RX'.padStart(9)} ${'TX'.padStart(9)}`);
+  for (const c of f.connections.slice(0, limit)) {
+    const proto = (c.protocol === 6 ? 'tcp' : 'udp') + (c.closed ? '*' : '');
+    lines.push(`${String(c.pid).padStart(8)} ${proto.padEnd(5)} ${ep(c.saddr, c.sport, c.family).padEnd(28)} ${ep(c.daddr, c.dport, c.family).padEnd(28)} ${rate(c)} ${tot(c)}`);
+  }
+  lines.push('', `${'NETNS'.padStart(12)} ${'RX/s'.padStart(11)} ${'TX/s'.padStart(11)} ${'RX'.padStart(9)} ${'TX'.padStart(9)} CONNS`);
+  for (const n of f.netns.slice(0, limit)) lines.push(`${String(n.netns).padStart(12)} ${rate(n)} ${tot(n)} ${n.conns}`);
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,103 @@
+// Scenario: `nettally capture --json` prints the records of a known transfer as JSON lines; --check and bad flags.
+import { spawnSync } from 'child_process';
+import path from 'path';
+import { Writable } from 'stream';
+import { parseArgs, type ParsedArgs } from '../lib/args';
+import { silentLogger } from '../lib/log';
+import { command } from '../producer/cmd-capture';
+import { command as top } from '../producer/cmd-top';
+import type { TopFrame } from '../producer/top';
+import { bootTimeNs, unixNsFromBootNs, type ConnRecord } from '../producer/capture';
+import { transfer } from './helpers/capture';
+import { createNetnsPair, type NetnsPair } from './helpers/netns';
+
+let pair: NetnsPair;
+beforeAll(() => {
+  pair = createNetnsPair('cli');
+});
+afterAll(() => pair?.destroy());
+
+function sink(): { stream: Writable; text: () => string } {
+  const chunks: Buffer[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(Buffer.from(chunk));
+      cb();
+    },
+  });
+  return { stream, text: () => Buffer.concat(chunks).toString() };
+}
+
+function args(argv: string[]): ParsedArgs {
+  const a = parseArgs(command.spec, argv, {});
+  if (a === 'help') throw new Error('help');
+  return a;
+}
+
+test('--json prints exact close records of a transfer made while it runs', async () => {
+  const out = sink();
+  const ac = new AbortController();
+  const run = command.run(args(['--json', '--duration', '20s', '--iface-interval', '0']), { logger: silentLogger, signal: ac.signal, stdout: out.stream });
+  await new Promise((r) => setTimeout(r, 300));
+  const res = await transfer(pair, 'tcp', 4, ['--reply', '4321'], ['--bytes', '123456']);
+  const sport = res.client[0].sport;
+  const closeOf = (): ConnRecord | undefined =>
+    out
+      .text()
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as ConnRecord)
+      .find((r) => r.kind === 3 && r.netns === pair.a.inode && r.sport === sport);
+  const until = Date.now() + 10000;
+  while (!closeOf() && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  ac.abort();
+  expect(await run).toBe(0);
+  expect(closeOf()).toMatchObject({ tx_bytes: 123456, rx_bytes: 4321, dport: res.port, protocol: 6, flush_reason: 'close' });
+});
+
+test('--check loads, attaches and exits 0', async () => {
+  const out = sink();
+  expect(await command.run(args(['--check']), { logger: silentLogger, signal: new AbortController().signal, stdout: out.stream })).toBe(0);
+  expect(out.text()).toMatch(/load and attach/);
+});
+
+test('bad settings are rejected naming the flag', () => {
+  expect(() => args(['--ring-buffer', '1000'])).toThrow(/--ring-buffer.*at least 4096/);
+  expect(() => args(['--flush-interval', 'soon'])).toThrow(/--flush-interval/);
+});
+
+test('top --json: the netns totals equal the bytes a transfer moved in that netns', async () => {
+  const out = sink();
+  const ac = new AbortController();
+  const a = parseArgs(top.spec, ['--json', '--interval', '200ms', '--netns', String(pair.a.inode)], {});
+  if (a === 'help') throw new Error('help');
+  const run = top.run(a, { logger: silentLogger, signal: ac.signal, stdout: out.stream });
+  await new Promise((r) => setTimeout(r, 300));
+  const res = await transfer(pair, 'tcp', 4, ['--conns', '4', '--reply', '1111'], ['--conns', '4', '--bytes', '77777']);
+  const frames = (): TopFrame[] => out.text().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as TopFrame);
+  const want = { tx_bytes: 4 * 77777, rx_bytes: 4 * 1111 };
+  const until = Date.now() + 10000;
+  const totals = (): unknown => {
+    const f = frames().pop();
+    const n = f?.netns.find((x) => x.netns === pair.a.inode);
+    return n && { tx_bytes: n.tx_bytes, rx_bytes: n.rx_bytes };
+  };
+  while (JSON.stringify(totals()) !== JSON.stringify(want) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+  ac.abort();
+  expect(await run).toBe(0);
+  expect(res.client).toHaveLength(4);
+  expect(totals()).toEqual(want);
+  expect(frames().every((f) => f.connections.every((c) => c.netns === pair.a.inode))).toBe(true);
+});
+
+test('without privileges the addon says what is missing and how to grant it', () => {
+  const addon = path.join(__dirname, '..', 'native', 'build', 'Release', 'nettally.node');
+  const js = `const m={exports:{}};process.dlopen(m,${JSON.stringify(addon)});try{new m.exports.Capture({onBatch(){},onClosed(){}})}catch(e){console.log(e.code+': '+e.message)}`;
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', js], { encoding: 'utf8' });
+  expect(r.stdout).toMatch(/^PRIVILEGES: loading eBPF programs needs root or CAP_BPF\+CAP_PERFMON.*setcap cap_bpf,cap_perfmon/);
+});
+
+test('kernel timestamps convert to Unix time', () => {
+  const unixMs = Number(unixNsFromBootNs(bootTimeNs()) / 1_000_000n);
+  expect(Math.abs(unixMs - Date.now())).toBeLessThan(1000);
+});
