@@ -131,21 +131,35 @@ export function schemaFingerprint(schema: avro.Schema | avro.Type): Buffer {
 
 // --- exact longs: numbers while safe; bigint beyond 2^53 (and always for time_ns via its logical type) ---
 
+const TWO32 = 2 ** 32;
+const MIN64 = -(1n << 63n);
+const MAX64 = (1n << 63n) - 1n;
+
 const ExactLong = avro.types.LongType.__with({
+  // Fast path without BigInt while |v| < 2^53 (hi word within ±2^21): this codec is on every record's hot path.
   fromBuffer: (buf: Buffer): number | bigint => {
-    const v = buf.readBigInt64LE(0);
-    return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+    const hi = buf.readInt32LE(4);
+    if (hi < 0x200000 && hi >= -0x200000) {
+      const v = hi * TWO32 + buf.readUInt32LE(0);
+      if (Number.isSafeInteger(v)) return v;
+    }
+    return buf.readBigInt64LE(0);
   },
   toBuffer: (v: number | bigint): Buffer => {
-    const b = Buffer.alloc(8);
-    b.writeBigInt64LE(BigInt(v));
+    const b = Buffer.allocUnsafe(8);
+    if (typeof v === 'number') {
+      const lo = v % TWO32;
+      const hi = (v - lo) / TWO32;
+      b.writeUInt32LE(lo < 0 ? lo + TWO32 : lo, 0);
+      b.writeInt32LE(lo < 0 ? hi - 1 : hi, 4);
+    } else {
+      b.writeBigInt64LE(v);
+    }
     return b;
   },
   fromJSON: (v: number | string): number | bigint => (typeof v === 'number' ? v : BigInt(v)),
   toJSON: (v: number | bigint): number | string => (typeof v === 'number' ? v : v.toString()),
-  isValid: (v: unknown): boolean =>
-    (typeof v === 'number' && Number.isSafeInteger(v)) ||
-    (typeof v === 'bigint' && v >= -(1n << 63n) && v < 1n << 63n),
+  isValid: (v: unknown): boolean => (typeof v === 'number' && Number.isSafeInteger(v)) || (typeof v === 'bigint' && v >= MIN64 && v <= MAX64),
   compare: (a: number | bigint, b: number | bigint): number => (a < b ? -1 : a > b ? 1 : 0),
 });
 

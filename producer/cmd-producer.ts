@@ -1,0 +1,183 @@
+// `nettally producer`: the per-host daemon (kernel counters → Avro → spool → Kafka); also `--check`.
+import { execFileSync } from 'child_process';
+import { accessSync, readFileSync } from 'fs';
+import type { Command } from '../lib/command';
+import { configError, NettallyError } from '../lib/errors';
+import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
+import type { ParsedArgs } from '../lib/args';
+import { parseListen, serveMetrics } from './metrics';
+import { createProducer, type ProducerConfig } from './producer';
+import type { FsyncPolicy } from './spool';
+
+const CAP_NET_ADMIN = 12;
+const CAP_SYS_ADMIN = 21;
+const CAP_PERFMON = 38;
+const CAP_BPF = 39;
+
+/** Effective capabilities of this process (from /proc/self/status). */
+export function effectiveCaps(statusText = readFileSync('/proc/self/status', 'utf8')): bigint {
+  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(statusText);
+  return m ? BigInt(`0x${m[1]}`) : 0n;
+}
+
+/** Throws PRIVILEGES with how to grant them unless this process may load and attach the BPF programs. */
+export function checkPrivileges(caps = effectiveCaps()): void {
+  const has = (c: number): boolean => (caps & (1n << BigInt(c))) !== 0n;
+  if (has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) return;
+  const missing = [has(CAP_BPF) ? '' : 'CAP_BPF', has(CAP_PERFMON) ? '' : 'CAP_PERFMON'].filter(Boolean).join('+');
+  throw new NettallyError(
+    'PRIVILEGES',
+    `loading the eBPF programs needs root, or CAP_BPF+CAP_PERFMON (missing: ${missing}; CAP_NET_ADMIN too for the interface counters, ` +
+      `CAP_SYS_ADMIN to mount bpffs for pinned maps). Run it as root (sudo nettally producer …), or grant the capabilities, e.g. ` +
+      `systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN, or: sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep "$(readlink -f "$(command -v node)")". ` +
+      `Nothing else in the producer needs privileges.`,
+    { context: { missing, net_admin: has(CAP_NET_ADMIN) } },
+  );
+}
+
+function mountTypeAt(path: string): string | undefined {
+  let type: string | undefined;
+  for (const line of readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    if (f[1] === path) type = f[2];
+  }
+  return type;
+}
+
+/**
+ * Mounts what the capture needs and a fresh boot lacks: tracefs (the classic tracepoints) and bpffs (for the pins).
+ * They stay mounted: the pins must outlive this process. `nettally up` does its own mounting and cleanup.
+ */
+export function ensureMounts(pinDir: string | undefined, logger: { info(o: object, m: string): void }): void {
+  const mount = (type: string, source: string, target: string): void => {
+    try {
+      execFileSync('mount', ['-t', type, source, target], { stdio: ['ignore', 'ignore', 'pipe'] });
+      logger.info({ type, target }, `mounted ${type}`);
+    } catch (e) {
+      throw new NettallyError('KERNEL_UNSUPPORTED', `cannot mount ${type} on ${target} (${(e as Error).message.trim()}); mount it yourself: mount -t ${type} ${source} ${target}`, { cause: e });
+    }
+  };
+  const tracefsOk = ['/sys/kernel/tracing/events', '/sys/kernel/debug/tracing/events'].some((p) => {
+    try {
+      accessSync(p);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (!tracefsOk) mount('tracefs', 'nodev', '/sys/kernel/tracing');
+  if (pinDir?.startsWith('/sys/fs/bpf/') && mountTypeAt('/sys/fs/bpf') !== 'bpf') mount('bpf', 'bpf', '/sys/fs/bpf');
+}
+
+function configFrom(args: ParsedArgs): ProducerConfig {
+  const pin = args.str('pin-dir');
+  const batchMaxBytes = args.num('batch-max-bytes');
+  const spoolMaxBytes = args.num('spool-max-bytes');
+  if (batchMaxBytes * 2 > spoolMaxBytes) {
+    throw configError('--spool-max-bytes (env NETTALLY_SPOOL_MAX_BYTES)', `must be at least twice --batch-max-bytes (${batchMaxBytes}), got ${spoolMaxBytes}`);
+  }
+  if (pin !== 'none' && !pin.startsWith('/')) throw configError('--pin-dir (env NETTALLY_PIN_DIR)', `expected an absolute bpffs path or "none", got ${JSON.stringify(pin)}`);
+  const ring = args.optNum('ring-buffer-bytes');
+  return {
+    stateDir: args.str('state-dir'),
+    kafka: kafkaConfigFrom(args),
+    topic: args.str('topic'),
+    pinDir: pin === 'none' ? undefined : pin,
+    spoolMaxBytes,
+    fsync: args.str('fsync') as FsyncPolicy,
+    batchMaxRecords: args.num('batch-max-records'),
+    batchMaxBytes,
+    batchMaxMs: args.num('batch-max-ms'),
+    flushIntervalMs: args.num('flush-interval'),
+    flushThresholdBytes: args.num('flush-threshold'),
+    ifaceIntervalMs: args.num('iface-interval'),
+    ...(ring ? { ringBufferBytes: ring } : {}),
+    compression: args.str('compression') as 'gzip' | 'none',
+    idempotent: args.bool('idempotent'),
+    shutdownTimeoutMs: args.num('shutdown-timeout'),
+    statusIntervalMs: args.num('status-interval'),
+  };
+}
+
+export const command: Command = {
+  spec: {
+    name: 'producer',
+    summary: 'count traffic in the kernel and ship records to Kafka (Avro, durable spool, exact counters)',
+    description:
+      'Loads the eBPF counters (root or CAP_BPF+CAP_PERFMON), enriches every record with host id, boot id, epoch and seq,\n' +
+      'appends it to an on-disk spool and sends it to Kafka (acks=all). Records leave the spool only once Kafka acknowledged\n' +
+      'them; SIGTERM sends what it can within --shutdown-timeout and keeps the rest for the next start.',
+    options: [
+      ...KAFKA_OPTIONS,
+      { name: 'state-dir', type: 'string', env: 'NETTALLY_STATE_DIR', default: '/var/lib/nettally/producer', help: 'epoch file and spool directory' },
+      { name: 'pin-dir', type: 'string', env: 'NETTALLY_PIN_DIR', default: '/sys/fs/bpf/nettally', help: 'bpffs directory for pinned maps (counters survive restarts); "none" disables pinning' },
+      { name: 'spool-max-bytes', type: 'bytes', env: 'NETTALLY_SPOOL_MAX_BYTES', default: '256MiB', min: 65536, help: 'spool size limit; when full the kernel drain pauses (bytes delayed, not lost)' },
+      { name: 'fsync', type: 'enum', env: 'NETTALLY_FSYNC', choices: ['always', 'interval', 'never'], default: 'always', help: 'spool fsync: per appended batch, every 200ms, or never (the OS decides)' },
+      { name: 'batch-max-records', type: 'int', env: 'NETTALLY_BATCH_MAX_RECORDS', default: 5000, min: 1, max: 100000, help: 'records per Kafka batch' },
+      { name: 'batch-max-bytes', type: 'bytes', env: 'NETTALLY_BATCH_MAX_BYTES', default: '2MiB', min: 1024, help: 'bytes per Kafka batch (about)' },
+      { name: 'batch-max-ms', type: 'duration', env: 'NETTALLY_BATCH_MAX_MS', default: '200ms', min: 0, help: 'longest a record waits for a fuller batch' },
+      { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: '5s', min: 100, help: 'kernel flushes a connection whose bytes are unflushed this long' },
+      { name: 'flush-threshold', type: 'bytes', env: 'NETTALLY_FLUSH_THRESHOLD', default: '16MiB', min: 1, help: 'kernel flushes a connection with more unflushed bytes than this' },
+      { name: 'iface-interval', type: 'duration', env: 'NETTALLY_IFACE_INTERVAL', default: '10s', min: 0, help: 'interface counter samples interval (0 = off)' },
+      { name: 'ring-buffer-bytes', type: 'bytes', env: 'NETTALLY_RING_BUFFER_BYTES', help: 'kernel ring buffer size (power of two; default of the capture: 4MiB)' },
+      { name: 'compression', type: 'enum', env: 'NETTALLY_COMPRESSION', choices: ['none', 'gzip'], default: 'none', help: 'Kafka batch compression' },
+      { name: 'idempotent', type: 'bool', env: 'NETTALLY_IDEMPOTENT', default: false, help: 'use the Kafka idempotent producer (consumers dedupe by host/epoch/seq either way)' },
+      { name: 'shutdown-timeout', type: 'duration', env: 'NETTALLY_SHUTDOWN_TIMEOUT', default: '10s', min: 0, help: 'on SIGTERM, how long to keep sending before leaving the rest in the spool' },
+      { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: '30s', min: 0, help: 'one status log line this often (0 = off)' },
+      { name: 'metrics-listen', type: 'string', env: 'NETTALLY_METRICS_LISTEN', help: 'serve Prometheus metrics on [host:]port (off by default; host defaults to 127.0.0.1)' },
+      { name: 'check', type: 'bool', default: false, help: 'load and attach the eBPF programs, report, and exit' },
+    ],
+    examples: [
+      'sudo nettally producer --brokers kafka1:9092,kafka2:9092 --state-dir /var/lib/nettally/producer',
+      'sudo nettally producer --check',
+      'KAFKA_SASL_MECHANISM=scram-sha-512 KAFKA_SASL_USERNAME=nettally KAFKA_SASL_PASSWORD_FILE=/etc/nettally/kafka.pw KAFKA_TLS=1 sudo -E nettally producer',
+    ],
+  },
+
+  async run(args, ctx) {
+    const config = configFrom(args);
+    const metricsListen = args.optStr('metrics-listen');
+    const listen = metricsListen ? parseListen(metricsListen) : undefined;
+    checkPrivileges();
+    ensureMounts(args.bool('check') ? undefined : config.pinDir, ctx.logger);
+
+    if (args.bool('check')) {
+      const { openCapture } = await import('./capture');
+      const cap = await openCapture({ flushIntervalMs: config.flushIntervalMs, flushThresholdBytes: config.flushThresholdBytes, ifaceIntervalMs: 0 }, ctx.logger);
+      const stats = cap.stats();
+      await cap.close();
+      ctx.stdout.write(`ok: eBPF programs loaded and attached (tracked connections: ${stats.tracked_conns})\n`);
+      return 0;
+    }
+
+    const producer = createProducer({ config, logger: ctx.logger });
+    let fatal: Error | undefined;
+    const failed = new Promise<void>((resolve) =>
+      producer.on('fatal', (e) => {
+        fatal = e;
+        resolve();
+      }),
+    );
+    await producer.start();
+    let metrics: Awaited<ReturnType<typeof serveMetrics>> | undefined;
+    try {
+      if (listen) {
+        metrics = await serveMetrics(listen, () => producer.status());
+        ctx.logger.info({ metrics: `http://${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${metrics.address.port}/metrics` }, 'metrics endpoint listening');
+      }
+      ctx.logger.info({ topic: config.topic, brokers: config.kafka.brokers }, 'producer running');
+      await Promise.race([
+        failed,
+        new Promise<void>((resolve) => {
+          if (ctx.signal.aborted) resolve();
+          else ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+        }),
+      ]);
+    } finally {
+      metrics?.server.close();
+      await producer.stop();
+    }
+    if (fatal) throw fatal instanceof NettallyError ? fatal : new NettallyError('INTERNAL', `producer failed: ${fatal.message}`, { cause: fatal });
+    return 0;
+  },
+};

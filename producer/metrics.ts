@@ -1,0 +1,63 @@
+// Optional Prometheus text endpoint for the producer's status (off unless --metrics-listen is given; localhost by default).
+import { createServer, type Server } from 'http';
+import type { AddressInfo } from 'net';
+import { configError } from '../lib/errors';
+import type { ProducerStatus } from './producer';
+
+/** "9464" → 127.0.0.1:9464; "host:port" and "[v6]:port" as given. Throws CONFIG_INVALID naming --metrics-listen. */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[^:\s[\]]+):)?(\d{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw configError('--metrics-listen (env NETTALLY_METRICS_LISTEN)', `expected [host:]port such as 9464 or 127.0.0.1:9464, got ${JSON.stringify(text)}`);
+  return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port };
+}
+
+const HELP: Array<[keyof ProducerStatus, string, 'counter' | 'gauge']> = [
+  ['records_in', 'Kernel records received from the capture', 'counter'],
+  ['records_spooled', 'Records appended to the on-disk spool', 'counter'],
+  ['records_out', 'Records acknowledged by Kafka', 'counter'],
+  ['batches_out', 'Batches acknowledged by Kafka', 'counter'],
+  ['spool_records', 'Records in the spool not yet acknowledged', 'gauge'],
+  ['spool_bytes', 'Bytes in the spool not yet acknowledged', 'gauge'],
+  ['spool_max_bytes', 'Spool size limit in bytes', 'gauge'],
+  ['spool_full_events', 'Times the spool filled up and the kernel drain paused', 'counter'],
+  ['kafka_errors', 'Failed Kafka sends (retried)', 'counter'],
+  ['send_latency_ms_last', 'Latency of the last acknowledged Kafka batch in ms', 'gauge'],
+  ['epoch', 'Producer epoch', 'gauge'],
+  ['seq', 'Last sequence number assigned in this epoch', 'gauge'],
+];
+
+/** Prometheus text exposition of a status. */
+export function renderMetrics(s: ProducerStatus): string {
+  const out: string[] = [];
+  const put = (name: string, help: string, type: string, value: number): void => {
+    out.push(`# HELP nettally_producer_${name} ${help}`, `# TYPE nettally_producer_${name} ${type}`, `nettally_producer_${name} ${value}`);
+  };
+  for (const [key, help, type] of HELP) put(key === 'records_in' || key === 'records_out' || key === 'records_spooled' || key === 'batches_out' || key === 'kafka_errors' || key === 'spool_full_events' ? `${key}_total` : key, help, type, Number(s[key]));
+  put('spool_full', '1 while the spool is full (kernel drain paused)', 'gauge', s.spool_full ? 1 : 0);
+  put('kafka_up', '1 when the last Kafka send succeeded', 'gauge', s.kafka_ok ? 1 : 0);
+  if (s.kernel) {
+    put('kernel_ringbuf_drops_total', 'Ring-buffer reservations that failed in the kernel (records delayed, counters kept)', 'counter', s.kernel.ringbuf_drops);
+    put('kernel_conn_map_full_total', 'Connections not tracked because the kernel connection map was full', 'counter', s.kernel.conn_map_full);
+    put('kernel_iface_map_full_total', 'Interfaces not tracked because the kernel interface map was full', 'counter', s.kernel.iface_map_full);
+    put('kernel_tracked_conns', 'Connections in the kernel map', 'gauge', s.kernel.tracked_conns);
+  }
+  return out.join('\n') + '\n';
+}
+
+/** Serves GET /metrics; resolves once listening. */
+export async function serveMetrics(listen: { host: string; port: number }, status: () => ProducerStatus): Promise<{ server: Server; address: AddressInfo }> {
+  const server = createServer((req, res) => {
+    if (req.method === 'GET' && (req.url === '/metrics' || req.url === '/')) {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+      res.end(renderMetrics(status()));
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port, listen.host, () => resolve());
+  });
+  return { server, address: server.address() as AddressInfo };
+}
