@@ -1,6 +1,7 @@
-// Runs Debian's influxd (1.x) on a private data dir and loopback ports, for `nettally up` and the tests.
-import { spawn, ChildProcess } from 'child_process';
-import { mkdirSync, writeFileSync, openSync, closeSync } from 'fs';
+// Runs Debian's influxd (1.x) on a private data dir and loopback ports: the one launcher for `nettally up`, tests and benches.
+import { spawn, type ChildProcess } from 'child_process';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'fs';
+import { createServer } from 'net';
 import { join } from 'path';
 import { NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
@@ -16,22 +17,30 @@ export interface LocalInfluxOptions {
   database?: string;
   binary?: string;
   startTimeoutMs?: number;
+  /**
+   * Own process group: a Ctrl-C in the terminal (SIGINT to the foreground group) then does not reach influxd, so
+   * `nettally up` can stop it last, after the consumer's final write.
+   */
+  detached?: boolean;
   logger: Logger;
 }
 
 export interface LocalInflux {
   url: string;
+  httpPort: number;
+  rpcPort: number;
   pid: number;
   /** SIGTERM, then SIGKILL after a grace period; resolves once the process is gone. */
   close(): Promise<void>;
   /** SIGKILL without waiting for a clean shutdown (failure tests). */
   kill(): Promise<void>;
+  /** Synchronous SIGKILL for process-exit handlers (no waiting possible there). */
+  killSync(): void;
 }
 
-async function freePort(): Promise<number> {
-  const net = await import('net');
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
-    const srv = net.createServer();
+    const srv = createServer();
     srv.once('error', reject);
     srv.listen(0, '127.0.0.1', () => {
       const addr = srv.address();
@@ -47,9 +56,18 @@ function exited(child: ChildProcess): Promise<void> {
 async function ping(url: string): Promise<boolean> {
   try {
     const res = await fetch(`${url}/ping`, { signal: AbortSignal.timeout(1000) });
+    await res.arrayBuffer();
     return res.status === 204;
   } catch {
     return false;
+  }
+}
+
+function tail(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').split('\n').slice(-8).join('\n');
+  } catch {
+    return '';
   }
 }
 
@@ -70,6 +88,7 @@ export async function startLocalInflux(opts: LocalInfluxOptions): Promise<LocalI
       '[data]',
       `  dir = "${join(dir, 'data')}"`,
       `  wal-dir = "${join(dir, 'wal')}"`,
+      '  wal-fsync-delay = "0s"',
       '  query-log-enabled = false',
       '[http]',
       '  enabled = true',
@@ -81,39 +100,54 @@ export async function startLocalInflux(opts: LocalInfluxOptions): Promise<LocalI
       '  store-enabled = false',
       '[continuous_queries]',
       '  enabled = false',
+      '[subscriber]',
+      '  enabled = false',
       '',
     ].join('\n'),
   );
   const logPath = join(dir, 'influxd.log');
   const logFd = openSync(logPath, 'a');
-  const child = spawn(opts.binary ?? 'influxd', ['-config', configPath], { stdio: ['ignore', logFd, logFd] });
+  const child = spawn(opts.binary ?? 'influxd', ['run', '-config', configPath], { stdio: ['ignore', logFd, logFd], detached: opts.detached ?? false });
   closeSync(logFd);
   const url = `http://127.0.0.1:${httpPort}`;
+  const killSync = (): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  const kill = async (): Promise<void> => {
+    killSync();
+    await exited(child);
+  };
   const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
-  const deadline = Date.now() + (opts.startTimeoutMs ?? 30_000);
-  for (;;) {
-    const failed = await Promise.race([spawnError, new Promise<undefined>((r) => setTimeout(r, 200, undefined))]);
-    if (failed) {
-      throw new NettallyError('INFLUX_UNAVAILABLE', `cannot run influxd: ${failed.message}; install Debian's influxdb package (scripts/bootstrap.sh does)`);
+  const timeoutMs = opts.startTimeoutMs ?? 30_000;
+  const deadline = Date.now() + timeoutMs;
+  try {
+    for (;;) {
+      const failed = await Promise.race([spawnError, new Promise<undefined>((r) => setTimeout(r, 100, undefined))]);
+      if (failed) {
+        throw new NettallyError('INFLUX_UNAVAILABLE', `cannot run influxd: ${failed.message}; install Debian's influxdb package (scripts/bootstrap.sh does)`);
+      }
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new NettallyError('INFLUX_UNAVAILABLE', `influxd exited with ${child.exitCode ?? child.signalCode} (log ${logPath}):\n${tail(logPath)}`);
+      }
+      if (await ping(url)) break;
+      if (Date.now() > deadline) {
+        throw new NettallyError('INFLUX_UNAVAILABLE', `influxd did not answer on ${url} within ${timeoutMs} ms (log ${logPath}):\n${tail(logPath)}`);
+      }
     }
-    if (child.exitCode !== null) {
-      const { readFileSync } = await import('fs');
-      const tail = readFileSync(logPath, 'utf8').split('\n').slice(-8).join('\n');
-      throw new NettallyError('INFLUX_UNAVAILABLE', `influxd exited with code ${child.exitCode} (log ${logPath}):\n${tail}`);
+    if (opts.database) {
+      const res = await fetch(`${url}/query`, { method: 'POST', body: new URLSearchParams({ q: `CREATE DATABASE "${opts.database.replace(/"/g, '\\"')}"` }) });
+      const body = await res.text();
+      if (!res.ok) throw new NettallyError('INFLUX_UNAVAILABLE', `CREATE DATABASE ${opts.database} failed: HTTP ${res.status} ${body}`);
     }
-    if (await ping(url)) break;
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new NettallyError('INFLUX_UNAVAILABLE', `influxd did not answer on ${url} within ${opts.startTimeoutMs ?? 30_000} ms (log ${logPath})`);
-    }
-  }
-  if (opts.database) {
-    const res = await fetch(`${url}/query`, { method: 'POST', body: new URLSearchParams({ q: `CREATE DATABASE "${opts.database}"` }) });
-    if (!res.ok) throw new NettallyError('INFLUX_UNAVAILABLE', `CREATE DATABASE ${opts.database} failed: HTTP ${res.status} ${await res.text()}`);
+  } catch (e) {
+    await kill();
+    throw e;
   }
   opts.logger.info({ url, dataDir: dir, influxd_pid: child.pid }, 'influxd ready');
   return {
     url,
+    httpPort,
+    rpcPort,
     pid: child.pid ?? -1,
     async close() {
       if (child.exitCode !== null || child.signalCode !== null) return;
@@ -122,9 +156,7 @@ export async function startLocalInflux(opts: LocalInfluxOptions): Promise<LocalI
       await exited(child);
       clearTimeout(timer);
     },
-    async kill() {
-      child.kill('SIGKILL');
-      await exited(child);
-    },
+    kill,
+    killSync,
   };
 }

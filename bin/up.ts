@@ -1,56 +1,91 @@
 // `nettally up`: the whole pipeline on one machine — bundled broker, local influxd, producer, consumer —
 // with a live status line until Ctrl-C, which stops everything and leaves no process, pin or mount behind.
-import { spawn, ChildProcess, execFileSync } from 'child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync } from 'fs';
+import { spawn, type ChildProcess, execFileSync } from 'child_process';
+import { accessSync, constants, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync } from 'fs';
 import { connect } from 'net';
 import { join, resolve } from 'path';
 import { createInterface } from 'readline';
-import type { CommandSpec } from '../lib/args';
+import { Kafka, logLevel } from 'kafkajs';
+import { ParsedArgs, type CommandSpec, type OptionSpec } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
+import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import type { Logger } from '../lib/log';
-import { startLocalInflux, LocalInflux } from './influxd';
+import { startLocalInflux, type LocalInflux } from './influxd';
+
+/** Kafka connection options (TLS, SASL, topic, client id) shared with producer/consumer; `brokers` is up's own. */
+const FORWARDED_KAFKA_OPTIONS: readonly OptionSpec[] = KAFKA_OPTIONS.filter((o) => o.name !== 'brokers');
 
 const spec: CommandSpec = {
   name: 'up',
   summary: 'Run the whole pipeline on this machine until Ctrl-C: bundled Kafka broker, local InfluxDB, producer, consumer.',
   description: [
-    'Set KAFKA_BROKERS to use an existing Kafka instead of the bundled broker, and INFLUX_URL to use an',
-    'existing InfluxDB instead of a local influxd. Needs root (the producer loads BPF programs).',
-    'Logs of every component go to <data-dir>/logs/.',
+    'Starts what is missing — the bundled Kafka-protocol broker and Debian\'s influxd on --data-dir — then the producer',
+    '(eBPF counters) and the consumer (InfluxDB rollups), and prints a status line until Ctrl-C, which stops the',
+    'producer first (its last counters reach Kafka), then the consumer (final write), then the servers. bpffs and',
+    'tracefs are mounted if needed and unmounted on exit; a pin directory that did not exist before is removed.',
+    'Set KAFKA_BROKERS to use an existing Kafka instead of the bundled broker, and INFLUX_URL to use an existing',
+    'InfluxDB instead of a local influxd. Needs root. Logs of every component go to <data-dir>/logs/.',
   ].join('\n'),
   options: [
-    { name: 'data-dir', type: 'string', env: 'NETTALLY_DATA_DIR', default: '/var/lib/nettally', help: 'where broker, InfluxDB, spool and logs keep their files' },
-    { name: 'kafka-listen', type: 'string', env: 'NETTALLY_BROKER_LISTEN', default: '127.0.0.1:9092', help: 'address of the bundled broker (ignored with KAFKA_BROKERS)' },
-    { name: 'brokers', type: 'list', env: 'KAFKA_BROKERS', help: 'use this Kafka instead of starting the bundled broker' },
-    { name: 'influx-url', type: 'string', env: 'INFLUX_URL', help: 'use this InfluxDB instead of starting a local influxd' },
-    { name: 'influx-port', type: 'int', env: 'NETTALLY_INFLUX_PORT', default: 8086, min: 1, max: 65535, help: 'HTTP port of the local influxd (ignored with INFLUX_URL)' },
+    { name: 'data-dir', type: 'string', env: 'NETTALLY_DATA_DIR', default: '/var/lib/nettally', help: 'where broker, InfluxDB, producer spool and logs keep their files' },
+    { name: 'kafka-listen', type: 'string', env: 'NETTALLY_BROKER_LISTEN', default: '127.0.0.1:9092', help: 'address of the bundled broker (ignored with --brokers/KAFKA_BROKERS)' },
+    { name: 'brokers', type: 'list', env: 'KAFKA_BROKERS', help: 'use this Kafka (host:port[,host:port]) instead of starting the bundled broker' },
+    { name: 'partitions', type: 'int', env: 'NETTALLY_TOPIC_PARTITIONS', default: 1, min: 1, max: 10_000, help: 'partitions of the records topic if up creates it (one host uses one partition)' },
+    ...FORWARDED_KAFKA_OPTIONS,
+    { name: 'influx-url', type: 'string', env: 'INFLUX_URL', help: 'use this InfluxDB (v1 API; credentials from INFLUX_* env) instead of starting a local influxd' },
+    { name: 'influx-port', type: 'int', env: 'NETTALLY_INFLUX_PORT', default: 8086, min: 1, max: 65535, help: 'HTTP port of the local influxd on 127.0.0.1 (ignored with INFLUX_URL)' },
     { name: 'influx-db', type: 'string', env: 'INFLUX_DB', default: 'nettally', help: 'InfluxDB database for the rollups' },
-    { name: 'flush-interval', type: 'duration', default: '5s', min: 100, help: 'kernel flush interval for connection counters' },
-    { name: 'status-interval', type: 'duration', default: '2s', min: 200, help: 'how often the status line is printed' },
+    { name: 'pin-dir', type: 'string', env: 'NETTALLY_PIN_DIR', default: '/sys/fs/bpf/nettally-up', help: 'bpffs directory for the producer\'s pinned maps; removed on exit unless it existed before' },
+    { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: '5s', min: 100, help: 'kernel flush interval of connection counters, and how often the consumer writes windows' },
+    { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: '2s', min: 200, help: 'how often the status line is printed' },
   ],
-  examples: ['sudo ./nettally up', 'sudo KAFKA_BROKERS=kafka1:9092 INFLUX_URL=http://influx:8086 ./nettally up'],
+  examples: [
+    'sudo ./nettally up',
+    'sudo ./nettally up --data-dir /tmp/nettally --kafka-listen 127.0.0.1:19092 --influx-port 18086',
+    'sudo KAFKA_BROKERS=kafka1:9092 INFLUX_URL=http://influx:8086 ./nettally up',
+  ],
 };
 
 const CLI = resolve(__dirname, 'nettally.js');
-const PIN_DIR = '/sys/fs/bpf/nettally-up';
-const KERNEL_FS = ['/sys/fs/bpf', '/sys/kernel/tracing'];
+const BPFFS = '/sys/fs/bpf';
+const TRACEFS = '/sys/kernel/tracing';
+const TRACEFS_ROOTS = [TRACEFS, '/sys/kernel/debug/tracing'];
 
-/** Latest status fields each child reported (pino lines with msg "status"). */
+/** Latest status each child reported (pino lines with msg "status"). */
 type Status = Record<string, unknown>;
 
 interface Child {
   name: string;
   proc: ChildProcess;
   status: Status;
+  /** When `status` arrived, and the one before it (rates). */
+  statusAt: number;
+  prevStatus: Status;
+  prevStatusAt: number;
+  /** The component said it is doing its job (producer: capture attached; consumer: partition state loaded). */
+  ready: boolean;
   lastLines: string[];
   exited: Promise<number | null>;
 }
 
-function isMounted(path: string): boolean {
-  return readFileSync('/proc/self/mounts', 'utf8')
-    .split('\n')
-    .some((l) => l.split(' ')[1] === path);
+function mountType(path: string): string | undefined {
+  for (const line of readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    if (f[1] === path) return f[2];
+  }
+  return undefined;
+}
+
+function tracefsAvailable(): boolean {
+  return TRACEFS_ROOTS.some((root) => {
+    try {
+      accessSync(join(root, 'events'), constants.R_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
 }
 
 function parseHostPort(setting: string, value: string): { host: string; port: number } {
@@ -69,53 +104,77 @@ function portOpen(host: string, port: number): Promise<boolean> {
   });
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, child: Child, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (child.proc.exitCode !== null) {
-      throw new NettallyError('INTERNAL', `${child.name} exited with code ${child.proc.exitCode} before ${what}:\n${child.lastLines.join('\n')}`);
-    }
-    if (Date.now() > deadline) throw new NettallyError('INTERNAL', `${child.name}: ${what} did not happen within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+function childFailed(child: Child, what: string): NettallyError {
+  return new NettallyError('INTERNAL', `${child.name} exited with code ${child.proc.exitCode ?? child.proc.signalCode} ${what}; its last log lines:\n${child.lastLines.slice(-8).join('\n')}`);
 }
 
-/** Starts `nettally <args>` as a child; its pino lines go to logs/<name>.log, its status lines into `status`. */
-function startChild(name: string, args: string[], logDir: string, logger: Logger): Child {
-  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+async function waitFor(what: string, check: () => boolean | Promise<boolean>, child: Child, timeoutMs: number, signal: AbortSignal): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (signal.aborted) return false;
+    if (child.proc.exitCode !== null || child.proc.signalCode !== null) throw childFailed(child, `before ${what}`);
+    if (Date.now() > deadline) throw new NettallyError('INTERNAL', `${child.name}: ${what} did not happen within ${timeoutMs / 1000} s (log: ${child.name}.log)`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return true;
+}
+
+/**
+ * Starts `nettally <args>` in its own process group: a terminal's Ctrl-C reaches only `up`, which then stops the
+ * children in order (producer before broker). Its lines go to logs/<name>.log, status lines into `status`.
+ */
+function startChild(name: string, args: string[], env: NodeJS.ProcessEnv, logDir: string, logger: Logger, isReady: (rec: Record<string, unknown>) => boolean): Child {
+  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
   const log = createWriteStream(join(logDir, `${name}.log`), { flags: 'a' });
   const child: Child = {
     name,
     proc,
     status: {},
+    statusAt: 0,
+    prevStatus: {},
+    prevStatusAt: 0,
+    ready: false,
     lastLines: [],
     exited: new Promise((r) => proc.once('exit', (code, signal) => r(code ?? (signal ? 128 : null)))),
   };
+  proc.once('error', (e) => logger.error({ component: name, err: e.message }, `cannot start ${name}`));
   for (const stream of [proc.stdout, proc.stderr]) {
     if (!stream) continue;
     createInterface({ input: stream }).on('line', (line) => {
       log.write(line + '\n');
       child.lastLines = [...child.lastLines.slice(-19), line];
-      let rec: Record<string, unknown> | undefined;
+      let rec: Record<string, unknown>;
       try {
         rec = JSON.parse(line) as Record<string, unknown>;
       } catch {
         return;
       }
-      if (rec.msg === 'status') child.status = rec;
-      else if (typeof rec.level === 'number' && rec.level >= 50) logger.error({ component: name, msg: rec.msg, err: rec.err }, `${name}: ${String(rec.msg)}`);
-      else if (typeof rec.level === 'number' && rec.level >= 40) logger.warn({ component: name }, `${name}: ${String(rec.msg)}`);
+      if (typeof rec !== 'object' || rec === null) return;
+      if (!child.ready && isReady(rec)) child.ready = true;
+      if (rec.msg === 'status') {
+        child.prevStatus = child.status;
+        child.prevStatusAt = child.statusAt;
+        // The producer nests its counters under `status`; the consumer logs them at the top level.
+        child.status = typeof rec.status === 'object' && rec.status !== null ? (rec.status as Status) : rec;
+        child.statusAt = Date.now();
+      } else if (typeof rec.level === 'number' && rec.level >= 40) {
+        const level = rec.level >= 50 ? 'error' : 'warn';
+        logger[level]({ component: name, err: rec.err }, `${name}: ${String(rec.msg)}`);
+      }
     });
   }
   proc.once('exit', () => log.end());
-  logger.info({ component: name, pid: proc.pid }, `started ${name}`);
+  logger.info({ component: name, child_pid: proc.pid, log: join(logDir, `${name}.log`) }, `started ${name}`);
   return child;
 }
 
-async function stopChild(child: Child, graceMs: number): Promise<void> {
+async function stopChild(child: Child, graceMs: number, logger: Logger): Promise<void> {
   if (child.proc.exitCode !== null || child.proc.signalCode !== null) return;
   child.proc.kill('SIGTERM');
-  const timer = setTimeout(() => child.proc.kill('SIGKILL'), graceMs);
+  const timer = setTimeout(() => {
+    logger.warn({ component: child.name }, `${child.name} did not stop within ${graceMs / 1000} s; killing it`);
+    child.proc.kill('SIGKILL');
+  }, graceMs);
   await child.exited;
   clearTimeout(timer);
 }
@@ -132,123 +191,231 @@ function fmt(v: number | undefined, unit = ''): string {
   return `${Math.round(v)}${unit}`;
 }
 
-function statusLine(startedAt: number, producer: Child, consumer: Child, influxUrl: string): string {
+/** One status line from the children's latest status logs (fields of producer/producer.ts and consumer/cmd-consumer.ts). */
+export function statusLine(uptimeMs: number, producer: Child, consumer: Child, query: string): string {
   const p = producer.status;
   const c = consumer.status;
-  const up = Math.floor((Date.now() - startedAt) / 1000);
+  const up = Math.floor(uptimeMs / 1000);
   const clock = `${String(Math.floor(up / 3600)).padStart(2, '0')}:${String(Math.floor(up / 60) % 60).padStart(2, '0')}:${String(up % 60).padStart(2, '0')}`;
-  const lastWindow = typeof c.last_window === 'string' ? c.last_window : '-';
+  const out = num(p, 'records_out');
+  const prevOut = num(producer.prevStatus, 'records_out');
+  const rate = out !== undefined && prevOut !== undefined && producer.statusAt > producer.prevStatusAt ? ((out - prevOut) * 1000) / (producer.statusAt - producer.prevStatusAt) : undefined;
+  const kernel = typeof p.kernel === 'object' && p.kernel !== null ? (p.kernel as Status) : {};
+  const drops = num(kernel, 'ringbuf_drops');
+  const mapFull = (num(kernel, 'conn_map_full') ?? 0) + (num(kernel, 'iface_map_full') ?? 0);
+  const kafka = p.kafka_ok === false && producer.statusAt > 0 ? ', Kafka DOWN' : '';
+  const lastWindow = typeof c.last_window === 'string' ? c.last_window.replace(/\.000Z$/, 'Z') : '-';
+  const influx = typeof c.influx === 'string' && c.influx !== 'ok' ? `, InfluxDB ${c.influx}` : '';
   return (
-    `[up ${clock}] producer ${fmt(num(p, 'records_per_s'))} rec/s, kernel drops ${fmt(num(p, 'kernel_drops'))}, spool ${fmt(num(p, 'spool_bytes'), 'B')}` +
-    ` | consumer ${fmt(num(c, 'events_per_s'))} ev/s, lag ${fmt(num(c, 'lag'))}, last window ${lastWindow}` +
-    ` | query: nettally usage --influx-url ${influxUrl}\n`
+    `[up ${clock}] producer ${producer.ready ? '' : '(starting) '}${fmt(rate)} rec/s, kernel drops ${fmt(drops)}${mapFull ? `, map full ${mapFull}` : ''}, spool ${fmt(num(p, 'spool_bytes'), 'B')}${kafka}` +
+    ` | consumer ${consumer.ready ? '' : '(starting) '}${fmt(num(c, 'events_per_s'))} ev/s, lag ${fmt(num(c, 'lag'))}, last window ${lastWindow}${influx}` +
+    ` | query: ${query}\n`
   );
 }
 
-async function run(args: import('../lib/args').ParsedArgs, ctx: CommandContext): Promise<number> {
-  const { logger } = ctx;
-  if (process.getuid?.() !== 0) {
-    throw new NettallyError('PRIVILEGES', 'nettally up needs root: the producer loads BPF programs and pins maps (run: sudo ./nettally up)');
+/** Makes sure the records topic exists before the consumer waits for it (the producer would auto-create it with the broker's default). */
+async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, partitions: number, logger: Logger, signal: AbortSignal): Promise<void> {
+  const config = kafkaConfigFrom(new ParsedArgs({ ...args.values, brokers }, [], args.sources));
+  const admin = new Kafka({ ...config, logLevel: logLevel.NOTHING, retry: { retries: 3 } }).admin();
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      await admin.connect();
+      const topics = await admin.listTopics();
+      if (!topics.includes(topic)) {
+        await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
+        logger.info({ topic, partitions }, 'created the records topic');
+      }
+      await admin.disconnect();
+      return;
+    } catch (e) {
+      await admin.disconnect().catch(() => undefined);
+      if (signal.aborted) return;
+      if (Date.now() > deadline) {
+        throw new NettallyError('KAFKA_UNAVAILABLE', `cannot create or list the topic ${topic} on ${brokers.join(',')}: ${(e as Error).message}; check --brokers (env KAFKA_BROKERS) and the Kafka TLS/SASL settings`, { cause: e });
+      }
+      logger.warn({ err: (e as Error).message, brokers }, 'Kafka not ready yet; retrying');
+      await new Promise((r) => setTimeout(r, 1000));
+    }
   }
+}
+
+/** The environment for children: ours plus up's Kafka settings as env vars (secrets never on a command line). */
+function childEnv(args: ParsedArgs, brokers: string[]): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, KAFKA_BROKERS: brokers.join(',') };
+  // up reads the children's info-level lines (readiness, status); their full logs go to files, so at least info.
+  if (!['debug', 'trace'].includes(env.LOG_LEVEL ?? '')) env.LOG_LEVEL = 'info';
+  for (const o of FORWARDED_KAFKA_OPTIONS) {
+    if (!o.env) continue;
+    const v = args.values[o.name];
+    if (v === undefined) delete env[o.env];
+    else env[o.env] = Array.isArray(v) ? v.join(',') : String(v);
+    if (o.secret) delete env[`${o.env}_FILE`];
+  }
+  return env;
+}
+
+async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
+  const { logger, signal } = ctx;
   const dataDir = resolve(args.str('data-dir'));
   const logDir = join(dataDir, 'logs');
+  const pinDir = args.str('pin-dir');
+  if (!pinDir.startsWith(`${BPFFS}/`) || pinDir.includes('/../')) throw configError('--pin-dir (env NETTALLY_PIN_DIR)', `must be a directory under ${BPFFS}/, got ${JSON.stringify(pinDir)}`);
+  const external = args.list('brokers');
+  const listen = parseHostPort('--kafka-listen (env NETTALLY_BROKER_LISTEN)', args.str('kafka-listen'));
+  const brokers = external.length > 0 ? external : [`${listen.host}:${listen.port}`];
+  const topic = args.str('topic');
+  const db = args.str('influx-db');
+  if (topic === '') throw configError('--topic (env KAFKA_TOPIC)', 'must not be empty');
+  kafkaConfigFrom(new ParsedArgs({ ...args.values, brokers }, [], args.sources)); // validates TLS/SASL settings up front
+  if (process.getuid?.() !== 0) {
+    throw new NettallyError('PRIVILEGES', 'needs root: the producer loads eBPF programs, and up mounts bpffs/tracefs when they are missing (run: sudo ./nettally up)');
+  }
   try {
     mkdirSync(logDir, { recursive: true });
   } catch (e) {
     throw configError('--data-dir (env NETTALLY_DATA_DIR)', `cannot create ${logDir}: ${(e as Error).message}`);
   }
-  const mountedBefore = new Set(KERNEL_FS.filter(isMounted));
-  const pinsBefore = existsSync(PIN_DIR);
+
+  const mounted: string[] = [];
+  const pinsBefore = existsSync(pinDir);
   const children: Child[] = [];
   let influx: LocalInflux | undefined;
-  let stopping = false;
-
-  const external = args.list('brokers');
-  const listen = parseHostPort('--kafka-listen (env NETTALLY_BROKER_LISTEN)', args.str('kafka-listen'));
-  const brokers = external.length > 0 ? external : [`${listen.host}:${listen.port}`];
+  // A forced exit (second Ctrl-C → process.exit) must not leave our process groups running.
+  const killAll = (): void => {
+    for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
+    influx?.killSync();
+  };
+  process.once('exit', killAll);
 
   const shutdown = async (): Promise<void> => {
-    stopping = true;
-    // Producer first (it flushes the kernel's counters to Kafka), then the consumer (it writes and commits), then servers.
+    // Producer first (it ships the kernel's last counters to Kafka), then the consumer (final write + commit), then servers.
     for (const name of ['producer', 'consumer', 'broker']) {
       const c = children.find((x) => x.name === name);
-      if (c) {
+      if (c && c.proc.exitCode === null && c.proc.signalCode === null) {
         logger.info({ component: name }, `stopping ${name}`);
-        await stopChild(c, name === 'broker' ? 10_000 : 30_000);
+        await stopChild(c, name === 'broker' ? 15_000 : 30_000, logger);
       }
     }
-    if (influx) await influx.close();
-    if (!pinsBefore && existsSync(PIN_DIR)) rmSync(PIN_DIR, { recursive: true, force: true });
-    for (const fs of KERNEL_FS) {
-      if (!mountedBefore.has(fs) && isMounted(fs)) {
-        try {
-          execFileSync('umount', [fs]);
-        } catch (e) {
-          logger.warn({ mount: fs, err: (e as Error).message }, 'could not unmount');
-        }
+    if (influx) {
+      logger.info({ component: 'influxd' }, 'stopping influxd');
+      await influx.close();
+    }
+    if (!pinsBefore && existsSync(pinDir)) {
+      try {
+        rmSync(pinDir, { recursive: true, force: true });
+      } catch (e) {
+        logger.warn({ pin_dir: pinDir, err: (e as Error).message }, 'could not remove the pin directory');
       }
     }
+    for (const path of mounted.reverse()) {
+      try {
+        execFileSync('umount', [path], { stdio: ['ignore', 'ignore', 'pipe'] });
+        logger.info({ mount: path }, 'unmounted');
+      } catch (e) {
+        logger.warn({ mount: path, err: (e as Error).message }, 'could not unmount');
+      }
+    }
+    process.removeListener('exit', killAll);
   };
 
   try {
+    // The producer needs tracefs (tracepoint ids) and bpffs (pins); mount what is missing, and only that.
+    if (!tracefsAvailable()) {
+      execFileSync('mount', ['-t', 'tracefs', 'nodev', TRACEFS], { stdio: ['ignore', 'ignore', 'pipe'] });
+      mounted.push(TRACEFS);
+      logger.info({ mount: TRACEFS }, 'mounted tracefs');
+    }
+    if (mountType(BPFFS) !== 'bpf') {
+      execFileSync('mount', ['-t', 'bpf', 'bpf', BPFFS], { stdio: ['ignore', 'ignore', 'pipe'] });
+      mounted.push(BPFFS);
+      logger.info({ mount: BPFFS }, 'mounted bpffs');
+    }
+
     if (external.length === 0) {
       if (await portOpen(listen.host, listen.port)) {
         throw configError('--kafka-listen (env NETTALLY_BROKER_LISTEN)', `${listen.host}:${listen.port} is already in use; pick another address, or set KAFKA_BROKERS to use the Kafka listening there`);
       }
-      const broker = startChild('broker', ['broker', '--listen', `${listen.host}:${listen.port}`, '--data-dir', join(dataDir, 'broker')], logDir, logger);
+      const broker = startChild('broker', ['broker', '--listen', `${listen.host}:${listen.port}`, '--data-dir', join(dataDir, 'broker'), '--partitions', String(args.num('partitions'))], childEnv(args, brokers), logDir, logger, (r) => r.msg === 'broker ready');
       children.push(broker);
-      await waitFor('the broker listens', () => portOpen(listen.host, listen.port), broker, 30_000);
+      if (!(await waitFor('the broker listens', () => broker.ready || portOpen(listen.host, listen.port), broker, 30_000, signal))) {
+        await shutdown();
+        return 0;
+      }
     }
+    await ensureTopic(args, brokers, topic, args.num('partitions'), logger, signal);
 
     let influxUrl = args.optStr('influx-url');
-    if (!influxUrl) {
+    if (!influxUrl && !signal.aborted) {
       const port = args.num('influx-port');
       if (await portOpen('127.0.0.1', port)) {
         throw configError('--influx-port (env NETTALLY_INFLUX_PORT)', `127.0.0.1:${port} is already in use; pick another port, or set INFLUX_URL to use the InfluxDB listening there`);
       }
-      influx = await startLocalInflux({ dataDir: join(dataDir, 'influxdb'), httpPort: port, rpcPort: 0, database: args.str('influx-db'), logger });
+      influx = await startLocalInflux({ dataDir: join(dataDir, 'influxdb'), httpPort: port, rpcPort: 0, database: db, detached: true, logger });
       influxUrl = influx.url;
     }
+    if (signal.aborted || !influxUrl) {
+      await shutdown();
+      return 0;
+    }
 
-    const kafkaArgs = ['--brokers', brokers.join(',')];
+    const env = childEnv(args, brokers);
     const statusEvery = `${args.num('status-interval')}ms`;
+    const flushEvery = `${args.num('flush-interval')}ms`;
     const consumer = startChild(
       'consumer',
-      ['consumer', ...kafkaArgs, '--influx-url', influxUrl, '--influx-db', args.str('influx-db'), '--status-interval', statusEvery],
+      ['consumer', '--influx-url', influxUrl, '--influx-db', db, '--flush-interval', flushEvery, '--status-interval', statusEvery],
+      env,
       logDir,
       logger,
+      // Assigned partitions are consumed once their state is restored (the consumer logs that per assignment).
+      (r) => r.msg === 'partition state loaded' || (r.msg === 'status' && typeof r.events_per_s === 'number' && r.events_per_s > 0),
     );
     children.push(consumer);
     const producer = startChild(
       'producer',
-      ['producer', ...kafkaArgs, '--state-dir', join(dataDir, 'producer'), '--pin-dir', PIN_DIR, '--flush-interval', `${args.num('flush-interval')}ms`, '--status-interval', statusEvery],
+      ['producer', '--state-dir', join(dataDir, 'producer'), '--pin-dir', pinDir, '--flush-interval', flushEvery, '--status-interval', statusEvery],
+      env,
       logDir,
       logger,
+      (r) => (typeof r.msg === 'string' && r.msg.startsWith('capture attached')) || r.msg === 'status',
     );
     children.push(producer);
 
+    const query = `nettally usage --influx-url ${influxUrl}${db === 'nettally' ? '' : ` --influx-db ${db}`}`;
     ctx.stdout.write(
-      `nettally up: Kafka ${brokers.join(',')}${external.length ? '' : ' (bundled broker)'}, InfluxDB ${influxUrl}${influx ? ' (local influxd)' : ''}, ` +
-        `database ${args.str('influx-db')}; logs in ${logDir}. Ctrl-C stops everything.\n`,
+      `nettally up: Kafka ${brokers.join(',')}${external.length ? '' : ' (bundled broker)'}, topic ${topic}; InfluxDB ${influxUrl}${influx ? ' (local influxd)' : ''}, ` +
+        `database ${db}; logs in ${logDir}. Ctrl-C stops everything.\n`,
     );
 
     const startedAt = Date.now();
     const died = Promise.race(children.map((c) => c.exited.then((code) => ({ c, code }))));
-    const ticker = setInterval(() => ctx.stdout.write(statusLine(startedAt, producer, consumer, influxUrl as string)), args.num('status-interval'));
-    const stopped = new Promise<'signal'>((r) => (ctx.signal.aborted ? r('signal') : ctx.signal.addEventListener('abort', () => r('signal'), { once: true })));
+    let announced = false;
+    const tick = (): void => {
+      if (!announced && producer.ready && consumer.ready) {
+        announced = true;
+        ctx.stdout.write(`nettally up: ready — counting traffic (producer attached, consumer consuming). Query: ${query} --from -1h --group-by netns,port\n`);
+      }
+    };
+    const readyPoll = setInterval(tick, 100);
+    const ticker = setInterval(() => ctx.stdout.write(statusLine(Date.now() - startedAt, producer, consumer, query)), args.num('status-interval'));
+    const stopped = new Promise<'signal'>((r) => (signal.aborted ? r('signal') : signal.addEventListener('abort', () => r('signal'), { once: true })));
     const first = await Promise.race([stopped, died]);
     clearInterval(ticker);
-    if (first !== 'signal' && !stopping) {
-      logger.error({ component: first.c.name, code: first.code, last: first.c.lastLines.slice(-5) }, `${first.c.name} exited unexpectedly; stopping everything`);
+    clearInterval(readyPoll);
+    if (first !== 'signal') {
+      logger.error({ component: first.c.name, code: first.code, last: first.c.lastLines.slice(-5) }, `${first.c.name} exited unexpectedly (code ${first.code}); stopping everything — see ${join(logDir, `${first.c.name}.log`)}`);
       await shutdown();
       return 1;
     }
+    ctx.stdout.write('nettally up: stopping (producer, consumer, broker, influxd)...\n');
     await shutdown();
     ctx.stdout.write('nettally up: stopped\n');
     return 0;
   } catch (err) {
     await shutdown();
-    throw err;
+    if (err instanceof NettallyError) throw err;
+    throw new NettallyError('INTERNAL', `nettally up failed: ${(err as Error).message}`, { cause: err });
   }
 }
 

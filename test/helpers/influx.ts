@@ -1,22 +1,14 @@
 // Test helper: a real influxd 1.6.7 (Debian) on free ports with temp meta/data/wal dirs, stoppable and restartable
 // on the same port (outage tests); plus a v2-write translating proxy (/api/v2/write → /write, as InfluxDB 1.8 does).
-import { spawn, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as http from 'http';
 import * as net from 'net';
 import { tmpdir } from 'os';
 import { join } from 'path';
+import { freePort, startLocalInflux, type LocalInflux } from '../../bin/influxd';
+import { silentLogger } from '../../lib/log';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 export interface TestInflux {
   url: string;
@@ -32,81 +24,27 @@ export interface TestInflux {
   destroy(): Promise<void>;
 }
 
-async function waitReady(url: string, child: ChildProcess, log: () => string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`influxd exited with ${child.exitCode}: ${log()}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const req = http.get(`${url}/ping`, (res) => {
-        res.resume();
-        resolve(res.statusCode === 204);
-      });
-      req.on('error', () => resolve(false));
-      req.setTimeout(1000, () => {
-        req.destroy();
-        resolve(false);
-      });
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`influxd did not answer /ping within 30 s: ${log()}`);
-}
-
+/** influxd through bin/influxd.ts (the launcher `nettally up` uses), in a temp dir that destroy() removes. */
 export async function startInflux(): Promise<TestInflux> {
   const dir = fs.mkdtempSync(join(tmpdir(), 'nettally-influx-'));
   const port = await freePort();
   const rpc = await freePort();
-  const conf = join(dir, 'influxdb.conf');
-  fs.writeFileSync(
-    conf,
-    [
-      'reporting-disabled = true',
-      `bind-address = "127.0.0.1:${rpc}"`,
-      '[meta]',
-      `  dir = "${join(dir, 'meta')}"`,
-      '[data]',
-      `  dir = "${join(dir, 'data')}"`,
-      `  wal-dir = "${join(dir, 'wal')}"`,
-      '  query-log-enabled = false',
-      '  wal-fsync-delay = "0s"',
-      '[http]',
-      `  bind-address = "127.0.0.1:${port}"`,
-      '  log-enabled = false',
-      '[monitor]',
-      '  store-enabled = false',
-      '[continuous_queries]',
-      '  enabled = false',
-      '[subscriber]',
-      '  enabled = false',
-      '[logging]',
-      '  level = "warn"',
-      '',
-    ].join('\n'),
-  );
   const url = `http://127.0.0.1:${port}`;
-  let child: ChildProcess | undefined;
-  let log = '';
+  let server: LocalInflux | undefined;
   const start = async (): Promise<void> => {
-    log = '';
-    const c = spawn('influxd', ['run', '-config', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
-    child = c;
-    c.stderr?.on('data', (d: Buffer) => {
-      log = (log + d.toString()).slice(-4000);
-    });
-    await waitReady(url, c, () => log);
+    server = await startLocalInflux({ dataDir: dir, httpPort: port, rpcPort: rpc, logger: silentLogger });
   };
   const stop = async (): Promise<void> => {
-    const c = child;
-    child = undefined;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
-    const exited = new Promise<void>((r) => c.once('exit', () => r()));
-    c.kill('SIGTERM');
-    const t = setTimeout(() => c.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(t);
+    const s = server;
+    server = undefined;
+    await s?.close();
   };
-  await start();
+  try {
+    await start();
+  } catch (e) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   return {
     url,
     port,
