@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-[ -d node_modules ] || npm ci --no-audit --no-fund
+# npm install, not npm ci: npm 11 writes lock files that its own `npm ci` rejects (optional platform packages).
+[ -d node_modules ] || npm install --no-audit --no-fund
 
 mkdir -p build
 # CO-RE: the kernel's own BTF gives vmlinux.h; the objects then relocate on any BTF kernel.
