@@ -127,7 +127,7 @@ void CheckKernel(Napi::Env env) {
   }
   if (!mounted) {
     ThrowCoded(env, "KERNEL_UNSUPPORTED",
-               "tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (scripts/bootstrap.sh does)");
+               "tracefs is not mounted: run `mount -t tracefs nodev /sys/kernel/tracing` (nettally producer and nettally up mount it when missing)");
   }
 }
 
@@ -230,7 +230,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
     skel_->rodata->naive = o.Get("naive").ToBoolean().Value() ? 1 : 0;
     int err = bpf_map__set_max_entries(skel_->maps.events, (__u32)num("ringBufferBytes", 4.0 * 1024 * 1024));
     if (err) ThrowCoded(env, "CONFIG_INVALID", std::string("invalid ring buffer size: ") + strerror(-err));
-    err = bpf_map__set_max_entries(skel_->maps.conns, (__u32)num("maxConnections", 131072));
+    err = bpf_map__set_max_entries(skel_->maps.conns, (__u32)num("maxConnections", 1048576));
     if (err) ThrowCoded(env, "CONFIG_INVALID", std::string("invalid connection map size: ") + strerror(-err));
 
     Napi::Value pin = o.Get("pinDir");

@@ -26,6 +26,11 @@ export interface CaptureOptions {
    * buffer may fill and drop records, never bytes) until the reader is down to a quarter. Default 100000.
    */
   maxQueuedRecords?: number;
+  /**
+   * Size of the kernel's connection map (open connections plus closed ones not yet forgotten). A full map is the one
+   * way bytes go uncounted (stats conn_map_full), so it is sized for bursts while the reader lags. Default 1048576.
+   */
+  maxConnections?: number;
 }
 
 /** Counters about the capture itself; snake_case like every record field. */
@@ -65,7 +70,7 @@ const DEFAULTS = {
   flushThresholdBytes: 16 * 1024 * 1024,
   ringBufferBytes: 4 * 1024 * 1024,
   ifaceIntervalMs: 10000,
-  maxConnections: 131072,
+  maxConnections: 1 << 20,
 } as const;
 
 function checkInt(name: string, v: number | undefined, min: number, max: number): void {
@@ -80,6 +85,7 @@ export function resolveCaptureOptions(o: CaptureOptions): Required<Omit<CaptureO
   checkInt('ringBufferBytes', o.ringBufferBytes, 4096, 2 ** 30);
   checkInt('ifaceIntervalMs', o.ifaceIntervalMs, 0, 86_400_000);
   checkInt('maxQueuedRecords', o.maxQueuedRecords, 1, 100_000_000);
+  checkInt('maxConnections', o.maxConnections, 1024, 1 << 24);
   const rb = o.ringBufferBytes ?? DEFAULTS.ringBufferBytes;
   if ((rb & (rb - 1)) !== 0) throw configError('capture option ringBufferBytes', `must be a power of two (e.g. 4194304), got ${rb}`);
   if (o.pinDir !== undefined && !o.pinDir.startsWith('/')) throw configError('capture option pinDir', `must be an absolute path on bpffs (e.g. /sys/fs/bpf/nettally), got ${o.pinDir}`);
@@ -91,7 +97,7 @@ export function resolveCaptureOptions(o: CaptureOptions): Required<Omit<CaptureO
     naive: o.naive ?? false,
     maxQueuedRecords: o.maxQueuedRecords ?? 100_000,
     pinDir: o.pinDir,
-    maxConnections: DEFAULTS.maxConnections,
+    maxConnections: o.maxConnections ?? DEFAULTS.maxConnections,
   };
 }
 

@@ -29,6 +29,8 @@ export interface ProducerConfig {
   flushThresholdBytes: number;
   ifaceIntervalMs: number;
   ringBufferBytes?: number;
+  /** Kernel connection map size (capture default when absent). */
+  maxConnections?: number;
   compression: 'gzip' | 'none';
   /** Kafka idempotent producer (one awaited batch at a time either way). */
   idempotent: boolean;
@@ -132,6 +134,8 @@ class Producer extends EventEmitter implements NettallyProducer {
   private oldestPendingAt = 0;
   private statusTimer?: NodeJS.Timeout;
 
+  /** conn_map_full as of the last status line, so each increase is reported once. */
+  private mapFullReported = 0;
   private counters = {
     records_in: 0, records_spooled: 0, records_invalid: 0, records_out: 0, batches_out: 0, spool_full_events: 0, kafka_errors: 0,
     kafka_last_error: null as string | null, kafka_ok: false, spool_full: false,
@@ -198,6 +202,7 @@ class Producer extends EventEmitter implements NettallyProducer {
           flushThresholdBytes: c.flushThresholdBytes,
           ifaceIntervalMs: c.ifaceIntervalMs,
           ...(c.ringBufferBytes ? { ringBufferBytes: c.ringBufferBytes } : {}),
+          ...(c.maxConnections ? { maxConnections: c.maxConnections } : {}),
         },
         this.log,
       );
@@ -313,6 +318,15 @@ class Producer extends EventEmitter implements NettallyProducer {
   private reportStatus(): void {
     const s = this.status();
     this.log.info({ status: s }, 'status');
+    // A full connection map is the one way bytes go uncounted: say so loudly, not only in the counters.
+    const full = s.kernel?.conn_map_full ?? 0;
+    if (full > this.mapFullReported) {
+      this.log.error(
+        { conn_map_full: full, new_since_last_status: full - this.mapFullReported },
+        'kernel connection map full: connections opened meanwhile are not tracked and their bytes are not counted; the producer is falling behind (check Kafka and the spool) or the host opens more concurrent connections than the map holds',
+      );
+      this.mapFullReported = full;
+    }
     this.emit('status', s);
     this.counters.lat_max = 0;
     this.counters.lat_sum = 0;
