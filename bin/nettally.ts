@@ -55,11 +55,13 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const controller = new AbortController();
-    let signals = 0;
+    let firstSignalAt = 0;
     const onSignal = (sig: NodeJS.Signals): void => {
-      signals += 1;
-      if (signals === 1) {
-        logger.info({ signal: sig }, 'stopping (send again to force)');
+      // The same stop request often arrives twice at once (to the process and to its group, e.g. timeout(1),
+      // kill -- -PGID): only a signal sent again later means "force".
+      if (firstSignalAt === 0 || Date.now() - firstSignalAt < 1000) {
+        if (firstSignalAt === 0) logger.info({ signal: sig }, 'stopping (send again to force)');
+        firstSignalAt ||= Date.now();
         controller.abort();
       } else {
         logger.warn({ signal: sig }, 'forced exit');
