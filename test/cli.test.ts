@@ -1,0 +1,78 @@
+// The `nettally` CLI as a user meets it: every subcommand has --help, unknown input is refused with a
+// pointer to help, and a stop signal delivered twice (process + group) still stops cleanly.
+import { spawn, spawnSync } from 'child_process';
+import { existsSync, mkdtempSync, rmSync } from 'fs';
+import { tmpdir } from 'os';
+import { join, resolve } from 'path';
+import { freePort } from '../bin/influxd';
+import { ensureBuilt } from './helpers/broker';
+
+const CLI = resolve(__dirname, '../dist/bin/nettally.js');
+const SUBCOMMANDS = ['up', 'producer', 'consumer', 'broker', 'top', 'usage', 'capture'];
+
+function run(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+beforeAll(() => ensureBuilt());
+
+describe('nettally CLI', () => {
+  it('lists every subcommand, and each one has --help', () => {
+    const main = run(['--help']);
+    expect(main.status).toBe(0);
+    for (const name of SUBCOMMANDS) {
+      expect(main.stdout).toContain(`  ${name} `);
+      const help = run([name, '--help']);
+      expect({ name, status: help.status }).toEqual({ name, status: 0 });
+      expect(help.stdout).toContain(`Usage: nettally ${name} [options]`);
+    }
+  });
+
+  it('refuses an unknown command or option, naming it', () => {
+    const cmd = run(['frobnicate']);
+    expect(cmd.status).toBe(2);
+    expect(cmd.stderr).toContain("unknown command 'frobnicate'");
+    const opt = run(['usage', '--colour', 'blue']);
+    expect(opt.status).toBe(2);
+    expect(opt.stderr).toContain('--colour');
+    expect(opt.stderr).toContain("See 'nettally usage --help'");
+  });
+
+  it('stops cleanly when SIGINT reaches the process and its group a moment apart', async () => {
+    // nettally up takes seconds to stop (producer flush, consumer commit, servers), so a second copy of the
+    // signal arrives mid-stop, as it does under timeout(1) or `kill -INT -- -PGID`.
+    const dataDir = mkdtempSync(join(tmpdir(), 'nettally-cli-'));
+    const pinDir = `/sys/fs/bpf/nettally-cli-${process.pid}`;
+    const [kafkaPort, influxPort] = [await freePort(), await freePort()];
+    const child = spawn(
+      process.execPath,
+      [CLI, 'up', '--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--status-interval', '1s'],
+      { detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      const deadline = Date.now() + 90_000;
+      while (!stdout.includes('nettally up: ready') && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(stdout).toContain('nettally up: ready');
+      process.kill(child.pid as number, 'SIGINT');
+      await new Promise((r) => setTimeout(r, 100));
+      process.kill(-(child.pid as number), 'SIGINT');
+      expect(await exited).toBe(0);
+      expect(stderr).not.toContain('forced exit');
+      expect(stdout).toContain('nettally up: stopped');
+      expect(existsSync(pinDir)).toBe(false);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) {
+        process.kill(-(child.pid as number), 'SIGKILL');
+        await exited;
+      }
+      rmSync(pinDir, { recursive: true, force: true });
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
