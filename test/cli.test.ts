@@ -1,11 +1,12 @@
 // The `nettally` CLI as a user meets it: every subcommand has --help, unknown input is refused with a
 // pointer to help, and a stop signal delivered twice (process + group) still stops cleanly.
-import { spawn, spawnSync } from 'child_process';
+import { spawnSync } from 'child_process';
 import { existsSync, mkdtempSync, rmSync } from 'fs';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
 import { freePort } from '../bin/influxd';
 import { ensureBuilt } from './helpers/broker';
+import { spawnUp, waitReady } from './helpers/up';
 
 const CLI = resolve(__dirname, '../dist/bin/nettally.js');
 const SUBCOMMANDS = ['up', 'producer', 'consumer', 'broker', 'top', 'usage', 'capture'];
@@ -45,32 +46,18 @@ describe('nettally CLI', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'nettally-cli-'));
     const pinDir = `/sys/fs/bpf/nettally-cli-${process.pid}`;
     const [kafkaPort, influxPort] = [await freePort(), await freePort()];
-    const child = spawn(
-      process.execPath,
-      [CLI, 'up', '--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--status-interval', '1s'],
-      { detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const up = spawnUp(['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--status-interval', '1s']);
     try {
-      const deadline = Date.now() + 90_000;
-      while (!stdout.includes('nettally up: ready') && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      expect(stdout).toContain('nettally up: ready');
-      process.kill(child.pid as number, 'SIGINT');
+      await waitReady(up);
+      process.kill(up.child.pid as number, 'SIGINT');
       await new Promise((r) => setTimeout(r, 100));
-      process.kill(-(child.pid as number), 'SIGINT');
-      expect(await exited).toBe(0);
-      expect(stderr).not.toContain('forced exit');
-      expect(stdout).toContain('nettally up: stopped');
+      process.kill(-(up.child.pid as number), 'SIGINT');
+      expect(await up.exited).toBe(0);
+      expect(up.err).not.toContain('forced exit');
+      expect(up.out).toContain('nettally up: stopped');
       expect(existsSync(pinDir)).toBe(false);
     } finally {
-      if (child.exitCode === null && child.signalCode === null) {
-        process.kill(-(child.pid as number), 'SIGKILL');
-        await exited;
-      }
+      await up.kill();
       rmSync(pinDir, { recursive: true, force: true });
       rmSync(dataDir, { recursive: true, force: true });
     }

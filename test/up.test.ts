@@ -1,7 +1,7 @@
 // Scenario: `nettally up` run the way a user runs it — traffic in network namespaces reaches `nettally usage` exactly,
 // and Ctrl-C leaves no process, pin or mount behind. Runs in a private mount namespace without bpffs/tracefs, so up's own
 // mount/unmount is exercised without touching the machine's mounts.
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'child_process';
+import { execFileSync, spawnSync } from 'child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'fs';
 import { connect } from 'net';
 import { tmpdir } from 'os';
@@ -11,6 +11,7 @@ import { freePort } from '../bin/influxd';
 import { startTestBroker } from './helpers/broker';
 import { startInflux } from './helpers/influx';
 import { createNetnsPair, nsSpawn, type NetnsPair } from './helpers/netns';
+import { spawnUp, waitReady } from './helpers/up';
 
 const ROOT = resolve(__dirname, '..');
 const BIN = join(ROOT, 'dist/bin/nettally.js');
@@ -170,32 +171,18 @@ test('traffic in namespaces reaches `nettally usage` exactly; Ctrl-C leaves noth
   cleanups.push(() => pair.destroy());
 
   // Started like a terminal would: its own process group, which gets the Ctrl-C.
-  const up: ChildProcess = spawn(
-    'nsenter',
-    [`--mount=${nsFile}`, process.execPath, BIN, 'up', '--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--flush-interval', '1s', '--status-interval', '1s'],
-    { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+  const upProc = spawnUp(
+    ['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--flush-interval', '1s', '--status-interval', '1s'],
+    { wrapper: ['nsenter', `--mount=${nsFile}`] },
   );
-  let out = '';
-  let err = '';
-  up.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  up.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((r) => up.once('exit', (code) => r(code)));
+  const up = upProc.child;
+  const { exited, logs } = upProc;
   cleanups.push(async () => {
-    if (up.exitCode === null && up.signalCode === null) {
-      process.kill(-(up.pid as number), 'SIGKILL');
-      await exited;
-    }
+    await upProc.kill();
     // Whatever a failed run left: kill by our unique data dir / ports.
     for (const p of processesMentioning([dataDir, `127.0.0.1:${kafkaPort}`, `127.0.0.1:${influxPort}`])) process.kill(Number(p.split(':')[0]), 'SIGKILL');
   });
-  const logs = (): string => `stdout:\n${out.slice(-3000)}\nstderr:\n${err.slice(-3000)}`;
-
-  const readyBy = Date.now() + 90_000;
-  while (!out.includes('nettally up: ready')) {
-    if (up.exitCode !== null) throw new Error(`up exited ${up.exitCode} before ready\n${logs()}`);
-    if (Date.now() > readyBy) throw new Error(`up not ready within 90 s\n${logs()}`);
-    await sleep(100);
-  }
+  await waitReady(upProc);
   // up mounted bpffs in its namespace (and only there).
   expect(mountsOf(nsFile)).toEqual(expect.arrayContaining(['/sys/fs/bpf bpf', '/sys/kernel/tracing tracefs']));
   expect(existsSync(pinDir)).toBe(false);
@@ -236,20 +223,20 @@ test('traffic in namespaces reaches `nettally usage` exactly; Ctrl-C leaves noth
   expect(visibleMs).toBeLessThan(60_000);
   // The status line shows the pipeline moving (a rate needs two producer status reports).
   const statusBy = Date.now() + 15_000;
-  while (!(/producer \d+ rec\/s/.test(out) && /consumer \d+ ev\/s, lag \d+, last window \d{4}-/.test(out)) && Date.now() < statusBy) await sleep(200);
-  expect(out).toMatch(/\[up \d\d:\d\d:\d\d\] producer \d+ rec\/s, kernel drops \d+/);
-  expect(out).toMatch(/consumer \d+ ev\/s, lag \d+, last window \d{4}-/);
+  while (!(/producer \d+ rec\/s/.test(upProc.out) && /consumer \d+ ev\/s, lag \d+, last window \d{4}-/.test(upProc.out)) && Date.now() < statusBy) await sleep(200);
+  expect(upProc.out).toMatch(/\[up \d\d:\d\d:\d\d\] producer \d+ rec\/s, kernel drops \d+/);
+  expect(upProc.out).toMatch(/consumer \d+ ev\/s, lag \d+, last window \d{4}-/);
 
   // Ctrl-C: SIGINT to the foreground process group.
   process.kill(-(up.pid as number), 'SIGINT');
   const code = await Promise.race([exited, sleep(90_000).then(() => 'timeout')]);
   expect({ code, tail: code === 0 ? '' : logs() }).toEqual({ code: 0, tail: '' });
-  expect(out).toContain('nettally up: stopped');
+  expect(upProc.out).toContain('nettally up: stopped');
 
   expect(processesMentioning([dataDir, `127.0.0.1:${kafkaPort}`, `127.0.0.1:${influxPort}`])).toEqual([]);
   expect(await portOpen(kafkaPort)).toBe(false);
   expect(await portOpen(influxPort)).toBe(false);
-  for (const m of err.matchAll(/"(?:child_pid|influxd_pid)":(\d+)/g)) expect(existsSync(`/proc/${m[1]}`)).toBe(false);
+  for (const m of upProc.err.matchAll(/"(?:child_pid|influxd_pid)":(\d+)/g)) expect(existsSync(`/proc/${m[1]}`)).toBe(false);
   expect(mountsOf(nsFile)).toEqual(mountsBefore);
   expect(existsSync(pinDir)).toBe(false);
 }, 240_000);
@@ -266,31 +253,18 @@ test('KAFKA_BROKERS and INFLUX_URL: up uses those servers, starts neither, and l
   const mountsBefore = kernelMounts();
   const pinDir = `/sys/fs/bpf/nettally-up-ext-${process.pid}`;
 
-  const up = spawn(process.execPath, [BIN, 'up', '--data-dir', dataDir, '--partitions', '2', '--pin-dir', pinDir, '--flush-interval', '500ms', '--status-interval', '1s'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
+  const upProc = spawnUp(['--data-dir', dataDir, '--partitions', '2', '--pin-dir', pinDir, '--flush-interval', '500ms', '--status-interval', '1s'], {
     env: { ...process.env, KAFKA_BROKERS: broker.address, INFLUX_URL: influx.url, KAFKA_TOPIC: topic },
   });
-  let out = '';
-  let err = '';
-  up.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  up.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((r) => up.once('exit', (code) => r(code)));
+  const up = upProc.child;
+  const { exited, logs } = upProc;
   cleanups.push(async () => {
-    if (up.exitCode === null && up.signalCode === null) {
-      process.kill(-(up.pid as number), 'SIGKILL');
-      await exited;
-    }
+    await upProc.kill();
     for (const p of processesMentioning([dataDir])) process.kill(Number(p.split(':')[0]), 'SIGKILL');
   });
-  const logs = (): string => `stdout:\n${out.slice(-3000)}\nstderr:\n${err.slice(-3000)}`;
   const by = Date.now() + 90_000;
-  while (!out.includes('nettally up: ready')) {
-    if (up.exitCode !== null) throw new Error(`up exited ${up.exitCode} before ready\n${logs()}`);
-    if (Date.now() > by) throw new Error(`up not ready within 90 s\n${logs()}`);
-    await sleep(100);
-  }
-  expect(out).toContain(`Kafka ${broker.address}, topic ${topic}; InfluxDB ${influx.url},`);
+  await waitReady(upProc);
+  expect(upProc.out).toContain(`Kafka ${broker.address}, topic ${topic}; InfluxDB ${influx.url},`);
   // up created the records topic with the partitions asked for (the broker auto-creates nothing here).
   const admin = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
