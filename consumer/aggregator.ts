@@ -3,9 +3,8 @@
 // Deterministic: the same records in the same order give the same windows, whatever the wall clock says.
 
 /** A connection record (kernel kinds CONN_OPEN/CONN_SAMPLE/CONN_CLOSE), normalised by consumer/records.ts. */
-export interface ConnInput {
-  kind: 'conn';
-  event: 'open' | 'sample' | 'close';
+/** What every record carries from the producer: identity for dedupe and connection keys, and event time. */
+export interface RecordHeader {
   host_id: string;
   hostname: string;
   boot_id: string;
@@ -13,6 +12,11 @@ export interface ConnInput {
   seq: number;
   /** Event time, Unix epoch milliseconds (time_ns / 1e6, floored). */
   time_ms: number;
+}
+
+export interface ConnInput extends RecordHeader {
+  kind: 'conn';
+  event: 'open' | 'sample' | 'close';
   cookie: string;
   tx_bytes: number;
   rx_bytes: number;
@@ -26,27 +30,15 @@ export interface ConnInput {
   flush_reason: string;
 }
 
-export interface ListenInput {
+export interface ListenInput extends RecordHeader {
   kind: 'listen';
-  host_id: string;
-  hostname: string;
-  boot_id: string;
-  epoch: number;
-  seq: number;
-  time_ms: number;
   netns: number;
   port: number;
   protocol: number;
 }
 
-export interface IfaceInput {
+export interface IfaceInput extends RecordHeader {
   kind: 'iface';
-  host_id: string;
-  hostname: string;
-  boot_id: string;
-  epoch: number;
-  seq: number;
-  time_ms: number;
   netns: number;
   ifindex: number;
   rx_bytes: number;
