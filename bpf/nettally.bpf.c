@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* nettally kernel side: cumulative per-connection payload counters, listen events, per-interface wire counters.
- * Tracepoints only (tp_btf, classic tracepoints) plus one cgroup sock_release hook for UDP close. */
+ * Tracepoints only (tp_btf), one cgroup sock_release hook for UDP close, and a task_file iterator that user space
+ * runs (refresh). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -34,7 +35,8 @@ char LICENSE[] SEC("license") = "GPL";
 /* Settings: rodata, set by user space between open and load. */
 const volatile __u64 flush_interval_ns = 5000000000ULL;
 const volatile __u64 flush_threshold_bytes = 16ULL << 20;
-const volatile __u8 naive = 0;
+const volatile __u8 naive = 0;      /* benchmark: also one record per send/recv call */
+const volatile __u8 hooks_only = 0; /* benchmark: nt_send/nt_recv return at once (what the tracepoints alone cost) */
 
 /* The flush age is measured in jiffies (a memory read) rather than ktime (~40 ns per call on this VM). */
 extern const int CONFIG_HZ __kconfig __weak;
@@ -63,6 +65,24 @@ struct {
 	__type(value, struct nt_conn);
 } conns SEC(".maps");
 
+/* The TCP hot path's gate, one per tracked TCP socket (socket-local storage: found from the socket without hashing).
+ * A send or receive returns after one comparison unless the connection's unflushed bytes may have reached the
+ * flush threshold; the counters themselves stay in TCP's own sequence numbers until then. Interval flushes, idle
+ * connections and `top` are served by nt_refresh, which user space runs over this map. */
+struct nt_gate {
+	__u32 tx_mark; /* snd_una at the last refresh */
+	__u32 rx_mark; /* rcv_nxt at the last refresh */
+	__u32 budget;  /* bytes (tx + rx) past the marks before the threshold check is due; 0 = next call takes the slow path */
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct nt_gate);
+} gates SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 4096);
@@ -89,6 +109,8 @@ struct owner {
 	__u32 pid;
 	__u32 uid;
 	char comm[16];
+	__u32 backlog; /* as last reported: a 2nd listen() that changed it is reported at the next refresh or close */
+	__u32 _pad;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -96,15 +118,6 @@ struct {
 	__type(key, struct listener_key);
 	__type(value, struct owner);
 } listeners SEC(".maps");
-
-/* A listen() on an already listening socket, between sys_enter and sys_exit (key: pid_tgid). LRU: a thread killed
- * between the two leaves an entry behind, and evicting such an entry loses nothing. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, __u64);
-} relisten SEC(".maps");
 
 static __always_inline void stat_inc(__u32 idx)
 {
@@ -183,8 +196,10 @@ static __always_inline void seq_advance(__u64 *ctr, __u32 base, __u32 seq)
 	__u64 cur = *ctr;
 	__s32 d = (__s32)(seq - (base + (__u32)cur));
 
+	/* compare-and-swap: when another CPU (the refresh iterator, a state change) moved it meanwhile, its value
+	 * stands and the next refresh catches up; a plain store could move the counter backwards */
 	if (d > 0)
-		*ctr = cur + (__u64)d;
+		__sync_val_compare_and_swap(ctr, cur, cur + (__u64)d);
 }
 
 #define NT_TX 1
@@ -195,9 +210,11 @@ static __always_inline void seq_advance(__u64 *ctr, __u32 base, __u32 seq)
  * tx = write_seq advanced by the application (stops before the FIN), rx = copied_seq advanced by reads
  * (a consumed FIN takes one sequence number and is excluded). `what`: NT_TX and/or NT_RX (the hot paths refresh
  * only their own direction), NT_AT_FIN at the transition that precedes tcp_send_fin(). */
-static __always_inline void tcp_refresh(struct nt_conn *e, struct sock *sk, int what)
+/* `hs`: the same socket as the helpers of the calling program type accept it (the BTF pointer in tracing programs,
+ * the bpf_sock in cgroup_skb, which refuses the BTF one); `sk` is read directly. */
+static __always_inline void tcp_refresh(struct nt_conn *e, struct sock *sk, void *hs, int what)
 {
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(hs);
 	__u32 wseq, cseq;
 	int state;
 
@@ -260,6 +277,61 @@ static __always_inline void maybe_flush(struct nt_conn *e)
 	}
 }
 
+#define NT_GATE_MAX_BUDGET (1U << 30) /* sequence-space distances stay far below 2^31 */
+
+/* Sets the gate after a refresh: the next threshold check is due when TCP has acknowledged + received
+ * `threshold - unflushed` more bytes. snd_una and rcv_nxt stand in for write_seq and copied_seq because the packet
+ * path writes them on the CPU that checks the gate (write_seq and copied_seq are written by the application's CPU:
+ * reading them per packet moved their cache lines between CPUs); they trail or lead the counted bytes by at most the
+ * socket buffers, which only moves the threshold check, never the counts. A connection without an owner yet
+ * (accepted before its listener was known) or one that is not being counted keeps budget 0: its next packet takes
+ * the slow path. */
+static __always_inline void gate_set(struct nt_gate *g, const struct nt_conn *e, void *hs)
+{
+	__u64 unflushed = (e->rec.tx_bytes - e->flushed_tx) + (e->rec.rx_bytes - e->flushed_rx);
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(hs);
+	__u64 budget = 0;
+
+	if (!tp) {
+		g->budget = 0;
+		return;
+	}
+	g->tx_mark = tp->snd_una;
+	g->rx_mark = tp->rcv_nxt;
+	if (e->rec.pid && (e->flags & (NT_F_ESTABLISHED | NT_F_CLOSED | NT_F_TCP_SEQ)) == (NT_F_ESTABLISHED | NT_F_TCP_SEQ)) {
+		budget = flush_threshold_bytes > unflushed ? flush_threshold_bytes - unflushed : 1;
+		if (budget > NT_GATE_MAX_BUDGET)
+			budget = NT_GATE_MAX_BUDGET;
+	}
+	g->budget = (__u32)budget;
+}
+
+static __always_inline void gate_arm(void *hs, const struct nt_conn *e)
+{
+	struct nt_gate *g;
+
+	if (naive)
+		return;
+	g = bpf_sk_storage_get(&gates, hs, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (g)
+		gate_set(g, e, hs);
+}
+
+/* The TCP hot path: true when this packet leaves nothing to do (the bytes stay counted in write_seq/copied_seq until
+ * the next refresh). One socket-storage lookup and two loads from the socket. */
+static __always_inline int gate_closed(void *hs)
+{
+	struct nt_gate *g = bpf_sk_storage_get(&gates, hs, 0, 0);
+	struct tcp_sock *tp;
+
+	if (!g)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(hs);
+	if (!tp)
+		return 0;
+	return (__u64)(__u32)(tp->snd_una - g->tx_mark) + (__u32)(tp->rcv_nxt - g->rx_mark) < g->budget;
+}
+
 static __always_inline void conn_close(struct nt_conn *e)
 {
 	if (e->flags & NT_F_CLOSED)
@@ -307,51 +379,48 @@ static __always_inline int inet_family(const struct sock *sk)
 	return f == AF_INET || f == AF_INET6;
 }
 
-/* A connection first seen on a syscall (UDP, or TCP established before capture started). */
-static __always_inline struct nt_conn *conn_first_sight(__u64 cookie, struct sock *sk, __u8 proto)
+/* A connection first seen sending or receiving (UDP, or TCP established before capture started). `in_task`: current
+ * is the process that owns the socket (a syscall, a UDP send); otherwise the owner is left for nt_refresh. */
+static __always_inline struct nt_conn *conn_first_sight(__u64 cookie, struct sock *sk, void *hs, __u8 proto, int in_task)
 {
 	struct nt_conn *e = conn_create(cookie, sk, NT_DIR_UNKNOWN);
 
 	if (!e)
 		return 0;
-	set_owner_current(&e->rec);
+	if (in_task)
+		set_owner_current(&e->rec);
 	if (proto == IPPROTO_TCP)
-		tcp_refresh(e, sk, NT_TX | NT_RX); /* baseline: counts from here on */
+		tcp_refresh(e, sk, hs, NT_TX | NT_RX); /* baseline: counts from here on */
 	e->flags |= NT_F_ESTABLISHED;
 	emit_conn(e, NT_KIND_CONN_OPEN, NT_FLUSH_OPEN);
 	return e;
 }
 
-static __always_inline void on_syscall(struct sock *sk, int ret, int is_send)
+/* Bytes moved on a socket, seen by a syscall (`syscall`: `bytes` is the call's result) or by a packet: TCP refreshes
+ * from its sequence numbers (`bytes` unused but for a syscall's first sight), UDP adds `bytes`. */
+static __always_inline void on_transfer(struct sock *sk, void *hs, __u64 cookie, __u16 proto, __u32 bytes, int is_send, int in_task,
+					int syscall)
 {
-	__u64 cookie;
-	struct nt_conn *e;
-	__u16 proto;
+	struct nt_conn *e = bpf_map_lookup_elem(&conns, &cookie);
 
-	if (ret <= 0 || !inet_family(sk))
-		return;
-	proto = sk->sk_protocol;
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-		return;
-	/* TCP receive counting happens in tcp_rcv_space_adjust (every read path calls it). */
-	if (proto == IPPROTO_TCP && !is_send && !naive)
-		return;
-	cookie = sock_cookie(sk);
-	if (naive) {
-		emit_naive(cookie, ret, is_send);
-		if (proto == IPPROTO_TCP && !is_send)
-			return;
-	}
-	e = bpf_map_lookup_elem(&conns, &cookie);
 	if (!e) {
-		e = conn_first_sight(cookie, sk, proto);
+		if (proto == IPPROTO_TCP) {
+			int state = sk->__sk_common.skc_state;
+
+			if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
+				return;
+		}
+		e = conn_first_sight(cookie, sk, hs, proto, in_task);
 		if (!e)
 			return;
-		if (proto == IPPROTO_TCP) {
-			/* this call's bytes are already in write_seq: keep them */
-			e->tx_seq_base -= ret;
+		if (proto == IPPROTO_TCP && syscall) {
+			/* this call's bytes are already in write_seq / copied_seq: keep them */
+			if (is_send)
+				e->tx_seq_base -= bytes;
+			else
+				e->rx_seq_base -= bytes;
 		}
-	} else if (!e->rec.pid) {
+	} else if (!e->rec.pid && in_task) {
 		set_owner_current(&e->rec); /* accepted before we knew the listener's owner */
 	}
 	if (e->flags & NT_F_CLOSED)
@@ -359,18 +428,43 @@ static __always_inline void on_syscall(struct sock *sk, int ret, int is_send)
 	if (proto == IPPROTO_TCP) {
 		if (!(e->flags & NT_F_ESTABLISHED))
 			return;
-		tcp_refresh(e, sk, NT_TX);
-	} else if (is_send) {
-		__sync_fetch_and_add(&e->rec.tx_bytes, (__u64)ret);
-	} else {
-		__sync_fetch_and_add(&e->rec.rx_bytes, (__u64)ret);
+		tcp_refresh(e, sk, hs, NT_TX | NT_RX);
+		maybe_flush(e);
+		gate_arm(hs, e);
+		return;
 	}
+	if (is_send)
+		__sync_fetch_and_add(&e->rec.tx_bytes, (__u64)bytes);
+	else
+		__sync_fetch_and_add(&e->rec.rx_bytes, (__u64)bytes);
 	maybe_flush(e);
+}
+
+/* Per-syscall counting: used only without a cgroup2 mount (and by the benchmark's naive mode). Both tracepoints fire
+ * for every send/receive of every socket family, which alone costs ~5% of iperf3's throughput at 64 B writes here. */
+static __always_inline void on_syscall(struct sock *sk, int ret, int is_send)
+{
+	__u64 cookie;
+	__u16 proto;
+
+	if (ret <= 0 || !inet_family(sk))
+		return;
+	proto = sk->sk_protocol;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return;
+	if (proto == IPPROTO_TCP && !naive && gate_closed(sk))
+		return;
+	cookie = sock_cookie(sk);
+	if (naive)
+		emit_naive(cookie, ret, is_send);
+	on_transfer(sk, sk, cookie, proto, ret, is_send, 1, 1);
 }
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(nt_send, struct sock *sk, int ret, int flags)
 {
+	if (hooks_only)
+		return 0;
 	on_syscall(sk, ret, 1);
 	return 0;
 }
@@ -378,50 +472,27 @@ int BPF_PROG(nt_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(nt_recv, struct sock *sk, int ret, int flags)
 {
+	if (hooks_only)
+		return 0;
 	if (flags & MSG_PEEK)
 		return 0;
 	on_syscall(sk, ret, 0);
 	return 0;
 }
 
-SEC("tp_btf/tcp_rcv_space_adjust")
-int BPF_PROG(nt_tcp_rcv, struct sock *sk)
-{
-	__u64 cookie;
-	struct nt_conn *e;
-
-	if (!inet_family(sk) || sk->sk_protocol != IPPROTO_TCP)
-		return 0;
-	cookie = sock_cookie(sk);
-	e = bpf_map_lookup_elem(&conns, &cookie);
-	if (!e) {
-		int state = sk->__sk_common.skc_state;
-
-		if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
-			return 0;
-		e = conn_first_sight(cookie, sk, IPPROTO_TCP);
-		return 0;
-	}
-	if ((e->flags & (NT_F_CLOSED | NT_F_ESTABLISHED)) != NT_F_ESTABLISHED)
-		return 0;
-	tcp_refresh(e, sk, NT_RX);
-	maybe_flush(e);
-	return 0;
-}
-
-static __always_inline void fill_listen(struct nt_listen_record *r, const struct sock *sk, __u64 cookie)
+static __always_inline void fill_listen(struct nt_listen_record *r, const struct sock *sk, const struct owner *o)
 {
 	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
 
 	r->hdr.ts_ns = bpf_ktime_get_boot_ns();
 	r->hdr.kind = NT_KIND_LISTEN;
 	r->hdr.size_bytes = sizeof(*r);
-	r->cookie = cookie;
+	r->cookie = o->cookie;
 	r->netns = BPF_CORE_READ(net, ns.inum);
 	r->netns_cookie = BPF_CORE_READ(net, net_cookie);
-	r->pid = bpf_get_current_pid_tgid() >> 32;
-	r->uid = (__u32)bpf_get_current_uid_gid();
-	r->backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
+	r->pid = o->pid;
+	r->uid = o->uid;
+	r->backlog = o->backlog;
 	r->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	r->protocol = (__u8)BPF_CORE_READ(sk, sk_protocol);
 	r->port = BPF_CORE_READ(sk, __sk_common.skc_num);
@@ -430,30 +501,147 @@ static __always_inline void fill_listen(struct nt_listen_record *r, const struct
 		BPF_CORE_READ_INTO(&r->addr, sk, __sk_common.skc_v6_rcv_saddr);
 	else
 		BPF_CORE_READ_INTO((__u32 *)r->addr, sk, __sk_common.skc_rcv_saddr);
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	__builtin_memcpy(r->comm, o->comm, sizeof(r->comm));
 	__builtin_memset(r->_pad, 0, sizeof(r->_pad));
 }
 
-static __always_inline void on_listen(const struct sock *sk, __u64 cookie)
+static __always_inline void emit_listen(const struct sock *sk, const struct owner *o)
 {
 	struct nt_listen_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	struct listener_key k = {};
-	struct owner o = {};
 
-	k.netns_cookie = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
-	k.port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	o.pid = bpf_get_current_pid_tgid() >> 32;
-	o.uid = (__u32)bpf_get_current_uid_gid();
-	o.cgroup_id = bpf_get_current_cgroup_id();
-	o.cookie = cookie;
-	bpf_get_current_comm(o.comm, sizeof(o.comm));
-	bpf_map_update_elem(&listeners, &k, &o, BPF_ANY);
 	if (!r) {
 		stat_inc(NT_STAT_RINGBUF_DROPS);
 		return;
 	}
-	fill_listen(r, sk, cookie);
+	fill_listen(r, sk, o);
 	bpf_ringbuf_submit(r, 0);
+}
+
+static __always_inline struct listener_key listener_of(const struct sock *sk)
+{
+	struct listener_key k = {};
+
+	k.netns_cookie = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
+	k.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	return k;
+}
+
+static __always_inline void on_listen(const struct sock *sk, __u64 cookie)
+{
+	struct listener_key k = listener_of(sk);
+	struct owner o = {};
+
+	o.pid = bpf_get_current_pid_tgid() >> 32;
+	o.uid = (__u32)bpf_get_current_uid_gid();
+	o.cgroup_id = bpf_get_current_cgroup_id();
+	o.cookie = cookie;
+	o.backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
+	bpf_get_current_comm(o.comm, sizeof(o.comm));
+	bpf_map_update_elem(&listeners, &k, &o, BPF_ANY);
+	emit_listen(sk, &o);
+}
+
+/* A listen() on a listening socket changes only sk_max_ack_backlog: no state change, no tracepoint (the syscall
+ * tracepoints would put every syscall of every process on the slow path). Compared at each refresh and at close. */
+static __always_inline void listen_recheck(const struct sock *sk, struct owner *o)
+{
+	__u32 backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
+
+	if (backlog == o->backlog)
+		return;
+	o->backlog = backlog;
+	emit_listen(sk, o);
+}
+
+/* Per-packet counting (the default, with a cgroup2 mount): the cgroup_skb hooks on the cgroup2 root see every IP
+ * packet of every process's sockets, at a rate far below the syscall rate for small writes (TCP coalesces them). TCP:
+ * the gate check (its bytes are counted from sequence numbers anyway). UDP: the datagram's payload, sent (egress, in
+ * the sender's context) or delivered to the socket (ingress; a datagram the socket then fails to queue is taken
+ * back by nt_udp_drop). */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+#define TCP_NEW_SYN_RECV 12
+
+static __always_inline void on_packet(struct __sk_buff *ctx, int egress)
+{
+	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+	struct sock *sk = skb->sk;
+	struct bpf_sock *hs;
+	__u32 hdrs, len;
+	__u64 cookie;
+	__u16 proto;
+	int state;
+
+	if (!sk || !inet_family(sk))
+		return;
+	state = sk->__sk_common.skc_state;
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+		return; /* not a full socket */
+	proto = sk->sk_protocol;
+	/* TCP: incoming segments alone tick both directions (a sender receives the ACKs, a receiver the data) */
+	if (proto == IPPROTO_TCP && egress)
+		return;
+	hs = ctx->sk;
+	if (!hs)
+		return;
+	hs = bpf_sk_fullsock(hs);
+	if (!hs)
+		return;
+	if (proto == IPPROTO_TCP) {
+		if (gate_closed(hs))
+			return;
+		len = 0;
+	} else if (proto == IPPROTO_UDP) {
+		/* the program sees the packet from its IP header on, in both directions */
+		hdrs = (__u32)(skb->transport_header - skb->network_header) + 8;
+		len = skb->len;
+		if (len <= hdrs)
+			return;
+		len -= hdrs;
+	} else {
+		return;
+	}
+	cookie = sk->__sk_common.skc_cookie.counter;
+	if (!cookie)
+		cookie = bpf_get_socket_cookie(ctx);
+	on_transfer(sk, hs, cookie, proto, len, egress, egress && proto == IPPROTO_UDP, 0);
+}
+
+SEC("cgroup_skb/egress")
+int nt_pkt_out(struct __sk_buff *ctx)
+{
+	on_packet(ctx, 1);
+	return 1;
+}
+
+SEC("cgroup_skb/ingress")
+int nt_pkt_in(struct __sk_buff *ctx)
+{
+	on_packet(ctx, 0);
+	return 1;
+}
+
+/* A UDP datagram counted at ingress that the socket could not queue (receive buffer full, ...): not delivered. */
+SEC("tp_btf/udp_fail_queue_rcv_skb")
+int BPF_PROG(nt_udp_drop, int rc, struct sock *sk, struct sk_buff *skb)
+{
+	struct nt_conn *e;
+	__u16 ulen = 0;
+	__u64 cookie;
+
+	if (!sk || !skb)
+		return 0;
+	cookie = sk->__sk_common.skc_cookie.counter;
+	if (!cookie)
+		return 0;
+	e = bpf_map_lookup_elem(&conns, &cookie);
+	if (!e || (e->flags & NT_F_CLOSED))
+		return 0;
+	bpf_probe_read_kernel(&ulen, sizeof(ulen), skb->head + skb->transport_header + 4 /* udphdr.len */);
+	ulen = bpf_ntohs(ulen);
+	if (ulen > 8)
+		__sync_fetch_and_sub(&e->rec.rx_bytes, (__u64)(ulen - 8));
+	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -510,9 +698,10 @@ int BPF_PROG(nt_state, const struct sock *sk, const int oldstate, const int news
 		e->rec.tx_bytes = 0;
 		e->rec.rx_bytes = 0;
 		e->flags &= ~NT_F_TCP_SEQ;
-		tcp_refresh(e, s, NT_TX | NT_RX); /* baseline */
+		tcp_refresh(e, s, s, NT_TX | NT_RX); /* baseline */
 		e->flags |= NT_F_ESTABLISHED;
 		emit_conn(e, NT_KIND_CONN_OPEN, NT_FLUSH_OPEN);
+		gate_arm(s, e); /* from now on nt_refresh sees it, whatever path its bytes take */
 		return 0;
 	case TCP_FIN_WAIT1:
 	case TCP_LAST_ACK:
@@ -520,20 +709,19 @@ int BPF_PROG(nt_state, const struct sock *sk, const int oldstate, const int news
 		e = bpf_map_lookup_elem(&conns, &cookie);
 		if (!e || (e->flags & (NT_F_CLOSED | NT_F_ESTABLISHED)) != NT_F_ESTABLISHED)
 			return 0;
-		tcp_refresh(e, s, NT_TX | NT_RX | NT_AT_FIN);
+		tcp_refresh(e, s, s, NT_TX | NT_RX | NT_AT_FIN);
 		e->flags |= NT_F_FIN_SENT;
 		maybe_flush(e);
 		return 0;
 	case TCP_CLOSE:
 		if (oldstate == TCP_LISTEN) {
-			struct listener_key k = {};
-			struct owner *o;
+			struct listener_key k = listener_of(sk);
+			struct owner *o = bpf_map_lookup_elem(&listeners, &k);
 
-			k.netns_cookie = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
-			k.port = BPF_CORE_READ(sk, __sk_common.skc_num);
-			o = bpf_map_lookup_elem(&listeners, &k);
-			if (o && o->cookie == cookie)
+			if (o && o->cookie == cookie) {
+				listen_recheck(sk, o);
 				bpf_map_delete_elem(&listeners, &k);
+			}
 			return 0;
 		}
 		e = bpf_map_lookup_elem(&conns, &cookie);
@@ -544,7 +732,7 @@ int BPF_PROG(nt_state, const struct sock *sk, const int oldstate, const int news
 			return 0;
 		}
 		if (!(e->flags & NT_F_CLOSED))
-			tcp_refresh(e, s, NT_TX | NT_RX);
+			tcp_refresh(e, s, s, NT_TX | NT_RX);
 		return 0;
 	}
 	return 0;
@@ -569,8 +757,119 @@ int BPF_PROG(nt_tcp_destroy, struct sock *sk)
 	}
 	if (e->flags & NT_F_CLOSED)
 		return 0;
-	tcp_refresh(e, sk, NT_TX | NT_RX);
+	tcp_refresh(e, sk, sk, NT_TX | NT_RX);
 	conn_close(e);
+	return 0;
+}
+
+static __always_inline void owner_from_task(struct owner *o, struct task_struct *t)
+{
+	o->pid = BPF_CORE_READ(t, tgid);
+	o->uid = BPF_CORE_READ(t, cred, uid.val);
+	o->cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+	BPF_CORE_READ_INTO(&o->comm, t, comm);
+}
+
+static __always_inline void set_owner_task(struct nt_conn_record *r, struct task_struct *t)
+{
+	struct owner o = {};
+
+	owner_from_task(&o, t);
+	r->pid = o.pid;
+	r->uid = o.uid;
+	r->cgroup_id = o.cgroup_id;
+	__builtin_memcpy(r->comm, o.comm, sizeof(r->comm));
+}
+
+/* A listening socket seen by the refresh: a listener that predates the capture gets its owner (for the connections
+ * it accepts) and a LISTEN record; a known one is checked for a changed backlog. */
+static __always_inline void refresh_listener(struct sock *sk, struct task_struct *task)
+{
+	struct listener_key k = listener_of(sk);
+	struct owner *o = bpf_map_lookup_elem(&listeners, &k);
+	struct owner n = {};
+
+	if (o) {
+		if (o->cookie == sk->__sk_common.skc_cookie.counter)
+			listen_recheck(sk, o);
+		return;
+	}
+	owner_from_task(&n, task);
+	n.cookie = bpf_get_socket_cookie(sk);
+	n.backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
+	if (bpf_map_update_elem(&listeners, &k, &n, BPF_NOEXIST) == 0)
+		emit_listen(sk, &n);
+}
+
+/* Run by user space (reading the iterator) when a capture opens, every half flush interval and before every
+ * snapshot: brings each open TCP connection's counters up to its sequence numbers and flushes what is due. This is
+ * what flushes connections whose calls all took the fast path, idle ones, and ones that move bytes only by splice or
+ * zerocopy receive; it also finds connections and listeners that predate the capture, with the process holding
+ * them as owner. It walks every open file of every process (all network namespaces; a socket shared by several
+ * processes is visited more than once, which changes nothing): this kernel refuses iterators over map elements,
+ * which would have walked the gates directly. */
+SEC("iter/task_file")
+int nt_refresh(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *f = ctx->file;
+	struct socket *so;
+	struct sock *sk;
+	struct nt_gate *g;
+	struct nt_conn *e;
+	__u64 cookie;
+	int state;
+
+	if (!f || !task)
+		return 0;
+	so = bpf_sock_from_file(f);
+	if (!so)
+		return 0;
+	sk = so->sk;
+	if (!sk || !inet_family(sk))
+		return 0;
+	if (sk->sk_protocol == IPPROTO_UDP) {
+		/* first seen receiving (in softirq): the owner is whoever holds it */
+		cookie = sk->__sk_common.skc_cookie.counter;
+		e = cookie ? bpf_map_lookup_elem(&conns, &cookie) : 0;
+		if (e && !e->rec.pid)
+			set_owner_task(&e->rec, task);
+		return 0;
+	}
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	state = sk->__sk_common.skc_state;
+	if (state == TCP_LISTEN) {
+		refresh_listener(sk, task);
+		return 0;
+	}
+	cookie = sk->__sk_common.skc_cookie.counter;
+	e = cookie ? bpf_map_lookup_elem(&conns, &cookie) : 0;
+	if (!e) {
+		/* established before the capture started: counted from now on, owned by this process */
+		if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
+			return 0;
+		cookie = bpf_get_socket_cookie(sk);
+		e = conn_create(cookie, sk, NT_DIR_UNKNOWN);
+		if (!e)
+			return 0;
+		set_owner_task(&e->rec, task);
+		tcp_refresh(e, sk, sk, NT_TX | NT_RX); /* baseline */
+		e->flags |= NT_F_ESTABLISHED;
+		emit_conn(e, NT_KIND_CONN_OPEN, NT_FLUSH_OPEN);
+	} else if ((e->flags & (NT_F_CLOSED | NT_F_ESTABLISHED)) != NT_F_ESTABLISHED) {
+		return 0;
+	} else {
+		if (!e->rec.pid)
+			set_owner_task(&e->rec, task); /* accepted from a listener whose owner was unknown */
+		tcp_refresh(e, sk, sk, NT_TX | NT_RX);
+		maybe_flush(e);
+	}
+	if (naive)
+		return 0;
+	g = bpf_sk_storage_get(&gates, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (g)
+		gate_set(g, e, sk);
 	return 0;
 }
 
@@ -585,69 +884,12 @@ int nt_sock_release(struct bpf_sock *ctx)
 		return 1;
 	cookie = bpf_get_socket_cookie(ctx);
 	e = bpf_map_lookup_elem(&conns, &cookie);
-	if (e)
-		conn_close(e);
+	if (!e)
+		return 1;
+	if (!e->rec.pid)
+		set_owner_current(&e->rec); /* first seen receiving (softirq): close() runs in the owner's context */
+	conn_close(e);
 	return 1;
-}
-
-/* A second listen() changes the backlog without a state change: catch it at the syscall. */
-static __always_inline struct sock *fd_to_sock(long fd)
-{
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	struct file **fds;
-	struct file *f = 0;
-	struct socket *so;
-
-	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	if (!f)
-		return 0;
-	so = BPF_CORE_READ(f, private_data);
-	return BPF_CORE_READ(so, sk);
-}
-
-SEC("tracepoint/syscalls/sys_enter_listen")
-int nt_listen_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	struct sock *sk = fd_to_sock(ctx->args[0]);
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 v;
-
-	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN)
-		return 0;
-	v = (__u64)sk;
-	bpf_map_update_elem(&relisten, &id, &v, BPF_ANY);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_listen")
-int nt_listen_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 *v = bpf_map_lookup_elem(&relisten, &id);
-	struct nt_listen_record *r;
-	struct sock *sk;
-	__u64 cookie;
-
-	if (!v)
-		return 0;
-	sk = (struct sock *)*v;
-	bpf_map_delete_elem(&relisten, &id);
-	if (ctx->ret != 0)
-		return 0;
-	/* classic tracepoints cannot call bpf_get_socket_cookie; the first listen generated it */
-	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	if (!r) {
-		stat_inc(NT_STAT_RINGBUF_DROPS);
-		return 0;
-	}
-	fill_listen(r, sk, cookie);
-	bpf_ringbuf_submit(r, 0);
-	return 0;
 }
 
 /* Per-interface wire counters: IP packets, headers included, one count per skb (as the interface's own stats). */

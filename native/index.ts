@@ -11,6 +11,7 @@ export interface NativeCaptureOptions {
   /** bpffs directory: maps pinned there are reused (counters continue across restarts). */
   pinDir?: string;
   naive: boolean;
+  hooksOnly: boolean;
   /** Called on the JS thread with packed ring-buffer records (bpf/nettally.h); must not throw. */
   onBatch(buf: ArrayBuffer): void;
   /** Called once after close(): the drain thread is joined, links and maps are released. */
@@ -21,7 +22,12 @@ export interface NativeCaptureOptions {
 export interface NativeCapture {
   /** Summed per-CPU stats, indexed by NT_STAT_* (0 ringbuf_drops, 1 conn_map_full, 2 iface_map_full). */
   stats(): number[];
-  /** Packed struct nt_conn values of every tracked connection. */
+  /**
+   * Runs the kernel's refresh iterator: every open TCP connection's counters brought up to TCP's sequence numbers
+   * (the hot path leaves them there) and due flushes emitted. Call before conns() when the counters must be current.
+   */
+  refresh(): void;
+  /** Packed struct nt_conn values of every tracked connection (TCP counters as of the last refresh or event). */
   conns(): ArrayBuffer;
   /** Packed struct nt_iface_entry per (netns, ifindex), per-CPU values summed. */
   ifaces(): ArrayBuffer;

@@ -21,6 +21,8 @@ export interface CaptureOptions {
   ifaceIntervalMs?: number;
   /** Benchmark only: one ring-buffer record per send/recv syscall. Default false. */
   naive?: boolean;
+  /** Benchmark only: the send/recv programs are attached but return at once (the cost of the tracepoints alone). */
+  hooksOnly?: boolean;
   /**
    * Backpressure: when this many records wait for the reader, the drain pauses (the kernel keeps counting; the ring
    * buffer may fill and drop records, never bytes) until the reader is down to a quarter. Default 100000.
@@ -95,6 +97,7 @@ export function resolveCaptureOptions(o: CaptureOptions): Required<Omit<CaptureO
     ringBufferBytes: rb,
     ifaceIntervalMs: o.ifaceIntervalMs ?? DEFAULTS.ifaceIntervalMs,
     naive: o.naive ?? false,
+    hooksOnly: o.hooksOnly ?? false,
     maxQueuedRecords: o.maxQueuedRecords ?? 100_000,
     pinDir: o.pinDir,
     maxConnections: o.maxConnections ?? DEFAULTS.maxConnections,
@@ -171,6 +174,7 @@ class KernelCapture implements Capture {
         maxConnections: opts.maxConnections,
         pinDir: opts.pinDir,
         naive: opts.naive,
+        hooksOnly: opts.hooksOnly,
         onBatch: (buf) => this.onBatch(buf),
         onClosed: () => this.resolveClosed(),
       });
@@ -178,9 +182,15 @@ class KernelCapture implements Capture {
       throw nativeError(e);
     }
     for (const w of this.native.warnings) log.warn(w);
+    // connections and listeners that predate the capture: counted from here on, owned by the process holding them
+    this.native.refresh();
     log.info({ ...opts }, 'kernel capture attached');
     const sweep = setInterval(() => this.guard(() => this.sweep(false)), opts.flushIntervalMs);
     this.timers.push(sweep);
+    // The kernel flushes TCP connections whose unflushed bytes are older than the interval when this refresh finds
+    // them (the hot path only checks the threshold): twice per interval keeps that within 1.5 intervals.
+    const refresh = setInterval(() => this.guard(() => this.native.refresh()), Math.max(1, Math.floor(opts.flushIntervalMs / 2)));
+    this.timers.push(refresh);
     if (opts.ifaceIntervalMs > 0) this.timers.push(setInterval(() => this.guard(() => this.emitIfaces()), opts.ifaceIntervalMs));
   }
 
@@ -225,6 +235,7 @@ class KernelCapture implements Capture {
    */
   private sweep(final: boolean): void {
     if (this.paused && !final) return; // nobody is reading; the next sweep after resuming covers it
+    this.native.refresh();
     const entries = decodeConnEntries(this.native.conns());
     const now = bootTimeNs();
     const out: ConnRecord[] = [];
@@ -317,6 +328,7 @@ class KernelCapture implements Capture {
   snapshot(): ConnRecord[] {
     if (this.ended) throw new NettallyError('INTERNAL', 'snapshot() after close()');
     const now = bootTimeNs();
+    this.native.refresh();
     return decodeConnEntries(this.native.conns())
       .filter((e) => (e.flags & ConnFlag.ESTABLISHED) !== 0)
       .map((e) => ((e.flags & ConnFlag.CLOSED) !== 0 ? e.record : { ...e.record, ts_ns: now }));

@@ -1,5 +1,5 @@
 // Scenario: `nettally capture --json` prints the records of a known transfer as JSON lines; --check and bad flags.
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import path from 'path';
 import { Writable } from 'stream';
 import { parseArgs, type ParsedArgs } from '../lib/args';
@@ -53,6 +53,43 @@ test('--json prints exact close records of a transfer made while it runs', async
   ac.abort();
   expect(await run).toBe(0);
   expect(closeOf()).toMatchObject({ tx_bytes: 123456, rx_bytes: 4321, dport: res.port, protocol: 6, flush_reason: 'close' });
+});
+
+test('without a cgroup2 mount it falls back to per-syscall counting, and says so; TCP and UDP stay exact', async () => {
+  // a private mount namespace without the cgroup2 mount: the packet programs have nowhere to attach
+  const cli = path.resolve(__dirname, '../dist/bin/nettally.js');
+  const script = 'for m in $(awk \'$3 == "cgroup2" { print $2 }\' /proc/self/mounts); do umount -l "$m"; done; exec "$0" "$@"';
+  const child = spawn('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', script, process.execPath, cli, 'capture', '--json', '--duration', '60s', '--iface-interval', '0', '--flush-interval', '200ms'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  try {
+    const until = Date.now() + 15000;
+    while (!err.includes('kernel capture attached') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    expect(err).toContain('no cgroup2 mount: counting falls back to per-syscall tracepoints');
+    const tcp = await transfer(pair, 'tcp', 4, ['--reply', '999'], ['--bytes', '77777', '--chunk', '100']);
+    const udp = await transfer(pair, 'udp', 4, ['--count', '20', '--reply', '55'], ['--count', '20', '--chunk', '321', '--reply', '1']);
+    const records = (): ConnRecord[] =>
+      out
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as ConnRecord);
+    const tcpClose = (): ConnRecord | undefined => records().find((r) => r.kind === 3 && r.netns === pair.a.inode && r.sport === tcp.client[0].sport);
+    // UDP sockets get no close record without cgroup2: the latest record of the client socket carries its totals
+    const udpLast = (): ConnRecord | undefined => records().filter((r) => r.netns === pair.a.inode && r.protocol === 17 && r.dport === udp.port).pop();
+    const done = Date.now() + 10000;
+    while (!(tcpClose() && udpLast()?.tx_bytes === udp.client[0].tx) && Date.now() < done) await new Promise((r) => setTimeout(r, 50));
+    expect(tcpClose()).toMatchObject({ tx_bytes: 77777, rx_bytes: 999 });
+    expect(udpLast()).toMatchObject({ tx_bytes: 20 * 321, rx_bytes: udp.client[0].rx });
+  } finally {
+    child.kill('SIGINT');
+    await exited;
+  }
+  expect(child.exitCode ?? 0).toBe(0);
 });
 
 test('--check loads, attaches and exits 0', async () => {

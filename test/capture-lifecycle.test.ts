@@ -37,6 +37,47 @@ test('listen events carry netns inode, address, port and backlog; a 2nd listen()
   }
 });
 
+test('a 2nd listen() on a listener that stays open is reported by the next refresh', async () => {
+  const col = new Collector(await openCapture({ flushIntervalMs: 200, ifaceIntervalMs: 0 }));
+  try {
+    const port = randomPort();
+    const srv = await startServer(pair, 'tcp', 4, port, ['--conns', '1', '--backlog', '9', '--relisten', '21']);
+    // the server now waits in accept(): its listening socket is open, nothing closes it
+    await col.waitFor(() => col.listens().filter((l) => l.port === port).length >= 2, 5000);
+    expect(col.listens().filter((l) => l.port === port).map((l) => l.backlog)).toEqual([9, 21]);
+    startClient(pair, 'tcp', 4, port, ['--bytes', '1']);
+    await srv.done;
+  } finally {
+    await col.end();
+  }
+});
+
+test('a connection that predates the capture is found by the first refresh and counted from then on', async () => {
+  const go = mkdtempSync(path.join(tmpdir(), 'nettally-go-'));
+  cleanups.push(() => rmSync(go, { recursive: true, force: true }));
+  const parts = [700_000, 1_234_567, 89];
+  const port = randomPort();
+  const srv = await startServer(pair, 'tcp', 4, port, []);
+  const cli = startClient(pair, 'tcp', 4, port, ['--parts', parts.join(','), '--pause-dir', go]);
+  await cli.waitLine('PART1');
+  const col = new Collector(await openCapture({ flushIntervalMs: 200, ifaceIntervalMs: 0 }));
+  try {
+    writeFileSync(path.join(go, 'go1'), '');
+    await cli.waitLine('PART2');
+    writeFileSync(path.join(go, 'go2'), '');
+    const client = movedOf(await cli.done);
+    await srv.done;
+    await col.waitFor(() => col.closeOf(pair.a.inode, TCP, client[0].sport, port) !== undefined);
+    const r = col.closeOf(pair.a.inode, TCP, client[0].sport, port);
+    // the bytes sent before the capture opened are not ours to count; everything after is, exactly
+    expect(r).toMatchObject({ tx_bytes: parts[1] + parts[2], rx_bytes: 0, direction: 0, comm: 'python3' });
+    expect(r?.pid).toBeGreaterThan(0);
+    expect(col.conns().some((c) => c.cookie === r?.cookie && c.kind === 1)).toBe(true);
+  } finally {
+    await col.end();
+  }
+});
+
 test('a tiny ring buffer under heavy churn drops records but every connection still ends exact', async () => {
   const cap = await openCapture({ ringBufferBytes: 4096, flushIntervalMs: 200, ifaceIntervalMs: 0 });
   const col = new Collector(cap);
@@ -103,13 +144,13 @@ test('a restarted capture reuses the pinned maps and continues the counters', as
   } finally {
     await col1.end();
   }
-  // bytes moved while no capture runs are still counted: TCP's sequence numbers are read again on the next event
+  // bytes moved while no capture runs are still counted: TCP's sequence numbers are read again by the next refresh
   writeFileSync(path.join(go, 'go1'), '');
   await cli.waitLine('PART2');
   const cap2 = await openCapture({ pinDir, flushIntervalMs: 200, ifaceIntervalMs: 0 });
   const col2 = new Collector(cap2);
   try {
-    expect(cap2.snapshot().find((r) => r.cookie === cookie)).toMatchObject({ tx_bytes: parts[0], flush_reason: 'snapshot' });
+    expect(cap2.snapshot().find((r) => r.cookie === cookie)).toMatchObject({ tx_bytes: parts[0] + parts[1], flush_reason: 'snapshot' });
     writeFileSync(path.join(go, 'go2'), '');
     const client = movedOf(await cli.done);
     const server = movedOf(await srv.done);
