@@ -1,4 +1,5 @@
 // `npm run bench:capture`: iperf3 over loopback at 64 B and 128 KiB writes, side by side in one run: no capture,
+// hooks (nettally's programs attached, the per-syscall ones returning at once: what the tracepoints alone cost),
 // nettally (defaults), naive (one record per syscall) and tcpdump -s 64; throughput ratios and ring-buffer records/s.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'child_process';
 import { readFileSync, writeFileSync } from 'fs';
@@ -7,12 +8,23 @@ import { openCapture, type Capture } from '../producer/capture';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const SIZES = [64, 128 * 1024];
-const MODES = ['none', 'nettally', 'naive', 'tcpdump'] as const;
-type Mode = (typeof MODES)[number];
+const ALL_MODES = ['none', 'hooks', 'nettally', 'naive', 'tcpdump'] as const;
+type Mode = (typeof ALL_MODES)[number];
+// BENCH_SIZES=64 / BENCH_MODES=none,nettally run a subset (for A/B work on one size); the default is the full matrix
+const SIZES = (process.env.BENCH_SIZES ?? '64,131072').split(',').map(Number);
+const MODES: readonly Mode[] = (process.env.BENCH_MODES ?? ALL_MODES.join(',')).split(',').map((m) => {
+  if (!(ALL_MODES as readonly string[]).includes(m)) throw new Error(`BENCH_MODES: unknown mode '${m}' (modes: ${ALL_MODES.join(', ')})`);
+  return m as Mode;
+});
+// iperf3 client and server each pinned to their own CPU: the scheduler moving them around is most of the noise here
+const CPUS = Math.max(1, Number(execFileSync('nproc').toString().trim()));
+const CLIENT_CPU = 0;
+const SERVER_CPU = CPUS > 1 ? 1 : 0;
 
 interface Run {
   gbps: number;
+  /** CPU time (all CPUs, /proc/stat, every process and the kernel) per GB that iperf3 moved. */
+  cpuPerGB: number;
   recordsPerSec: number | null;
   drops: number | null;
 }
@@ -32,7 +44,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 function iperf(port: number, size: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    const p = spawn('iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(SECONDS), '-l', String(size), '-J'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn('iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(SECONDS), '-l', String(size), '-A', String(CLIENT_CPU), '-J'], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     p.on('close', (code) => {
@@ -52,8 +64,8 @@ async function runOnce(mode: Mode, port: number, size: number): Promise<Run> {
   let drain: Promise<void> | undefined;
   let dump: ChildProcess | undefined;
   let dumpErr = '';
-  if (mode === 'nettally' || mode === 'naive') {
-    cap = await openCapture({ naive: mode === 'naive', ifaceIntervalMs: 10_000 });
+  if (mode === 'nettally' || mode === 'naive' || mode === 'hooks') {
+    cap = await openCapture({ naive: mode === 'naive', hooksOnly: mode === 'hooks', ifaceIntervalMs: 10_000 });
     const c = cap;
     drain = (async () => {
       for await (const batch of c.records()) {
@@ -68,8 +80,11 @@ async function runOnce(mode: Mode, port: number, size: number): Promise<Run> {
   }
   const before = cap?.stats().records ?? 0;
   const t0 = Date.now();
+  const cpu0 = cpuBusySeconds();
   const gbps = await iperf(port, size);
+  const cpuSecs = cpuBusySeconds() - cpu0;
   const secs = (Date.now() - t0) / 1000;
+  const cpuPerGB = cpuSecs / ((gbps * SECONDS) / 8);
   let recordsPerSec: number | null = null;
   let drops: number | null = null;
   if (cap) {
@@ -85,7 +100,14 @@ async function runOnce(mode: Mode, port: number, size: number): Promise<Run> {
     const m = /(\d+) packets captured/.exec(dumpErr);
     recordsPerSec = m ? Number(m[1]) / secs : null;
   }
-  return { gbps, recordsPerSec, drops };
+  return { gbps, cpuPerGB, recordsPerSec, drops };
+}
+
+/** Busy CPU seconds of the whole machine so far (/proc/stat: everything but idle and iowait, in USER_HZ ticks). */
+function cpuBusySeconds(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return (total - f[3] - (f[4] ?? 0)) / 100;
 }
 
 interface ProgCost {
@@ -141,6 +163,8 @@ async function bpfCost(port: number, size: number, naive: boolean): Promise<{ pr
   }
 }
 
+const sizeLabel = (n: number): string => (n >= 1024 && n % 1024 === 0 ? `${n / 1024} KiB` : `${n} B`);
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -151,7 +175,7 @@ async function main(): Promise<void> {
     if (spawnSync('which', [tool]).status !== 0) throw new Error(`${tool} is not installed: run scripts/bootstrap.sh`);
   }
   const port = await freePort();
-  const server = spawn('iperf3', ['-s', '-p', String(port)], { stdio: 'ignore' });
+  const server = spawn('iperf3', ['-s', '-p', String(port), '-A', String(SERVER_CPU)], { stdio: 'ignore' });
   await sleep(500);
   const results = new Map<string, Run[]>();
   const costs: ({ size: number; mode: string } & Awaited<ReturnType<typeof bpfCost>>)[] = [];
@@ -168,8 +192,9 @@ async function main(): Promise<void> {
         }
       }
     }
-    for (const size of SIZES) {
+    for (const size of process.env.BENCH_COST === '0' ? [] : SIZES) {
       for (const naive of [false, true]) {
+        if (!MODES.includes(naive ? 'naive' : 'nettally')) continue;
         const c = await bpfCost(port, size, naive);
         costs.push({ size, mode: naive ? 'naive' : 'nettally', ...c });
       }
@@ -180,18 +205,25 @@ async function main(): Promise<void> {
   const lines = [
     `iperf3 -c 127.0.0.1 -t ${SECONDS} -l <size>, median of ${ROUNDS} rounds (modes interleaved), ${new Date().toISOString()}`,
     '',
-    '| write size | mode | throughput (Gbit/s) | vs no capture | ring-buffer records/s (tcpdump: packets/s) | kernel drops |',
-    '|---|---|---|---|---|---|',
+    `iperf3 client pinned to CPU ${CLIENT_CPU}, server to CPU ${SERVER_CPU}; "paired" = each round's run ÷ the same round's no-capture run`,
+    '',
+    '| write size | mode | throughput (Gbit/s) | vs no capture (medians) | paired per round: median (min–max) | CPU s per GB moved, paired vs no capture | ring-buffer records/s (tcpdump: packets/s) | kernel drops |',
+    '|---|---|---|---|---|---|---|---|',
   ];
   for (const size of SIZES) {
-    const base = median((results.get(`${size}/none`) ?? []).map((r) => r.gbps));
+    const nones = results.get(`${size}/none`) ?? [];
+    const base = median(nones.map((r) => r.gbps));
     for (const mode of MODES) {
       const rs = results.get(`${size}/${mode}`) ?? [];
+      const paired = nones.length === rs.length ? rs.map((r, i) => r.gbps / nones[i].gbps) : [];
+      const pairedCell = mode === 'none' || paired.length === 0 ? '–' : `${median(paired).toFixed(3)} (${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)})`;
+      const cpuPaired = nones.length === rs.length ? rs.map((r, i) => r.cpuPerGB / nones[i].cpuPerGB) : [];
+      const cpuCell = `${median(rs.map((r) => r.cpuPerGB)).toFixed(3)}` + (mode === 'none' || cpuPaired.length === 0 ? '' : ` (×${median(cpuPaired).toFixed(3)})`);
       const g = median(rs.map((r) => r.gbps));
       const rec = rs.every((r) => r.recordsPerSec === null) ? '–' : String(Math.round(median(rs.map((r) => r.recordsPerSec ?? 0))));
       const drops = rs.every((r) => r.drops === null) ? '–' : String(Math.max(...rs.map((r) => r.drops ?? 0)));
       const ratio = mode === 'none' ? '1.000' : `${(g / base).toFixed(3)} (${((g / base - 1) * 100).toFixed(1)}%)`;
-      lines.push(`| ${size === 64 ? '64 B' : '128 KiB'} | ${mode} | ${g.toFixed(2)} | ${ratio} | ${rec} | ${drops} |`);
+      lines.push(`| ${sizeLabel(size)} | ${mode} | ${g.toFixed(2)} | ${ratio} | ${pairedCell} | ${cpuCell} | ${rec} | ${drops} |`);
     }
   }
   lines.push(
@@ -203,7 +235,7 @@ async function main(): Promise<void> {
   );
   for (const c of costs) {
     const progs = c.progs.filter((p) => p.perSec > 100).map((p) => `${p.name} ${Math.round(p.perSec)}/s × ${Math.round(p.avgNs)} ns`).join(', ');
-    lines.push(`| ${c.size === 64 ? '64 B' : '128 KiB'} | ${c.mode} | ${c.nsPerWrite.toFixed(0)} | ${progs} |`);
+    lines.push(`| ${sizeLabel(c.size)} | ${c.mode} | ${c.nsPerWrite.toFixed(0)} | ${progs} |`);
   }
   process.stdout.write(lines.join('\n') + '\n');
 }
