@@ -35,6 +35,9 @@ char LICENSE[] SEC("license") = "GPL";
 /* Settings: rodata, set by user space between open and load. */
 const volatile __u64 flush_interval_ns = 5000000000ULL;
 const volatile __u64 flush_threshold_bytes = 16ULL << 20;
+/* The TCP hot path looks at a connection when a packet (or, without cgroup2, a call) moves one of its sequence
+ * numbers across a multiple of 2^gate_shift: user space sets it to about a quarter of flush_threshold_bytes. */
+const volatile __u8 gate_shift = 22;
 const volatile __u8 naive = 0;      /* benchmark: also one record per send/recv call */
 const volatile __u8 hooks_only = 0; /* benchmark: nt_send/nt_recv return at once (what the tracepoints alone cost) */
 
@@ -64,24 +67,6 @@ struct {
 	__type(key, __u64);
 	__type(value, struct nt_conn);
 } conns SEC(".maps");
-
-/* The TCP hot path's gate, one per tracked TCP socket (socket-local storage: found from the socket without hashing).
- * A send or receive returns after one comparison unless the connection's unflushed bytes may have reached the
- * flush threshold; the counters themselves stay in TCP's own sequence numbers until then. Interval flushes, idle
- * connections and `top` are served by nt_refresh, which user space runs over this map. */
-struct nt_gate {
-	__u32 tx_mark; /* snd_una at the last refresh */
-	__u32 rx_mark; /* rcv_nxt at the last refresh */
-	__u32 budget;  /* bytes (tx + rx) past the marks before the threshold check is due; 0 = next call takes the slow path */
-	__u32 _pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct nt_gate);
-} gates SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -279,57 +264,12 @@ static __always_inline void maybe_flush(struct nt_conn *e)
 
 #define NT_GATE_MAX_BUDGET (1U << 30) /* sequence-space distances stay far below 2^31 */
 
-/* Sets the gate after a refresh: the next threshold check is due when TCP has acknowledged + received
- * `threshold - unflushed` more bytes. snd_una and rcv_nxt stand in for write_seq and copied_seq because the packet
- * path writes them on the CPU that checks the gate (write_seq and copied_seq are written by the application's CPU:
- * reading them per packet moved their cache lines between CPUs); they trail or lead the counted bytes by at most the
- * socket buffers, which only moves the threshold check, never the counts. A connection without an owner yet
- * (accepted before its listener was known) or one that is not being counted keeps budget 0: its next packet takes
- * the slow path. */
-static __always_inline void gate_set(struct nt_gate *g, const struct nt_conn *e, void *hs)
+/* True when a sequence number moved from `from` to `to` across a multiple of 2^gate_shift: time for the slow path
+ * (refresh, threshold check). A connection moving N bytes takes it about N / 2^gate_shift times per direction, so a
+ * threshold flush comes at most 2^gate_shift bytes per direction late. */
+static __always_inline int seq_crossed(__u32 from, __u32 to)
 {
-	__u64 unflushed = (e->rec.tx_bytes - e->flushed_tx) + (e->rec.rx_bytes - e->flushed_rx);
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(hs);
-	__u64 budget = 0;
-
-	if (!tp) {
-		g->budget = 0;
-		return;
-	}
-	g->tx_mark = tp->snd_una;
-	g->rx_mark = tp->rcv_nxt;
-	if (e->rec.pid && (e->flags & (NT_F_ESTABLISHED | NT_F_CLOSED | NT_F_TCP_SEQ)) == (NT_F_ESTABLISHED | NT_F_TCP_SEQ)) {
-		budget = flush_threshold_bytes > unflushed ? flush_threshold_bytes - unflushed : 1;
-		if (budget > NT_GATE_MAX_BUDGET)
-			budget = NT_GATE_MAX_BUDGET;
-	}
-	g->budget = (__u32)budget;
-}
-
-static __always_inline void gate_arm(void *hs, const struct nt_conn *e)
-{
-	struct nt_gate *g;
-
-	if (naive)
-		return;
-	g = bpf_sk_storage_get(&gates, hs, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (g)
-		gate_set(g, e, hs);
-}
-
-/* The TCP hot path: true when this packet leaves nothing to do (the bytes stay counted in write_seq/copied_seq until
- * the next refresh). One socket-storage lookup and two loads from the socket. */
-static __always_inline int gate_closed(void *hs)
-{
-	struct nt_gate *g = bpf_sk_storage_get(&gates, hs, 0, 0);
-	struct tcp_sock *tp;
-
-	if (!g)
-		return 0;
-	tp = bpf_skc_to_tcp_sock(hs);
-	if (!tp)
-		return 0;
-	return (__u64)(__u32)(tp->snd_una - g->tx_mark) + (__u32)(tp->rcv_nxt - g->rx_mark) < g->budget;
+	return ((from ^ to) >> gate_shift) != 0;
 }
 
 static __always_inline void conn_close(struct nt_conn *e)
@@ -430,7 +370,6 @@ static __always_inline void on_transfer(struct sock *sk, void *hs, __u64 cookie,
 			return;
 		tcp_refresh(e, sk, hs, NT_TX | NT_RX);
 		maybe_flush(e);
-		gate_arm(hs, e);
 		return;
 	}
 	if (is_send)
@@ -452,8 +391,16 @@ static __always_inline void on_syscall(struct sock *sk, int ret, int is_send)
 	proto = sk->sk_protocol;
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return;
-	if (proto == IPPROTO_TCP && !naive && gate_closed(sk))
-		return;
+	if (proto == IPPROTO_TCP && !naive) {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+		__u32 seq;
+
+		if (!tp)
+			return;
+		seq = is_send ? tp->write_seq : tp->copied_seq;
+		if (!seq_crossed(seq - (__u32)ret, seq))
+			return;
+	}
 	cookie = sock_cookie(sk);
 	if (naive)
 		emit_naive(cookie, ret, is_send);
@@ -559,6 +506,7 @@ static __always_inline void listen_recheck(const struct sock *sk, struct owner *
  * the sender's context) or delivered to the socket (ingress; a datagram the socket then fails to queue is taken
  * back by nt_udp_drop). */
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 #define TCP_NEW_SYN_RECV 12
 
@@ -578,17 +526,20 @@ static __always_inline void on_packet(struct __sk_buff *ctx, int egress)
 	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
 		return; /* not a full socket */
 	proto = sk->sk_protocol;
-	/* TCP: incoming segments alone tick both directions (a sender receives the ACKs, a receiver the data) */
-	if (proto == IPPROTO_TCP && egress)
-		return;
-	hs = ctx->sk;
-	if (!hs)
-		return;
-	hs = bpf_sk_fullsock(hs);
-	if (!hs)
-		return;
 	if (proto == IPPROTO_TCP) {
-		if (gate_closed(hs))
+		struct tcp_sock *tp;
+		__u32 th[2]; /* the segment's seq and ack_seq */
+		__u32 seq;
+
+		/* incoming segments alone tick both directions (a sender receives the ACKs, a receiver the data) */
+		if (egress)
+			return;
+		if (bpf_skb_load_bytes(ctx, (__u32)(skb->transport_header - skb->network_header) + 4, th, sizeof(th)))
+			return;
+		seq = bpf_ntohl(th[0]);
+		/* snd_una is written by this same path on this CPU: a read-only cast, no helper call */
+		tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+		if (!seq_crossed(seq, seq + skb->len) && !seq_crossed(tp->snd_una, bpf_ntohl(th[1])))
 			return;
 		len = 0;
 	} else if (proto == IPPROTO_UDP) {
@@ -601,6 +552,12 @@ static __always_inline void on_packet(struct __sk_buff *ctx, int egress)
 	} else {
 		return;
 	}
+	hs = ctx->sk;
+	if (!hs)
+		return;
+	hs = bpf_sk_fullsock(hs);
+	if (!hs)
+		return;
 	cookie = sk->__sk_common.skc_cookie.counter;
 	if (!cookie)
 		cookie = bpf_get_socket_cookie(ctx);
@@ -701,7 +658,6 @@ int BPF_PROG(nt_state, const struct sock *sk, const int oldstate, const int news
 		tcp_refresh(e, s, s, NT_TX | NT_RX); /* baseline */
 		e->flags |= NT_F_ESTABLISHED;
 		emit_conn(e, NT_KIND_CONN_OPEN, NT_FLUSH_OPEN);
-		gate_arm(s, e); /* from now on nt_refresh sees it, whatever path its bytes take */
 		return 0;
 	case TCP_FIN_WAIT1:
 	case TCP_LAST_ACK:
@@ -806,8 +762,7 @@ static __always_inline void refresh_listener(struct sock *sk, struct task_struct
  * what flushes connections whose calls all took the fast path, idle ones, and ones that move bytes only by splice or
  * zerocopy receive; it also finds connections and listeners that predate the capture, with the process holding
  * them as owner. It walks every open file of every process (all network namespaces; a socket shared by several
- * processes is visited more than once, which changes nothing): this kernel refuses iterators over map elements,
- * which would have walked the gates directly. */
+ * processes is visited more than once, which changes nothing); this kernel refuses iterators over map elements. */
 SEC("iter/task_file")
 int nt_refresh(struct bpf_iter__task_file *ctx)
 {
@@ -815,7 +770,6 @@ int nt_refresh(struct bpf_iter__task_file *ctx)
 	struct file *f = ctx->file;
 	struct socket *so;
 	struct sock *sk;
-	struct nt_gate *g;
 	struct nt_conn *e;
 	__u64 cookie;
 	int state;
@@ -865,11 +819,6 @@ int nt_refresh(struct bpf_iter__task_file *ctx)
 		tcp_refresh(e, sk, sk, NT_TX | NT_RX);
 		maybe_flush(e);
 	}
-	if (naive)
-		return 0;
-	g = bpf_sk_storage_get(&gates, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (g)
-		gate_set(g, e, sk);
 	return 0;
 }
 

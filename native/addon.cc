@@ -209,6 +209,10 @@ class Capture : public Napi::ObjectWrap<Capture> {
   void Setup(Napi::Env env, Napi::Object o, Num num) {
     skel_->rodata->flush_interval_ns = (__u64)num("flushIntervalNs", 5e9);
     skel_->rodata->flush_threshold_bytes = (__u64)num("flushThresholdBytes", 16.0 * 1024 * 1024);
+    // the TCP hot path looks at a connection every 2^gate_shift bytes per direction: about a quarter of the threshold
+    __u8 shift = 0;
+    while (shift < 30 && (2ULL << shift) <= skel_->rodata->flush_threshold_bytes / 4) shift++;
+    skel_->rodata->gate_shift = shift;
     skel_->rodata->naive = o.Get("naive").ToBoolean().Value() ? 1 : 0;
     skel_->rodata->hooks_only = o.Get("hooksOnly").ToBoolean().Value() ? 1 : 0;
     int err = bpf_map__set_max_entries(skel_->maps.events, (__u32)num("ringBufferBytes", 4.0 * 1024 * 1024));
@@ -221,8 +225,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
       std::string dir = pin.As<Napi::String>().Utf8Value();
       err = MkdirAll(dir);
       if (err) ThrowCoded(env, "CONFIG_INVALID", "cannot create pin directory " + dir + ": " + strerror(-err));
-      struct bpf_map *maps[] = {skel_->maps.conns, skel_->maps.ifaces, skel_->maps.stats, skel_->maps.listeners,
-                                skel_->maps.gates};
+      struct bpf_map *maps[] = {skel_->maps.conns, skel_->maps.ifaces, skel_->maps.stats, skel_->maps.listeners};
       for (struct bpf_map *m : maps) {
         std::string path = dir + "/" + bpf_map__name(m);
         bpf_map__set_pin_path(m, path.c_str());
