@@ -158,6 +158,47 @@ test('UDP IPv4 and IPv6 datagrams', async () => {
   }
 });
 
+test('UDP datagrams the receive buffer cannot hold are not counted as received', async () => {
+  const port = randomPort();
+  // a receiver with a tiny buffer that reads only after the sender is done: most datagrams are dropped by the kernel
+  const receiver = `
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print('READY', flush=True)
+time.sleep(1.5)
+s.setblocking(False)
+rx = n = 0
+while True:
+    try:
+        d = s.recv(65536)
+    except BlockingIOError:
+        break
+    rx += len(d)
+    n += 1
+print(json.dumps({'conns': [{'sport': int(sys.argv[2]), 'dport': 0, 'tx': 0, 'rx': rx, 'n': n}]}), flush=True)
+s.close()
+`;
+  const sender = `
+import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((sys.argv[1], int(sys.argv[2])))
+tx = sum(s.send(b'u' * 1000) for _ in range(300))
+print(json.dumps({'conns': [{'sport': s.getsockname()[1], 'dport': int(sys.argv[2]), 'tx': tx, 'rx': 0}]}), flush=True)
+s.close()
+`;
+  const rcv = nsSpawn(pair.b.name, 'python3', ['-c', receiver, pair.b.addr4, String(port)]);
+  await rcv.waitLine('READY');
+  const sent = movedOf(await nsSpawn(pair.a.name, 'python3', ['-c', sender, pair.b.addr4, String(port)]).done);
+  const got = movedOf(await rcv.done);
+  expect(sent[0].tx).toBe(300 * 1000);
+  // the drop path was exercised: fewer datagrams arrived than were sent
+  expect((got[0] as Moved & { n: number }).n).toBeLessThan(300);
+  expect(got[0].rx).toBeGreaterThan(0);
+  await expectExact({ port, client: sent, server: got }, UDP);
+});
+
 test('per-interface wire counters cover the payload', async () => {
   await new Promise((r) => setTimeout(r, 400));
   const ifaces = col.records.filter((r) => r.kind === 5 && r.netns === pair.a.inode);
