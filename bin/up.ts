@@ -1,7 +1,7 @@
 // `nettally up`: the whole pipeline on one machine — bundled broker, local influxd, producer, consumer —
 // with a live status line until Ctrl-C, which stops everything and leaves no process, pin or mount behind.
 import { spawn, type ChildProcess, execFileSync } from 'child_process';
-import { accessSync, constants, createWriteStream, existsSync, mkdirSync, readFileSync, rmSync } from 'fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync } from 'fs';
 import { connect } from 'net';
 import { join, resolve } from 'path';
 import { createInterface } from 'readline';
@@ -22,8 +22,8 @@ const spec: CommandSpec = {
   description: [
     'Starts what is missing — the bundled Kafka-protocol broker and Debian\'s influxd on --data-dir — then the producer',
     '(eBPF counters) and the consumer (InfluxDB rollups), and prints a status line until Ctrl-C, which stops the',
-    'producer first (its last counters reach Kafka), then the consumer (final write), then the servers. bpffs and',
-    'tracefs are mounted if needed and unmounted on exit; a pin directory that did not exist before is removed.',
+    'producer first (its last counters reach Kafka), then the consumer (final write), then the servers. bpffs is',
+    'mounted if needed and unmounted on exit; a pin directory that did not exist before is removed.',
     'Set KAFKA_BROKERS to use an existing Kafka instead of the bundled broker, and INFLUX_URL to use an existing',
     'InfluxDB instead of a local influxd. Needs root. Logs of every component go to <data-dir>/logs/.',
   ].join('\n'),
@@ -49,8 +49,6 @@ const spec: CommandSpec = {
 
 const CLI = resolve(__dirname, 'nettally.js');
 const BPFFS = '/sys/fs/bpf';
-const TRACEFS = '/sys/kernel/tracing';
-const TRACEFS_ROOTS = [TRACEFS, '/sys/kernel/debug/tracing'];
 
 /** Latest status each child reported (pino lines with msg "status"). */
 type Status = Record<string, unknown>;
@@ -75,17 +73,6 @@ function mountType(path: string): string | undefined {
     if (f[1] === path) return f[2];
   }
   return undefined;
-}
-
-function tracefsAvailable(): boolean {
-  return TRACEFS_ROOTS.some((root) => {
-    try {
-      accessSync(join(root, 'events'), constants.R_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
 }
 
 function parseHostPort(setting: string, value: string): { host: string; port: number } {
@@ -269,7 +256,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   if (topic === '') throw configError('--topic (env KAFKA_TOPIC)', 'must not be empty');
   kafkaConfigFrom(new ParsedArgs({ ...args.values, brokers }, [], args.sources)); // validates TLS/SASL settings up front
   if (process.getuid?.() !== 0) {
-    throw new NettallyError('PRIVILEGES', 'needs root: the producer loads eBPF programs, and up mounts bpffs/tracefs when they are missing (run: sudo ./nettally up)');
+    throw new NettallyError('PRIVILEGES', 'needs root: the producer loads eBPF programs, and up mounts bpffs when it is missing (run: sudo ./nettally up)');
   }
   try {
     mkdirSync(logDir, { recursive: true });
@@ -320,12 +307,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   };
 
   try {
-    // The producer needs tracefs (tracepoint ids) and bpffs (pins); mount what is missing, and only that.
-    if (!tracefsAvailable()) {
-      execFileSync('mount', ['-t', 'tracefs', 'nodev', TRACEFS], { stdio: ['ignore', 'ignore', 'pipe'] });
-      mounted.push(TRACEFS);
-      logger.info({ mount: TRACEFS }, 'mounted tracefs');
-    }
+    // The producer needs bpffs (pins; its programs need no tracefs: tp_btf, cgroup hooks, an iterator); mount it if missing.
     if (mountType(BPFFS) !== 'bpf') {
       execFileSync('mount', ['-t', 'bpf', 'bpf', BPFFS], { stdio: ['ignore', 'ignore', 'pipe'] });
       mounted.push(BPFFS);

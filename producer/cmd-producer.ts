@@ -1,6 +1,6 @@
 // `nettally producer`: the per-host daemon (kernel counters → Avro → spool → Kafka); also `--check`.
 import { execFileSync } from 'child_process';
-import { accessSync, readFileSync } from 'fs';
+import { readFileSync } from 'fs';
 import type { Command } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
 import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
@@ -45,8 +45,8 @@ function mountTypeAt(path: string): string | undefined {
 }
 
 /**
- * Mounts what the capture needs and a fresh boot lacks: tracefs (the classic tracepoints) and bpffs (for the pins).
- * They stay mounted: the pins must outlive this process. `nettally up` does its own mounting and cleanup.
+ * Mounts what the capture needs and a fresh boot may lack: bpffs, for the pins (the programs need no tracefs).
+ * It stays mounted: the pins must outlive this process. `nettally up` does its own mounting and cleanup.
  */
 export function ensureMounts(pinDir: string | undefined, logger: { info(o: object, m: string): void }): void {
   const mount = (type: string, source: string, target: string): void => {
@@ -57,15 +57,6 @@ export function ensureMounts(pinDir: string | undefined, logger: { info(o: objec
       throw new NettallyError('KERNEL_UNSUPPORTED', `cannot mount ${type} on ${target} (${(e as Error).message.trim()}); mount it yourself: mount -t ${type} ${source} ${target}`, { cause: e });
     }
   };
-  const tracefsOk = ['/sys/kernel/tracing/events', '/sys/kernel/debug/tracing/events'].some((p) => {
-    try {
-      accessSync(p);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-  if (!tracefsOk) mount('tracefs', 'nodev', '/sys/kernel/tracing');
   if (pinDir?.startsWith('/sys/fs/bpf/') && mountTypeAt('/sys/fs/bpf') !== 'bpf') mount('bpf', 'bpf', '/sys/fs/bpf');
 }
 

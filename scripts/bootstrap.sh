@@ -23,5 +23,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   if command -v systemctl >/dev/null 2>&1; then systemctl disable --now influxdb >/dev/null 2>&1 || true; fi
 fi
 
-# No mounts here: the producer mounts tracefs/bpffs when it needs them, and `nettally up` unmounts on exit
+# No mounts here: the producer mounts bpffs when it needs it, and `nettally up` unmounts on exit
 # whatever was not mounted before it started.

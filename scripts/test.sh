@@ -9,9 +9,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 bash scripts/bootstrap.sh
-# Scenario tests pin maps and attach tracepoints.
+# Scenario tests pin maps.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
-mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 # npm install, not npm ci: npm 11 writes lock files that its own `npm ci` rejects (optional platform packages).
 [ -d node_modules ] || npm install --no-audit --no-fund
 NETTALLY_BUILD_STRICT=1 bash scripts/build.sh
