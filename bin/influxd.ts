@@ -22,6 +22,8 @@ export interface LocalInfluxOptions {
    * `nettally up` can stop it last, after the consumer's final write.
    */
   detached?: boolean;
+  /** SIGTERM to influxd when its parent dies (setpriv --pdeathsig), so a killed `nettally up` leaves no orphan. */
+  dieWithParent?: boolean;
   logger: Logger;
 }
 
@@ -107,7 +109,10 @@ export async function startLocalInflux(opts: LocalInfluxOptions): Promise<LocalI
   );
   const logPath = join(dir, 'influxd.log');
   const logFd = openSync(logPath, 'a');
-  const child = spawn(opts.binary ?? 'influxd', ['run', '-config', configPath], { stdio: ['ignore', logFd, logFd], detached: opts.detached ?? false });
+  const binary = opts.binary ?? 'influxd';
+  const argv = [binary, 'run', '-config', configPath];
+  if (opts.dieWithParent) argv.unshift('setpriv', '--pdeathsig', 'SIGTERM', '--');
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', logFd, logFd], detached: opts.detached ?? false });
   closeSync(logFd);
   const url = `http://127.0.0.1:${httpPort}`;
   const killSync = (): void => {
@@ -125,6 +130,10 @@ export async function startLocalInflux(opts: LocalInfluxOptions): Promise<LocalI
       const failed = await Promise.race([spawnError, new Promise<undefined>((r) => setTimeout(r, 100, undefined))]);
       if (failed) {
         throw new NettallyError('INFLUX_UNAVAILABLE', `cannot run influxd: ${failed.message}; install Debian's influxdb package (scripts/bootstrap.sh does)`);
+      }
+      if (child.exitCode === 127 && opts.dieWithParent) {
+        // setpriv could not exec it
+        throw new NettallyError('INFLUX_UNAVAILABLE', `cannot run ${binary}: ${tail(logPath).trim()}; install Debian's influxdb package (scripts/bootstrap.sh does)`);
       }
       if (child.exitCode !== null || child.signalCode !== null) {
         throw new NettallyError('INFLUX_UNAVAILABLE', `influxd exited with ${child.exitCode ?? child.signalCode} (log ${logPath}):\n${tail(logPath)}`);

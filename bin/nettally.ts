@@ -85,6 +85,9 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    // The command is done; a client library's retry timer or socket (kafkajs with a broker gone) must not keep the
+    // process alive. Not ref'd: an ordinary exit happens at once.
+    setTimeout(() => process.exit(), 2000).unref();
   },
   (err: unknown) => {
     process.stderr.write(`nettally: ${String(err)}\n`);

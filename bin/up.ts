@@ -48,6 +48,8 @@ const spec: CommandSpec = {
 };
 
 const CLI = resolve(__dirname, 'nettally.js');
+/** setpriv (util-linux) arguments: the exec'd child gets SIGTERM when `up` dies, however it dies. */
+const DIE_WITH_UP = ['--pdeathsig', 'SIGTERM', '--'];
 const BPFFS = '/sys/fs/bpf';
 
 /** Latest status each child reported (pino lines with msg "status"). */
@@ -109,9 +111,11 @@ async function waitFor(what: string, check: () => boolean | Promise<boolean>, ch
 /**
  * Starts `nettally <args>` in its own process group: a terminal's Ctrl-C reaches only `up`, which then stops the
  * children in order (producer before broker). Its lines go to logs/<name>.log, status lines into `status`.
+ * Through `setpriv --pdeathsig`: if `up` itself is killed (SIGKILL, OOM) the child gets SIGTERM and stops cleanly
+ * instead of living on as an orphan that holds the ports.
  */
 function startChild(name: string, args: string[], env: NodeJS.ProcessEnv, logDir: string, logger: Logger, isReady: (rec: Record<string, unknown>) => boolean): Child {
-  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
+  const proc = spawn('setpriv', [...DIE_WITH_UP, process.execPath, CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
   const log = createWriteStream(join(logDir, `${name}.log`), { flags: 'a' });
   const child: Child = {
     name,
@@ -333,7 +337,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       if (await portOpen('127.0.0.1', port)) {
         throw configError('--influx-port (env NETTALLY_INFLUX_PORT)', `127.0.0.1:${port} is already in use; pick another port, or set INFLUX_URL to use the InfluxDB listening there`);
       }
-      influx = await startLocalInflux({ dataDir: join(dataDir, 'influxdb'), httpPort: port, rpcPort: 0, database: db, detached: true, logger });
+      influx = await startLocalInflux({ dataDir: join(dataDir, 'influxdb'), httpPort: port, rpcPort: 0, database: db, detached: true, dieWithParent: true, logger });
       influxUrl = influx.url;
     }
     if (signal.aborted || !influxUrl) {

@@ -29,6 +29,14 @@ const spec: CommandSpec = {
     { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: 5000, min: 100, help: 'how often window totals are written and offsets committed' },
     { name: 'session-timeout', type: 'duration', env: 'NETTALLY_SESSION_TIMEOUT', default: 30_000, min: 3000, help: 'group session timeout (a dead member is replaced after this)' },
     { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: 10_000, min: 0, help: 'status line period (0 = off)' },
+    {
+      name: 'shutdown-timeout',
+      type: 'duration',
+      env: 'NETTALLY_SHUTDOWN_TIMEOUT',
+      default: 10_000,
+      min: 0,
+      help: 'on SIGTERM, how long the final write and commit may take (past it, the next start replays from the last commit)',
+    },
     { name: 'check', type: 'bool', default: false, help: 'check the configuration and that Kafka and InfluxDB answer, then exit (0 = ok)' },
     { name: 'create-db', type: 'bool', env: 'NETTALLY_CREATE_DB', default: true, help: 'create the InfluxDB database at start (v1 API)' },
     ...INFLUX_OPTIONS,
@@ -156,8 +164,14 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     throw e;
   } finally {
     if (status) clearInterval(status);
-    await c.stop();
-    log.info(c.stats(), 'consumer stopped');
+    // Bounded: with InfluxDB or Kafka gone the final write would retry forever. Nothing is lost by giving up: the
+    // offsets of unwritten windows are not committed, so the next member replays them into identical points.
+    const timeoutMs = args.num('shutdown-timeout');
+    let timer: NodeJS.Timeout | undefined;
+    const stoppedInTime = await Promise.race([c.stop().then(() => true), new Promise<boolean>((r) => (timer = setTimeout(r, timeoutMs, false)))]);
+    clearTimeout(timer);
+    if (stoppedInTime) log.info(c.stats(), 'consumer stopped');
+    else log.warn({ ...c.stats(), shutdown_timeout_ms: timeoutMs }, 'final write/commit did not finish in time; the next start replays from the last committed offsets');
   }
 }
 

@@ -242,6 +242,34 @@ test('traffic in namespaces reaches `nettally usage` exactly; Ctrl-C leaves noth
   expect(existsSync(pinDir)).toBe(false);
 }, 240_000);
 
+test('up killed with SIGKILL: its children stop on their own, and nothing holds the ports', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'nettally-up-kill-'));
+  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+  const pinDir = `/sys/fs/bpf/nettally-up-kill-${process.pid}`;
+  cleanups.push(() => rmSync(pinDir, { recursive: true, force: true }));
+  const [kafkaPort, influxPort] = [await freePort(), await freePort()];
+  const upProc = spawnUp(['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--status-interval', '1s']);
+  cleanups.push(async () => {
+    await upProc.kill();
+    for (const p of processesMentioning([dataDir])) process.kill(Number(p.split(':')[0]), 'SIGKILL');
+  });
+  await waitReady(upProc);
+  // broker, influxd, consumer and producer, each in its own process group (up logs their pids)
+  const children = [...upProc.err.matchAll(/"(?:child_pid|influxd_pid)":(\d+)/g)].map((m) => Number(m[1]));
+  expect(children.length).toBe(4);
+  const alive = (): number[] => children.filter((pid) => existsSync(`/proc/${pid}`));
+  expect(alive()).toEqual(children);
+  // up alone dies, the way the OOM killer or `kill -9` does it: nobody tells the children
+  process.kill(upProc.child.pid as number, 'SIGKILL');
+  await upProc.exited;
+  const deadline = Date.now() + 60_000;
+  while (alive().length > 0 && Date.now() < deadline) await sleep(200);
+  expect(alive()).toEqual([]);
+  expect(processesMentioning([dataDir])).toEqual([]);
+  expect(await portOpen(kafkaPort)).toBe(false);
+  expect(await portOpen(influxPort)).toBe(false);
+}, 150_000);
+
 test('KAFKA_BROKERS and INFLUX_URL: up uses those servers, starts neither, and leaves them running', async () => {
   const broker = await startTestBroker({ autoCreateTopics: false });
   cleanups.push(() => broker.stop());
