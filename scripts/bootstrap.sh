@@ -3,7 +3,7 @@
 set -euo pipefail
 
 PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3
-      iproute2 iperf3 tcpdump kcat influxdb influxdb-client procps psmisc curl)
+      iproute2 iperf3 tcpdump kcat influxdb influxdb-client procps psmisc util-linux curl)
 
 missing=()
 for p in "${PKGS[@]}"; do
