@@ -502,7 +502,8 @@ static __always_inline void listen_recheck(const struct sock *sk, struct owner *
 
 /* Per-packet counting (the default, with a cgroup2 mount): the cgroup_skb hooks on the cgroup2 root see every IP
  * packet of every process's sockets, at a rate far below the syscall rate for small writes (TCP coalesces them). TCP:
- * the gate check (its bytes are counted from sequence numbers anyway). UDP: the datagram's payload, sent (egress, in
+ * whether an incoming segment crossed a sequence boundary (its bytes are counted from sequence numbers anyway; see
+ * seq_crossed). UDP: the datagram's payload, sent (egress, in
  * the sender's context) or delivered to the socket (ingress; a datagram the socket then fails to queue is taken
  * back by nt_udp_drop). */
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
