@@ -187,17 +187,12 @@ static __always_inline void seq_advance(__u64 *ctr, __u32 base, __u32 seq)
 		__sync_val_compare_and_swap(ctr, cur, cur + (__u64)d);
 }
 
-#define NT_TX 1
-#define NT_RX 2
-#define NT_AT_FIN 4
-
 /* TCP's own sequence counters see every path (write/sendfile/splice/io_uring, recvmsg/splice/zerocopy):
  * tx = write_seq advanced by the application (stops before the FIN), rx = copied_seq advanced by reads
- * (a consumed FIN takes one sequence number and is excluded). `what`: NT_TX and/or NT_RX (the hot paths refresh
- * only their own direction), NT_AT_FIN at the transition that precedes tcp_send_fin(). */
-/* `hs`: the same socket as the helpers of the calling program type accept it (the BTF pointer in tracing programs,
- * the bpf_sock in cgroup_skb, which refuses the BTF one); `sk` is read directly. */
-static __always_inline void tcp_refresh(struct nt_conn *e, struct sock *sk, void *hs, int what)
+ * (a consumed FIN takes one sequence number and is excluded). `at_fin`: called at the transition that precedes
+ * tcp_send_fin(). `hs`: the same socket as the helpers of the calling program type accept it (the BTF pointer in
+ * tracing programs, the bpf_sock in cgroup_skb, which refuses the BTF one); `sk` is read directly. */
+static __always_inline void tcp_refresh(struct nt_conn *e, struct sock *sk, void *hs, int at_fin)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(hs);
 	__u32 wseq, cseq;
@@ -215,20 +210,18 @@ static __always_inline void tcp_refresh(struct nt_conn *e, struct sock *sk, void
 		e->flags |= NT_F_TCP_SEQ;
 		return;
 	}
-	if ((what & NT_TX) && !(e->flags & NT_F_FIN_SENT)) {
+	if (!(e->flags & NT_F_FIN_SENT)) {
 		wseq = tp->write_seq;
 		/* state after write_seq: a FIN is queued only after the state left ESTABLISHED/CLOSE_WAIT */
 		state = sk->__sk_common.skc_state;
-		if ((what & NT_AT_FIN) || state == TCP_ESTABLISHED || state == TCP_CLOSE_WAIT || state == TCP_CLOSE)
+		if (at_fin || state == TCP_ESTABLISHED || state == TCP_CLOSE_WAIT || state == TCP_CLOSE)
 			seq_advance(&e->rec.tx_bytes, e->tx_seq_base, wseq);
 		e->rec.retransmits = tp->total_retrans;
 	}
-	if (what & NT_RX) {
-		cseq = tp->copied_seq;
-		if (((sk->__sk_common.skc_flags >> bpf_core_enum_value(enum sock_flags, SOCK_DONE)) & 1) && cseq == tp->rcv_nxt)
-			cseq -= 1;
-		seq_advance(&e->rec.rx_bytes, e->rx_seq_base, cseq);
-	}
+	cseq = tp->copied_seq;
+	if (((sk->__sk_common.skc_flags >> bpf_core_enum_value(enum sock_flags, SOCK_DONE)) & 1) && cseq == tp->rcv_nxt)
+		cseq -= 1;
+	seq_advance(&e->rec.rx_bytes, e->rx_seq_base, cseq);
 }
 
 /* Flush when unflushed bytes exceed the threshold or are older than the interval; a failed reserve leaves
@@ -261,8 +254,6 @@ static __always_inline void maybe_flush(struct nt_conn *e)
 		e->dirty_since = now;
 	}
 }
-
-#define NT_GATE_MAX_BUDGET (1U << 30) /* sequence-space distances stay far below 2^31 */
 
 /* True when a sequence number moved from `from` to `to` across a multiple of 2^gate_shift: time for the slow path
  * (refresh, threshold check). A connection moving N bytes takes it about N / 2^gate_shift times per direction, so a
@@ -319,18 +310,48 @@ static __always_inline int inet_family(const struct sock *sk)
 	return f == AF_INET || f == AF_INET6;
 }
 
-/* A connection first seen sending or receiving (UDP, or TCP established before capture started). `in_task`: current
- * is the process that owns the socket (a syscall, a UDP send); otherwise the owner is left for nt_refresh. */
-static __always_inline struct nt_conn *conn_first_sight(__u64 cookie, struct sock *sk, void *hs, __u8 proto, int in_task)
+static __always_inline void owner_from_task(struct owner *o, struct task_struct *t)
 {
-	struct nt_conn *e = conn_create(cookie, sk, NT_DIR_UNKNOWN);
+	o->pid = BPF_CORE_READ(t, tgid);
+	o->uid = BPF_CORE_READ(t, cred, uid.val);
+	o->cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+	BPF_CORE_READ_INTO(&o->comm, t, comm);
+}
 
+static __always_inline void set_owner_task(struct nt_conn_record *r, struct task_struct *t)
+{
+	struct owner o = {};
+
+	owner_from_task(&o, t);
+	r->pid = o.pid;
+	r->uid = o.uid;
+	r->cgroup_id = o.cgroup_id;
+	__builtin_memcpy(r->comm, o.comm, sizeof(r->comm));
+}
+
+/* A connection first seen sending or receiving (UDP, or TCP established before capture started: counted from here
+ * on). Owner: `current` when `in_task` (a syscall, a UDP send), else `task` (the refresh iterator's file holder),
+ * else left for a later refresh. */
+static __always_inline struct nt_conn *conn_first_sight(__u64 cookie, struct sock *sk, void *hs, __u8 proto, int in_task,
+							struct task_struct *task)
+{
+	struct nt_conn *e;
+
+	if (proto == IPPROTO_TCP) {
+		int state = sk->__sk_common.skc_state;
+
+		if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
+			return 0;
+	}
+	e = conn_create(cookie, sk, NT_DIR_UNKNOWN);
 	if (!e)
 		return 0;
 	if (in_task)
 		set_owner_current(&e->rec);
+	else if (task)
+		set_owner_task(&e->rec, task);
 	if (proto == IPPROTO_TCP)
-		tcp_refresh(e, sk, hs, NT_TX | NT_RX); /* baseline: counts from here on */
+		tcp_refresh(e, sk, hs, 0); /* baseline: counts from here on */
 	e->flags |= NT_F_ESTABLISHED;
 	emit_conn(e, NT_KIND_CONN_OPEN, NT_FLUSH_OPEN);
 	return e;
@@ -344,13 +365,7 @@ static __always_inline void on_transfer(struct sock *sk, void *hs, __u64 cookie,
 	struct nt_conn *e = bpf_map_lookup_elem(&conns, &cookie);
 
 	if (!e) {
-		if (proto == IPPROTO_TCP) {
-			int state = sk->__sk_common.skc_state;
-
-			if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
-				return;
-		}
-		e = conn_first_sight(cookie, sk, hs, proto, in_task);
+		e = conn_first_sight(cookie, sk, hs, proto, in_task, 0);
 		if (!e)
 			return;
 		if (proto == IPPROTO_TCP && syscall) {
@@ -368,7 +383,7 @@ static __always_inline void on_transfer(struct sock *sk, void *hs, __u64 cookie,
 	if (proto == IPPROTO_TCP) {
 		if (!(e->flags & NT_F_ESTABLISHED))
 			return;
-		tcp_refresh(e, sk, hs, NT_TX | NT_RX);
+		tcp_refresh(e, sk, hs, 0);
 		maybe_flush(e);
 		return;
 	}
@@ -656,7 +671,7 @@ int BPF_PROG(nt_state, const struct sock *sk, const int oldstate, const int news
 		e->rec.tx_bytes = 0;
 		e->rec.rx_bytes = 0;
 		e->flags &= ~NT_F_TCP_SEQ;
-		tcp_refresh(e, s, s, NT_TX | NT_RX); /* baseline */
+		tcp_refresh(e, s, s, 0); /* baseline */
 		e->flags |= NT_F_ESTABLISHED;
 		emit_conn(e, NT_KIND_CONN_OPEN, NT_FLUSH_OPEN);
 		return 0;
@@ -666,7 +681,7 @@ int BPF_PROG(nt_state, const struct sock *sk, const int oldstate, const int news
 		e = bpf_map_lookup_elem(&conns, &cookie);
 		if (!e || (e->flags & (NT_F_CLOSED | NT_F_ESTABLISHED)) != NT_F_ESTABLISHED)
 			return 0;
-		tcp_refresh(e, s, s, NT_TX | NT_RX | NT_AT_FIN);
+		tcp_refresh(e, s, s, 1);
 		e->flags |= NT_F_FIN_SENT;
 		maybe_flush(e);
 		return 0;
@@ -689,7 +704,7 @@ int BPF_PROG(nt_state, const struct sock *sk, const int oldstate, const int news
 			return 0;
 		}
 		if (!(e->flags & NT_F_CLOSED))
-			tcp_refresh(e, s, s, NT_TX | NT_RX);
+			tcp_refresh(e, s, s, 0);
 		return 0;
 	}
 	return 0;
@@ -714,28 +729,9 @@ int BPF_PROG(nt_tcp_destroy, struct sock *sk)
 	}
 	if (e->flags & NT_F_CLOSED)
 		return 0;
-	tcp_refresh(e, sk, sk, NT_TX | NT_RX);
+	tcp_refresh(e, sk, sk, 0);
 	conn_close(e);
 	return 0;
-}
-
-static __always_inline void owner_from_task(struct owner *o, struct task_struct *t)
-{
-	o->pid = BPF_CORE_READ(t, tgid);
-	o->uid = BPF_CORE_READ(t, cred, uid.val);
-	o->cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
-	BPF_CORE_READ_INTO(&o->comm, t, comm);
-}
-
-static __always_inline void set_owner_task(struct nt_conn_record *r, struct task_struct *t)
-{
-	struct owner o = {};
-
-	owner_from_task(&o, t);
-	r->pid = o.pid;
-	r->uid = o.uid;
-	r->cgroup_id = o.cgroup_id;
-	__builtin_memcpy(r->comm, o.comm, sizeof(r->comm));
 }
 
 /* A listening socket seen by the refresh: a listener that predates the capture gets its owner (for the connections
@@ -747,12 +743,12 @@ static __always_inline void refresh_listener(struct sock *sk, struct task_struct
 	struct owner n = {};
 
 	if (o) {
-		if (o->cookie == sk->__sk_common.skc_cookie.counter)
+		if (o->cookie == sock_cookie(sk))
 			listen_recheck(sk, o);
 		return;
 	}
 	owner_from_task(&n, task);
-	n.cookie = bpf_get_socket_cookie(sk);
+	n.cookie = sock_cookie(sk);
 	n.backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
 	if (bpf_map_update_elem(&listeners, &k, &n, BPF_NOEXIST) == 0)
 		emit_listen(sk, &n);
@@ -798,26 +794,17 @@ int nt_refresh(struct bpf_iter__task_file *ctx)
 		refresh_listener(sk, task);
 		return 0;
 	}
-	cookie = sk->__sk_common.skc_cookie.counter;
-	e = cookie ? bpf_map_lookup_elem(&conns, &cookie) : 0;
+	cookie = sock_cookie(sk);
+	e = bpf_map_lookup_elem(&conns, &cookie);
 	if (!e) {
 		/* established before the capture started: counted from now on, owned by this process */
-		if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
-			return 0;
-		cookie = bpf_get_socket_cookie(sk);
-		e = conn_create(cookie, sk, NT_DIR_UNKNOWN);
-		if (!e)
-			return 0;
-		set_owner_task(&e->rec, task);
-		tcp_refresh(e, sk, sk, NT_TX | NT_RX); /* baseline */
-		e->flags |= NT_F_ESTABLISHED;
-		emit_conn(e, NT_KIND_CONN_OPEN, NT_FLUSH_OPEN);
+		conn_first_sight(cookie, sk, sk, IPPROTO_TCP, 0, task);
 	} else if ((e->flags & (NT_F_CLOSED | NT_F_ESTABLISHED)) != NT_F_ESTABLISHED) {
 		return 0;
 	} else {
 		if (!e->rec.pid)
 			set_owner_task(&e->rec, task); /* accepted from a listener whose owner was unknown */
-		tcp_refresh(e, sk, sk, NT_TX | NT_RX);
+		tcp_refresh(e, sk, sk, 0);
 		maybe_flush(e);
 	}
 	return 0;

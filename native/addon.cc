@@ -436,8 +436,8 @@ class Capture : public Napi::ObjectWrap<Capture> {
     return ab;
   }
 
-  // refresh(): runs nt_refresh over every tracked TCP socket (counters brought up to TCP's sequence numbers, due
-  // flushes emitted into the ring buffer). Synchronous; costs a few hundred ns per tracked connection.
+  // refresh(): runs nt_refresh over every open file of every process (TCP counters brought up to the sockets'
+  // sequence numbers, due flushes emitted into the ring buffer). Synchronous; a few hundred ns per open file.
   Napi::Value Refresh(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     Live(env);

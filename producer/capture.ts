@@ -185,12 +185,15 @@ class KernelCapture implements Capture {
     // connections and listeners that predate the capture: counted from here on, owned by the process holding them
     this.native.refresh();
     log.info({ ...opts }, 'kernel capture attached');
-    const sweep = setInterval(() => this.guard(() => this.sweep(false)), opts.flushIntervalMs);
-    this.timers.push(sweep);
-    // The kernel flushes TCP connections whose unflushed bytes are older than the interval when this refresh finds
-    // them (the hot path only checks the threshold): twice per interval keeps that within 1.5 intervals.
-    const refresh = setInterval(() => this.guard(() => this.native.refresh()), Math.max(1, Math.floor(opts.flushIntervalMs / 2)));
-    this.timers.push(refresh);
+    // The kernel flushes TCP connections whose unflushed bytes are older than the interval when the refresh finds
+    // them (the hot path only checks the threshold): a refresh twice per interval keeps that within ~1.5 intervals.
+    // Every other one is followed by the sweep, which reads the map the refresh just brought up to date.
+    let ticks = 0;
+    const tick = (): void => {
+      this.native.refresh();
+      if (++ticks % 2 === 0) this.sweep(false);
+    };
+    this.timers.push(setInterval(() => this.guard(tick), Math.max(1, Math.floor(opts.flushIntervalMs / 2))));
     if (opts.ifaceIntervalMs > 0) this.timers.push(setInterval(() => this.guard(() => this.emitIfaces()), opts.ifaceIntervalMs));
   }
 
@@ -235,7 +238,6 @@ class KernelCapture implements Capture {
    */
   private sweep(final: boolean): void {
     if (this.paused && !final) return; // nobody is reading; the next sweep after resuming covers it
-    this.native.refresh();
     const entries = decodeConnEntries(this.native.conns());
     const now = bootTimeNs();
     const out: ConnRecord[] = [];
@@ -349,7 +351,10 @@ class KernelCapture implements Capture {
   close(): Promise<void> {
     this.closing ??= (async () => {
       for (const t of this.timers) clearInterval(t);
-      this.guard(() => this.sweep(true));
+      this.guard(() => {
+        this.native.refresh();
+        this.sweep(true);
+      });
       if (this.opts.ifaceIntervalMs > 0) this.guard(() => this.emitIfaces());
       const final = this.stats();
       this.finalKernel = this.native.stats();
