@@ -1,10 +1,11 @@
 // Scenario: the `nettally producer` command — help, config validation, --check, privileges, status line,
 // metrics endpoint on localhost, secrets kept out of the logs.
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'fs';
 import { get } from 'http';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
+import { startTestBroker } from './helpers/broker';
 import { ensureProducerBuilt, startProducerProcess, type ProducerProcess } from './helpers/producer';
 
 const ROOT = resolve(__dirname, '..');
@@ -18,6 +19,23 @@ function tempDir(): string {
   const d = mkdtempSync(join(tmpdir(), 'nettally-pcli-'));
   cleanups.push(() => rmSync(d, { recursive: true, force: true }));
   return d;
+}
+
+/** The command as a child, without blocking the event loop (for tests that run a broker in this process). */
+function cliAsync(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  ensureProducerBuilt();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, 'producer', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const t = setTimeout(() => child.kill('SIGKILL'), 90_000);
+    child.on('close', (code) => {
+      clearTimeout(t);
+      resolve({ code, out, err });
+    });
+  });
 }
 
 function cli(args: string[], prefix: string[] = []): { code: number | null; out: string; err: string } {
@@ -41,9 +59,39 @@ test('bad settings are rejected at start, naming the setting', () => {
   expect(cli(['--sasl-mechanism', 'plain', '--sasl-username', 'u'])).toMatchObject({ code: 2, err: expect.stringContaining('--sasl-password') });
 });
 
-test('--check loads and attaches the programs and exits 0', () => {
-  const r = cli(['--check']);
-  expect({ code: r.code, out: r.out }).toEqual({ code: 0, out: expect.stringContaining('ok: eBPF programs loaded and attached') });
+test('--check loads and attaches the programs, finds the topic on Kafka, and exits 0', async () => {
+  const b = await startTestBroker();
+  try {
+    const r = await cliAsync(['--check', '--brokers', b.address]);
+    expect({ code: r.code, out: r.out }).toEqual({ code: 0, out: expect.stringContaining('ok: eBPF programs loaded and attached') });
+    expect(r.out).toMatch(/^ok: Kafka: connected to 127\.0\.0\.1:\d+; topic nettally\.records has 1 partition/m);
+  } finally {
+    await b.stop();
+  }
+});
+
+test('--check reports a topic Kafka refuses (missing, auto-create off) and an unreachable Kafka, and exits 1', async () => {
+  const b = await startTestBroker({ autoCreateTopics: false });
+  try {
+    const r = await cliAsync(['--check', '--brokers', b.address]);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/^FAILED: Kafka: UNKNOWN_TOPIC_OR_PARTITION: .*topic nettally\.records does not exist .*create it/m);
+  } finally {
+    await b.stop();
+  }
+  const down = await cliAsync(['--check', '--brokers', '127.0.0.1:1']);
+  expect(down.code).toBe(1);
+  expect(down.out).toMatch(/^FAILED: Kafka: .*cannot reach 127\.0\.0\.1:1/m);
+});
+
+test('--batch-max-bytes above --max-message-bytes is refused naming both; a secret flag warns without showing it', () => {
+  const r = cli(['--batch-max-bytes', '2MiB', '--sasl-mechanism', 'plain', '--sasl-username', 'u', '--sasl-password', 'hunter2-secret']);
+  expect(r.code).toBe(2);
+  expect(r.err).toMatch(/--batch-max-bytes .*--max-message-bytes \(env NETTALLY_MAX_MESSAGE_BYTES\) 1048588/);
+  expect(r.err).toMatch(/--sasl-password was given on the command line.*KAFKA_SASL_PASSWORD_FILE/);
+  expect(r.err).not.toContain('hunter2-secret');
+  // A lowered broker limit alone lowers the default batch size with it.
+  expect(cli(['--max-message-bytes', '512KiB', '--compression', 'zstd'])).toMatchObject({ code: 2, err: expect.stringContaining('--compression') });
 });
 
 test('without privileges it says what is needed and how to grant it', () => {
@@ -56,7 +104,7 @@ test('without privileges it says what is needed and how to grant it', () => {
 test('status line and localhost metrics; the SASL password never reaches the logs', async () => {
   const dir = tempDir();
   const secret = `pw-${process.pid}-s3cr3t`;
-  writeFileSync(join(dir, 'pw'), `${secret}\n`);
+  writeFileSync(join(dir, 'pw'), `${secret}\n`, { mode: 0o600 });
   // No broker at this address: the producer keeps spooling and says so.
   const p: ProducerProcess = startProducerProcess(
     ['--brokers', '127.0.0.1:1', '--state-dir', join(dir, 'state'), '--pin-dir', 'none', '--status-interval', '300ms', '--metrics-listen', '0',
@@ -82,8 +130,9 @@ test('status line and localhost metrics; the SASL password never reaches the log
   expect(body).toMatch(/^nettally_producer_spool_bytes \d+$/m);
   expect(body).toMatch(/^nettally_producer_kernel_ringbuf_drops_total \d+$/m);
   expect(body).toMatch(/^nettally_producer_kafka_up 0$/m);
+  expect(body).toMatch(/^nettally_producer_kafka_state\{state="retrying"\} 1$/m);
   const status = JSON.parse(p.stderr().split('\n').find((l) => l.includes('"msg":"status"')) as string) as { status: Record<string, unknown> };
-  expect(status.status).toMatchObject({ kafka_ok: false, spool_bytes: expect.any(Number), records_out: 0, send_latency_ms_last: expect.any(Number) });
+  expect(status.status).toMatchObject({ kafka_ok: false, kafka_state: 'retrying', spool_bytes: expect.any(Number), records_out: 0, send_latency_ms_last: expect.any(Number) });
   expect(status.status.kernel).toMatchObject({ ringbuf_drops: expect.any(Number) });
   p.child.kill('SIGTERM');
   expect(await p.exited).toBe(0);
