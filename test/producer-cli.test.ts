@@ -120,18 +120,28 @@ test('status line and localhost metrics; the SASL password never reaches the log
   }
   const url = /"metrics":"(http:\/\/127\.0\.0\.1:\d+\/metrics)"/.exec(p.stderr())?.[1];
   expect(url).toBeDefined();
-  const body = await new Promise<string>((res, rej) =>
-    get(url as string, { agent: false }, (r) => {
-      let b = '';
-      r.on('data', (d: Buffer) => (b += d.toString()));
-      r.on('end', () => res(b));
-    }).on('error', rej),
-  );
+  const fetchMetrics = (): Promise<string> =>
+    new Promise<string>((res, rej) =>
+      get(url as string, { agent: false }, (r) => {
+        let b = '';
+        r.on('data', (d: Buffer) => (b += d.toString()));
+        r.on('end', () => res(b));
+      }).on('error', rej),
+    );
+  // The first failed send (kafkajs gives up connecting after its own retries) turns 'connecting' into 'retrying'.
+  let body = await fetchMetrics();
+  while (!/kafka_state\{state="retrying"\} 1/.test(body) && Date.now() < until + 20_000) {
+    await new Promise((r) => setTimeout(r, 200));
+    body = await fetchMetrics();
+  }
   expect(body).toMatch(/^nettally_producer_spool_bytes \d+$/m);
   expect(body).toMatch(/^nettally_producer_kernel_ringbuf_drops_total \d+$/m);
   expect(body).toMatch(/^nettally_producer_kafka_up 0$/m);
   expect(body).toMatch(/^nettally_producer_kafka_state\{state="retrying"\} 1$/m);
-  const status = JSON.parse(p.stderr().split('\n').find((l) => l.includes('"msg":"status"')) as string) as { status: Record<string, unknown> };
+  while (!/"kafka_state":"retrying"/.test(p.stderr().split('\n').filter((l) => l.includes('"msg":"status"')).pop() ?? '') && Date.now() < until + 20_000) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const status = JSON.parse(p.stderr().split('\n').filter((l) => l.includes('"msg":"status"')).pop() as string) as { status: Record<string, unknown> };
   expect(status.status).toMatchObject({ kafka_ok: false, kafka_state: 'retrying', spool_bytes: expect.any(Number), records_out: 0, send_latency_ms_last: expect.any(Number) });
   expect(status.status.kernel).toMatchObject({ ringbuf_drops: expect.any(Number) });
   p.child.kill('SIGTERM');
