@@ -229,4 +229,42 @@ describe('producer → broker (synthetic source)', () => {
     expect(existsSync(join(stateDir, 'spool'))).toBe(true);
     await p2.stop();
   });
+
+  it('MESSAGE_TOO_LARGE from a broker with a smaller limit splits the batch: every record once, in order, never a batch retried whole', async () => {
+    const dataDir = tempDir();
+    const limit = 48 * 1024; // the broker's message.max.bytes; the producer still assumes Kafka's default
+    const b = await broker({ dataDir, maxMessageBytes: limit });
+    const lines: Array<{ level: number; msg: string; batch_bytes?: number; max_batch_bytes?: number }> = [];
+    const logger = pino({ level: 'info' }, { write: (l: string) => lines.push(JSON.parse(l)) }) as unknown as Logger;
+    const stateDir = tempDir();
+    // A backlog first (Kafka unreachable), so the first batches are as large as the producer makes them.
+    const src = syntheticCapture({ connsPerSec: 5000, totalConns: 2500, samplesPerConn: 2 });
+    const p1 = createProducer({ config: baseConfig('127.0.0.1:1', stateDir, { openCapture: async () => src, shutdownTimeoutMs: 200 }), logger: LOG });
+    await p1.start();
+    await src.done;
+    while (p1.status().spool_records < src.truth.records) await new Promise((r) => setTimeout(r, 50));
+    await p1.stop();
+    const p = await run(
+      createProducer({
+        config: baseConfig(b.address, stateDir, { openCapture: async () => syntheticCapture({ connsPerSec: 1, totalConns: 0 }), batchMaxRecords: 5000, batchMaxBytes: 1 << 20 }),
+        logger,
+      }),
+    );
+    expect(await p.drained(60_000)).toBe(true);
+    const s = p.status();
+    expect(s.batches_split).toBeGreaterThanOrEqual(1);
+    expect(s.max_batch_bytes).toBeLessThanOrEqual(limit);
+    expect(s).toMatchObject({ records_dead_lettered: 0, kafka_state: 'ok', records_out: src.truth.records });
+    // Each refusal halved the batch: no refused size was tried twice.
+    const refused = lines.filter((l) => /refused a batch of \d+ bytes as too large/.test(l.msg)).map((l) => l.batch_bytes as number);
+    expect(refused.length).toBe(s.batches_split);
+    expect(new Set(refused).size).toBe(refused.length);
+    for (let i = 1; i < refused.length; i++) expect(refused[i]).toBeLessThanOrEqual(refused[i - 1] / 2 + 1000);
+    const recs = await readTopic(b.address, 'nettally.records');
+    expect(recs.length).toBe(src.truth.records);
+    expect(totals(recs)).toMatchObject({ unique: src.truth.records, duplicates: 0 });
+    expect(recs.every((d, i) => d.record.seq === i + 1)).toBe(true);
+    expect(Math.max(...batchSizesOnDisk(dataDir, 'nettally.records'))).toBeLessThanOrEqual(limit);
+    await p.stop();
+  });
 });
