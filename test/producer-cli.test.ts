@@ -48,7 +48,7 @@ function cli(args: string[], prefix: string[] = []): { code: number | null; out:
 test('--help documents the flags and their env vars', () => {
   const r = cli(['--help']);
   expect(r.code).toBe(0);
-  for (const s of ['--spool-max-bytes', 'NETTALLY_SPOOL_MAX_BYTES', '--metrics-listen', '--check', 'KAFKA_SASL_PASSWORD_FILE', '--fsync']) expect(r.out).toContain(s);
+  for (const s of ['--spool-max-bytes', 'NETTALLY_SPOOL_MAX_BYTES', '--metrics-listen', '--check', 'KAFKA_SASL_PASSWORD_FILE', '--fsync', '--max-message-bytes', 'NETTALLY_MAX_MESSAGE_BYTES']) expect(r.out).toContain(s);
 });
 
 test('bad settings are rejected at start, naming the setting', () => {
