@@ -60,6 +60,8 @@ export function classifyKafkaError(err: unknown): KafkaFailure {
     return { code, kind: 'transient', message };
   }
   if (all.some((e) => e.name === 'KafkaJSSASLAuthenticationError')) return { code: 'SASL_AUTHENTICATION_FAILED', kind: 'needs-operator', message };
+  // The broker lacks a request kafkajs needs: SASL asked of a broker without SASL, or a Kafka older than 0.11.
+  if (all.some((e) => e.name === 'KafkaJSServerDoesNotSupportApiKey')) return { code: 'UNSUPPORTED_API', kind: 'needs-operator', message };
   // TLS: a certificate the client does not trust (or a key that does not match) fails the same way every time.
   const tls = all.find((e) => typeof e.code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_SSL|ERR_TLS/.test(e.code));
   if (tls) return { code: `TLS_${tls.code as string}`, kind: 'needs-operator', message };

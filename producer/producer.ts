@@ -689,6 +689,7 @@ export function hintFor(code: string, topic: string): string {
   if (code === 'UNKNOWN_TOPIC_OR_PARTITION') return `topic ${topic} does not exist and the broker does not create it: create it (kafka-topics.sh --create --topic ${topic}) or enable auto.create.topics.enable`;
   if (code.startsWith('SASL') || code === 'ILLEGAL_SASL_STATE') return 'check --sasl-mechanism, --sasl-username and the password (KAFKA_SASL_PASSWORD_FILE)';
   if (code.startsWith('TLS_')) return 'check --tls-ca / --tls-cert / --tls-key against the broker certificate';
+  if (code === 'UNSUPPORTED_API') return 'the broker does not support a request this client needs: --sasl-mechanism against a listener without SASL, or a Kafka older than 0.11';
   return 'check the broker log and the topic/broker configuration';
 }
 

@@ -70,7 +70,7 @@ test('--check loads and attaches the programs, finds the topic on Kafka, and exi
   }
 });
 
-test('--check reports a topic Kafka refuses (missing, auto-create off) and an unreachable Kafka, and exits 1', async () => {
+test('--check reports a topic Kafka refuses (missing, auto-create off), SASL the broker lacks, an unreachable Kafka, and exits 1', async () => {
   const b = await startTestBroker({ autoCreateTopics: false });
   try {
     const r = await cliAsync(['--check', '--brokers', b.address]);
@@ -78,6 +78,17 @@ test('--check reports a topic Kafka refuses (missing, auto-create off) and an un
     expect(r.out).toMatch(/^FAILED: Kafka: UNKNOWN_TOPIC_OR_PARTITION: .*topic nettally\.records does not exist .*create it/m);
   } finally {
     await b.stop();
+  }
+  // SASL asked of a listener without SASL (the bundled broker has none): a configuration error, said as such.
+  const pw = join(tempDir(), 'pw');
+  writeFileSync(pw, 'secret\n', { mode: 0o600 });
+  const open = await startTestBroker();
+  try {
+    const r = await cliAsync(['--check', '--brokers', open.address, '--sasl-mechanism', 'plain', '--sasl-username', 'u', '--sasl-password-file', pw]);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/^FAILED: Kafka: UNSUPPORTED_API: .*--sasl-mechanism against a listener without SASL/m);
+  } finally {
+    await open.stop();
   }
   const down = await cliAsync(['--check', '--brokers', '127.0.0.1:1']);
   expect(down.code).toBe(1);
