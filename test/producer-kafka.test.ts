@@ -6,6 +6,7 @@ import pino from 'pino';
 import { tmpdir } from 'os';
 import { join } from 'path';
 import { createLogger, silentLogger, type Logger } from '../lib/log';
+import { statusLine } from '../bin/up';
 import { parseArgs } from '../lib/args';
 import { command as producerCommand } from '../producer/cmd-producer';
 import { decode } from '../schemas/index';
@@ -184,6 +185,9 @@ describe('producer → broker (synthetic source)', () => {
     expect(s).toMatchObject({ kafka_ok: false, kafka_state: 'error', kafka_error_code: 'UNKNOWN_TOPIC_OR_PARTITION', records_out: 0, spool_records: src.truth.records });
     expect(Date.parse(s.kafka_error_since as string)).toBeLessThanOrEqual(Date.now());
     expect(lines.find((l) => l.level === 50)?.msg).toMatch(/create it .*auto\.create\.topics\.enable/);
+    // `nettally up` shows it on its status line (built from the producer's status log line).
+    const child = (status: object) => ({ status, statusAt: Date.now(), prevStatus: {}, prevStatusAt: 0, ready: true }) as unknown as Parameters<typeof statusLine>[1];
+    expect(statusLine(1000, child(JSON.parse(JSON.stringify(s))), child({}), 'q')).toContain(', Kafka ERROR UNKNOWN_TOPIC_OR_PARTITION |');
     const metrics = renderMetrics(s);
     expect(metrics).toMatch(/^nettally_producer_kafka_state\{state="error"\} 1$/m);
     expect(metrics).toMatch(/^nettally_producer_kafka_state\{state="ok"\} 0$/m);
@@ -231,7 +235,7 @@ describe('producer → broker (synthetic source)', () => {
     await p2.stop();
   });
 
-  it('MESSAGE_TOO_LARGE from a broker with a smaller limit splits the batch: every record once, in order, never a batch retried whole', async () => {
+  it.each([['plain', false], ['idempotent', true]])('MESSAGE_TOO_LARGE from a broker with a smaller limit splits the batch (%s producer): every record once, in order, never a batch retried whole', async (_name, idempotent) => {
     const dataDir = tempDir();
     const limit = 48 * 1024; // the broker's message.max.bytes; the producer still assumes Kafka's default
     const b = await broker({ dataDir, maxMessageBytes: limit });
@@ -247,7 +251,7 @@ describe('producer → broker (synthetic source)', () => {
     await p1.stop();
     const p = await run(
       createProducer({
-        config: baseConfig(b.address, stateDir, { openCapture: async () => syntheticCapture({ connsPerSec: 1, totalConns: 0 }), batchMaxRecords: 5000, batchMaxBytes: 1 << 20 }),
+        config: baseConfig(b.address, stateDir, { openCapture: async () => syntheticCapture({ connsPerSec: 1, totalConns: 0 }), batchMaxRecords: 5000, batchMaxBytes: 1 << 20, idempotent }),
         logger,
       }),
     );
