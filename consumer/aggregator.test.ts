@@ -389,6 +389,20 @@ describe('PartitionAggregator: clocks and counter restarts', () => {
     expect(agg.sizes).toMatchObject({ connections: 1, dormant: 0, interfaces: 0, hosts: 1 });
   });
 
+  test('a host rebooted with its clock 48 h behind keeps deduplicating its new epoch (judged by its new boot\'s clock)', () => {
+    const agg = new PartitionAggregator({ partition: 0, idleTimeoutMs: HOUR });
+    const db = new FakeInflux();
+    agg.add(conn('h', { seq: 1, event: 'open', time_ms: START, tx_bytes: 100 }));
+    const f = (seq: number, t: number, v: number): AggInput => ({
+      kind: 'iface', host_id: 'h', hostname: 'h', boot_id: 'b2', epoch: 2, seq, time_ms: START - 48 * HOUR + t, netns: 1, ifindex: 2, rx_bytes: v, rx_packets: v, tx_bytes: v, tx_packets: v,
+    });
+    // (too late: the partition's watermark is the old boot's time; the bytes go to the oldest open window)
+    expect([f(1, 0, 50), f(2, MIN, 80), f(1, 0, 50), f(3, 2 * MIN, 90), f(2, MIN, 80)].map((r) => agg.add(r))).toEqual(['too_late', 'too_late', 'duplicate', 'too_late', 'duplicate']);
+    flush(agg, db);
+    const rx = [...db.points.values()].filter((p) => p.measurement === 'nettally_iface_1h').reduce((a, p) => a + (p.fields.rx_bytes as number), 0);
+    expect(rx).toBe(90);
+  });
+
   test('a version-1 snapshot (before start_ns and host progress were kept) still restores and continues exactly', () => {
     const key = 'h\u0000b\u00001';
     const tags = ['h', 'h', '1', 'tcp', 'outbound', '443', 'c'];

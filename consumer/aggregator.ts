@@ -208,16 +208,19 @@ interface EpochMark {
   /** Seqs in (hwm - dedupeWindow, hwm) not yet seen. */
   gaps: number[];
   last_ms: number;
+  /** boot_id of the epoch's records ('' until known, after restoring a version-1 snapshot). */
+  boot: string;
 }
 
-/** Event-time progress of one host: its state is judged against its own clock, never another host's. */
+/**
+ * Event-time progress of one host: its state is judged against its own clock, never another host's — and per boot,
+ * since a host can come back from a reboot with its clock days behind (before NTP).
+ */
 interface HostState {
-  /** Newest (clamped) event time of this host's records. */
-  max_ms: number;
   /** boot_id of its latest record (arrival order: one host's records stay in order in one partition). */
   boot: string;
   /**
-   * boot_id → newest event time of that boot's records. A boot that is not the latest and has been silent for
+   * boot_id → newest (effective) event time of that boot's records: the clock its state is judged by. A boot that is not the latest and has been silent for
    * --idle-timeout of the host's progress is retired: its sockets and interfaces are gone, its state is dropped.
    * (Judged by the boot's own silence, so a single record naming another boot retires nothing.)
    */
@@ -283,10 +286,12 @@ function hostBootOf(key: string): [string, string] {
  *   watermark at most maxAheadMs past the time Kafka gives it.
  * - Window finality follows the partition watermark (newest effective time − allowed lateness); a record whose
  *   window is final goes to the oldest open window (too late; bytes never lost).
- * - State lifetime follows each host's own progress (its newest effective time): a host far behind or ahead of the
- *   others never expires their state, nor they its. And expiry never forgets a baseline: a silent connection only
- *   becomes dormant (cumulatives kept, tags dropped); baselines go when the connection closed, when its host booted
- *   again, or when its host has been silent for forgetHostMs.
+ * - State lifetime follows its own host's progress, per boot (the newest effective time of that boot's records): a
+ *   host far behind or ahead of the others never expires their state, nor they its, nor a reboot with a clock days
+ *   behind its own older state. And expiry never forgets a baseline: a silent connection only becomes dormant
+ *   (cumulatives kept, tags dropped); baselines go when the connection closed, when its boot was retired (another
+ *   boot of the host sends and this one has been silent for idleTimeoutMs), or when the host has been silent for
+ *   forgetHostMs of partition time.
  */
 export class PartitionAggregator {
   readonly opts: AggregatorOptions;
@@ -346,18 +351,23 @@ export class PartitionAggregator {
   }
 
   /** Silent past the host's own progress: a connection becomes dormant, a dedupe mark is dropped. */
-  private idle(lastMs: number, h: HostState): boolean {
-    return lastMs < h.max_ms - this.opts.idleTimeoutMs;
+  private idle(lastMs: number, progressMs: number): boolean {
+    return lastMs < progressMs - this.opts.idleTimeoutMs;
+  }
+
+  /** The clock state of a boot is judged by: that boot's newest effective time (-∞, i.e. nothing idle, if unknown). */
+  private progress(h: HostState, boot: string): number {
+    return h.boots.get(boot) ?? Number.NEGATIVE_INFINITY;
   }
 
   /** A closed connection is kept for the close grace (stragglers), then forgotten. */
-  private closedGone(c: ConnState, h: HostState): boolean {
-    return c.closed_ms >= 0 && c.closed_ms < h.max_ms - this.opts.closeGraceMs;
+  private closedGone(c: ConnState, progressMs: number): boolean {
+    return c.closed_ms >= 0 && c.closed_ms < progressMs - this.opts.closeGraceMs;
   }
 
   private bootRetired(h: HostState, boot: string): boolean {
     const last = h.boots.get(boot);
-    return boot !== h.boot && last !== undefined && this.idle(last, h);
+    return boot !== h.boot && last !== undefined && this.idle(last, this.progress(h, h.boot));
   }
 
   /** Drops the connection and interface state of the given boots of a host (keys `host \0 boot \0 …`). */
@@ -392,7 +402,7 @@ export class PartitionAggregator {
       h = undefined;
     }
     if (!h) {
-      h = { max_ms: Number.NEGATIVE_INFINITY, boot: r.boot_id, seen_ms: this.maxEventMs, boots: new Map() };
+      h = { boot: r.boot_id, seen_ms: this.maxEventMs, boots: new Map() };
       this.hosts.set(r.host_id, h);
     }
     // A retired boot sending again (a forged or very late record): its state is gone, as a sweep would have made it.
@@ -404,12 +414,13 @@ export class PartitionAggregator {
   private accept(r: AggInput, t: number, h: HostState): boolean {
     const key = `${r.host_id}\u0000${r.epoch}`;
     let m = this.marks.get(key);
-    if (m && this.idle(m.last_ms, h)) m = undefined;
+    if (m && this.idle(m.last_ms, this.progress(h, m.boot === '' ? r.boot_id : m.boot))) m = undefined;
     if (!m) {
-      this.marks.set(key, { hwm: r.seq, gaps: [], last_ms: t });
+      this.marks.set(key, { hwm: r.seq, gaps: [], last_ms: t, boot: r.boot_id });
       return true;
     }
     if (t > m.last_ms) m.last_ms = t;
+    m.boot = r.boot_id;
     const W = this.opts.dedupeWindow;
     if (r.seq > m.hwm) {
       for (let s = Math.max(m.hwm + 1, r.seq - W + 1); s < r.seq; s++) m.gaps.push(s);
@@ -450,7 +461,6 @@ export class PartitionAggregator {
     }
     const { at, late } = this.attribution(t);
     if (t > this.maxEventMs) this.maxEventMs = t;
-    if (t > h.max_ms) h.max_ms = t;
     h.boot = r.boot_id;
     if (t > (h.boots.get(r.boot_id) ?? Number.NEGATIVE_INFINITY)) h.boots.set(r.boot_id, t);
     h.seen_ms = this.maxEventMs;
@@ -506,14 +516,15 @@ export class PartitionAggregator {
     const key = `${r.host_id}\u0000${r.boot_id}\u0000${r.cookie}`;
     const start = r.start_ns ?? null;
     let st = this.conns.get(key);
-    if (st && this.closedGone(st, h)) st = undefined;
+    const progress = this.progress(h, r.boot_id);
+    if (st && this.closedGone(st, progress)) st = undefined;
     let opened = 0;
     if (!st) {
       st = { tx: 0, rx: 0, retr: 0, start, last_ms: t, closed_ms: -1, tags: null, key: '' };
       this.conns.set(key, st);
       // A connection the producer found already open at its start was opened before anyone watched.
       if (r.event !== 'sample' || r.flush_reason !== 'snapshot') opened = 1;
-    } else if (this.idle(st.last_ms, h)) {
+    } else if (this.idle(st.last_ms, progress)) {
       // Dormant (whether or not a sweep already dropped its tags): it comes back with tags as of now, so the
       // result never depends on when sweeps ran.
       st.tags = null;
@@ -627,19 +638,21 @@ export class PartitionAggregator {
       const retired = new Set([...h.boots.keys()].filter((b) => this.bootRetired(h, b)));
       if (retired.size > 0) this.purgeBoots(host, retired, h);
     }
-    const hostOfKey = (k: string): HostState | undefined => this.hosts.get(k.slice(0, k.indexOf('\u0000')));
     for (const [k, c] of this.conns) {
-      const h = hostOfKey(k);
+      const [host, boot] = hostBootOf(k);
+      const h = this.hosts.get(host);
       if (!h) continue;
-      if (this.closedGone(c, h)) this.conns.delete(k);
-      else if (c.tags !== null && this.idle(c.last_ms, h)) {
+      const progress = this.progress(h, boot);
+      if (this.closedGone(c, progress)) this.conns.delete(k);
+      else if (c.tags !== null && this.idle(c.last_ms, progress)) {
         c.tags = null;
         c.key = '';
       }
     }
     for (const [k, m] of this.marks) {
-      const h = hostOfKey(k);
-      if (h && this.idle(m.last_ms, h)) this.marks.delete(k);
+      const h = this.hosts.get(k.slice(0, k.indexOf('\u0000')));
+      // a mark of unknown boot (version-1 snapshot) waits for its epoch's next record to learn it
+      if (h && m.boot !== '' && this.idle(m.last_ms, this.progress(h, m.boot))) this.marks.delete(k);
     }
   }
 
@@ -655,9 +668,9 @@ export class PartitionAggregator {
       windows: [this.traffic1m.toJSON(), this.traffic1h.toJSON(), this.iface1m.toJSON(), this.iface1h.toJSON()],
       conns: [...this.conns].map(([k, c]) => [k, c.tx, c.rx, c.retr, c.last_ms, c.closed_ms, c.tags, c.start]),
       ifaces: [...this.ifaces].map(([k, s]) => [k, s.epoch, s.v, s.last_ms]),
-      marks: [...this.marks].map(([k, m]) => [k, m.hwm, m.gaps, m.last_ms]),
+      marks: [...this.marks].map(([k, m]) => [k, m.hwm, m.gaps, m.last_ms, m.boot]),
       listeners: [...this.listeners].map(([k, p]) => [k, [...p]]),
-      hosts: [...this.hosts].map(([k, h]) => [k, h.max_ms, h.boot, h.seen_ms, [...h.boots]]),
+      hosts: [...this.hosts].map(([k, h]) => [k, h.boot, h.seen_ms, [...h.boots]]),
     };
   }
 
@@ -679,31 +692,27 @@ export class PartitionAggregator {
       ]),
     );
     this.ifaces = new Map((snap.ifaces as [string, number, number[], number][]).map(([k, epoch, v, last_ms]) => [k, { epoch, v, last_ms }]));
-    this.marks = new Map((snap.marks as [string, number, number[], number][]).map(([k, hwm, gaps, last_ms]) => [k, { hwm, gaps, last_ms }]));
+    type MarkRow = [string, number, number[], number, string?];
+    this.marks = new Map((snap.marks as MarkRow[]).map(([k, hwm, gaps, last_ms, boot]) => [k, { hwm, gaps, last_ms, boot: boot ?? '' }]));
     this.listeners = new Map((snap.listeners as [string, [number, number][]][]).map(([k, p]) => [k, new Map(p)]));
     if (snap.v === SNAPSHOT_VERSION) {
-      type HostRow = [string, number, string, number, [string, number][]];
-      this.hosts = new Map((snap.hosts as HostRow[]).map(([k, max_ms, boot, seen_ms, boots]) => [k, { max_ms, boot, seen_ms, boots: new Map(boots) }]));
+      type HostRow = [string, string, number, [string, number][]];
+      this.hosts = new Map((snap.hosts as HostRow[]).map(([k, boot, seen_ms, boots]) => [k, { boot, seen_ms, boots: new Map(boots) }]));
       return;
     }
-    // Version 1 kept no per-host progress: derive it from the host's state (the newest boot is taken as the latest).
+    // Version 1 kept no per-host progress: derive each boot's from its state (the newest boot is taken as the latest).
     this.hosts = new Map();
-    const seen = (k: string, ms: number, hasBoot: boolean): void => {
-      const host = k.slice(0, k.indexOf('\u0000'));
+    const seen = (k: string, ms: number): void => {
+      const [host, boot] = hostBootOf(k);
       let h = this.hosts.get(host);
       if (!h) {
-        h = { max_ms: ms, boot: '', seen_ms: this.maxEventMs, boots: new Map() };
+        h = { boot, seen_ms: this.maxEventMs, boots: new Map() };
         this.hosts.set(host, h);
       }
-      if (ms > h.max_ms) h.max_ms = ms;
-      if (!hasBoot) return;
-      const boot = hostBootOf(k)[1];
-      const b = h.boots.get(boot);
-      if (b === undefined || ms > b) h.boots.set(boot, ms);
-      if (h.boot === '' || ms >= (h.boots.get(h.boot) ?? Number.NEGATIVE_INFINITY)) h.boot = boot;
+      if (ms > this.progress(h, boot)) h.boots.set(boot, ms);
+      if (ms >= this.progress(h, h.boot)) h.boot = boot;
     };
-    for (const [k, c] of this.conns) seen(k, c.last_ms, true);
-    for (const [k, s] of this.ifaces) seen(k, s.last_ms, true);
-    for (const [k, m] of this.marks) seen(k, m.last_ms, false);
+    for (const [k, c] of this.conns) seen(k, c.last_ms);
+    for (const [k, s] of this.ifaces) seen(k, s.last_ms);
   }
 }
