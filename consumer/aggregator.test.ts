@@ -358,6 +358,7 @@ describe('PartitionAggregator: clocks and counter restarts', () => {
     rs.push(conn('h', { epoch: 2, seq: 3, cookie: '7', time_ms: START + 6 * MIN, tx_bytes: 100 }));
     for (let i = 0; i < 4; i++) rs.push(conn('h', { epoch: 2, seq: 4 + i, cookie: '8', time_ms: START + (i + 1) * HOUR, tx_bytes: i + 1 }));
     rs.push(conn('h', { epoch: 2, seq: 8, cookie: '7', time_ms: START + 5 * HOUR, tx_bytes: 150 }));
+    rs.push(conn('h', { epoch: 2, seq: 9, cookie: '9', time_ms: START + 50 * HOUR, ref_ms: START + 5 * HOUR, tx_bytes: 4 })); // clamped
     const ref = run(new PartitionAggregator({ partition: 0, idleTimeoutMs: HOUR }), rs);
     const db = new FakeInflux();
     let state = JSON.stringify(new PartitionAggregator({ partition: 0, idleTimeoutMs: HOUR }).snapshot());
@@ -369,7 +370,7 @@ describe('PartitionAggregator: clocks and counter restarts', () => {
       state = JSON.stringify(agg.snapshot());
     }
     expect([...db.points.entries()].sort()).toEqual([...ref.points.entries()].sort());
-    expect(perHost(db, 'tx_bytes').h).toEqual({ h: 19_000 + 150 + 4 });
+    expect(perHost(db, 'tx_bytes').h).toEqual({ h: 19_000 + 150 + 4 + 4 });
   });
 
   test('a reboot retires the old boot\'s state once it is idle; results do not depend on when flushes (sweeps) run', () => {
@@ -401,6 +402,17 @@ describe('PartitionAggregator: clocks and counter restarts', () => {
     flush(agg, db);
     const rx = [...db.points.values()].filter((p) => p.measurement === 'nettally_iface_1h').reduce((a, p) => a + (p.fields.rx_bytes as number), 0);
     expect(rx).toBe(90);
+  });
+
+  test('a host silent for forgetHostMs is forgotten with all its state (memory stays bounded)', () => {
+    const agg = new PartitionAggregator({ partition: 0, idleTimeoutMs: HOUR, forgetHostMs: 10 * HOUR });
+    const db = new FakeInflux();
+    agg.add(conn('gone', { seq: 1, event: 'open', time_ms: START, tx_bytes: 10 }));
+    agg.add({ kind: 'listen', host_id: 'gone', hostname: 'g', boot_id: 'b', epoch: 1, seq: 2, time_ms: START, netns: 1, port: 80, protocol: 6 });
+    for (let i = 1; i <= 12; i++) agg.add(conn('busy', { seq: i, cookie: String(i), time_ms: START + i * HOUR, tx_bytes: 1 }));
+    flush(agg, db);
+    expect(agg.sizes).toMatchObject({ hosts: 1, epochs: 1 });
+    expect(agg.snapshot().listeners).toEqual([]);
   });
 
   test('a version-1 snapshot (before start_ns and host progress were kept) still restores and continues exactly', () => {
