@@ -326,6 +326,18 @@ describe('PartitionAggregator: clocks and counter restarts', () => {
     expect(agg.counters.counter_restarts).toBe(1);
   });
 
+  test('retransmits are TCP\'s per-socket total: a new counting of the bytes does not count them again', () => {
+    const agg = new PartitionAggregator({ partition: 0 });
+    const db = run(agg, [
+      conn('h', { seq: 1, event: 'open', time_ms: START, tx_bytes: 0 }),
+      conn('h', { seq: 2, time_ms: START + MIN, tx_bytes: 4000, retransmits: 5 }),
+      conn('h', { epoch: 2, seq: 1, start_ns: S2, flush_reason: 'snapshot', time_ms: START + 2 * MIN, tx_bytes: 0, retransmits: 5 }),
+      conn('h', { epoch: 2, seq: 2, start_ns: S2, time_ms: START + 3 * MIN, tx_bytes: 100, retransmits: 7 }),
+    ]);
+    expect(perHost(db, 'retransmits').h).toEqual({ h: 7 });
+    expect(perHost(db, 'tx_bytes').h).toEqual({ h: 4100 });
+  });
+
   test('a new epoch on pinned counters (same counting, same start_ns) does not count twice', () => {
     const agg = new PartitionAggregator({ partition: 0 });
     const db = run(agg, restart(S1, [10_000, 12_000]));

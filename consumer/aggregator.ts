@@ -539,12 +539,12 @@ export class PartitionAggregator {
         st.start = start; // restored from a version-1 snapshot: the first record that does not go backwards names the counting
       } else if (st.start === null || start > st.start) {
         // The kernel started counting this connection again (fresh maps: pins removed, --pin-dir none, a new `up`):
-        // everything in this record is new.
+        // all its payload bytes are new. Retransmits are not: the kernel copies TCP's own per-socket total_retrans,
+        // which a new counting does not reset.
         this.counters.counter_restarts++;
         this.notice({ kind: 'counter_restart', host_id: r.host_id, time_ms: r.time_ms, cookie: r.cookie });
         st.tx = 0;
         st.rx = 0;
-        st.retr = 0;
         st.start = start;
       } else stale = true; // a reading of an earlier counting, delivered after a newer one: already superseded
     }
@@ -555,7 +555,7 @@ export class PartitionAggregator {
     const ok = st.start === start || start === null;
     const dtx = ok && r.tx_bytes > st.tx ? r.tx_bytes - st.tx : 0;
     const drx = ok && r.rx_bytes > st.rx ? r.rx_bytes - st.rx : 0;
-    const dre = ok && r.retransmits > st.retr ? r.retransmits - st.retr : 0;
+    const dre = r.retransmits > st.retr ? r.retransmits - st.retr : 0;
     st.tx += dtx;
     st.rx += drx;
     st.retr += dre;
