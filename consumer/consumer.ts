@@ -1,7 +1,7 @@
 // The rollup consumer: a kafkajs group member that decodes records, aggregates them exactly per partition and
 // writes window totals to InfluxDB; per partition it writes points, then a state snapshot, then commits.
 import { setMaxListeners } from 'events';
-import { Kafka, Partitioners, logLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type Producer, type Admin, type KafkaMessage, type IHeaders } from 'kafkajs';
+import { Kafka, Partitioners, logLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type Producer, type Admin, type KafkaMessage, type IHeaders, type Message } from 'kafkajs';
 import { configError, NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { createCodec, malformedReason, type Codec } from '../schemas';
@@ -92,6 +92,11 @@ class BoundedSet {
     if (this.s.size > this.max) this.s.delete(this.s.values().next().value as string);
   }
 }
+
+/** Bytes of dead letters per produce request: well below Kafka's default message.max.bytes (1 MiB). */
+const DEAD_LETTER_REQUEST_BYTES = 256 * 1024;
+/** A dead point's value is cut to this many characters (the header says from how many). */
+const MAX_DEAD_POINT_CHARS = 64 * 1024;
 
 function windowKey(p: Pick<OutPoint, 'measurement' | 'time_ms'>): string {
   return `${p.measurement}@${p.time_ms}`;
@@ -583,25 +588,18 @@ export class RollupConsumer {
       }
       if (ps.dlq.length > 0) {
         const dead = ps.dlq;
-        await this.retry('dead-letter write', () => {
-          this.owns(ps);
-          return this.producer.send({
-            topic: c.dlqTopic,
-            acks: -1,
-            messages: dead.map((d) => ({
-              key: d.message.key,
-              value: d.message.value,
-              headers: {
-                ...(d.message.headers as IHeaders | undefined),
-                'nettally-dlq-reason': d.reason,
-                'nettally-dlq-error': d.error.slice(0, 500),
-                'nettally-source-topic': c.topic,
-                'nettally-source-partition': String(ps.partition),
-                'nettally-source-offset': d.message.offset,
-              },
-            })),
-          });
-        }, heartbeat, undefined, ps);
+        await this.sendDeadLetters(ps, 'dead-letter write', c.dlqTopic, dead.map((d) => ({
+          key: d.message.key,
+          value: d.message.value,
+          headers: {
+            ...(d.message.headers as IHeaders | undefined),
+            'nettally-dlq-reason': d.reason,
+            'nettally-dlq-error': d.error.slice(0, 500),
+            'nettally-source-topic': c.topic,
+            'nettally-source-partition': String(ps.partition),
+            'nettally-source-offset': d.message.offset,
+          },
+        })), heartbeat);
         for (const d of dead) this.log.warn({ partition: ps.partition, offset: d.message.offset, reason: d.reason }, 'poison record sent to the dead-letter topic');
         this.totals.dlq += dead.length;
         ps.dlq = [];
@@ -695,30 +693,48 @@ export class RollupConsumer {
     });
   }
 
+  /**
+   * Sends dead letters in requests of at most DEAD_LETTER_REQUEST_BYTES (one send of them all can exceed the
+   * broker's message.max.bytes and would then be refused forever), each retried and fenced.
+   */
+  private async sendDeadLetters(ps: PartitionState, what: string, topic: string, messages: readonly Message[], heartbeat: (() => Promise<void>) | undefined): Promise<void> {
+    const size = (m: Message): number => 100 + (m.key?.length ?? 0) + (m.value?.length ?? 0) + Object.entries(m.headers ?? {}).reduce((n, [k, v]) => n + k.length + String(v ?? '').length, 0);
+    for (let i = 0; i < messages.length;) {
+      let bytes = size(messages[i]);
+      let j = i + 1;
+      while (j < messages.length && bytes + size(messages[j]) <= DEAD_LETTER_REQUEST_BYTES) bytes += size(messages[j++]);
+      const chunk = messages.slice(i, j);
+      await this.retry(what, () => {
+        this.owns(ps);
+        return this.producer.send({ topic, acks: -1, messages: chunk });
+      }, heartbeat, undefined, ps);
+      i = j;
+    }
+  }
+
   /** Sends points InfluxDB refused to the points dead-letter topic (line protocol + reason), so the partition goes on. */
   private async deadLetterPoints(ps: PartitionState, rejected: readonly RejectedPoint[], heartbeat: (() => Promise<void>) | undefined): Promise<void> {
     const c = this.config;
-    await this.retry('points dead-letter write', () => {
-      this.owns(ps);
-      return this.producer.send({
-        topic: c.pointsDlqTopic,
-        acks: -1,
-        messages: rejected.map((r) => ({
-          key: r.point.tags.host_id ?? null,
-          // the line as sent (replayable with curl once the cause is fixed); the point itself as JSON when unencodable
-          value: r.line !== '' ? r.line : JSON.stringify(r.point),
-          headers: {
-            'nettally-dlq-reason': r.reason,
-            'nettally-dlq-error': r.error.slice(0, 500),
-            'nettally-influx-status': String(r.status ?? ''),
-            'nettally-measurement': r.point.measurement,
-            'nettally-window': new Date(r.point.time_ms).toISOString(),
-            'nettally-source-topic': c.topic,
-            'nettally-source-partition': String(ps.partition),
-          },
-        })),
-      });
-    }, heartbeat, undefined, ps);
+    await this.sendDeadLetters(ps, 'points dead-letter write', c.pointsDlqTopic, rejected.map((r) => {
+      // the line as sent (replayable with curl once the cause is fixed); the point itself as JSON when unencodable
+      const value = r.line !== '' ? r.line : JSON.stringify(r.point);
+      // a refused line can be huge (a 1 MB host name); the broker must still take it
+      const truncated = value.length > MAX_DEAD_POINT_CHARS;
+      return {
+        key: r.point.tags.host_id ?? null,
+        value: truncated ? value.slice(0, MAX_DEAD_POINT_CHARS) : value,
+        headers: {
+          'nettally-dlq-reason': r.reason,
+          'nettally-dlq-error': r.error.slice(0, 500),
+          'nettally-influx-status': String(r.status ?? ''),
+          'nettally-measurement': r.point.measurement,
+          'nettally-window': new Date(r.point.time_ms).toISOString(),
+          'nettally-source-topic': c.topic,
+          'nettally-source-partition': String(ps.partition),
+          ...(truncated ? { 'nettally-dlq-truncated-from': String(value.length) } : {}),
+        },
+      };
+    }), heartbeat);
     for (const r of rejected) {
       this.log.error({ partition: ps.partition, reason: r.reason, status: r.status, error: r.error.slice(0, 300), line: r.line.slice(0, 500) }, 'InfluxDB refused a point; sent to the points dead-letter topic');
     }
