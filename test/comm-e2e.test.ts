@@ -22,62 +22,19 @@ afterAll(async () => {
   }
 });
 
-// Both sides name themselves (argv[1], hex bytes) before they make a socket: the socket's owner is that name.
-const SERVER_PY = `
-import ctypes, json, socket, sys
-ctypes.CDLL(None, use_errno=True).prctl(15, ctypes.c_char_p(bytes.fromhex(sys.argv[1])), 0, 0, 0)
-n, reply, port = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.bind(('0.0.0.0', port))
-s.listen(16)
-print('listening', flush=True)
-got = []
-for i in range(n):
-    c, _ = s.accept()
-    t = 0
-    while True:
-        b = c.recv(1 << 16)
-        if not b:
-            break
-        t += len(b)
-    c.sendall(b'r' * reply)
-    c.close()
-    got.append(t)
-print(json.dumps(got), flush=True)
-`;
+const TRAFFIC = join(__dirname, 'helpers/traffic.py');
 
-const CLIENT_PY = `
-import ctypes, json, socket, sys
-ctypes.CDLL(None, use_errno=True).prctl(15, ctypes.c_char_p(bytes.fromhex(sys.argv[1])), 0, 0, 0)
-with open('/proc/self/comm', 'rb') as f:
-    assert f.read().rstrip(b'\\n') == bytes.fromhex(sys.argv[1]), 'prctl did not set the name'
-host, port = sys.argv[2], int(sys.argv[3])
-res = []
-for n in [int(x) for x in sys.argv[4].split(',')]:
-    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    c.connect((host, port))
-    c.sendall(b's' * n)
-    c.shutdown(socket.SHUT_WR)
-    t = 0
-    while True:
-        b = c.recv(1 << 16)
-        if not b:
-            break
-        t += len(b)
-    c.close()
-    res.append({'sent': n, 'received': t})
-print(json.dumps(res), flush=True)
-`;
-
-/** Moves `sizes` bytes from a client named `clientName` (netns a) to a server named `serverName` (netns b). */
-async function exchange(pair: NetnsPair, port: number, clientName: Buffer, serverName: Buffer, sizes: number[], reply: number): Promise<{ sent: number; received: number }> {
-  const server = nsSpawn(pair.b.name, 'python3', ['-c', SERVER_PY, serverName.toString('hex'), String(sizes.length), String(reply), String(port)]);
+/** `conns` connections of `bytes` each from a client named `clientName` (netns a) to a server named `serverName` (netns b). */
+async function exchange(pair: NetnsPair, port: number, clientName: Buffer, serverName: Buffer, conns: number, bytes: number, reply: number): Promise<{ sent: number; received: number }> {
+  const common = ['--port', String(port), '--conns', String(conns)];
+  const server = nsSpawn(pair.b.name, 'python3', [TRAFFIC, 'tcp-server', ...common, '--reply', String(reply), '--comm', serverName.toString('hex')]);
   cleanups.push(() => server.kill());
-  await Promise.race([server.waitLine('listening'), server.done]);
-  const client = nsSpawn(pair.a.name, 'python3', ['-c', CLIENT_PY, clientName.toString('hex'), pair.b.addr4, String(port), sizes.join(',')]);
-  const moved = JSON.parse(await client.done) as { sent: number; received: number }[];
-  expect(JSON.parse((await server.done).trim().split('\n').pop() as string)).toEqual(sizes);
-  return { sent: moved.reduce((s, c) => s + c.sent, 0), received: moved.reduce((s, c) => s + c.received, 0) };
+  await Promise.race([server.waitLine('READY'), server.done]);
+  const client = nsSpawn(pair.a.name, 'python3', [TRAFFIC, 'tcp-client', ...common, '--host', pair.b.addr4, '--bytes', String(bytes), '--comm', clientName.toString('hex')]);
+  const moved = (JSON.parse(await client.done) as { conns: { tx: number; rx: number }[] }).conns;
+  const served = (JSON.parse((await server.done).trim().split('\n').pop() as string) as { conns: { rx: number }[] }).conns;
+  expect(served.map((c) => c.rx)).toEqual(moved.map((c) => c.tx));
+  return { sent: moved.reduce((s, c) => s + c.tx, 0), received: moved.reduce((s, c) => s + c.rx, 0) };
 }
 
 interface Row {
@@ -131,7 +88,7 @@ test('processes named `ev"il=,x \\` and with non-UTF-8 bytes: exact per-netns to
   const nonUtf8 = Buffer.from([0x62, 0x61, 0x64, 0xff, 0xfe, 0x80, 0x0a, 0x5c]); // "bad", 3 invalid UTF-8 bytes, LF, backslash
   // The name as `nettally usage` shows it: the producer reads comm one byte per character (consumer/README.md).
   const shown = (b: Buffer): string => b.toString('latin1');
-  const first = await exchange(pair, 5301, evil, nonUtf8, [1, 70_001, 3_000_017], 4321);
+  const first = await exchange(pair, 5301, evil, nonUtf8, 3, 3_000_017, 4321);
   const a = String(pair.a.inode);
   const b = String(pair.b.inode);
   await waitUsage(influxUrl, {
@@ -140,7 +97,7 @@ test('processes named `ev"il=,x \\` and with non-UTF-8 bytes: exact per-netns to
   }, up.logs);
 
   // Still live: a later connection (names swapped) is counted on top, exactly.
-  const second = await exchange(pair, 5302, nonUtf8, evil, [12_345, 999], 77);
+  const second = await exchange(pair, 5302, nonUtf8, evil, 2, 12_345, 77);
   await waitUsage(influxUrl, {
     [`${a}|${shown(evil)}`]: { tx: first.sent, rx: first.received },
     [`${b}|${shown(nonUtf8)}`]: { tx: first.received, rx: first.sent },
