@@ -531,8 +531,8 @@ export class RollupConsumer {
         if (e instanceof Revoked) throw e;
         if (this.stopCtl.signal.aborted && attempt > 1) throw e;
         onFail?.(e, attempt);
-        // Non-retriable failures (e.g. InfluxDB refusing points with HTTP 400) still block rather than drop data,
-        // but loudly: an operator has to fix the cause.
+        // Non-retriable failures that get here (InfluxDB refusing the request itself: HTTP 401/403/404; refused
+        // points do not, they are dead-lettered) still block rather than drop data, but loudly: fix the cause.
         const level = e instanceof NettallyError && !e.retriable ? 'error' : 'warn';
         this.log[level]({ err: e instanceof Error ? e.message : String(e), attempt, retry_in_ms: delay }, `${what} failed; retrying`);
         const wake = linkedSignal(ps ? [this.stopCtl.signal, ps.fence.signal] : [this.stopCtl.signal]);

@@ -85,3 +85,22 @@ test('every byte value and combination of specials as comm and hostname reads ba
   expect(mismatches).toEqual([]);
   expect(rows.length).toBe(names.length);
 });
+
+test('a batch with refused points among good ones: the refused ones are found and returned, every other point is stored', async () => {
+  const c = client('nt_bisect', 400);
+  await c.ensureDatabase();
+  const bad = new Set([0, 137, 138, 901, 999]);
+  // a series key over 64 KiB is refused by influxd (HTTP 400) point by point
+  const points = Array.from({ length: 1000 }, (_, i) => point(`h${i}`, bad.has(i) ? 'x'.repeat(70_000) : `p${i}`, i + 1));
+  const rejected = await c.write(points);
+  expect(rejected.map((r) => Number(r.point.tags.host_id.slice(1))).sort((a, b) => a - b)).toEqual([...bad]);
+  expect(rejected.every((r) => r.status === 400 && r.reason === 'invalid_line' && r.line.startsWith('nettally_traffic_1m,'))).toBe(true);
+  const rows = await runUsage(c, { measurement: 'traffic', fromMs: T0 - 60_000, toMs: T0 + 60_000, windowMs: 60_000, groupBy: ['host'] });
+  expect(rows.map((r) => r.tags.host_id).sort()).toEqual(points.map((p, i) => (bad.has(i) ? '' : p.tags.host_id)).filter(Boolean).sort());
+  expect(rows.reduce((s, r) => s + r.fields.tx_bytes, 0)).toBe(points.reduce((s, _p, i) => s + (bad.has(i) ? 0 : i + 1), 0));
+});
+
+test('a refusal of the request itself (database missing: HTTP 404) throws instead of dead-lettering every point', async () => {
+  const c = client('nt_never_created');
+  await expect(c.write([point('h1', 'curl', 1)])).rejects.toMatchObject({ code: 'INFLUX_UNAVAILABLE', context: { status: 404, refusesContent: false } });
+});
