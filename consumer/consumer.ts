@@ -566,13 +566,13 @@ export class RollupConsumer {
       this.log.warn({ partition: ps.partition, ...n }, kind === 'clamped' ? 'records far ahead of their Kafka timestamp were placed at that timestamp' : 'connection or interface counters restarted from zero (new baseline)');
     }
     if (pending.points.length === 0 && ps.dlq.length === 0 && ps.next === ps.snapshotted) return;
-    this.owns(ps);
     let paused = false;
     const tp = [{ topic: c.topic, partitions: [ps.partition] }];
     try {
       if (pending.points.length > 0) {
-        const { written, rejected } = await this.retry('InfluxDB write', () => this.writePoints(ps, pending.points), heartbeat, () => {
-          this.influxDownSince ??= Date.now();
+        const { written, rejected } = await this.retry('InfluxDB write', () => this.writePoints(ps, pending.points), heartbeat, (e) => {
+          // (a lapsed ownership lease also lands here: it pauses the partition but is not an InfluxDB outage)
+          if (e instanceof NettallyError && e.code === 'INFLUX_UNAVAILABLE') this.influxDownSince ??= Date.now();
           if (!paused && !final) {
             paused = true;
             this.consumer.pause(tp);
@@ -613,9 +613,13 @@ export class RollupConsumer {
       }, heartbeat, undefined, ps);
       ps.snapshotted = next;
       this.totals.flushes++;
-      this.owns(ps);
-      // The commit only mirrors the snapshot (for lag tools and as a pointer to it); losing it loses nothing.
-      await this.consumer.commitOffsets([{ topic: c.topic, partition: ps.partition, offset: next, metadata: meta }]).catch((e: unknown) => {
+      // The commit only mirrors the snapshot (for lag tools and as a pointer to it); losing it loses nothing. A
+      // revoked state never commits (Revoked goes up); with the lease run out the commit is skipped, not retried.
+      await (async () => {
+        this.owns(ps);
+        await this.consumer.commitOffsets([{ topic: c.topic, partition: ps.partition, offset: next, metadata: meta }]);
+      })().catch((e: unknown) => {
+        if (e instanceof Revoked) throw e;
         this.log.warn({ err: e instanceof Error ? e.message : String(e), partition: ps.partition }, 'offset commit failed (snapshot is stored; continuing)');
       });
     } finally {
