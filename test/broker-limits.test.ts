@@ -375,7 +375,12 @@ describe('listening address', () => {
     const dataDir = fs.mkdtempSync(join(tmpdir(), 'nettally-limits-'));
     cleanups.push(() => fs.rmSync(dataDir, { recursive: true, force: true }));
     for (const host of ['0.0.0.0', '::']) {
-      await expect(startBroker({ dataDir, host, port: 0 })).rejects.toThrow(/NO authentication.*--allow-remote/s);
+      // Closed by the cleanup should it start after all (a failing run must not leave a listener behind).
+      const attempt = startBroker({ dataDir, host, port: 0 }).then((started) => {
+        cleanups.push(() => started.close());
+        return started;
+      });
+      await expect(attempt).rejects.toThrow(/NO authentication.*--allow-remote/s);
     }
     // Loopback, by address or by name, is fine.
     for (const host of ['127.0.0.1', '127.0.0.5', 'localhost']) {
@@ -384,13 +389,8 @@ describe('listening address', () => {
     }
     // Explicitly allowed: it listens (and is reached over loopback here).
     const open = await startBroker({ dataDir, host: '0.0.0.0', port: 0, allowRemote: true });
-    try {
-      const c = await Conn.open(open.port);
-      expect((await metadata(c, [])).length).toBe(0);
-      c.close();
-    } finally {
-      await open.close();
-    }
+    cleanups.push(() => open.close());
+    expect((await metadata(await conn(open.port), [])).length).toBe(0);
   });
 
   test('the CLI refuses --listen 0.0.0.0 naming --allow-remote, and --help says there is no authentication', () => {
