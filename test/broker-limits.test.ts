@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
-import { Kafka, logLevel } from 'kafkajs';
+import { ConfigResourceTypes, Kafka, logLevel } from 'kafkajs';
 import { BATCH } from '../broker/batch';
 import { startBroker } from '../broker/index';
 import { ErrorCode } from '../broker/protocol';
@@ -158,6 +158,31 @@ describe('message.max.bytes', () => {
     await producer.send({ topic: 'kjs-small', acks: -1, messages: many.slice(20) });
     expect(await highWatermarks(k, 'kjs-small')).toEqual([40]);
   });
+});
+
+test('DescribeConfigs reports max.message.bytes per topic (override or broker value) and the broker limits', async () => {
+  const b = await broker({ maxMessageBytes: 500_000 });
+  const admin = kafkaFor(b).admin();
+  await admin.connect();
+  cleanups.push(() => admin.disconnect());
+  await admin.createTopics({ topics: [{ topic: 'own', configEntries: [{ name: 'max.message.bytes', value: '2000' }] }, { topic: 'inherits' }] });
+  const res = await admin.describeConfigs({
+    includeSynonyms: false,
+    resources: [
+      { type: ConfigResourceTypes.TOPIC, name: 'own', configNames: ['max.message.bytes'] },
+      { type: ConfigResourceTypes.TOPIC, name: 'inherits', configNames: ['max.message.bytes'] },
+      { type: ConfigResourceTypes.BROKER, name: '0', configNames: ['message.max.bytes', 'socket.request.max.bytes', 'fetch.max.bytes'] },
+    ],
+  });
+  const byName = new Map(res.resources.map((r) => [r.resourceName, r.configEntries.map((e) => [e.configName, e.configValue, e.isDefault])]));
+  expect(byName.get('own')).toEqual([['max.message.bytes', '2000', false]]);
+  expect(byName.get('inherits')).toEqual([['max.message.bytes', '500000', false]]);
+  expect(byName.get('0')).toEqual([
+    ['fetch.max.bytes', String(55 * 1024 * 1024), false],
+    ['message.max.bytes', '500000', false],
+    ['socket.request.max.bytes', String(100 * 1024 * 1024), false],
+  ]);
+  await expect(admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: 'missing' }] })).rejects.toThrow();
 });
 
 describe('fetch.max.bytes', () => {
