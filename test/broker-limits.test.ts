@@ -185,6 +185,30 @@ test('DescribeConfigs reports max.message.bytes per topic (override or broker va
   await expect(admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: 'missing' }] })).rejects.toThrow();
 });
 
+test('socket.request.max.bytes: a frame announcing more than 104857600 bytes closes the connection before any of it is sent', async () => {
+  const b = await broker();
+  const outcome = (size: number): Promise<'closed' | 'open'> =>
+    new Promise((resolve) => {
+      const s = net.connect(b.port, '127.0.0.1', () => {
+        const head = Buffer.alloc(4);
+        head.writeInt32BE(size, 0);
+        s.write(head);
+      });
+      s.on('error', () => undefined);
+      // Only the 4-byte size is sent: a refusal can only come from the announced size.
+      const timer = setTimeout(() => {
+        s.destroy();
+        resolve('open');
+      }, 5000);
+      s.on('close', () => {
+        clearTimeout(timer);
+        resolve('closed');
+      });
+    });
+  expect(await outcome(104_857_601)).toBe('closed');
+  expect(await outcome(104_857_600)).toBe('open');
+});
+
 describe('fetch.max.bytes', () => {
   test('the response is capped by fetch.max.bytes and per-partition max bytes; only a first batch may exceed them', async () => {
     const b = await broker({ fetchMaxBytes: 4096 });
