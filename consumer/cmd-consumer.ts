@@ -29,7 +29,7 @@ const spec: CommandSpec = {
     { name: 'max-clock-ahead', type: 'duration', env: 'NETTALLY_MAX_CLOCK_AHEAD', default: 300_000, min: 1000, help: 'a record whose time is further ahead of its Kafka timestamp is placed at that timestamp (logged)' },
     { name: 'forget-host-after', type: 'duration', env: 'NETTALLY_FORGET_HOST_AFTER', default: 30 * 86_400_000, min: 3_600_000, help: 'partition event time after which a silent host\'s state (connection baselines) is forgotten' },
     { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: 5000, min: 100, help: 'how often window totals are written and offsets committed' },
-    { name: 'session-timeout', type: 'duration', env: 'NETTALLY_SESSION_TIMEOUT', default: 30_000, min: 3000, help: 'group session timeout (a dead member is replaced after this)' },
+    { name: 'session-timeout', type: 'duration', env: 'NETTALLY_SESSION_TIMEOUT', default: 30_000, min: 6000, help: 'group session timeout (a dead member is replaced after this); Kafka brokers accept 6s..30m (group.min/max.session.timeout.ms)' },
     { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: 10_000, min: 0, help: 'status line period (0 = off)' },
     {
       name: 'shutdown-timeout',
