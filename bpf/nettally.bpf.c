@@ -9,6 +9,8 @@
 #include <bpf/bpf_endian.h>
 #include "nettally.h"
 
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 char LICENSE[] SEC("license") = "GPL";
 
 #define AF_INET 2
@@ -191,10 +193,11 @@ static __always_inline void seq_advance(__u64 *ctr, __u32 base, __u32 seq)
  * tx = write_seq advanced by the application (stops before the FIN), rx = copied_seq advanced by reads
  * (a consumed FIN takes one sequence number and is excluded). `at_fin`: called at the transition that precedes
  * tcp_send_fin(). `hs`: the same socket as the helpers of the calling program type accept it (the BTF pointer in
- * tracing programs, the bpf_sock in cgroup_skb, which refuses the BTF one); `sk` is read directly. */
+ * tracing programs, the bpf_sock in cgroup_skb, which refuses the BTF one), or 0 in the refresh iterator, whose
+ * socket pointer is untrusted (no helper takes it): there the TCP fields are read through a read-only cast. */
 static __always_inline void tcp_refresh(struct nt_conn *e, struct sock *sk, void *hs, int at_fin)
 {
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(hs);
+	struct tcp_sock *tp = hs ? bpf_skc_to_tcp_sock(hs) : bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	__u32 wseq, cseq;
 	int state;
 
@@ -522,7 +525,6 @@ static __always_inline void listen_recheck(const struct sock *sk, struct owner *
  * the sender's context) or delivered to the socket (ingress; a datagram the socket then fails to queue is taken
  * back by nt_udp_drop). */
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 #define TCP_NEW_SYN_RECV 12
 
@@ -736,19 +738,19 @@ int BPF_PROG(nt_tcp_destroy, struct sock *sk)
 
 /* A listening socket seen by the refresh: a listener that predates the capture gets its owner (for the connections
  * it accepts) and a LISTEN record; a known one is checked for a changed backlog. */
-static __always_inline void refresh_listener(struct sock *sk, struct task_struct *task)
+static __always_inline void refresh_listener(struct sock *sk, __u64 cookie, struct task_struct *task)
 {
 	struct listener_key k = listener_of(sk);
 	struct owner *o = bpf_map_lookup_elem(&listeners, &k);
 	struct owner n = {};
 
 	if (o) {
-		if (o->cookie == sock_cookie(sk))
+		if (o->cookie == cookie)
 			listen_recheck(sk, o);
 		return;
 	}
 	owner_from_task(&n, task);
-	n.cookie = sock_cookie(sk);
+	n.cookie = cookie;
 	n.backlog = BPF_CORE_READ(sk, sk_max_ack_backlog);
 	if (bpf_map_update_elem(&listeners, &k, &n, BPF_NOEXIST) == 0)
 		emit_listen(sk, &n);
@@ -789,22 +791,32 @@ int nt_refresh(struct bpf_iter__task_file *ctx)
 	}
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	state = sk->__sk_common.skc_state;
-	if (state == TCP_LISTEN) {
-		refresh_listener(sk, task);
+	/* The socket pointer is untrusted here (no helper takes it, bpf_get_socket_cookie included): read the cached
+	 * cookie. A socket without one has seen no packet or state change since the capture attached (those generate
+	 * it): tell user space which file it is, so that it generates the cookie (SO_COOKIE) and runs the iterator
+	 * again. */
+	cookie = sk->__sk_common.skc_cookie.counter;
+	if (!cookie) {
+		struct nt_refresh_miss miss = { .pid = task->tgid, .fd = ctx->fd };
+
+		bpf_seq_write(ctx->meta->seq, &miss, sizeof(miss));
 		return 0;
 	}
-	cookie = sock_cookie(sk);
+	state = sk->__sk_common.skc_state;
+	if (state == TCP_LISTEN) {
+		refresh_listener(sk, cookie, task);
+		return 0;
+	}
 	e = bpf_map_lookup_elem(&conns, &cookie);
 	if (!e) {
 		/* established before the capture started: counted from now on, owned by this process */
-		conn_first_sight(cookie, sk, sk, IPPROTO_TCP, 0, task);
+		conn_first_sight(cookie, sk, 0, IPPROTO_TCP, 0, task);
 	} else if ((e->flags & (NT_F_CLOSED | NT_F_ESTABLISHED)) != NT_F_ESTABLISHED) {
 		return 0;
 	} else {
 		if (!e->rec.pid)
 			set_owner_task(&e->rec, task); /* accepted from a listener whose owner was unknown */
-		tcp_refresh(e, sk, sk, 0);
+		tcp_refresh(e, sk, 0, 0);
 		maybe_flush(e);
 	}
 	return 0;

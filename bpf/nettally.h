@@ -130,6 +130,14 @@ struct nt_iface_entry {
 	struct nt_iface_val val; /*  8 */
 };
 
+/* Written by the refresh iterator into its output for a TCP socket that has no cookie yet (it predates the capture
+ * and saw no packet since): user space generates the cookie through the holder's fd (SO_COOKIE) and runs the
+ * iterator again. 8 bytes. */
+struct nt_refresh_miss {
+	__u32 pid; /* thread-group id holding the socket */
+	__u32 fd;
+};
+
 #ifdef __cplusplus
 #define NT_STATIC_ASSERT static_assert
 #else
@@ -141,6 +149,7 @@ NT_STATIC_ASSERT(sizeof(struct nt_listen_record) == 88, "nt_listen_record size")
 NT_STATIC_ASSERT(sizeof(struct nt_naive_record) == 32, "nt_naive_record size");
 NT_STATIC_ASSERT(sizeof(struct nt_conn) == 192, "nt_conn size");
 NT_STATIC_ASSERT(sizeof(struct nt_iface_entry) == 40, "nt_iface_entry size");
+NT_STATIC_ASSERT(sizeof(struct nt_refresh_miss) == 8, "nt_refresh_miss size");
 NT_ASSERT_OFF(nt_conn_record, comm, 120);
 NT_ASSERT_OFF(nt_conn_record, flush_reason, 136);
 NT_ASSERT_OFF(nt_listen_record, comm, 72);

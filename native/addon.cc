@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <mntent.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -438,20 +439,61 @@ class Capture : public Napi::ObjectWrap<Capture> {
 
   // refresh(): runs nt_refresh over every open file of every process (TCP counters brought up to the sockets'
   // sequence numbers, due flushes emitted into the ring buffer). Synchronous; a few hundred ns per open file.
+  // The iterator cannot create socket cookies (its socket pointer is untrusted): it lists the sockets that have
+  // none (they predate the capture and moved nothing since); their cookies are created here through the holder's
+  // fd and the iterator runs once more, so that they are counted from now on like every other connection.
   Napi::Value Refresh(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     Live(env);
     if (!refresh_link_) return env.Undefined();
+    std::vector<nt_refresh_miss> missing;
+    RunRefresh(env, &missing);
+    if (!missing.empty() && CreateCookies(missing) > 0) RunRefresh(env, nullptr);
+    return env.Undefined();
+  }
+
+  void RunRefresh(Napi::Env env, std::vector<nt_refresh_miss> *missing) {
     int fd = bpf_iter_create(bpf_link__fd(refresh_link_));
     if (fd < 0) ThrowCoded(env, "KERNEL_UNSUPPORTED", std::string("cannot run the refresh iterator: ") + strerror(errno));
-    char buf[256];
+    std::string out;
+    char buf[4096];
     ssize_t n;
     while ((n = read(fd, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)) {
+      if (n > 0 && missing) out.append(buf, static_cast<size_t>(n));
     }
     int e = errno;
     close(fd);
     if (n < 0) ThrowCoded(env, "INTERNAL", std::string("refresh iterator failed: ") + strerror(e));
-    return env.Undefined();
+    if (!missing) return;
+    for (size_t off = 0; off + sizeof(nt_refresh_miss) <= out.size(); off += sizeof(nt_refresh_miss)) {
+      nt_refresh_miss m;
+      memcpy(&m, out.data() + off, sizeof(m));
+      missing->push_back(m);
+    }
+  }
+
+  // SO_COOKIE on a duplicate of the holder's fd creates the socket's cookie (pidfd_getfd, Linux 5.6+; root or
+  // CAP_SYS_PTRACE). A process or fd gone meanwhile is skipped: its socket is found by its next packet instead.
+  static int CreateCookies(const std::vector<nt_refresh_miss> &missing) {
+    int created = 0;
+    uint32_t last_pid = 0;
+    int pidfd = -1;
+    for (const nt_refresh_miss &m : missing) {
+      if (m.pid != last_pid || pidfd < 0) {
+        if (pidfd >= 0) close(pidfd);
+        pidfd = static_cast<int>(syscall(SYS_pidfd_open, m.pid, 0));
+        last_pid = m.pid;
+        if (pidfd < 0) continue;
+      }
+      int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, m.fd, 0));
+      if (fd < 0) continue;
+      uint64_t cookie = 0;
+      socklen_t len = sizeof(cookie);
+      if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0 && cookie != 0) created++;
+      close(fd);
+    }
+    if (pidfd >= 0) close(pidfd);
+    return created;
   }
 
   // forget(BigUint64Array cookies): deletes entries that are closed; returns how many were deleted.
