@@ -103,6 +103,7 @@ test('a partition with 100k live connections: snapshots fit 1 MiB batches, resto
 test('retention deletes unread records: the gap is reported once, the consumer moves on, the rest is exact', async () => {
   const n = names('gap');
   const retentionMs = 60_000;
+  // Small segments so retention can delete part of the log (each produce below stays under the segment size).
   await env.admin.createTopics({
     topics: [{ topic: n.topic, numPartitions: 1, configEntries: [{ name: 'retention.ms', value: String(retentionMs) }, { name: 'segment.bytes', value: '16384' }] }],
     waitForLeaders: true,
@@ -118,11 +119,11 @@ test('retention deletes unread records: the gap is reported once, the consumer m
 
   let c = env.inProcess([...n.args, '--flush-interval', '300ms']);
   await c.start();
-  await produce(env.kafka, n.topic, ma);
+  await produce(env.kafka, n.topic, ma, 50);
   await waitCaughtUp(env.admin, n.group, n.topic);
   await c.stop();
 
-  await produce(env.kafka, n.topic, mb);
+  await produce(env.kafka, n.topic, mb, 50);
   // Retention as if the consumer had been down for longer than retention.ms: every segment goes (the active one is
   // rolled first), so the log starts at the end of B.
   const endA = BigInt(ma.length);
@@ -130,7 +131,7 @@ test('retention deletes unread records: the gap is reported once, the consumer m
   expect(env.broker.broker.applyRetention(Date.now() + 2 * retentionMs)).toBeGreaterThan(0);
   const offs = await env.admin.fetchTopicOffsets(n.topic);
   expect(offs[0]).toMatchObject({ low: String(endB), high: String(endB) });
-  await produce(env.kafka, n.topic, mc);
+  await produce(env.kafka, n.topic, mc, 50);
 
   // `nettally consumer --check` sees the pending gap
   const check = await runCheck(n.args);
