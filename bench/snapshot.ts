@@ -1,6 +1,6 @@
 // `npm run bench:consumer` (second part; alone: `node dist/bench/snapshot.js`): one partition's state snapshot at
 // 10k and 100k live connections — wall time, the longest event-loop block while it is encoded, gzip'd size and the
-// chunk count the state store writes — for the previous encoding (one gzipSync(JSON.stringify())) and the sliced,
+// chunk count the state store writes (median of BENCH_ROUNDS=3 rounds) — for the previous encoding (one gzipSync(JSON.stringify())) and the sliced,
 // async one the consumer uses (consumer/state-store.ts encodeSnapshot).
 import { gzipSync } from 'zlib';
 import { monitorEventLoopDelay } from 'perf_hooks';
@@ -30,7 +30,22 @@ export function liveState(n: number): PartitionAggregator {
   return agg;
 }
 
-async function measure(label: string, fn: () => Promise<number>): Promise<{ label: string; wallMs: number; maxBlockMs: number; bytes: number }> {
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+
+interface Measured {
+  label: string;
+  wallMs: number;
+  maxBlockMs: number;
+  bytes: number;
+}
+
+/** Median wall time and median longest block over the rounds. */
+function median(rounds: Measured[]): Measured {
+  const mid = <T>(xs: T[], key: (x: T) => number): number => xs.map(key).sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  return { label: rounds[0].label, wallMs: mid(rounds, (r) => r.wallMs), maxBlockMs: mid(rounds, (r) => r.maxBlockMs), bytes: rounds[0].bytes };
+}
+
+async function measure(label: string, fn: () => Promise<number>): Promise<Measured> {
   // Longest gap between two runs of a 1 ms timer: what other partitions and heartbeats would wait.
   let last = performance.now();
   let maxGap = 0;
@@ -55,16 +70,20 @@ async function measure(label: string, fn: () => Promise<number>): Promise<{ labe
 }
 
 export async function snapshotBench(): Promise<void> {
-  process.stdout.write('\nstate snapshot of one partition (one Node thread)\n');
+  process.stdout.write(`\nstate snapshot of one partition (one Node thread), median of ${ROUNDS} rounds\n`);
   process.stdout.write('live conns  encoding                                   wall ms  longest event-loop block ms  gzip KiB  chunks of 512 KiB\n');
   for (const n of SIZES) {
     process.stderr.write(`bench:snapshot: building ${n} live connections...\n`);
     const agg = liveState(n);
     const offset = String(n * 2);
-    const rows = [
-      await measure('before: gzipSync(JSON.stringify(snapshot()))', async () => gzipSync(JSON.stringify({ offset, state: agg.snapshot() })).length),
-      await measure('after: lazy snapshot, sliced JSON, async gzip', async () => (await encodeSnapshot({ offset, state: agg.snapshotLazy() })).length),
-    ];
+    // Rounds alternate the two encodings; each row is the median round (the machine is shared: single runs are noisy).
+    const before: Measured[] = [];
+    const after: Measured[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      before.push(await measure('before: gzipSync(JSON.stringify(snapshot()))', async () => gzipSync(JSON.stringify({ offset, state: agg.snapshot() })).length));
+      after.push(await measure('after: lazy snapshot, sliced JSON, async gzip', async () => (await encodeSnapshot({ offset, state: agg.snapshotLazy() })).length));
+    }
+    const rows = [median(before), median(after)];
     // the two encodings must carry the same state
     const back = await decodeSnapshot(await encodeSnapshot({ offset, state: agg.snapshotLazy() }));
     if (JSON.stringify(back) !== JSON.stringify({ offset, state: agg.snapshot() })) throw new Error('encodeSnapshot does not round-trip');
