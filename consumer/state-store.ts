@@ -4,7 +4,7 @@
 import { randomBytes } from 'crypto';
 import { createGzip, gunzip } from 'zlib';
 import { promisify } from 'util';
-import type { Admin, Kafka, Producer } from 'kafkajs';
+import type { Admin, Kafka, Producer, ProducerRecord, RecordMetadata } from 'kafkajs';
 import { NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
 
@@ -39,10 +39,21 @@ export interface Snapshot {
 
 /** Largest chunk the store writes: one chunk per produce request, well under Kafka's default 1 MiB per batch. */
 export const DEFAULT_CHUNK_BYTES = 512 * 1024;
+/** Smallest chunk size the store falls back to when a state topic refuses larger ones. */
+const MIN_CHUNK_BYTES = 16 * 1024;
 /** Longest stretch the snapshot encoder runs before it lets other partitions' work (and heartbeats) run. */
 const SLICE_MS = 8;
 /** Arrays at least this long are serialized element by element, with yields in between. */
 const BIG_ARRAY = 64;
+
+/** kafkajs reports a refused batch as MESSAGE_TOO_LARGE, possibly wrapped in a retries-exceeded error. */
+function isMessageTooLarge(e: unknown): boolean {
+  for (let x = e as { type?: unknown; originalError?: unknown; cause?: unknown } | undefined, depth = 0; x && depth < 4; depth++) {
+    if (x.type === 'MESSAGE_TOO_LARGE') return true;
+    x = (x.originalError ?? x.cause) as typeof x;
+  }
+  return false;
+}
 
 /** Tracks time on the event loop and yields (setImmediate) once a slice is used up. */
 class Slicer {
@@ -177,7 +188,7 @@ function parseChunkKey(key: string): { key: string; slot: 'a' | 'b' | '' } | und
 
 export class StateStore {
   private statePartitions = 1;
-  private readonly chunkBytes: number;
+  private chunkBytes: number;
   /** Compaction-key slot of each partition's newest complete snapshot (see save()). */
   private readonly slots = new Map<number, 'a' | 'b' | ''>();
   /** gzip'd size and chunk count of the last snapshot written (stats). */
@@ -237,7 +248,7 @@ export class StateStore {
     const slot = this.slots.get(partition) === 'a' ? 'b' : 'a';
     let first: string | undefined;
     for (let i = 0; i < n; i++) {
-      const res = await this.o.producer.send({
+      const res = await this.sendChunk({
         topic: this.o.stateTopic,
         acks: -1,
         messages: [{
@@ -253,6 +264,26 @@ export class StateStore {
     this.slots.set(partition, slot);
     this.lastSize = { bytes: gz.length, chunks: n };
     return commitMetadata(sp, first);
+  }
+
+  /**
+   * One chunk's produce request. A state topic whose max.message.bytes is below our chunk size (a hand-made topic)
+   * refuses it with MESSAGE_TOO_LARGE: the chunk size is halved (down to 16 KiB) and the save fails retriably, so the
+   * caller's retry writes the whole snapshot again in smaller chunks instead of sending the same request forever.
+   */
+  private async sendChunk(record: ProducerRecord): Promise<RecordMetadata[]> {
+    try {
+      return await this.o.producer.send(record);
+    } catch (e) {
+      if (!isMessageTooLarge(e) || this.chunkBytes <= MIN_CHUNK_BYTES) throw e;
+      const was = this.chunkBytes;
+      this.chunkBytes = Math.max(MIN_CHUNK_BYTES, Math.floor(was / 2));
+      this.o.logger.error(
+        { state_topic: this.o.stateTopic, chunk_bytes: was, next_chunk_bytes: this.chunkBytes },
+        'the state topic refused a snapshot chunk as too large (its max.message.bytes is lower than nettally expects); writing smaller chunks',
+      );
+      throw new NettallyError('KAFKA_UNAVAILABLE', `state topic ${this.o.stateTopic} refused a ${was}-byte snapshot chunk (MESSAGE_TOO_LARGE)`, { retriable: true });
+    }
   }
 
   /**

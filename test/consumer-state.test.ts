@@ -254,3 +254,32 @@ test('the sliced encoder writes exactly the JSON of snapshot(), and it restores'
   restored.restore(back.state);
   expect(JSON.stringify(restored.snapshot())).toBe(JSON.stringify(agg.snapshot()));
 });
+
+test('state store: a hand-made state topic with a lower max.message.bytes gets smaller chunks, not endless retries', async () => {
+  const stateTopic = `state-small-${process.pid}`;
+  await env.admin.createTopics({ topics: [{ topic: stateTopic, numPartitions: 1, configEntries: [{ name: 'max.message.bytes', value: '100000' }] }], waitForLeaders: true });
+  const producer = env.kafka.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 1, retry: { retries: 0 } });
+  await producer.connect();
+  try {
+    const store = new StateStore({ kafka: env.kafka, admin: env.admin, producer, logger: silentLogger, group: 'g-small', topic: 'records-small', stateTopic });
+    await store.init(1);
+    const state = { blob: randomBytes(300_000).toString('base64') };
+    // what the consumer's retry loop does: each refusal halves the chunk size (512 → 256 → 128 → 64 KiB)
+    const errors: string[] = [];
+    let meta: string | undefined;
+    for (let attempt = 0; attempt < 6 && meta === undefined; attempt++) {
+      meta = await store.save(0, { offset: '9', state }).catch((e: unknown) => {
+        errors.push((e as Error).message);
+        return undefined;
+      });
+    }
+    expect(meta).toBeDefined();
+    expect(errors).toHaveLength(3);
+    expect(errors[0]).toContain('MESSAGE_TOO_LARGE');
+    expect(Math.max(...storedBatchSizes(stateTopic))).toBeLessThanOrEqual(100_000);
+    const loaded = await store.load([0], new Map([[0, parseCommitMetadata(meta)?.offset]]));
+    expect(loaded.get(0)).toEqual({ offset: '9', state });
+  } finally {
+    await producer.disconnect();
+  }
+});
