@@ -23,7 +23,7 @@ export interface GapMark {
   to_offset: string;
   /** Start of the oldest window open when the gap was found; null: no state, every window from the start. */
   from_ms: number | null;
-  /** Newest event time of the first batch read after the gap; null until that batch is read. */
+  /** Newest event time once the first record after the gap was read, plus --allowed-lateness; null until then. */
   to_ms: number | null;
   /** Wall-clock time the gap was found (ms). */
   found_ms: number;
@@ -191,8 +191,6 @@ export class StateStore {
   private chunkBytes: number;
   /** Compaction-key slot of each partition's newest complete snapshot (see save()). */
   private readonly slots = new Map<number, 'a' | 'b' | ''>();
-  /** gzip'd size and chunk count of the last snapshot written (stats). */
-  lastSize: { bytes: number; chunks: number } | undefined;
   constructor(private readonly o: StateStoreOptions) {
     this.chunkBytes = o.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   }
@@ -262,7 +260,6 @@ export class StateStore {
     }
     if (first === undefined) throw new NettallyError('KAFKA_UNAVAILABLE', 'state topic write returned no offset', { retriable: true });
     this.slots.set(partition, slot);
-    this.lastSize = { bytes: gz.length, chunks: n };
     return commitMetadata(sp, first);
   }
 
