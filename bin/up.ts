@@ -199,7 +199,8 @@ export function statusLine(uptimeMs: number, producer: Child, consumer: Child, q
   const kernel = typeof p.kernel === 'object' && p.kernel !== null ? (p.kernel as Status) : {};
   const drops = num(kernel, 'ringbuf_drops');
   const mapFull = (num(kernel, 'conn_map_full') ?? 0) + (num(kernel, 'iface_map_full') ?? 0);
-  const kafka = p.kafka_ok === false && producer.statusAt > 0 ? ', Kafka DOWN' : '';
+  // An error state (authorization, missing topic) will not clear by itself: name it, not just "down".
+  const kafka = producer.statusAt === 0 || p.kafka_ok !== false ? '' : p.kafka_state === 'error' ? `, Kafka ERROR ${String(p.kafka_error_code)}` : ', Kafka DOWN';
   const lastWindow = typeof c.last_window === 'string' ? c.last_window.replace(/\.000Z$/, 'Z') : '-';
   const influx = typeof c.influx === 'string' && c.influx !== 'ok' ? `, InfluxDB ${c.influx}` : '';
   return (
