@@ -106,6 +106,22 @@ async function check(config: RollupConsumerConfig, ctx: CommandContext): Promise
     await admin.connect();
     const topics = await admin.listTopics();
     ctx.stdout.write(`kafka ok: ${brokers} (topic ${config.topic} ${topics.includes(config.topic) ? 'exists' : 'does not exist yet'})\n`);
+    if (topics.includes(config.topic)) {
+      // Retention past the group's position: records deleted before they were read (the consumer reports and
+      // skips this gap when it runs; until then an operator should know).
+      const ends = await admin.fetchTopicOffsets(config.topic);
+      const committed = (await admin.fetchOffsets({ groupId: config.group, topics: [config.topic] }))[0]?.partitions ?? [];
+      for (const c of committed) {
+        const low = ends.find((e) => e.partition === c.partition)?.low;
+        if (low === undefined || BigInt(c.offset) < 0n || BigInt(c.offset) >= BigInt(low)) continue;
+        ok = false;
+        ctx.stdout.write(
+          `kafka GAP: ${config.topic} partition ${c.partition}: committed offset ${c.offset} is below the earliest available offset ${low}; ` +
+            `${BigInt(low) - BigInt(c.offset)} records were deleted by retention before group ${config.group} read them ` +
+            '(the consumer continues after the gap and writes the affected windows with gap=true; raise retention.ms above the longest consumer downtime)\n',
+        );
+      }
+    }
   } catch (e) {
     ok = false;
     ctx.stdout.write(`kafka FAILED: ${brokers}: ${(e as Error).message}\n`);
@@ -154,6 +170,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
             dlq: s.dlq,
             duplicates: s.duplicates,
             too_late: s.too_late,
+            retention_gaps: s.retention_gaps,
             points_written: s.points_written,
             influx: s.influx_down_since === undefined ? 'ok' : `down ${Math.round((now - s.influx_down_since) / 1000)}s`,
           },
