@@ -13,6 +13,7 @@ import type { Command, CommandContext } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
 import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import { createLogger, type Logger } from '../lib/log';
+import { retry } from '../lib/retry';
 import { startLocalInflux, type LocalInflux } from './influxd';
 import { claimPins, isPinDirPath, type PinClaim } from './up-pins';
 
@@ -215,25 +216,39 @@ async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, p
   const config = kafkaConfigFrom(new ParsedArgs({ ...args.values, brokers }, [], args.sources));
   const admin = new Kafka({ ...config, logLevel: logLevel.NOTHING, retry: { retries: 3 } }).admin();
   const deadline = Date.now() + 60_000;
-  for (;;) {
-    try {
-      await admin.connect();
-      const topics = await admin.listTopics();
-      if (!topics.includes(topic)) {
-        await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
-        logger.info({ topic, partitions }, 'created the records topic');
-      }
-      await admin.disconnect();
-      return;
-    } catch (e) {
-      await admin.disconnect().catch(() => undefined);
-      if (signal.aborted) return;
-      if (Date.now() > deadline) {
-        throw new NettallyError('KAFKA_UNAVAILABLE', `cannot create or list the topic ${topic} on ${brokers.join(',')}: ${(e as Error).message}; check --brokers (env KAFKA_BROKERS) and the Kafka TLS/SASL settings`, { cause: e });
-      }
-      logger.warn({ err: (e as Error).message, brokers }, 'Kafka not ready yet; retrying');
-      await new Promise((r) => setTimeout(r, 1000));
-    }
+  try {
+    await retry(
+      async () => {
+        try {
+          await admin.connect();
+          const topics = await admin.listTopics();
+          if (!topics.includes(topic)) {
+            await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
+            logger.info({ topic, partitions }, 'created the records topic');
+          }
+          await admin.disconnect();
+        } catch (e) {
+          await admin.disconnect().catch(() => undefined);
+          throw e;
+        }
+      },
+      {
+        // a broker just started may refuse anything for a while: every error is worth another try, for a minute
+        initialMs: 1000,
+        maxMs: 1000,
+        retryPermanent: true,
+        signal,
+        onAttempt: ({ error: e }) => {
+          if (Date.now() > deadline) {
+            throw new NettallyError('KAFKA_UNAVAILABLE', `cannot create or list the topic ${topic} on ${brokers.join(',')}: ${(e as Error).message}; check --brokers (env KAFKA_BROKERS) and the Kafka TLS/SASL settings`, { cause: e });
+          }
+          logger.warn({ err: (e as Error).message, brokers }, 'Kafka not ready yet; retrying');
+        },
+      },
+    );
+  } catch (e) {
+    if (signal.aborted) return;
+    throw e;
   }
 }
 

@@ -4,6 +4,7 @@ import { setMaxListeners } from 'events';
 import { Kafka, Partitioners, logLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type Producer, type Admin, type KafkaMessage, type IHeaders, type Message } from 'kafkajs';
 import { configError, NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
+import { retry, sleep } from '../lib/retry';
 import { createCodec, malformedReason, type Codec } from '../schemas';
 import { PartitionAggregator, sizeName, type AggregatorOptions, type OutPoint } from './aggregator';
 import { InfluxClient, quoteIdent, type InfluxConfig, type InfluxQLResult, type RejectedPoint } from './influx';
@@ -106,19 +107,6 @@ const MAX_DEAD_POINT_CHARS = 64 * 1024;
 
 function windowKey(p: Pick<OutPoint, 'measurement' | 'time_ms'>): string {
   return `${p.measurement}@${p.time_ms}`;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    // the listener goes with the sleep: the signals here live as long as the consumer or the partition state
-    const done = (): void => {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }
 
 /**
@@ -577,28 +565,32 @@ export class RollupConsumer {
    * until that state is revoked (Revoked is thrown at once, even from the backoff sleep, and never retried).
    */
   private async retry<T>(what: string, fn: () => Promise<T>, heartbeat?: () => Promise<void>, onFail?: (e: unknown, attempt: number) => void, ps?: PartitionState): Promise<T> {
-    let delay = this.config.retryInitialMs;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await withHeartbeat(fn(), heartbeat, 3000);
-      } catch (e) {
-        if (ps?.fence.signal.aborted) throw ps.fence.signal.reason as Revoked;
+    return retry(() => withHeartbeat(fn(), heartbeat, 3000), {
+      initialMs: this.config.retryInitialMs,
+      maxMs: this.config.retryMaxMs,
+      // Non-retriable failures that get here (InfluxDB refusing the request itself: HTTP 401/403/404; refused
+      // points do not, they are dead-lettered) still block rather than drop data, but loudly: fix the cause.
+      retryPermanent: true,
+      // (errors of other libraries, kafkajs's included, count as transient here: logged as warnings)
+      retriable: (e) => !(e instanceof NettallyError && !e.retriable),
+      // a revoked state stops at once, even from the backoff wait, with the fence's Revoked
+      ...(ps ? { signal: ps.fence.signal } : {}),
+      onAttempt: ({ error: e, attempt, retriable, delayMs }) => {
         if (e instanceof Revoked) throw e;
+        // stopping: the wait below ends at once; one more attempt (the final flush's), then give up
         if (this.stopCtl.signal.aborted && attempt > 1) throw e;
         onFail?.(e, attempt);
-        // Non-retriable failures that get here (InfluxDB refusing the request itself: HTTP 401/403/404; refused
-        // points do not, they are dead-lettered) still block rather than drop data, but loudly: fix the cause.
-        const level = e instanceof NettallyError && !e.retriable ? 'error' : 'warn';
-        this.log[level]({ err: e instanceof Error ? e.message : String(e), attempt, retry_in_ms: delay }, `${what} failed; retrying`);
+        this.log[retriable ? 'warn' : 'error']({ err: e instanceof Error ? e.message : String(e), attempt, retry_in_ms: delayMs }, `${what} failed; retrying`);
+      },
+      wait: async (ms) => {
         const wake = linkedSignal(ps ? [this.stopCtl.signal, ps.fence.signal] : [this.stopCtl.signal]);
         try {
-          await withHeartbeat(sleep(delay, wake.signal), heartbeat, 3000);
+          await withHeartbeat(sleep(ms, wake.signal), heartbeat, 3000);
         } finally {
           wake.dispose();
         }
-        delay = Math.min(this.config.retryMaxMs, delay * 2);
-      }
-    }
+      },
+    });
   }
 
   /**

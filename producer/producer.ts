@@ -5,6 +5,7 @@ import { join } from 'path';
 import { CompressionTypes, Kafka, logLevel, type KafkaConfig, type Producer as KafkaProducer } from 'kafkajs';
 import { NettallyError } from '../lib/errors';
 import { ensurePrivateDir } from '../lib/private-files';
+import { retry } from '../lib/retry';
 import type { Logger } from '../lib/log';
 import { createCodec, type Codec } from '../schemas/index';
 import type { Capture, CaptureOptions, KernelRecord, KernelStats } from './capture';
@@ -151,7 +152,8 @@ class Producer extends EventEmitter implements NettallyProducer {
   private ingestChain: Promise<void> = Promise.resolve();
   private dataWaiters: Waiter[] = [];
   private spaceWaiters: Waiter[] = [];
-  private stopWaiters: Waiter[] = [];
+  /** Aborted with senderStop: ends the sender's backoff wait at once. */
+  private readonly senderStopCtl = new AbortController();
   private spoolClosed = false;
   /** When stopping: the time after which ingests waiting for spool room give up. */
   private stopDeadline = Infinity;
@@ -248,7 +250,7 @@ class Producer extends EventEmitter implements NettallyProducer {
       // Leave nothing running: the spool keeps its records for the next start.
       this.senderStop = true;
       this.wake(this.dataWaiters);
-      this.wake(this.stopWaiters);
+      this.senderStopCtl.abort();
       await Promise.race([this.senderLoop, new Promise((r) => setTimeout(r, 2000).unref())]);
       this.spoolClosed = true;
       this.spool.close();
@@ -289,7 +291,7 @@ class Producer extends EventEmitter implements NettallyProducer {
     const drained = await this.drained(Math.max(0, deadline - Date.now()));
     this.senderStop = true;
     this.wake(this.dataWaiters);
-    this.wake(this.stopWaiters);
+    this.senderStopCtl.abort();
     // A send still in flight (a hung broker) must not hold shutdown: its records stay spooled and are re-sent.
     await Promise.race([this.senderLoop, new Promise((r) => setTimeout(r, 2000).unref())]);
     const left = { spool_records: this.spool.records, spool_bytes: this.spool.bytes };
@@ -522,7 +524,6 @@ class Producer extends EventEmitter implements NettallyProducer {
 
   private async runSender(): Promise<void> {
     const c = this.config;
-    let backoff = 100;
     const compression = c.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
     while (!this.senderStop) {
       const { batch, batchBytes, fits } = this.nextBatch();
@@ -543,57 +544,81 @@ class Producer extends EventEmitter implements NettallyProducer {
         await this.waitFor(this.dataWaiters, lingerLeft);
         continue;
       }
-      const t0 = Date.now();
+      let sent: { batch: SpoolBatch; batchBytes: number; t0: number; tooLarge?: KafkaFailure };
       try {
-        if (!this.kafkaConnected) {
-          await this.kafka.connect();
-          this.kafkaConnected = true;
-        }
-        await this.kafka.sendBatch({
-          topicMessages: [{ topic: c.topic, messages: batch.entries.map((e) => ({ key: e.key, value: e.value })) }],
-          acks: -1,
-          timeout: 30_000,
-          compression,
-        });
+        sent = await retry(
+          async (attempt) => {
+            // Nothing leaves the spool head while retrying (only this loop acks): a retry sends the same first
+            // records, plus whatever arrived meanwhile, within the same limits.
+            const cur = attempt === 1 ? { batch, batchBytes } : this.nextBatch();
+            const t0 = Date.now();
+            try {
+              if (!this.kafkaConnected) {
+                await this.kafka.connect();
+                this.kafkaConnected = true;
+              }
+              await this.kafka.sendBatch({
+                topicMessages: [{ topic: c.topic, messages: cur.batch.entries.map((e) => ({ key: e.key, value: e.value })) }],
+                acks: -1,
+                timeout: 30_000,
+                compression,
+              });
+            } catch (e) {
+              const failure = classifyKafkaError(e);
+              // not a failure to back off from: the batch is split (or dead-lettered) and sent again at once
+              if (failure.kind === 'too-large') return { ...cur, t0, tooLarge: failure };
+              throw e;
+            }
+            return { ...cur, t0 };
+          },
+          {
+            initialMs: 100,
+            maxMs: 5000,
+            // An operator has to act: keep trying (the spool keeps everything) but without hammering the cluster.
+            permanentMaxMs: 30_000,
+            retryPermanent: true,
+            retriable: (e) => classifyKafkaError(e).kind !== 'needs-operator',
+            signal: this.senderStopCtl.signal,
+            onAttempt: ({ error, delayMs }) => this.onKafkaError(error as Error, classifyKafkaError(error), delayMs),
+          },
+        );
       } catch (e) {
-        const failure = classifyKafkaError(e);
-        if (failure.kind === 'too-large') {
-          this.onTooLarge(batch, batchBytes, failure);
-          continue;
-        }
-        this.onKafkaError(e as Error, failure, backoff);
-        await this.waitFor(this.stopWaiters, backoff);
-        // An operator has to act: keep trying (the spool keeps everything) but without hammering the cluster.
-        backoff = Math.min(backoff * 2, failure.kind === 'needs-operator' ? 30_000 : 5000);
+        if (this.senderStop) return;
+        throw e;
+      }
+      if (sent.tooLarge) {
+        this.onTooLarge(sent.batch, sent.batchBytes, sent.tooLarge);
         continue;
       }
-      const latency = Date.now() - t0;
-      if (this.spoolClosed) return;
-      this.spool.ack(batch);
-      this.wake(this.spaceWaiters);
-      backoff = 100;
-      const k = this.counters;
-      k.records_out += batch.entries.length;
-      k.batches_out += 1;
-      k.lat_last = latency;
-      k.lat_max = Math.max(k.lat_max, latency);
-      k.lat_sum += latency;
-      k.lat_n += 1;
-      // Whatever is still spooled has waited long enough: send it without lingering.
-      this.oldestPendingAt = this.spool.records > 0 ? 1 : 0;
-      if (!k.kafka_ok) {
-        k.kafka_ok = true;
-        this.log.info(
-          { spool_records: this.spool.records, spool_bytes: this.spool.bytes, was: k.kafka_state, since: k.kafka_error_since },
-          k.kafka_errors ? 'Kafka accepts records again: draining the spool' : 'Kafka connected',
-        );
-        k.kafka_state = 'ok';
-        k.kafka_error_code = null;
-        k.kafka_error_since = null;
-        this.emit('kafka-ok');
-      }
-      this.emit('sent', { records: batch.entries.length, bytes: batch.bytes, latencyMs: latency });
+      this.onSent(sent.batch, Date.now() - sent.t0);
     }
+  }
+
+  private onSent(batch: SpoolBatch, latency: number): void {
+    if (this.spoolClosed) return;
+    this.spool.ack(batch);
+    this.wake(this.spaceWaiters);
+    const k = this.counters;
+    k.records_out += batch.entries.length;
+    k.batches_out += 1;
+    k.lat_last = latency;
+    k.lat_max = Math.max(k.lat_max, latency);
+    k.lat_sum += latency;
+    k.lat_n += 1;
+    // Whatever is still spooled has waited long enough: send it without lingering.
+    this.oldestPendingAt = this.spool.records > 0 ? 1 : 0;
+    if (!k.kafka_ok) {
+      k.kafka_ok = true;
+      this.log.info(
+        { spool_records: this.spool.records, spool_bytes: this.spool.bytes, was: k.kafka_state, since: k.kafka_error_since },
+        k.kafka_errors ? 'Kafka accepts records again: draining the spool' : 'Kafka connected',
+      );
+      k.kafka_state = 'ok';
+      k.kafka_error_code = null;
+      k.kafka_error_since = null;
+      this.emit('kafka-ok');
+    }
+    this.emit('sent', { records: batch.entries.length, bytes: batch.bytes, latencyMs: latency });
   }
 
   /**
