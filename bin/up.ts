@@ -6,12 +6,11 @@ import { createWriteStream, mkdirSync, readFileSync, rmSync } from 'fs';
 import { connect } from 'net';
 import { join, resolve } from 'path';
 import { createInterface } from 'readline';
-import { Kafka, logLevel } from 'kafkajs';
 import pino from 'pino';
 import { ParsedArgs, type CommandSpec, type OptionSpec } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
-import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
+import { createKafkaClient, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import { createLogger, type Logger } from '../lib/log';
 import { retry } from '../lib/retry';
 import { startLocalInflux, type LocalInflux } from './influxd';
@@ -214,7 +213,7 @@ export function statusLine(uptimeMs: number, producer: Child, consumer: Child, q
 /** Makes sure the records topic exists before the consumer waits for it (the producer would auto-create it with the broker's default). */
 async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, partitions: number, logger: Logger, signal: AbortSignal): Promise<void> {
   const config = kafkaConfigFrom(new ParsedArgs({ ...args.values, brokers }, [], args.sources));
-  const admin = new Kafka({ ...config, logLevel: logLevel.NOTHING, retry: { retries: 3 } }).admin();
+  const admin = createKafkaClient(config, { retry: { retries: 3 } }).admin();
   const deadline = Date.now() + 60_000;
   try {
     await retry(

@@ -1,8 +1,9 @@
 // The rollup consumer: a kafkajs group member that decodes records, aggregates them exactly per partition and
 // writes window totals to InfluxDB; per partition it writes points, then a state snapshot, then commits.
 import { setMaxListeners } from 'events';
-import { Kafka, Partitioners, logLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type Producer, type Admin, type KafkaMessage, type IHeaders, type Message } from 'kafkajs';
+import { Partitioners, type Kafka, type Consumer, type EachBatchPayload, type KafkaConfig, type Producer, type Admin, type KafkaMessage, type IHeaders, type Message } from 'kafkajs';
 import { configError, NettallyError } from '../lib/errors';
+import { createKafkaClient } from '../lib/kafka';
 import type { Logger } from '../lib/log';
 import { retry, sleep } from '../lib/retry';
 import { createCodec, malformedReason, type Codec } from '../schemas';
@@ -183,16 +184,10 @@ export class RollupConsumer {
 
   constructor(readonly config: RollupConsumerConfig, logger: Logger) {
     this.log = logger.child({ component: 'consumer' });
-    this.kafka = new Kafka({
-      ...config.kafka,
-      logLevel: logLevel.WARN,
-      logCreator: () => ({ level, log }) => {
-        const { message, ...extra } = log as { message: string } & Record<string, unknown>;
-        // kafkajs logs refused requests at error level; the state-topic creation with compaction is allowed to fail.
-        const expected = typeof message === 'string' && message.startsWith('Response CreateTopics');
-        const l = expected ? 'debug' : level <= logLevel.ERROR ? 'error' : level === logLevel.WARN ? 'warn' : 'debug';
-        this.log[l]({ kafkajs: extra }, message);
-      },
+    this.kafka = createKafkaClient(config.kafka, {
+      logger: this.log,
+      // kafkajs logs refused requests at error level; the state-topic creation with compaction is allowed to fail.
+      expected: (message) => message.startsWith('Response CreateTopics'),
     });
     this.consumer = this.kafka.consumer({
       groupId: config.group,

@@ -2,7 +2,8 @@
 // Kafka (sendBatch, acks=-1, batched by size and time). Nothing leaves the spool before Kafka acknowledged it.
 import { EventEmitter } from 'events';
 import { join } from 'path';
-import { CompressionTypes, Kafka, logLevel, type KafkaConfig, type Producer as KafkaProducer } from 'kafkajs';
+import { CompressionTypes, type KafkaConfig, type Producer as KafkaProducer } from 'kafkajs';
+import { createKafkaClient } from '../lib/kafka';
 import { NettallyError } from '../lib/errors';
 import { ensurePrivateDir } from '../lib/private-files';
 import { retry } from '../lib/retry';
@@ -202,16 +203,8 @@ class Producer extends EventEmitter implements NettallyProducer {
       'producer starting',
     );
 
-    const kafka = new Kafka({
-      ...c.kafka,
-      logLevel: logLevel.WARN,
-      logCreator: () => ({ namespace, level, log }) => {
-        // kafkajs repeats every connection failure; our send loop reports Kafka state changes once.
-        const { message, ...rest } = log;
-        this.log.debug({ kafkajs: namespace, level, ...rest }, String(message));
-      },
-      retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 },
-    });
+    // kafkajs repeats every connection failure; our send loop reports Kafka state changes once.
+    const kafka = createKafkaClient(c.kafka, { logger: this.log, levels: 'debug', retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 } });
     this.kafka = kafka.producer({
       idempotent: c.idempotent,
       maxInFlightRequests: 1,
