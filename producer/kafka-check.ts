@@ -3,8 +3,7 @@
 import type { KafkaConfig } from 'kafkajs';
 import { createKafkaClient } from '../lib/kafka';
 import type { Logger } from '../lib/log';
-import { classifyKafkaError } from './kafka-errors';
-import { hintFor } from './producer';
+import { classifyKafkaError, hintFor } from './kafka-errors';
 
 export interface KafkaCheck {
   ok: boolean;
