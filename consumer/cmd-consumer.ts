@@ -8,7 +8,7 @@ import { createRollupConsumer, type RollupConsumerConfig } from './consumer';
 import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from './influx';
 import { DEFAULT_STATE_TOPIC } from './state-store';
 
-export const DEFAULT_POINTS_DLQ_TOPIC = 'nettally.points.dlq';
+const DEFAULT_POINTS_DLQ_TOPIC = 'nettally.points.dlq';
 
 const spec: CommandSpec = {
   name: 'consumer',

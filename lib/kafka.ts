@@ -6,7 +6,7 @@ import type { OptionSpec, ParsedArgs } from './args';
 import { configError } from './errors';
 import type { Logger } from './log';
 
-export const DEFAULT_TOPIC = 'nettally.records';
+const DEFAULT_TOPIC = 'nettally.records';
 export const DEFAULT_DLQ_TOPIC = 'nettally.records.dlq';
 
 /** Options every Kafka-speaking command accepts; spread into a CommandSpec's options. */
