@@ -6,10 +6,12 @@ import { connect } from 'net';
 import { join, resolve } from 'path';
 import { createInterface } from 'readline';
 import { Kafka, logLevel } from 'kafkajs';
-import { ParsedArgs, type CommandSpec, type OptionSpec } from '../lib/args';
+import { ParsedArgs, parseArgs, type CommandSpec, type OptionSpec } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
 import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
+import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from '../consumer/influx';
+import type { PipelineStatus } from '../dashboard/api';
 import type { Logger } from '../lib/log';
 import { startLocalInflux, type LocalInflux } from './influxd';
 
@@ -39,6 +41,8 @@ const spec: CommandSpec = {
     { name: 'pin-dir', type: 'string', env: 'NETTALLY_PIN_DIR', default: '/sys/fs/bpf/nettally-up', help: 'bpffs directory for the producer\'s pinned maps; removed on exit unless it existed before' },
     { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: '5s', min: 100, help: 'kernel flush interval of connection counters, and how often the consumer writes windows' },
     { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: '2s', min: 200, help: 'how often the status line is printed' },
+    { name: 'dashboard', type: 'bool', env: 'NETTALLY_DASHBOARD', default: true, help: 'serve the dashboard (nettally dashboard) in this process; --no-dashboard to not' },
+    { name: 'dashboard-listen', type: 'string', env: 'NETTALLY_DASHBOARD_LISTEN', default: '127.0.0.1:8087', help: 'address of the dashboard page, loopback only (it has no authentication; port 0: any free port)' },
   ],
   examples: [
     'sudo ./nettally up',
@@ -204,6 +208,33 @@ export function statusLine(uptimeMs: number, producer: Child, consumer: Child, q
   );
 }
 
+/** What the dashboard shows as pipeline health: the numbers of the status line, from the children's status events. */
+export function pipelineStatus(producer: Child, consumer: Child): PipelineStatus {
+  const p = producer.status;
+  const c = consumer.status;
+  const out = num(p, 'records_out');
+  const prevOut = num(producer.prevStatus, 'records_out');
+  const kernel = typeof p.kernel === 'object' && p.kernel !== null ? (p.kernel as Status) : {};
+  return {
+    as_of_ms: Math.max(producer.statusAt, consumer.statusAt) || Date.now(),
+    producer: {
+      ready: producer.ready,
+      records_per_s: out !== undefined && prevOut !== undefined && producer.statusAt > producer.prevStatusAt ? ((out - prevOut) * 1000) / (producer.statusAt - producer.prevStatusAt) : undefined,
+      kernel_drops: num(kernel, 'ringbuf_drops'),
+      map_full: (num(kernel, 'conn_map_full') ?? 0) + (num(kernel, 'iface_map_full') ?? 0),
+      spool_bytes: num(p, 'spool_bytes'),
+      kafka_ok: typeof p.kafka_ok === 'boolean' ? p.kafka_ok : undefined,
+    },
+    consumer: {
+      ready: consumer.ready,
+      events_per_s: num(c, 'events_per_s'),
+      lag: num(c, 'lag'),
+      last_window: typeof c.last_window === 'string' ? c.last_window : undefined,
+      influx: typeof c.influx === 'string' ? c.influx : undefined,
+    },
+  };
+}
+
 /** Makes sure the records topic exists before the consumer waits for it (the producer would auto-create it with the broker's default). */
 async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, partitions: number, logger: Logger, signal: AbortSignal): Promise<void> {
   const config = kafkaConfigFrom(new ParsedArgs({ ...args.values, brokers }, [], args.sources));
@@ -279,7 +310,11 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   };
   process.once('exit', killAll);
 
+  let dashboard: { url: string; close(): Promise<void> } | undefined;
+  const dashboardListen = args.bool('dashboard') ? parseHostPort('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', args.str('dashboard-listen')) : undefined;
+
   const shutdown = async (): Promise<void> => {
+    await dashboard?.close();
     // Producer first (it ships the kernel's last counters to Kafka), then the consumer (final write + commit), then servers.
     for (const name of ['producer', 'consumer', 'broker']) {
       const c = children.find((x) => x.name === name);
@@ -367,11 +402,30 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       (r) => (typeof r.msg === 'string' && r.msg.startsWith('capture attached')) || r.msg === 'status',
     );
     children.push(producer);
+    if (dashboardListen) {
+      // In this process: the page shows the children's status (records/s, drops, spool, lag) besides InfluxDB's view.
+      const { startDashboard } = await import('../dashboard/server');
+      const influxArgs = parseArgs({ name: 'up', summary: '', options: INFLUX_OPTIONS }, ['--influx-url', influxUrl, '--influx-db', db]) as ParsedArgs;
+      try {
+        dashboard = await startDashboard({
+          client: new InfluxClient(influxConfigFrom(influxArgs)),
+          ...dashboardListen,
+          setting: '--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)',
+          logger: logger.child({ component: 'dashboard' }),
+          pipeline: () => pipelineStatus(producer, consumer),
+        });
+      } catch (e) {
+        // The page is an extra: a busy default port (another up, another program) must not stop the counting.
+        // An address the user asked for is theirs to fix, so that fails.
+        if (args.sources['dashboard-listen'] !== 'default') throw e;
+        logger.warn({ err: (e as Error).message }, 'dashboard not started; set --dashboard-listen to another address (or --no-dashboard)');
+      }
+    }
 
     const query = `nettally usage --influx-url ${influxUrl}${db === 'nettally' ? '' : ` --influx-db ${db}`}`;
     ctx.stdout.write(
       `nettally up: Kafka ${brokers.join(',')}${external.length ? '' : ' (bundled broker)'}, topic ${topic}; InfluxDB ${influxUrl}${influx ? ' (local influxd)' : ''}, ` +
-        `database ${db}; logs in ${logDir}. Ctrl-C stops everything.\n`,
+        `database ${db}; logs in ${logDir}.${dashboard ? ` Dashboard: ${dashboard.url}` : ''} Ctrl-C stops everything.\n`,
     );
 
     const startedAt = Date.now();
@@ -380,7 +434,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     const tick = (): void => {
       if (!announced && producer.ready && consumer.ready) {
         announced = true;
-        ctx.stdout.write(`nettally up: ready — counting traffic (producer attached, consumer consuming). Query: ${query} --from -1h --group-by netns,port\n`);
+        ctx.stdout.write(`nettally up: ready — counting traffic (producer attached, consumer consuming). Query: ${query} --from -1h --group-by netns,port${dashboard ? ` — Dashboard: ${dashboard.url}` : ''}\n`);
       }
     };
     const readyPoll = setInterval(tick, 100);

@@ -14,6 +14,8 @@ export interface DashboardOptions {
   client: InfluxClient;
   host: string;
   port: number;
+  /** The setting named in errors about the address (default --listen). */
+  setting?: string;
   /** Serve on a non-loopback address (the page has no authentication). */
   allowRemote?: boolean;
   logger: Logger;
@@ -88,8 +90,9 @@ function sendJson(res: http.ServerResponse, status: number, value: unknown): voi
 /** Starts the server; resolves once it listens. Throws CONFIG_INVALID for a non-loopback host without allowRemote or a busy port. */
 export async function startDashboard(opts: DashboardOptions): Promise<Dashboard> {
   const { client, logger } = opts;
+  const setting = opts.setting ?? '--listen';
   if (!opts.allowRemote && !isLoopback(opts.host)) {
-    throw configError('--listen', `${opts.host} is not a loopback address; the dashboard has no authentication, so serving it to the network needs --allow-remote (and a proxy with authentication in front)`);
+    throw configError(setting, `${opts.host} is not a loopback address; the dashboard has no authentication: serve it to the network only with 'nettally dashboard --allow-remote' behind a proxy that authenticates`);
   }
   const assets = loadAssets();
   let boundPort = opts.port;
@@ -153,8 +156,8 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     server.once('error', (e: NodeJS.ErrnoException) => {
       reject(
         e.code === 'EADDRINUSE'
-          ? configError('--listen', `${opts.host}:${opts.port} is already in use; pick another address`)
-          : configError('--listen', `cannot listen on ${opts.host}:${opts.port}: ${e.message}`),
+          ? configError(setting, `${opts.host}:${opts.port} is already in use; pick another address`)
+          : configError(setting, `cannot listen on ${opts.host}:${opts.port}: ${e.message}`),
       );
     });
     server.listen(opts.port, opts.host, () => resolveListen());

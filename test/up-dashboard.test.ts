@@ -1,0 +1,66 @@
+// Scenario: `nettally up` serves the dashboard in its own process and prints its URL; the page's health endpoint
+// carries up's view of its children (producer attached, records/s, consumer lag), not only InfluxDB's.
+import { mkdtempSync, rmSync } from 'fs';
+import { createServer, type Server } from 'net';
+import { tmpdir } from 'os';
+import { join } from 'path';
+import { freePort } from '../bin/influxd';
+import { spawnUp, waitReady, type UpProcess } from './helpers/up';
+
+let upProc: UpProcess | undefined;
+let blocker: Server | undefined;
+const dataDir = mkdtempSync(join(tmpdir(), 'nettally-up-dash-'));
+const pinDir = `/sys/fs/bpf/nettally-up-dash-${process.pid}`;
+
+afterAll(async () => {
+  await upProc?.kill();
+  await new Promise((r) => (blocker ? blocker.close(r) : r(undefined)));
+  rmSync(dataDir, { recursive: true, force: true });
+  rmSync(pinDir, { recursive: true, force: true });
+});
+
+test('up prints the dashboard URL, and the page reports the pipeline up runs', async () => {
+  const [kafkaPort, influxPort, dashPort] = [await freePort(), await freePort(), await freePort()];
+  upProc = spawnUp(['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--status-interval', '500ms', '--dashboard-listen', `127.0.0.1:${dashPort}`]);
+  await waitReady(upProc);
+  const url = `http://127.0.0.1:${dashPort}/`;
+  expect(upProc.out).toMatch(new RegExp(`nettally up: ready .*Dashboard: ${url.replace(/[./]/g, '\\$&')}`));
+  expect((await fetch(url)).status).toBe(200);
+  // Status events arrive every 500 ms; wait for the first ones instead of sleeping.
+  let health: { influx: { ok: boolean }; pipeline: { producer: { ready: boolean; records_per_s?: number; kernel_drops?: number }; consumer: { ready: boolean; lag?: number } } | null } | undefined;
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    health = (await (await fetch(`${url}api/health`)).json()) as typeof health;
+    if (health?.pipeline?.producer.records_per_s !== undefined && health.pipeline.consumer.lag !== undefined) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  expect(health?.influx.ok).toBe(true);
+  expect(health?.pipeline?.producer.ready).toBe(true);
+  expect(health?.pipeline?.consumer.ready).toBe(true);
+  expect(typeof health?.pipeline?.producer.records_per_s).toBe('number');
+  expect(health?.pipeline?.producer.kernel_drops).toBe(0);
+  expect(typeof health?.pipeline?.consumer.lag).toBe('number');
+  process.kill(-(upProc.child.pid as number), 'SIGINT');
+  expect(await upProc.exited).toBe(0);
+  // The page stops with up.
+  await expect(fetch(url)).rejects.toThrow();
+}, 180_000);
+
+test('a busy default dashboard port costs the page, not the pipeline: up warns and runs on', async () => {
+  // Hold 127.0.0.1:8087 (if something else already holds it, the situation is the same).
+  blocker = await new Promise<Server | undefined>((r) => {
+    const s = createServer();
+    s.once('error', () => r(undefined));
+    s.listen(8087, '127.0.0.1', () => r(s));
+  });
+  const [kafkaPort, influxPort] = [await freePort(), await freePort()];
+  const env = { ...process.env };
+  delete env.NETTALLY_DASHBOARD_LISTEN;
+  upProc = spawnUp(['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir], { env });
+  await waitReady(upProc);
+  expect(upProc.err).toContain('dashboard not started');
+  expect(upProc.err).toContain('127.0.0.1:8087 is already in use');
+  expect(upProc.out).not.toContain('Dashboard:');
+  process.kill(-(upProc.child.pid as number), 'SIGINT');
+  expect(await upProc.exited).toBe(0);
+}, 180_000);
