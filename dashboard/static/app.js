@@ -145,11 +145,23 @@ function drawChart(d) {
   document.body.dataset.chartSeries = String(n);
 }
 
+/** Marks a panel as loading (dimmed) while its request runs; the others render as soon as their data is there. */
+async function busy(id, work) {
+  const panel = $(id).closest('.panel');
+  panel.classList.add('loading');
+  try {
+    await work();
+  } finally {
+    panel.classList.remove('loading');
+  }
+}
+
 async function loadChart() {
   $('chart-title').textContent = `Traffic by ${GROUP_NAMES[state.group]} (${state.metric === 'tx' ? 'sent' : state.metric === 'rx' ? 'received' : 'sent + received'})`;
   try {
     drawChart(await getJSON('api/series', { range: state.range, group: state.group, metric: state.metric }));
     showError('chart-error', null);
+    if (lastLive) renderLive(lastLive);
   } catch (e) {
     showError('chart-error', e);
   }
@@ -200,30 +212,35 @@ async function loadTotals() {
 }
 
 // ---- live -------------------------------------------------------------------------------------------------------
+let lastLive = null;
+
 async function loadLive() {
   try {
-    const d = await getJSON('api/live', { group: state.group, top: '10' });
-    $('live-group').textContent = GROUP_NAMES[state.group];
-    $('live').dataset.currentWindowMs = d.current_window_ms;
-    $('live-asof').textContent = `${hhmm(d.current_window_ms)} UTC minute, as of ${new Date(d.now_ms).toISOString().slice(11, 19)}`;
-    const sum = (x) => x.tx_bytes + x.rx_bytes;
-    const rows = d.groups.map((g) =>
-      el(
-        'tr',
-        { dataset: { label: g.label } },
-        el('td', { class: 'label' }, el('span', { class: 'swatch', style: `background:${colorOf.get(g.label) ?? OTHER_COLOR}` }), g.label),
-        el('td', { title: `sent ${exact(g.current.tx_bytes)} B, received ${exact(g.current.rx_bytes)} B` }, human(sum(g.current))),
-        el('td', { title: `sent ${exact(g.previous.tx_bytes)} B, received ${exact(g.previous.rx_bytes)} B` }, human(sum(g.previous))),
-        el('td', {}, human(sum(g.previous) / 60, '/s')),
-      ),
-    );
-    if (rows.length === 0) rows.push(el('tr', {}, el('td', { class: 'label', colspan: '4' }, 'Nothing written for the last two minutes.')));
-    if (d.total_groups > d.groups.length) rows.push(el('tr', {}, el('td', { class: 'label note', colspan: '4' }, `and ${d.total_groups - d.groups.length} more`)));
-    $('live').tBodies[0].replaceChildren(...rows);
+    renderLive((lastLive = await getJSON('api/live', { group: state.group, top: '10' })));
     showError('live-error', null);
   } catch (e) {
     showError('live-error', e);
   }
+}
+
+function renderLive(d) {
+  $('live-group').textContent = GROUP_NAMES[state.group];
+  $('live').dataset.currentWindowMs = d.current_window_ms;
+  $('live-asof').textContent = `${hhmm(d.current_window_ms)} UTC minute, as of ${new Date(d.now_ms).toISOString().slice(11, 19)}`;
+  const sum = (x) => x.tx_bytes + x.rx_bytes;
+  const rows = d.groups.map((g) =>
+    el(
+      'tr',
+      { dataset: { label: g.label } },
+      el('td', { class: 'label' }, el('span', { class: 'swatch', style: `background:${colorOf.get(g.label) ?? OTHER_COLOR}` }), g.label),
+      el('td', { title: `sent ${exact(g.current.tx_bytes)} B, received ${exact(g.current.rx_bytes)} B` }, human(sum(g.current))),
+      el('td', { title: `sent ${exact(g.previous.tx_bytes)} B, received ${exact(g.previous.rx_bytes)} B` }, human(sum(g.previous))),
+      el('td', {}, human(sum(g.previous) / 60, '/s')),
+    ),
+  );
+  if (rows.length === 0) rows.push(el('tr', {}, el('td', { class: 'label', colspan: '4' }, 'Nothing written for the last two minutes.')));
+  if (d.total_groups > d.groups.length) rows.push(el('tr', {}, el('td', { class: 'label note', colspan: '4' }, `and ${d.total_groups - d.groups.length} more`)));
+  $('live').tBodies[0].replaceChildren(...rows);
 }
 
 // ---- health -----------------------------------------------------------------------------------------------------
@@ -297,8 +314,8 @@ function syncControls() {
 
 async function loadHistory() {
   document.body.dataset.state = 'loading';
-  // The live table takes its colours from the chart.
-  await Promise.all([loadChart().then(loadLive), loadTotals()]);
+  lastLive = null;
+  await Promise.all([busy('chart', loadChart), busy('totals', loadTotals), busy('live', loadLive)]);
   document.body.dataset.state = 'ready';
 }
 
