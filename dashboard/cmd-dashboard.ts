@@ -29,9 +29,10 @@ const spec: CommandSpec = {
 };
 
 async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
-  const listen = parseListen('--listen (env NETTALLY_DASHBOARD_LISTEN)', args.str('listen'));
+  const setting = '--listen (env NETTALLY_DASHBOARD_LISTEN)';
+  const listen = parseListen(setting, args.str('listen'));
   const config = influxConfigFrom(args);
-  const dashboard = await startDashboard({ client: new InfluxClient(config), ...listen, allowRemote: args.bool('allow-remote'), logger: ctx.logger });
+  const dashboard = await startDashboard({ client: new InfluxClient(config), ...listen, setting, allowRemote: args.bool('allow-remote'), logger: ctx.logger });
   ctx.stdout.write(`nettally dashboard: ${dashboard.url} (InfluxDB ${config.url}, database ${config.db}). No authentication: anyone who can reach this address can read the traffic. Ctrl-C stops.\n`);
   await new Promise<void>((r) => (ctx.signal.aborted ? r() : ctx.signal.addEventListener('abort', () => r(), { once: true })));
   await dashboard.close();

@@ -61,7 +61,12 @@ function loadAssets(): Map<string, Asset> {
   const dir = staticDir();
   const own = (file: string, type: string): Asset => ({ body: readFileSync(join(dir, file)), type, cache: 'no-cache' });
   // uPlot ships with the package (a dependency), never from a CDN: the machine may have no internet.
-  const uplotDir = dirname(require.resolve('uplot/package.json'));
+  let uplotDir: string;
+  try {
+    uplotDir = dirname(require.resolve('uplot/package.json'));
+  } catch {
+    throw new NettallyError('INTERNAL', "the chart library uplot is not installed (a dependency since the dashboard): run 'npm install' in the nettally checkout");
+  }
   const vendor = (file: string, type: string): Asset => ({ body: readFileSync(join(uplotDir, 'dist', file)), type, cache: 'max-age=86400' });
   return new Map([
     ['/', own('index.html', 'text/html; charset=utf-8')],

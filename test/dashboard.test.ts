@@ -99,7 +99,7 @@ test('the page draws the stacked chart and shows the totals, billing CSV and liv
     for (let i = 0; i < d.length; i += 4) if (Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]) > 60) coloured++;
     return { coloured, total: d.length / 4 };
   });
-  expect(pixels.coloured / pixels.total).toBeGreaterThan(0.05);
+  expect(pixels.coloured / pixels.total).toBeGreaterThan(0.01);
 
   // The chart's data: per host, its total over the range equals usage over the same minutes and the ground truth.
   const series = (await (await seriesResponse).json()) as { from_ms: number; to_ms: number; step_ms: number; series: { label: string; tags: Record<string, string>; total_bytes: number; values: number[] }[] };

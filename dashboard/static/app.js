@@ -51,13 +51,21 @@ function el(tag, attrs = {}, ...children) {
 const GROUP_NAMES = { host: 'host', netns: 'network namespace', port: 'port', process: 'process', protocol: 'protocol', direction: 'direction' };
 
 // ---- data -------------------------------------------------------------------------------------------------------
+/** Newest request per endpoint: an answer to an older view (the range was changed meanwhile) is dropped. */
+const latest = new Map();
+class Superseded extends Error {}
+
 async function getJSON(path, params) {
+  const ticket = {};
+  latest.set(path, ticket);
   const res = await fetch(`${path}?${new URLSearchParams(params)}`, { cache: 'no-store' });
   const body = await res.json().catch(() => ({ error: `HTTP ${res.status}` }));
+  if (latest.get(path) !== ticket) throw new Superseded();
   if (!res.ok) throw new Error(body.error || `HTTP ${res.status}`);
   return body;
 }
 function showError(id, err) {
+  if (err instanceof Superseded) return;
   const p = $(id);
   p.hidden = !err;
   p.textContent = err ? String(err.message || err) : '';
@@ -293,6 +301,7 @@ async function loadHealth() {
     $('pipeline').replaceChildren(...dl);
     showError('health-error', null);
   } catch (e) {
+    if (e instanceof Superseded) return;
     $('health').replaceChildren(badge('dashboard unreachable', 'bad', String(e.message || e)));
     showError('health-error', e);
   }
