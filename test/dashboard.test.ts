@@ -131,10 +131,9 @@ test('the page draws the stacked chart and shows the totals, billing CSV and liv
   const key = (r: Record<string, unknown>): string => `${String(r.window)}/${String(r.host_id)}`;
   expect(shown.length).toBe(3 * spec.hosts);
   expect([...shown].sort((a, b) => key(a).localeCompare(key(b)))).toEqual([...hourly].sort((a, b) => key(a).localeCompare(key(b))));
-  // Past hours are final, the current one is not; the ground truth of each hour is on the page.
-  const currentHour = new Date(Math.floor(spec.toMs / HOUR) * HOUR).toISOString();
+  // Hours that ended before the watermark are final, later ones not; the ground truth of each hour is on the page.
   for (const r of shown) {
-    expect(r.final).toBe(r.window !== currentHour);
+    expect(r.final).toBe(Date.parse(String(r.window)) + HOUR <= spec.watermarkMs);
     const h = [0, 1, 2].find((i) => hostId(i) === r.host_id)!;
     const t = truthPerHost(spec, Date.parse(String(r.window)), Date.parse(String(r.window)) + HOUR).get(h)!;
     expect([r.tx_bytes, r.rx_bytes]).toEqual([t.tx, t.rx]);
@@ -153,7 +152,9 @@ test('the page draws the stacked chart and shows the totals, billing CSV and liv
     current: Number((t as HTMLElement).dataset.currentWindowMs),
     rows: [...t.querySelectorAll('tbody tr')].map((tr) => ({ label: (tr as HTMLElement).dataset.label, cells: [...tr.querySelectorAll('td')].map((td) => td.getAttribute('title') ?? '') })),
   }));
-  for (let h = 0; h < spec.hosts; h++) {
+  // (On a machine so slow that two minutes passed since the write, both minutes are empty, and the page says so.)
+  if (live.current - MINUTE > spec.toMs) expect(live.rows.map((r) => r.label)).toEqual([undefined]);
+  for (let h = 0; h < spec.hosts && live.current - MINUTE <= spec.toMs; h++) {
     const row = live.rows.find((r) => r.label === hostName(h));
     expect(row).toBeDefined();
     const parse = (title: string): number[] => [...title.matchAll(/([\d,]+) B/g)].map((m) => Number(m[1].replace(/,/g, '')));
