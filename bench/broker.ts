@@ -6,6 +6,7 @@ import { tmpdir } from 'os';
 import { join, resolve } from 'path';
 import { Kafka, logLevel } from 'kafkajs';
 import { formatHelp, parseArgs, type CommandSpec } from '../lib/args';
+import { cpuSeconds, peakRss } from './proc';
 
 const spec: CommandSpec = {
   name: 'bench:broker',
@@ -21,18 +22,6 @@ const spec: CommandSpec = {
 };
 
 const ROOT = resolve(__dirname, '../..');
-
-/** User+system CPU seconds the process has used (clock ticks are 100/s on Linux). */
-function cpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
-
-function peakRss(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) * 1024 : NaN;
-}
 
 async function startBroker(dataDir: string, fsync: string): Promise<{ child: ChildProcess; address: string }> {
   const child = spawn(process.execPath, [join(ROOT, 'dist/bin/nettally.js'), 'broker', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--fsync', fsync], {

@@ -55,6 +55,7 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(formatHelp(command.spec));
       return 0;
     }
+    for (const w of args.warnings) logger.warn(w);
     const controller = new AbortController();
     let firstSignalAt = 0;
     const onSignal = (sig: NodeJS.Signals): void => {

@@ -1,19 +1,22 @@
 // `nettally up`: the whole pipeline on one machine — bundled broker, local influxd, producer, consumer —
-// with a live status line until Ctrl-C, which stops everything and leaves no process, pin or mount behind.
-import { spawn, type ChildProcess, execFileSync } from 'child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync } from 'fs';
+// with a live status line until Ctrl-C, which stops everything and leaves no process, pin or mount behind
+// (also when its stdout is a pipe whose reader died first, and when it fails).
+import { spawn, spawnSync, type ChildProcess, execFileSync } from 'child_process';
+import { createWriteStream, mkdirSync, readFileSync, rmSync } from 'fs';
 import { connect } from 'net';
 import { join, resolve } from 'path';
 import { createInterface } from 'readline';
 import { Kafka, logLevel } from 'kafkajs';
+import pino from 'pino';
 import { ParsedArgs, parseArgs, type CommandSpec, type OptionSpec } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
 import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from '../consumer/influx';
 import type { PipelineStatus } from '../dashboard/api';
-import type { Logger } from '../lib/log';
+import { createLogger, type Logger } from '../lib/log';
 import { startLocalInflux, type LocalInflux } from './influxd';
+import { claimPins, isPinDirPath, type PinClaim } from './up-pins';
 
 /** Kafka connection options (TLS, SASL, topic, client id) shared with producer/consumer; `brokers` is up's own. */
 const FORWARDED_KAFKA_OPTIONS: readonly OptionSpec[] = KAFKA_OPTIONS.filter((o) => o.name !== 'brokers');
@@ -25,9 +28,11 @@ const spec: CommandSpec = {
     'Starts what is missing — the bundled Kafka-protocol broker and Debian\'s influxd on --data-dir — then the producer',
     '(eBPF counters) and the consumer (InfluxDB rollups), and prints a status line until Ctrl-C, which stops the',
     'producer first (its last counters reach Kafka), then the consumer (final write), then the servers. bpffs is',
-    'mounted if needed and unmounted on exit; a pin directory that did not exist before is removed.',
+    'mounted if needed and unmounted on exit; a pin directory that did not exist before is removed. Stale pins of an',
+    'earlier up that could not clean up (killed) are removed at start; pins up did not create are kept.',
     'Set KAFKA_BROKERS to use an existing Kafka instead of the bundled broker, and INFLUX_URL to use an existing',
-    'InfluxDB instead of a local influxd. Needs root. Logs of every component go to <data-dir>/logs/.',
+    'InfluxDB instead of a local influxd. Needs root. Logs of every component go to <data-dir>/logs/; up\'s own log',
+    'and everything it prints also go to <data-dir>/logs/up.log (they continue there when stdout is closed).',
   ].join('\n'),
   options: [
     { name: 'data-dir', type: 'string', env: 'NETTALLY_DATA_DIR', default: '/var/lib/nettally', help: 'where broker, InfluxDB, producer spool and logs keep their files' },
@@ -188,27 +193,21 @@ function fmt(v: number | undefined, unit = ''): string {
 
 /** One status line from the children's latest status logs (fields of producer/producer.ts and consumer/cmd-consumer.ts). */
 export function statusLine(uptimeMs: number, producer: Child, consumer: Child, query: string): string {
-  const p = producer.status;
-  const c = consumer.status;
+  const { producer: p, consumer: c } = pipelineStatus(producer, consumer);
   const up = Math.floor(uptimeMs / 1000);
   const clock = `${String(Math.floor(up / 3600)).padStart(2, '0')}:${String(Math.floor(up / 60) % 60).padStart(2, '0')}:${String(up % 60).padStart(2, '0')}`;
-  const out = num(p, 'records_out');
-  const prevOut = num(producer.prevStatus, 'records_out');
-  const rate = out !== undefined && prevOut !== undefined && producer.statusAt > producer.prevStatusAt ? ((out - prevOut) * 1000) / (producer.statusAt - producer.prevStatusAt) : undefined;
-  const kernel = typeof p.kernel === 'object' && p.kernel !== null ? (p.kernel as Status) : {};
-  const drops = num(kernel, 'ringbuf_drops');
-  const mapFull = (num(kernel, 'conn_map_full') ?? 0) + (num(kernel, 'iface_map_full') ?? 0);
-  const kafka = p.kafka_ok === false && producer.statusAt > 0 ? ', Kafka DOWN' : '';
-  const lastWindow = typeof c.last_window === 'string' ? c.last_window.replace(/\.000Z$/, 'Z') : '-';
-  const influx = typeof c.influx === 'string' && c.influx !== 'ok' ? `, InfluxDB ${c.influx}` : '';
+  // An error state (authorization, missing topic) will not clear by itself: name it, not just "down".
+  const kafka = producer.statusAt === 0 || p.kafka_ok !== false ? '' : p.kafka_error !== undefined ? `, Kafka ERROR ${p.kafka_error}` : ', Kafka DOWN';
+  const lastWindow = c.last_window?.replace(/\.000Z$/, 'Z') ?? '-';
+  const influx = c.influx !== undefined && c.influx !== 'ok' ? `, InfluxDB ${c.influx}` : '';
   return (
-    `[up ${clock}] producer ${producer.ready ? '' : '(starting) '}${fmt(rate)} rec/s, kernel drops ${fmt(drops)}${mapFull ? `, map full ${mapFull}` : ''}, spool ${fmt(num(p, 'spool_bytes'), 'B')}${kafka}` +
-    ` | consumer ${consumer.ready ? '' : '(starting) '}${fmt(num(c, 'events_per_s'))} ev/s, lag ${fmt(num(c, 'lag'))}, last window ${lastWindow}${influx}` +
+    `[up ${clock}] producer ${p.ready ? '' : '(starting) '}${fmt(p.records_per_s)} rec/s, kernel drops ${fmt(p.kernel_drops)}${p.map_full ? `, map full ${p.map_full}` : ''}, spool ${fmt(p.spool_bytes, 'B')}${kafka}` +
+    ` | consumer ${c.ready ? '' : '(starting) '}${fmt(c.events_per_s)} ev/s, lag ${fmt(c.lag)}, last window ${lastWindow}${influx}` +
     ` | query: ${query}\n`
   );
 }
 
-/** What the dashboard shows as pipeline health: the numbers of the status line, from the children's status events. */
+/** The pipeline's health from the children's latest status events: the status line's numbers, and the dashboard's. */
 export function pipelineStatus(producer: Child, consumer: Child): PipelineStatus {
   const p = producer.status;
   const c = consumer.status;
@@ -224,6 +223,7 @@ export function pipelineStatus(producer: Child, consumer: Child): PipelineStatus
       map_full: (num(kernel, 'conn_map_full') ?? 0) + (num(kernel, 'iface_map_full') ?? 0),
       spool_bytes: num(p, 'spool_bytes'),
       kafka_ok: typeof p.kafka_ok === 'boolean' ? p.kafka_ok : undefined,
+      kafka_error: p.kafka_state === 'error' ? String(p.kafka_error_code) : undefined,
     },
     consumer: {
       ready: consumer.ready,
@@ -278,11 +278,10 @@ function childEnv(args: ParsedArgs, brokers: string[]): NodeJS.ProcessEnv {
 }
 
 async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
-  const { logger, signal } = ctx;
   const dataDir = resolve(args.str('data-dir'));
   const logDir = join(dataDir, 'logs');
   const pinDir = args.str('pin-dir');
-  if (!pinDir.startsWith(`${BPFFS}/`) || pinDir.includes('/../')) throw configError('--pin-dir (env NETTALLY_PIN_DIR)', `must be a directory under ${BPFFS}/, got ${JSON.stringify(pinDir)}`);
+  if (!isPinDirPath(pinDir, BPFFS)) throw configError('--pin-dir (env NETTALLY_PIN_DIR)', `must be a directory under ${BPFFS}/, got ${JSON.stringify(pinDir)}`);
   const external = args.list('brokers');
   const listen = parseHostPort('--kafka-listen (env NETTALLY_BROKER_LISTEN)', args.str('kafka-listen'));
   const brokers = external.length > 0 ? external : [`${listen.host}:${listen.port}`];
@@ -299,21 +298,92 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     throw configError('--data-dir (env NETTALLY_DATA_DIR)', `cannot create ${logDir}: ${(e as Error).message}`);
   }
 
+  // up's own log: every line on stderr and in logs/up.log, and what it prints on stdout in up.log too. A terminal
+  // closing or `| tee` dying then costs the view, not the record, and not the run.
+  const upLogPath = join(logDir, 'up.log');
+  const upLog = pino.destination({ dest: upLogPath, sync: true, append: true, mode: 0o600 });
+  let upLogFailed = false;
+  upLog.on('error', (e: Error) => {
+    // A full disk must not stop the pipeline (nor throw out of a log call): say it once where it can still be seen.
+    if (!upLogFailed) ctx.logger.error({ err: e.message, log: upLogPath }, `cannot write ${upLogPath}; up's log continues on stderr only`);
+    upLogFailed = true;
+  });
+  const logger = createLogger({ name: 'nettally-up', alsoTo: upLog });
+  const transcript = pino({ name: 'nettally-up' }, upLog);
+  let stdoutGone = false;
+  const say = (text: string): void => {
+    transcript.info({ out: text.trimEnd() }, 'output');
+    if (!stdoutGone) ctx.stdout.write(text);
+  };
+  // Writing to a pipe whose reader has exited fails with EPIPE, reported as an 'error' event that would otherwise
+  // kill up before it stopped anything. These listeners stay after run() returns: the dispatcher still writes to
+  // stderr then.
+  const outputGone = (name: string) => (e: NodeJS.ErrnoException): void => {
+    if (name === 'stdout') {
+      if (stdoutGone) return;
+      stdoutGone = true;
+    }
+    logger.warn({ stream: name, code: e.code, err: e.message }, `${name} is closed (${e.code ?? e.message}: its reader, e.g. tee, has exited); up keeps running, its output and log continue in ${upLogPath}`);
+  };
+  ctx.stdout.on('error', outputGone('stdout'));
+  process.stderr.on('error', outputGone('stderr'));
+
+  // Every way out runs shutdown(): Ctrl-C (ctx.signal), SIGHUP, a child exiting, an exception thrown anywhere in up,
+  // including callbacks outside this async chain (they would otherwise end the process with the children,
+  // pins and mounts left behind).
+  const stop = new AbortController();
+  const signal = stop.signal;
+  let fatal: Error | undefined;
+  const onFatal = (e: unknown): void => {
+    const err = e instanceof Error ? e : new Error(String(e));
+    logger.error({ err: err.message, stack: err.stack }, 'unexpected error; stopping everything');
+    fatal ??= err;
+    stop.abort();
+  };
+  const onStopSignal = (): void => stop.abort();
+  if (ctx.signal.aborted) stop.abort();
+  else ctx.signal.addEventListener('abort', onStopSignal, { once: true });
+  // Closing the terminal up runs in sends SIGHUP, whose default ends the process on the spot: stop as on Ctrl-C.
+  const onHangup = (): void => {
+    logger.warn({ signal: 'SIGHUP' }, 'SIGHUP (its terminal is gone): stopping everything');
+    stop.abort();
+  };
+  process.on('SIGHUP', onHangup);
+  process.on('uncaughtException', onFatal);
+  process.on('unhandledRejection', onFatal);
+
   const mounted: string[] = [];
-  const pinsBefore = existsSync(pinDir);
+  let pins: PinClaim | undefined;
   const children: Child[] = [];
   let influx: LocalInflux | undefined;
-  // A forced exit (second Ctrl-C → process.exit) must not leave our process groups running.
-  const killAll = (): void => {
+  const removePins = (): void => {
+    if (!pins) return;
+    if (pins.ownsPinDir) rmSync(pinDir, { recursive: true, force: true });
+    // Only once the pins are gone: a marker left behind makes the next up remove them.
+    pins.release();
+    pins = undefined;
+  };
+  // A forced exit (second Ctrl-C → process.exit) cannot wait for anything: kill our process groups, then remove what
+  // we created, synchronously.
+  const cleanUpNow = (): void => {
+    logger.warn({ pin_dir: pins?.ownsPinDir ? pinDir : undefined, mounts: mounted }, 'exiting before the orderly stop finished: killing every child (SIGKILL), removing the pins and mounts up made');
     for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
     influx?.killSync();
+    try {
+      removePins();
+    } catch {
+      // the marker stays: the next up removes these pins
+    }
+    for (const path of mounted.reverse()) spawnSync('umount', [path], { stdio: 'ignore' });
   };
-  process.once('exit', killAll);
+  process.once('exit', cleanUpNow);
 
   let dashboard: { url: string; close(): Promise<void> } | undefined;
   const dashboardListen = args.bool('dashboard') ? parseHostPort('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', args.str('dashboard-listen')) : undefined;
 
-  const shutdown = async (): Promise<void> => {
+  let stopping: Promise<void> | undefined;
+  const shutdown = (): Promise<void> => (stopping ??= stopAll());
+  const stopAll = async (): Promise<void> => {
     await dashboard?.close();
     // Producer first (it ships the kernel's last counters to Kafka), then the consumer (final write + commit), then servers.
     for (const name of ['producer', 'consumer', 'broker']) {
@@ -327,12 +397,10 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       logger.info({ component: 'influxd' }, 'stopping influxd');
       await influx.close();
     }
-    if (!pinsBefore && existsSync(pinDir)) {
-      try {
-        rmSync(pinDir, { recursive: true, force: true });
-      } catch (e) {
-        logger.warn({ pin_dir: pinDir, err: (e as Error).message }, 'could not remove the pin directory');
-      }
+    try {
+      removePins();
+    } catch (e) {
+      logger.warn({ pin_dir: pinDir, err: (e as Error).message }, 'could not remove the pin directory; the next up on this data dir removes it');
     }
     for (const path of mounted.reverse()) {
       try {
@@ -342,7 +410,18 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
         logger.warn({ mount: path, err: (e as Error).message }, 'could not unmount');
       }
     }
-    process.removeListener('exit', killAll);
+    mounted.length = 0;
+    process.removeListener('exit', cleanUpNow);
+    process.removeListener('uncaughtException', onFatal);
+    process.removeListener('unhandledRejection', onFatal);
+    process.removeListener('SIGHUP', onHangup);
+    ctx.signal.removeEventListener('abort', onStopSignal);
+  };
+  /** Stops and cleans everything, then ends the run: an unexpected error wins over `code`. */
+  const finish = async (code: number): Promise<number> => {
+    await shutdown();
+    if (fatal) throw new NettallyError('INTERNAL', `nettally up failed: ${fatal.message}`, { cause: fatal });
+    return code;
   };
 
   try {
@@ -352,6 +431,8 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       mounted.push(BPFFS);
       logger.info({ mount: BPFFS }, 'mounted bpffs');
     }
+    // With bpffs in place: stale pins of an earlier up on this data dir go, and our marker names the pin dir.
+    pins = claimPins(dataDir, pinDir, logger, BPFFS);
 
     if (external.length === 0) {
       if (await portOpen(listen.host, listen.port)) {
@@ -359,10 +440,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       }
       const broker = startChild('broker', ['broker', '--listen', `${listen.host}:${listen.port}`, '--data-dir', join(dataDir, 'broker'), '--partitions', String(args.num('partitions'))], childEnv(args, brokers), logDir, logger, (r) => r.msg === 'broker ready');
       children.push(broker);
-      if (!(await waitFor('the broker listens', () => broker.ready || portOpen(listen.host, listen.port), broker, 30_000, signal))) {
-        await shutdown();
-        return 0;
-      }
+      if (!(await waitFor('the broker listens', () => broker.ready || portOpen(listen.host, listen.port), broker, 30_000, signal))) return await finish(0);
     }
     await ensureTopic(args, brokers, topic, args.num('partitions'), logger, signal);
 
@@ -375,10 +453,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       influx = await startLocalInflux({ dataDir: join(dataDir, 'influxdb'), httpPort: port, rpcPort: 0, database: db, detached: true, dieWithParent: true, logger });
       influxUrl = influx.url;
     }
-    if (signal.aborted || !influxUrl) {
-      await shutdown();
-      return 0;
-    }
+    if (signal.aborted || !influxUrl) return await finish(0);
 
     const env = childEnv(args, brokers);
     const statusEvery = `${args.num('status-interval')}ms`;
@@ -423,7 +498,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     }
 
     const query = `nettally usage --influx-url ${influxUrl}${db === 'nettally' ? '' : ` --influx-db ${db}`}`;
-    ctx.stdout.write(
+    say(
       `nettally up: Kafka ${brokers.join(',')}${external.length ? '' : ' (bundled broker)'}, topic ${topic}; InfluxDB ${influxUrl}${influx ? ' (local influxd)' : ''}, ` +
         `database ${db}; logs in ${logDir}.${dashboard ? ` Dashboard: ${dashboard.url}` : ''} Ctrl-C stops everything.\n`,
     );
@@ -434,24 +509,23 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     const tick = (): void => {
       if (!announced && producer.ready && consumer.ready) {
         announced = true;
-        ctx.stdout.write(`nettally up: ready — counting traffic (producer attached, consumer consuming). Query: ${query} --from -1h --group-by netns,port${dashboard ? ` — Dashboard: ${dashboard.url}` : ''}\n`);
+        say(`nettally up: ready — counting traffic (producer attached, consumer consuming). Query: ${query} --from -1h --group-by netns,port${dashboard ? ` — Dashboard: ${dashboard.url}` : ''}\n`);
       }
     };
     const readyPoll = setInterval(tick, 100);
-    const ticker = setInterval(() => ctx.stdout.write(statusLine(Date.now() - startedAt, producer, consumer, query)), args.num('status-interval'));
+    const ticker = setInterval(() => say(statusLine(Date.now() - startedAt, producer, consumer, query)), args.num('status-interval'));
     const stopped = new Promise<'signal'>((r) => (signal.aborted ? r('signal') : signal.addEventListener('abort', () => r('signal'), { once: true })));
     const first = await Promise.race([stopped, died]);
     clearInterval(ticker);
     clearInterval(readyPoll);
     if (first !== 'signal') {
       logger.error({ component: first.c.name, code: first.code, last: first.c.lastLines.slice(-5) }, `${first.c.name} exited unexpectedly (code ${first.code}); stopping everything — see ${join(logDir, `${first.c.name}.log`)}`);
-      await shutdown();
-      return 1;
+      return await finish(1);
     }
-    ctx.stdout.write('nettally up: stopping (producer, consumer, broker, influxd)...\n');
-    await shutdown();
-    ctx.stdout.write('nettally up: stopped\n');
-    return 0;
+    if (!fatal) say('nettally up: stopping (producer, consumer, broker, influxd)...\n');
+    const code = await finish(0);
+    say('nettally up: stopped\n');
+    return code;
   } catch (err) {
     await shutdown();
     if (err instanceof NettallyError) throw err;

@@ -72,7 +72,7 @@ export interface BatchInfo {
   attributes: number;
 }
 
-export type BatchProblem = 'truncated' | 'bad-length' | 'bad-magic' | 'bad-crc' | 'bad-count';
+export type BatchProblem = 'truncated' | 'bad-length' | 'bad-magic' | 'bad-crc' | 'bad-count' | 'too-large';
 
 /** Parses the header of the batch at `pos`; the batch must lie entirely inside buf. */
 export function readBatchHeader(buf: Buffer, pos: number): BatchInfo {
@@ -107,11 +107,16 @@ export function checkBatch(buf: Buffer, pos: number, end: number, checkCrc = tru
   return info;
 }
 
-/** Splits a produced record set into checked batches; a trailing partial batch or any bad one is a problem. */
-export function splitBatches(buf: Buffer): BatchInfo[] | BatchProblem {
+/**
+ * Splits a produced record set into checked batches; a trailing partial batch or any bad one is a problem.
+ * A batch larger than `maxBatchBytes` (whole batch incl. the 12-byte log overhead, what Kafka compares with
+ * max.message.bytes) is 'too-large', found from its length field before any CRC work, as Kafka does.
+ */
+export function splitBatches(buf: Buffer, maxBatchBytes = Number.MAX_SAFE_INTEGER): BatchInfo[] | BatchProblem {
   const out: BatchInfo[] = [];
   let pos = 0;
   while (pos < buf.length) {
+    if (buf.length - pos >= BATCH.LOG_OVERHEAD && BATCH.LOG_OVERHEAD + buf.readInt32BE(pos + BATCH.LENGTH) > maxBatchBytes) return 'too-large';
     const b = checkBatch(buf, pos, buf.length);
     if (typeof b === 'string') return b;
     out.push(b);

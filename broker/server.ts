@@ -36,7 +36,23 @@ export interface BrokerConfig {
   segmentBytes: number;
   fsync: FsyncPolicy;
   fsyncIntervalMs: number;
+  /** Kafka's socket.request.max.bytes: larger request frames close the connection before they are buffered. */
   maxRequestBytes: number;
+  /** Kafka's message.max.bytes: largest record batch (whole, incl. log overhead) a produce may append. */
+  maxMessageBytes: number;
+  /** Kafka's broker-side fetch.max.bytes: cap on the bytes of one fetch response (first batch excepted). */
+  fetchMaxBytes: number;
+  /** Kafka's max.connections: connections beyond it are closed at once (existing ones keep working). */
+  maxConnections: number;
+  /** Kafka's connections.max.idle.ms: a connection with no request for this long is closed. */
+  connectionsMaxIdleMs: number;
+  /** Kafka's group.min/max.session.timeout.ms: JoinGroup outside them gets INVALID_SESSION_TIMEOUT. */
+  groupMinSessionTimeoutMs: number;
+  groupMaxSessionTimeoutMs: number;
+  /** Caps against a local user exhausting file descriptors (each partition holds 2 open): see README. */
+  maxPartitions: number;
+  maxPartitionsPerTopic: number;
+  maxAutoCreatedTopics: number;
   autoCreateTopics: boolean;
   retentionCheckMs: number;
   logger: Logger;
@@ -47,6 +63,19 @@ interface TopicConfig {
   retentionMs: number | null;
   retentionBytes: number | null;
   segmentBytes: number | null;
+  /** Topic-level max.message.bytes (null: the broker's --max-message-bytes). Absent in older topic.json. */
+  maxMessageBytes?: number | null;
+  /** Created by a Metadata request (counts against --max-auto-created-topics). Absent in older topic.json. */
+  autoCreated?: boolean;
+}
+
+/** Counters of refused work (tests and logs). */
+export interface BrokerStats {
+  connections: number;
+  refusedConnections: number;
+  idleClosed: number;
+  tooLargeBatches: number;
+  refusedTopics: number;
 }
 
 interface Topic {
@@ -56,8 +85,6 @@ interface Topic {
 }
 
 const NODE_ID = 0;
-/** Per topic: each partition holds two file descriptors open. */
-export const MAX_PARTITIONS = 1000;
 const CLUSTER_ID = 'nettally-bundled-broker';
 const NO_AUTHORIZED_OPS = -2147483648;
 /** Requests queued per connection before reading from it pauses (clients pipeline). */
@@ -107,10 +134,21 @@ export class Broker {
   private lockPath: string | null = null;
   private port = 0;
   private readonly log: Logger;
+  private readonly counters: BrokerStats = { connections: 0, refusedConnections: 0, idleClosed: 0, tooLargeBatches: 0, refusedTopics: 0 };
+  /** Refused connections not yet logged: one warning per burst, not one per connection (a flood must not flood the log). */
+  private refusedUnlogged = 0;
+  private refusedLogTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly cfg: BrokerConfig) {
     this.log = cfg.logger;
-    this.groups = new GroupCoordinator(this.log.child({ component: 'groups' }));
+    this.groups = new GroupCoordinator(this.log.child({ component: 'groups' }), {
+      minSessionTimeoutMs: cfg.groupMinSessionTimeoutMs,
+      maxSessionTimeoutMs: cfg.groupMaxSessionTimeoutMs,
+    });
+  }
+
+  stats(): BrokerStats {
+    return { ...this.counters, connections: this.sockets.size };
   }
 
   get listenPort(): number {
@@ -231,6 +269,7 @@ export class Broker {
     if (this.closed) return;
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
+    if (this.refusedLogTimer) clearTimeout(this.refusedLogTimer);
     this.groups.close();
     for (const w of this.waiters) w.wake();
     const server = this.server;
@@ -249,12 +288,37 @@ export class Broker {
 
   // ---- connections ------------------------------------------------------------------------------
 
+  /** Over --max-connections: closed before anything is read, counted, and logged once per burst. */
+  private refuseConnection(sock: net.Socket): void {
+    sock.destroy();
+    this.counters.refusedConnections++;
+    this.refusedUnlogged++;
+    if (this.refusedLogTimer) return;
+    const flush = (): void => {
+      this.refusedLogTimer = null;
+      if (this.refusedUnlogged === 0) return;
+      this.log.warn(
+        { refused: this.refusedUnlogged, refusedTotal: this.counters.refusedConnections, maxConnections: this.cfg.maxConnections },
+        `refused ${this.refusedUnlogged} connection(s): --max-connections ${this.cfg.maxConnections} reached`,
+      );
+      this.refusedUnlogged = 0;
+      this.refusedLogTimer = setTimeout(flush, 10_000);
+      this.refusedLogTimer.unref();
+    };
+    flush();
+  }
+
   private onConnection(sock: net.Socket): void {
     if (this.closed) {
       sock.destroy();
       return;
     }
+    if (this.sockets.size >= this.cfg.maxConnections) {
+      this.refuseConnection(sock);
+      return;
+    }
     this.sockets.add(sock);
+    this.counters.connections++;
     sock.setNoDelay(true);
     const peer = `${sock.remoteAddress}:${sock.remotePort}`;
     const chunks: Buffer[] = [];
@@ -319,6 +383,17 @@ export class Broker {
       }
       if (queuedBytes >= MAX_QUEUED_BYTES) sock.pause();
       pump();
+    });
+    // Like Kafka's connections.max.idle.ms: a connection that neither sends nor receives for that long is
+    // closed (clients reconnect on demand). One with a request in progress (a long poll) is not idle.
+    // (setTimeout's own callback argument is a once-listener: a long poll would disarm it for good.)
+    sock.setTimeout(this.cfg.connectionsMaxIdleMs);
+    sock.on('timeout', () => {
+      if (dead || busy || queue.length > 0) return;
+      dead = true;
+      this.counters.idleClosed++;
+      this.log.info({ peer, idleMs: this.cfg.connectionsMaxIdleMs }, 'closing idle connection (--connections-max-idle)');
+      sock.destroy();
     });
     sock.on('error', (err) => {
       if (!dead) this.log.info({ peer, err: err.message }, 'connection error');
@@ -390,10 +465,46 @@ export class Broker {
 
   // ---- topics -----------------------------------------------------------------------------------
 
+  private get partitionCount(): number {
+    let n = 0;
+    for (const t of this.topics.values()) n += t.partitions.length;
+    return n;
+  }
+
+  /**
+   * Whether a new topic of `partitions` stays within the caps (null) or why not: the error Kafka would send
+   * (INVALID_PARTITIONS for the per-topic count, POLICY_VIOLATION — what a CreateTopicPolicy answers — for the
+   * broker-wide ones) and a message naming the flag. The caps keep any local user from exhausting descriptors.
+   */
+  private topicRefusal(partitions: number, autoCreate: boolean): { error: number; message: string } | null {
+    if (partitions < 1 || partitions > this.cfg.maxPartitionsPerTopic) {
+      return { error: ErrorCode.INVALID_PARTITIONS, message: `number of partitions must be 1..${this.cfg.maxPartitionsPerTopic} (--max-partitions-per-topic), got ${partitions}` };
+    }
+    const total = this.partitionCount;
+    if (total + partitions > this.cfg.maxPartitions) {
+      return { error: ErrorCode.POLICY_VIOLATION, message: `the broker holds ${total} partitions; ${partitions} more would exceed --max-partitions ${this.cfg.maxPartitions}` };
+    }
+    if (autoCreate) {
+      let auto = 0;
+      for (const t of this.topics.values()) if (t.config.autoCreated) auto++;
+      if (auto >= this.cfg.maxAutoCreatedTopics) {
+        return { error: ErrorCode.POLICY_VIOLATION, message: `${auto} topics were auto-created already (--max-auto-created-topics ${this.cfg.maxAutoCreatedTopics}); create topics explicitly` };
+      }
+    }
+    return null;
+  }
+
   private createTopic(name: string, partitions: number, config: Partial<TopicConfig> = {}): Topic {
     const dir = join(this.cfg.dataDir, 'topics', name);
     fs.mkdirSync(dir, { recursive: true });
-    const tc: TopicConfig = { partitions, retentionMs: config.retentionMs ?? null, retentionBytes: config.retentionBytes ?? null, segmentBytes: config.segmentBytes ?? null };
+    const tc: TopicConfig = {
+      partitions,
+      retentionMs: config.retentionMs ?? null,
+      retentionBytes: config.retentionBytes ?? null,
+      segmentBytes: config.segmentBytes ?? null,
+      maxMessageBytes: config.maxMessageBytes ?? null,
+      autoCreated: config.autoCreated ?? false,
+    };
     const logs: PartitionLog[] = [];
     try {
       for (let p = 0; p < partitions; p++) logs.push(PartitionLog.open(join(dir, String(p)), this.logConfig(tc)));
@@ -465,11 +576,19 @@ export class Broker {
       if (!t) {
         if (!validTopicName(name)) error = ErrorCode.INVALID_TOPIC_EXCEPTION;
         else if (allowAuto && this.cfg.autoCreateTopics) {
-          try {
-            t = this.createTopic(name, this.cfg.defaultPartitions);
-          } catch (err) {
-            this.log.error({ err, topic: name }, 'auto-create failed');
-            error = ErrorCode.UNKNOWN_SERVER_ERROR;
+          const refusal = this.topicRefusal(this.cfg.defaultPartitions, true);
+          if (refusal) {
+            // Metadata has no error message: the log says why (kafkajs/librdkafka show "policy violation").
+            this.counters.refusedTopics++;
+            this.log.warn({ topic: name, reason: refusal.message }, 'refused to auto-create topic');
+            error = refusal.error;
+          } else {
+            try {
+              t = this.createTopic(name, this.cfg.defaultPartitions, { autoCreated: true });
+            } catch (err) {
+              this.log.error({ err, topic: name }, 'auto-create failed');
+              error = ErrorCode.UNKNOWN_SERVER_ERROR;
+            }
           }
         }
         else error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
@@ -521,10 +640,24 @@ export class Broker {
           res.error = ErrorCode.CORRUPT_MESSAGE;
           continue;
         }
-        const batches = splitBatches(p.records);
+        const topic = this.topics.get(t.name) as Topic;
+        const maxMessageBytes = topic.config.maxMessageBytes ?? this.cfg.maxMessageBytes;
+        const batches = splitBatches(p.records, maxMessageBytes);
+        if (batches === 'too-large') {
+          // As Kafka: the partition's whole record set is refused, nothing of it stored; the client must split.
+          res.error = ErrorCode.MESSAGE_TOO_LARGE;
+          this.counters.tooLargeBatches++;
+          this.log.warn({ peer, topic: t.name, partition: p.index, bytes: p.records.length, maxMessageBytes }, 'refused produce: record batch larger than max.message.bytes');
+          continue;
+        }
         if (typeof batches === 'string') {
           res.error = batches === 'bad-magic' ? ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT : ErrorCode.CORRUPT_MESSAGE;
           this.log.warn({ peer, topic: t.name, partition: p.index, problem: batches }, 'rejected produced records');
+          continue;
+        }
+        if (p.records.length > (topic.config.segmentBytes ?? this.cfg.segmentBytes)) {
+          // Kafka refuses a record set that cannot fit in one segment with RECORD_LIST_TOO_LARGE.
+          res.error = ErrorCode.RECORD_LIST_TOO_LARGE;
           continue;
         }
         const seq = this.checkSequences(log, batches);
@@ -626,8 +759,13 @@ export class Broker {
     }
     type PartResult = { index: number; error: number; hw: number; start: number; records: Buffer | null };
     let results: { name: string; parts: PartResult[] }[] = [];
+    // As Kafka (KIP-74): the response is capped by the request's max bytes and the broker's fetch.max.bytes,
+    // each partition by its own max bytes; only the first batch of the first partition with data may exceed
+    // them (so one large batch cannot stall a consumer); after that a batch that does not fit is left out.
+    const cap = Math.max(0, Math.min(maxBytes, this.cfg.fetchMaxBytes));
+    const wantBytes = Math.min(minBytes, cap);
     for (;;) {
-      let budget = maxBytes > 0 ? maxBytes : Number.MAX_SAFE_INTEGER;
+      let budget = cap;
       let total = 0;
       let anyError = false;
       results = topics.map((t) => ({
@@ -638,20 +776,19 @@ export class Broker {
             anyError = true;
             return { index: p.index, error: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, hw: -1, start: -1, records: null };
           }
-          const limit = Math.min(p.maxBytes, budget);
-          // Once some data is in the response, a partition gets nothing rather than more than the budget.
-          const data = limit <= 0 && total > 0 ? Buffer.alloc(0) : log.read(p.offset, Math.max(limit, 1));
+          const limit = Math.max(0, Math.min(p.maxBytes, budget));
+          const data = log.read(p.offset, limit, total === 0);
           if (data === null) {
             anyError = true;
             return { index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, hw: log.nextOffset, start: log.startOffset, records: null };
           }
           total += data.length;
-          budget -= data.length;
+          budget = Math.max(0, budget - data.length);
           return { index: p.index, error: ErrorCode.NONE, hw: log.nextOffset, start: log.startOffset, records: data };
         }),
       }));
       const left = deadline - Date.now();
-      if (total >= minBytes || anyError || left <= 0 || this.closed || logs.size === 0) break;
+      if (total >= wantBytes || anyError || left <= 0 || this.closed || logs.size === 0) break;
       await new Promise<void>((resolve) => {
         const waiter: Waiter = {
           keys: logs,
@@ -728,6 +865,7 @@ export class Broker {
     w.array(topics, (w2, t) => {
       let error: number = ErrorCode.NONE;
       let message: string | null = null;
+      let refusal: { error: number; message: string } | null;
       const partitions = t.partitions === -1 ? (t.assignments.length || this.cfg.defaultPartitions) : t.partitions;
       const config: Partial<TopicConfig> = {};
       for (const c of t.configs) {
@@ -735,8 +873,9 @@ export class Broker {
         if (c.name === 'retention.ms' && Number.isInteger(n)) config.retentionMs = n;
         else if (c.name === 'retention.bytes' && Number.isInteger(n)) config.retentionBytes = n;
         else if (c.name === 'segment.bytes' && Number.isInteger(n) && n >= 1024) config.segmentBytes = n;
+        else if (c.name === 'max.message.bytes' && Number.isInteger(n) && n >= 0 && n <= 2 ** 31 - 1) config.maxMessageBytes = n;
         else if (c.name === 'cleanup.policy' && c.value === 'delete') continue;
-        else if (['retention.ms', 'retention.bytes', 'segment.bytes', 'cleanup.policy'].includes(c.name)) {
+        else if (['retention.ms', 'retention.bytes', 'segment.bytes', 'max.message.bytes', 'cleanup.policy'].includes(c.name)) {
           error = ErrorCode.INVALID_CONFIG;
           message = `unsupported value ${JSON.stringify(c.value)} for ${c.name}`;
         }
@@ -750,12 +889,13 @@ export class Broker {
       } else if (this.topics.has(t.name)) {
         error = ErrorCode.TOPIC_ALREADY_EXISTS;
         message = `topic ${t.name} already exists`;
-      } else if (partitions < 1 || partitions > MAX_PARTITIONS) {
-        error = ErrorCode.INVALID_PARTITIONS;
-        message = `number of partitions must be 1..${MAX_PARTITIONS}, got ${partitions}`;
       } else if (t.replication !== -1 && t.replication !== 1) {
         error = ErrorCode.INVALID_REPLICATION_FACTOR;
         message = `this single-node broker only supports replication factor 1, got ${t.replication}`;
+      } else if ((refusal = this.topicRefusal(partitions, false))) {
+        ({ error, message } = refusal);
+        this.counters.refusedTopics++;
+        this.log.warn({ topic: t.name, partitions, reason: message }, 'refused to create topic');
       } else if (!validateOnly) {
         try {
           this.createTopic(t.name, partitions, config);

@@ -12,6 +12,11 @@ export interface RecordHeader {
   seq: number;
   /** Event time, Unix epoch milliseconds (time_ns / 1e6, floored). */
   time_ms: number;
+  /**
+   * Reference time, Unix epoch ms: the Kafka message timestamp (set by the producer at send, or by the broker with
+   * LogAppendTime). Data in the log, so a replay sees the same value; absent or negative = no reference.
+   */
+  ref_ms?: number;
 }
 
 export interface ConnInput extends RecordHeader {
@@ -28,6 +33,13 @@ export interface ConnInput extends RecordHeader {
   sport: number;
   dport: number;
   flush_reason: string;
+  /**
+   * CLOCK_BOOTTIME ns at which the kernel started this counting of the connection (bpf conn_create, or the
+   * established transition). The counters are cumulative since then: the same start_ns under a new producer epoch
+   * means the counters continue (pinned maps); a different one means they restarted from zero (fresh maps).
+   * Absent (older inputs) = unknown.
+   */
+  start_ns?: number;
 }
 
 export interface ListenInput extends RecordHeader {
@@ -61,6 +73,10 @@ export interface AggregatorOptions {
   closeGraceMs: number;
   /** Seqs below the high-water mark remembered as gaps (out-of-order within a producer epoch). */
   dedupeWindow: number;
+  /** A record whose event time is further ahead of its Kafka timestamp than this is placed at that timestamp. */
+  maxAheadMs: number;
+  /** A host silent for this long (partition event time) is forgotten with all its state. */
+  forgetHostMs: number;
 }
 
 export const DEFAULT_AGG_OPTIONS: Omit<AggregatorOptions, 'partition'> = {
@@ -70,6 +86,8 @@ export const DEFAULT_AGG_OPTIONS: Omit<AggregatorOptions, 'partition'> = {
   idleTimeoutMs: 24 * 3_600_000,
   closeGraceMs: 600_000,
   dedupeWindow: 1024,
+  maxAheadMs: 300_000,
+  forgetHostMs: 30 * 24 * 3_600_000,
 };
 
 /** One InfluxDB point to write (tags and fields are the public contract; see consumer/README.md). */
@@ -165,11 +183,17 @@ interface ConnState {
   tx: number;
   rx: number;
   retr: number;
+  /** start_ns of the counting these cumulatives belong to; null = unknown (restored from a version-1 snapshot). */
+  start: number | null;
   last_ms: number;
   /** Event time of the close record, -1 while open. */
   closed_ms: number;
-  tags: string[];
-  /** tags joined: the window cell key. */
+  /**
+   * Window-cell tags; null while dormant: a connection silent for --idle-timeout keeps only its cumulatives (its
+   * baseline), so a connection that comes back counts only new bytes, however long it was silent.
+   */
+  tags: string[] | null;
+  /** tags joined: the window cell key ('' while dormant). */
   key: string;
 }
 
@@ -184,6 +208,25 @@ interface EpochMark {
   /** Seqs in (hwm - dedupeWindow, hwm) not yet seen. */
   gaps: number[];
   last_ms: number;
+  /** boot_id of the epoch's records ('' until known, after restoring a version-1 snapshot). */
+  boot: string;
+}
+
+/**
+ * Event-time progress of one host: its state is judged against its own clock, never another host's — and per boot,
+ * since a host can come back from a reboot with its clock days behind (before NTP).
+ */
+interface HostState {
+  /** boot_id of its latest record (arrival order: one host's records stay in order in one partition). */
+  boot: string;
+  /**
+   * boot_id → newest (effective) event time of that boot's records: the clock its state is judged by. A boot that is not the latest and has been silent for
+   * --idle-timeout of the host's progress is retired: its sockets and interfaces are gone, its state is dropped.
+   * (Judged by the boot's own silence, so a single record naming another boot retires nothing.)
+   */
+  boots: Map<string, number>;
+  /** The partition's newest event time when this host's last record arrived (how long the host has been silent). */
+  seen_ms: number;
 }
 
 export interface AggCounters {
@@ -191,9 +234,27 @@ export interface AggCounters {
   duplicates: number;
   too_late: number;
   ignored: number;
+  /** Records further ahead of their Kafka timestamp than maxAheadMs, placed at that timestamp. */
+  clamped: number;
+  /** Connection records whose start_ns shows that the kernel started counting again (new baseline). */
+  counter_restarts: number;
+  /** Connection records older than what is already counted (a reading delivered out of order): add nothing. */
+  stale: number;
 }
 
-const SNAPSHOT_VERSION = 1;
+/** Something an operator should see (the aggregator is pure; the consumer logs these once per flush). */
+export interface AggNotice {
+  kind: 'clamped' | 'counter_restart';
+  /** How many of this kind since the last takeNotices(); the fields below describe the first. */
+  n: number;
+  host_id: string;
+  time_ms: number;
+  ref_ms?: number;
+  cookie?: string;
+}
+
+/** Version 2 adds start_ns per connection, dormant connections and per-host progress; version 1 still restores. */
+const SNAPSHOT_VERSION = 2;
 
 const PROTOCOLS: Record<number, string> = { 6: 'tcp', 17: 'udp' };
 const DIRECTIONS: Record<number, string> = { 0: 'unknown', 1: 'outbound', 2: 'inbound' };
@@ -208,7 +269,30 @@ function tagValue(s: string): string {
   return s === '' ? '-' : s;
 }
 
-/** Exact aggregation state of one Kafka partition. */
+/** The host_id and boot_id parts of a `host \0 boot \0 …` state key. */
+function hostBootOf(key: string): [string, string] {
+  const a = key.indexOf('\u0000');
+  const b = key.indexOf('\u0000', a + 1);
+  return [key.slice(0, a), key.slice(a + 1, b)];
+}
+
+/**
+ * Exact aggregation state of one Kafka partition.
+ *
+ * Time rule (deterministic: it uses only data in the records, never the wall clock, so a replay of the same records
+ * in the same order makes the same decisions):
+ * - A record's effective time is its time_ns, except when that is more than maxAheadMs ahead of its Kafka timestamp
+ *   (ref_ms): then it is the Kafka timestamp (counted as `clamped`, logged). One record can thus move the partition's
+ *   watermark at most maxAheadMs past the time Kafka gives it.
+ * - Window finality follows the partition watermark (newest effective time − allowed lateness); a record whose
+ *   window is final goes to the oldest open window (too late; bytes never lost).
+ * - State lifetime follows its own host's progress, per boot (the newest effective time of that boot's records): a
+ *   host far behind or ahead of the others never expires their state, nor they its, nor a reboot with a clock days
+ *   behind its own older state. And expiry never forgets a baseline: a silent connection only becomes dormant
+ *   (cumulatives kept, tags dropped); baselines go when the connection closed, when its boot was retired (another
+ *   boot of the host sends and this one has been silent for idleTimeoutMs), or when the host has been silent for
+ *   forgetHostMs of partition time.
+ */
 export class PartitionAggregator {
   readonly opts: AggregatorOptions;
   private readonly partitionTag: string;
@@ -219,10 +303,12 @@ export class PartitionAggregator {
   private conns = new Map<string, ConnState>();
   private ifaces = new Map<string, IfaceState>();
   private marks = new Map<string, EpochMark>();
+  private hosts = new Map<string, HostState>();
   /** host \0 netns \0 protocol → port → event ms of the listen record. */
   private listeners = new Map<string, Map<number, number>>();
   private maxEventMs = Number.NEGATIVE_INFINITY;
-  counters: AggCounters = { records: 0, duplicates: 0, too_late: 0, ignored: 0 };
+  private notices = new Map<AggNotice['kind'], AggNotice>();
+  counters: AggCounters = { records: 0, duplicates: 0, too_late: 0, ignored: 0, clamped: 0, counter_restarts: 0, stale: 0 };
 
   constructor(opts: Partial<AggregatorOptions> & { partition: number }) {
     this.opts = { ...DEFAULT_AGG_OPTIONS, ...opts };
@@ -245,24 +331,96 @@ export class PartitionAggregator {
   }
 
   /** Live state sizes, for the status line and memory bounds. */
-  get sizes(): { connections: number; interfaces: number; epochs: number; windows: number } {
-    return { connections: this.conns.size, interfaces: this.ifaces.size, epochs: this.marks.size, windows: this.traffic1m.windows.size + this.iface1m.windows.size };
+  get sizes(): { connections: number; dormant: number; interfaces: number; epochs: number; hosts: number; windows: number } {
+    let dormant = 0;
+    for (const c of this.conns.values()) if (c.tags === null) dormant++;
+    return { connections: this.conns.size - dormant, dormant, interfaces: this.ifaces.size, epochs: this.marks.size, hosts: this.hosts.size, windows: this.traffic1m.windows.size + this.iface1m.windows.size };
   }
 
-  private expired(lastMs: number): boolean {
-    return lastMs < this.watermarkMs - this.opts.idleTimeoutMs;
+  /** Notices since the last call (at most one per kind, with a count), for the consumer to log. */
+  takeNotices(): AggNotice[] {
+    const out = [...this.notices.values()];
+    this.notices.clear();
+    return out;
+  }
+
+  private notice(n: Omit<AggNotice, 'n'>): void {
+    const cur = this.notices.get(n.kind);
+    if (cur) cur.n++;
+    else this.notices.set(n.kind, { ...n, n: 1 });
+  }
+
+  /** Silent past the host's own progress: a connection becomes dormant, a dedupe mark is dropped. */
+  private idle(lastMs: number, progressMs: number): boolean {
+    return lastMs < progressMs - this.opts.idleTimeoutMs;
+  }
+
+  /** The clock state of a boot is judged by: that boot's newest effective time (-∞, i.e. nothing idle, if unknown). */
+  private progress(h: HostState, boot: string): number {
+    return h.boots.get(boot) ?? Number.NEGATIVE_INFINITY;
+  }
+
+  /** A closed connection is kept for the close grace (stragglers), then forgotten. */
+  private closedGone(c: ConnState, progressMs: number): boolean {
+    return c.closed_ms >= 0 && c.closed_ms < progressMs - this.opts.closeGraceMs;
+  }
+
+  private bootRetired(h: HostState, boot: string): boolean {
+    const last = h.boots.get(boot);
+    return boot !== h.boot && last !== undefined && this.idle(last, this.progress(h, h.boot));
+  }
+
+  /** Drops the connection and interface state of the given boots of a host (keys `host \0 boot \0 …`). */
+  private purgeBoots(host: string, boots: ReadonlySet<string>, h: HostState): void {
+    for (const m of [this.conns, this.ifaces] as Map<string, unknown>[]) {
+      for (const k of m.keys()) {
+        const [kh, kb] = hostBootOf(k);
+        if (kh === host && boots.has(kb)) m.delete(k);
+      }
+    }
+    for (const b of boots) h.boots.delete(b);
+  }
+
+  private hostForgotten(h: HostState): boolean {
+    return h.seen_ms < this.maxEventMs - this.opts.forgetHostMs;
+  }
+
+  /** Drops everything known about a host (all state keys start with `host_id \0`). */
+  private purgeHost(host: string): void {
+    const prefix = `${host}\u0000`;
+    for (const m of [this.conns, this.ifaces, this.marks, this.listeners] as Map<string, unknown>[]) {
+      for (const k of m.keys()) if (k.startsWith(prefix)) m.delete(k);
+    }
+    this.hosts.delete(host);
+  }
+
+  /** The record's host, after forgetting it if it was silent too long (done here too, so sweeps never change results). */
+  private hostOf(r: AggInput): HostState {
+    let h = this.hosts.get(r.host_id);
+    if (h && this.hostForgotten(h)) {
+      this.purgeHost(r.host_id);
+      h = undefined;
+    }
+    if (!h) {
+      h = { boot: r.boot_id, seen_ms: this.maxEventMs, boots: new Map() };
+      this.hosts.set(r.host_id, h);
+    }
+    // A retired boot sending again (a forged or very late record): its state is gone, as a sweep would have made it.
+    if (this.bootRetired(h, r.boot_id)) this.purgeBoots(r.host_id, new Set([r.boot_id]), h);
+    return h;
   }
 
   /** Dedupe by (host_id, epoch, seq); true when the record is new. */
-  private accept(r: AggInput): boolean {
+  private accept(r: AggInput, t: number, h: HostState): boolean {
     const key = `${r.host_id}\u0000${r.epoch}`;
     let m = this.marks.get(key);
-    if (m && this.expired(m.last_ms)) m = undefined;
+    if (m && this.idle(m.last_ms, this.progress(h, m.boot === '' ? r.boot_id : m.boot))) m = undefined;
     if (!m) {
-      this.marks.set(key, { hwm: r.seq, gaps: [], last_ms: r.time_ms });
+      this.marks.set(key, { hwm: r.seq, gaps: [], last_ms: t, boot: r.boot_id });
       return true;
     }
-    if (r.time_ms > m.last_ms) m.last_ms = r.time_ms;
+    if (t > m.last_ms) m.last_ms = t;
+    m.boot = r.boot_id;
     const W = this.opts.dedupeWindow;
     if (r.seq > m.hwm) {
       for (let s = Math.max(m.hwm + 1, r.seq - W + 1); s < r.seq; s++) m.gaps.push(s);
@@ -283,22 +441,37 @@ export class PartitionAggregator {
     return { at: timeMs, late: false };
   }
 
+  /** The record's effective event time: time_ms, or its Kafka timestamp when time_ms is too far ahead of it. */
+  private effectiveTime(r: AggInput): { t: number; clamped: boolean } {
+    if (r.ref_ms !== undefined && r.ref_ms >= 0 && r.time_ms > r.ref_ms + this.opts.maxAheadMs) return { t: r.ref_ms, clamped: true };
+    return { t: r.time_ms, clamped: false };
+  }
+
   /** Applies one decoded record. */
   add(r: AggInput): Outcome {
-    if (!this.accept(r)) {
+    const { t, clamped } = this.effectiveTime(r);
+    const h = this.hostOf(r);
+    if (!this.accept(r, t, h)) {
       this.counters.duplicates++;
       return 'duplicate';
     }
-    const { at, late } = this.attribution(r.time_ms);
-    if (r.time_ms > this.maxEventMs) this.maxEventMs = r.time_ms;
+    if (clamped) {
+      this.counters.clamped++;
+      this.notice({ kind: 'clamped', host_id: r.host_id, time_ms: r.time_ms, ref_ms: r.ref_ms });
+    }
+    const { at, late } = this.attribution(t);
+    if (t > this.maxEventMs) this.maxEventMs = t;
+    h.boot = r.boot_id;
+    if (t > (h.boots.get(r.boot_id) ?? Number.NEGATIVE_INFINITY)) h.boots.set(r.boot_id, t);
+    h.seen_ms = this.maxEventMs;
     this.counters.records++;
     if (late) this.counters.too_late++;
     switch (r.kind) {
       case 'conn':
-        this.addConn(r, at);
+        this.addConn(r, at, t, h);
         break;
       case 'iface':
-        this.addIface(r, at);
+        this.addIface(r, at, t);
         break;
       case 'listen': {
         const key = `${r.host_id}\u0000${r.netns}\u0000${r.protocol}`;
@@ -307,7 +480,7 @@ export class PartitionAggregator {
           ports = new Map();
           this.listeners.set(key, ports);
         }
-        ports.set(r.port, Math.max(ports.get(r.port) ?? r.time_ms, r.time_ms));
+        ports.set(r.port, Math.max(ports.get(r.port) ?? t, t));
         break;
       }
       default:
@@ -327,44 +500,69 @@ export class PartitionAggregator {
     return Math.min(r.sport, r.dport);
   }
 
-  private addConn(r: ConnInput, at: number): void {
+  private connTags(r: ConnInput): string[] {
+    return [
+      r.host_id,
+      tagValue(r.hostname),
+      String(r.netns),
+      PROTOCOLS[r.protocol] ?? String(r.protocol),
+      DIRECTIONS[r.direction] ?? String(r.direction),
+      String(this.servicePort(r)),
+      tagValue(r.comm),
+    ];
+  }
+
+  private addConn(r: ConnInput, at: number, t: number, h: HostState): void {
     const key = `${r.host_id}\u0000${r.boot_id}\u0000${r.cookie}`;
+    const start = r.start_ns ?? null;
     let st = this.conns.get(key);
-    if (st && (this.expired(st.last_ms) || (st.closed_ms >= 0 && st.closed_ms < this.watermarkMs - this.opts.closeGraceMs))) st = undefined;
+    const progress = this.progress(h, r.boot_id);
+    if (st && this.closedGone(st, progress)) st = undefined;
     let opened = 0;
     if (!st) {
-      st = {
-        tx: 0,
-        rx: 0,
-        retr: 0,
-        last_ms: r.time_ms,
-        closed_ms: -1,
-        key: '',
-        tags: [
-          r.host_id,
-          tagValue(r.hostname),
-          String(r.netns),
-          PROTOCOLS[r.protocol] ?? String(r.protocol),
-          DIRECTIONS[r.direction] ?? String(r.direction),
-          String(this.servicePort(r)),
-          tagValue(r.comm),
-        ],
-      };
-      st.key = st.tags.join('\u0000');
+      st = { tx: 0, rx: 0, retr: 0, start, last_ms: t, closed_ms: -1, tags: null, key: '' };
       this.conns.set(key, st);
       // A connection the producer found already open at its start was opened before anyone watched.
       if (r.event !== 'sample' || r.flush_reason !== 'snapshot') opened = 1;
+    } else if (this.idle(st.last_ms, progress)) {
+      // Dormant (whether or not a sweep already dropped its tags): it comes back with tags as of now, so the
+      // result never depends on when sweeps ran.
+      st.tags = null;
     }
-    const dtx = r.tx_bytes > st.tx ? r.tx_bytes - st.tx : 0;
-    const drx = r.rx_bytes > st.rx ? r.rx_bytes - st.rx : 0;
+    if (st.tags === null) {
+      st.tags = this.connTags(r);
+      st.key = st.tags.join('\u0000');
+    }
+    let stale = false;
+    if (start !== null && st.start !== start) {
+      if (st.start === null && r.tx_bytes >= st.tx && r.rx_bytes >= st.rx) {
+        st.start = start; // restored from a version-1 snapshot: the first record that does not go backwards names the counting
+      } else if (st.start === null || start > st.start) {
+        // The kernel started counting this connection again (fresh maps: pins removed, --pin-dir none, a new `up`):
+        // all its payload bytes are new. Retransmits are not: the kernel copies TCP's own per-socket total_retrans,
+        // which a new counting does not reset.
+        this.counters.counter_restarts++;
+        this.notice({ kind: 'counter_restart', host_id: r.host_id, time_ms: r.time_ms, cookie: r.cookie });
+        st.tx = 0;
+        st.rx = 0;
+        st.start = start;
+      } else stale = true; // a reading of an earlier counting, delivered after a newer one: already superseded
+    }
+    if (!stale && (r.tx_bytes < st.tx || r.rx_bytes < st.rx)) stale = true;
+    if (stale) this.counters.stale++;
+    // Within one counting the kernel's counters only grow: a lower value is an older reading delivered late
+    // (ring buffer drained after a sweep read the map), so it adds nothing.
+    const ok = st.start === start || start === null;
+    const dtx = ok && r.tx_bytes > st.tx ? r.tx_bytes - st.tx : 0;
+    const drx = ok && r.rx_bytes > st.rx ? r.rx_bytes - st.rx : 0;
     const dre = r.retransmits > st.retr ? r.retransmits - st.retr : 0;
     st.tx += dtx;
     st.rx += drx;
     st.retr += dre;
-    if (r.time_ms > st.last_ms) st.last_ms = r.time_ms;
+    if (t > st.last_ms) st.last_ms = t;
     let closed = 0;
     if (r.event === 'close' && st.closed_ms < 0) {
-      st.closed_ms = r.time_ms;
+      st.closed_ms = t;
       closed = 1;
     }
     if (dtx === 0 && drx === 0 && dre === 0 && opened === 0 && closed === 0) return;
@@ -373,18 +571,23 @@ export class PartitionAggregator {
     this.traffic1h.add(at, st.tags, st.key, d);
   }
 
-  private addIface(r: IfaceInput, at: number): void {
+  private addIface(r: IfaceInput, at: number, t: number): void {
     const key = `${r.host_id}\u0000${r.boot_id}\u0000${r.netns}\u0000${r.ifindex}`;
     const cur = [r.rx_bytes, r.rx_packets, r.tx_bytes, r.tx_packets];
+    // Interface baselines do not expire on silence (an unchanged interface is not re-emitted): only with their boot.
     let st = this.ifaces.get(key);
-    if (st && this.expired(st.last_ms)) st = undefined;
     const d = [0, 0, 0, 0];
     if (!st) {
-      st = { epoch: r.epoch, v: [0, 0, 0, 0], last_ms: r.time_ms };
+      st = { epoch: r.epoch, v: [0, 0, 0, 0], last_ms: t };
       this.ifaces.set(key, st);
     }
-    // A newer producer epoch with lower counters: the kernel program restarted counting from zero.
-    const reset = r.epoch > st.epoch && cur.some((x, i) => x < st!.v[i]);
+    // One periodic reader produces these, in order: a lower value (any epoch) is a counter that restarted from zero
+    // (fresh maps, a netns inode reused).
+    const reset = cur.some((x, i) => x < st!.v[i]);
+    if (reset) {
+      this.counters.counter_restarts++;
+      this.notice({ kind: 'counter_restart', host_id: r.host_id, time_ms: r.time_ms });
+    }
     for (let i = 0; i < 4; i++) {
       if (reset) {
         d[i] = cur[i];
@@ -395,7 +598,7 @@ export class PartitionAggregator {
       }
     }
     if (r.epoch > st.epoch) st.epoch = r.epoch;
-    if (r.time_ms > st.last_ms) st.last_ms = r.time_ms;
+    if (t > st.last_ms) st.last_ms = t;
     if (d.every((x) => x === 0)) return;
     const tags = [r.host_id, tagValue(r.hostname), String(r.netns), String(r.ifindex)];
     const tkey = tags.join('\u0000');
@@ -425,14 +628,32 @@ export class PartitionAggregator {
     };
   }
 
-  /** Frees state that is logically gone already (add() treats it as absent), so sweeping never changes results. */
+  /** Frees state that is logically gone already (add() treats it the same way), so sweeping never changes results. */
   private sweep(): void {
-    const wm = this.watermarkMs;
-    for (const [k, c] of this.conns) {
-      if (this.expired(c.last_ms) || (c.closed_ms >= 0 && c.closed_ms < wm - this.opts.closeGraceMs)) this.conns.delete(k);
+    for (const [host, h] of this.hosts) {
+      if (this.hostForgotten(h)) {
+        this.purgeHost(host);
+        continue;
+      }
+      const retired = new Set([...h.boots.keys()].filter((b) => this.bootRetired(h, b)));
+      if (retired.size > 0) this.purgeBoots(host, retired, h);
     }
-    for (const [k, s] of this.ifaces) if (this.expired(s.last_ms)) this.ifaces.delete(k);
-    for (const [k, m] of this.marks) if (this.expired(m.last_ms)) this.marks.delete(k);
+    for (const [k, c] of this.conns) {
+      const [host, boot] = hostBootOf(k);
+      const h = this.hosts.get(host);
+      if (!h) continue;
+      const progress = this.progress(h, boot);
+      if (this.closedGone(c, progress)) this.conns.delete(k);
+      else if (c.tags !== null && this.idle(c.last_ms, progress)) {
+        c.tags = null;
+        c.key = '';
+      }
+    }
+    for (const [k, m] of this.marks) {
+      const h = this.hosts.get(k.slice(0, k.indexOf('\u0000')));
+      // a mark of unknown boot (version-1 snapshot) waits for its epoch's next record to learn it
+      if (h && m.boot !== '' && this.idle(m.last_ms, this.progress(h, m.boot))) this.marks.delete(k);
+    }
   }
 
   /** Everything needed to continue exactly where this state stands (JSON-safe). */
@@ -445,31 +666,53 @@ export class PartitionAggregator {
       max_event_ms: Number.isFinite(this.maxEventMs) ? this.maxEventMs : null,
       counters: this.counters,
       windows: [this.traffic1m.toJSON(), this.traffic1h.toJSON(), this.iface1m.toJSON(), this.iface1h.toJSON()],
-      conns: [...this.conns].map(([k, c]) => [k, c.tx, c.rx, c.retr, c.last_ms, c.closed_ms, c.tags]),
+      conns: [...this.conns].map(([k, c]) => [k, c.tx, c.rx, c.retr, c.last_ms, c.closed_ms, c.tags, c.start]),
       ifaces: [...this.ifaces].map(([k, s]) => [k, s.epoch, s.v, s.last_ms]),
-      marks: [...this.marks].map(([k, m]) => [k, m.hwm, m.gaps, m.last_ms]),
+      marks: [...this.marks].map(([k, m]) => [k, m.hwm, m.gaps, m.last_ms, m.boot]),
       listeners: [...this.listeners].map(([k, p]) => [k, [...p]]),
+      hosts: [...this.hosts].map(([k, h]) => [k, h.boot, h.seen_ms, [...h.boots]]),
     };
   }
 
-  /** Restores a snapshot() taken with the same window sizes; throws if it does not fit. */
+  /** Restores a snapshot() (version 1 or 2) taken with the same window sizes; throws if it does not fit. */
   restore(snap: Record<string, unknown>): void {
-    if (snap.v !== SNAPSHOT_VERSION) throw new Error(`unsupported snapshot version ${String(snap.v)}`);
+    if (snap.v !== 1 && snap.v !== SNAPSHOT_VERSION) throw new Error(`unsupported snapshot version ${String(snap.v)}`);
     if (snap.window_ms !== this.opts.windowMs || snap.rollup_ms !== this.opts.rollupMs) {
       throw new Error(`snapshot was taken with window ${String(snap.window_ms)}ms/${String(snap.rollup_ms)}ms, this consumer uses ${this.opts.windowMs}ms/${this.opts.rollupMs}ms`);
     }
     this.maxEventMs = snap.max_event_ms === null ? Number.NEGATIVE_INFINITY : (snap.max_event_ms as number);
-    this.counters = { ...(snap.counters as AggCounters) };
+    this.counters = { records: 0, duplicates: 0, too_late: 0, ignored: 0, clamped: 0, counter_restarts: 0, stale: 0, ...(snap.counters as Partial<AggCounters>) };
     const w = snap.windows as unknown[];
     [this.traffic1m, this.traffic1h, this.iface1m, this.iface1h].forEach((s, i) => s.load(w[i]));
+    type ConnRow = [string, number, number, number, number, number, string[] | null, (number | null)?];
     this.conns = new Map(
-      (snap.conns as [string, number, number, number, number, number, string[]][]).map(([k, tx, rx, retr, last_ms, closed_ms, tags]) => [
+      (snap.conns as ConnRow[]).map(([k, tx, rx, retr, last_ms, closed_ms, tags, start]) => [
         k,
-        { tx, rx, retr, last_ms, closed_ms, tags, key: tags.join('\u0000') },
+        { tx, rx, retr, start: start ?? null, last_ms, closed_ms, tags, key: tags === null ? '' : tags.join('\u0000') },
       ]),
     );
     this.ifaces = new Map((snap.ifaces as [string, number, number[], number][]).map(([k, epoch, v, last_ms]) => [k, { epoch, v, last_ms }]));
-    this.marks = new Map((snap.marks as [string, number, number[], number][]).map(([k, hwm, gaps, last_ms]) => [k, { hwm, gaps, last_ms }]));
+    type MarkRow = [string, number, number[], number, string?];
+    this.marks = new Map((snap.marks as MarkRow[]).map(([k, hwm, gaps, last_ms, boot]) => [k, { hwm, gaps, last_ms, boot: boot ?? '' }]));
     this.listeners = new Map((snap.listeners as [string, [number, number][]][]).map(([k, p]) => [k, new Map(p)]));
+    if (snap.v === SNAPSHOT_VERSION) {
+      type HostRow = [string, string, number, [string, number][]];
+      this.hosts = new Map((snap.hosts as HostRow[]).map(([k, boot, seen_ms, boots]) => [k, { boot, seen_ms, boots: new Map(boots) }]));
+      return;
+    }
+    // Version 1 kept no per-host progress: derive each boot's from its state (the newest boot is taken as the latest).
+    this.hosts = new Map();
+    const seen = (k: string, ms: number): void => {
+      const [host, boot] = hostBootOf(k);
+      let h = this.hosts.get(host);
+      if (!h) {
+        h = { boot, seen_ms: this.maxEventMs, boots: new Map() };
+        this.hosts.set(host, h);
+      }
+      if (ms > this.progress(h, boot)) h.boots.set(boot, ms);
+      if (ms >= this.progress(h, h.boot)) h.boot = boot;
+    };
+    for (const [k, c] of this.conns) seen(k, c.last_ms);
+    for (const [k, s] of this.ifaces) seen(k, s.last_ms);
   }
 }

@@ -359,7 +359,7 @@ export class RollupConsumer {
       ps.dlq.push({ message: m, reason, error: (e as Error).message });
       return;
     }
-    const input = toAggInput(decoded);
+    const input = toAggInput(decoded, Number(m.timestamp));
     const outcome = ps.agg.add(input);
     if (outcome === 'duplicate') this.totals.duplicates++;
     else {
@@ -416,6 +416,9 @@ export class RollupConsumer {
         'records arrived after their window was final; their bytes were added to the oldest open window',
       );
       ps.late = { n: 0 };
+    }
+    for (const { kind, ...n } of ps.agg.takeNotices()) {
+      this.log.warn({ partition: ps.partition, ...n }, kind === 'clamped' ? 'records far ahead of their Kafka timestamp were placed at that timestamp' : 'connection or interface counters restarted from zero (new baseline)');
     }
     if (pending.points.length === 0 && ps.dlq.length === 0 && ps.next === ps.snapshotted) return;
     let paused = false;

@@ -16,7 +16,11 @@ export function nsToMs(v: bigint | number): number {
   return Math.floor(v / 1e6);
 }
 
-export function toAggInput(d: Decoded): AggInput {
+/**
+ * `refMs`: the Kafka message timestamp (ms; kafkajs gives it as a string). It bounds how far ahead of it a record's
+ * time_ns may place the record (see PartitionAggregator); it is part of the log, so replays see the same value.
+ */
+export function toAggInput(d: Decoded, refMs?: number): AggInput {
   const r = d.record;
   const base = {
     host_id: r.host_id,
@@ -25,6 +29,7 @@ export function toAggInput(d: Decoded): AggInput {
     epoch: num(r.epoch),
     seq: num(r.seq),
     time_ms: nsToMs(r.time_ns),
+    ...(refMs !== undefined && Number.isFinite(refMs) && refMs >= 0 ? { ref_ms: refMs } : {}),
   };
   switch (d.kind) {
     case 'conn_sample':
@@ -46,6 +51,7 @@ export function toAggInput(d: Decoded): AggInput {
         sport: c.sport,
         dport: c.dport,
         flush_reason: c.flush_reason,
+        start_ns: num(c.start_ns),
       };
     }
     case 'listen':

@@ -252,7 +252,7 @@ export async function liveData(client: InfluxClient, p: Params, now = Date.now()
 /** What `nettally up` knows about its children (from their structured status events), when it runs the dashboard. */
 export interface PipelineStatus {
   as_of_ms: number;
-  producer: { ready: boolean; records_per_s?: number; kernel_drops?: number; map_full?: number; spool_bytes?: number; kafka_ok?: boolean };
+  producer: { ready: boolean; records_per_s?: number; kernel_drops?: number; map_full?: number; spool_bytes?: number; kafka_ok?: boolean; kafka_error?: string };
   consumer: { ready: boolean; events_per_s?: number; lag?: number; last_window?: string; influx?: string };
 }
 

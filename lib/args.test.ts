@@ -1,6 +1,6 @@
 import { CommandSpec, formatHelp, parseArgs, parseBytes, parseDuration } from './args';
 import { NettallyError } from './errors';
-import { unlinkSync, writeFileSync } from 'fs';
+import { chmodSync, unlinkSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 
 const spec: CommandSpec = {
@@ -58,6 +58,45 @@ describe('parseArgs', () => {
     }
     expect(formatHelp(spec)).toContain('INFLUX_TOKEN_FILE');
     expect(parseArgs(spec, ['-h'], {})).toBe('help');
+  });
+
+  it('warns about a secret given as a flag (visible in /proc/<pid>/cmdline) and points to the _FILE variant', () => {
+    const a = parseArgs(spec, ['--token', 'hunter2'], {});
+    if (a === 'help') throw new Error('unexpected help');
+    expect(a.str('token')).toBe('hunter2');
+    expect(a.warnings).toHaveLength(1);
+    expect(a.warnings[0]).toMatch(/--token was given on the command line/);
+    expect(a.warnings[0]).toContain('/proc/<pid>/cmdline');
+    expect(a.warnings[0]).toContain('INFLUX_TOKEN_FILE');
+    expect(a.warnings[0]).not.toContain('hunter2');
+    // From the environment or a private file: nothing to warn about.
+    const b = parseArgs(spec, [], { INFLUX_TOKEN: 'hunter2' });
+    if (b === 'help') throw new Error('unexpected help');
+    expect(b.warnings).toEqual([]);
+  });
+
+  it('warns about a secret file that group or others can read, naming the file and the fix', () => {
+    const path = `${tmpdir()}/nettally-args-loose-${process.pid}`;
+    writeFileSync(path, 's3cret\n', { mode: 0o600 });
+    try {
+      const ok = parseArgs(spec, [], { INFLUX_TOKEN_FILE: path });
+      if (ok === 'help') throw new Error('unexpected help');
+      expect(ok.warnings).toEqual([]);
+      for (const [mode, who] of [[0o644, 'all users'], [0o640, 'its group']] as const) {
+        chmodSync(path, mode);
+        for (const [argv, env] of [[[], { INFLUX_TOKEN_FILE: path }], [['--token-file', path], {}]] as const) {
+          const a = parseArgs(spec, argv, env);
+          if (a === 'help') throw new Error('unexpected help');
+          expect(a.str('token')).toBe('s3cret');
+          expect(a.warnings).toEqual([expect.stringContaining(`secret file ${path}`)]);
+          expect(a.warnings[0]).toContain(who);
+          expect(a.warnings[0]).toContain(`chmod 600 ${path}`);
+          expect(a.warnings[0]).not.toContain('s3cret');
+        }
+      }
+    } finally {
+      unlinkSync(path);
+    }
   });
 
   it('parses durations and sizes', () => {

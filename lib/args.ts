@@ -2,6 +2,7 @@
 // validation with messages that name the setting, secrets from files, and generated --help.
 import { readFileSync } from 'fs';
 import { configError } from './errors';
+import { secretFileWarning } from './private-files';
 
 export type OptionType = 'string' | 'int' | 'number' | 'bool' | 'duration' | 'bytes' | 'list' | 'enum';
 
@@ -42,6 +43,8 @@ export class ParsedArgs {
     readonly positionals: readonly string[],
     /** Where each value came from: 'flag', 'env', 'file' or 'default'. */
     readonly sources: Readonly<Record<string, string>>,
+    /** Things the user should fix that do not stop the command (a secret on the command line, a readable secret file). */
+    readonly warnings: readonly string[] = [],
   ) {
     Object.freeze(this);
   }
@@ -190,12 +193,15 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[], env: NodeJ
 
   const values: Record<string, OptionValue> = {};
   const sources: Record<string, string> = {};
+  const warnings: string[] = [];
   for (const o of spec.options) {
     let v: string | boolean | undefined = raw.get(o.name);
     let source = 'flag';
     if (o.secret && v === undefined) {
       const file = (raw.get(`${o.name}-file`) as string | undefined) ?? (o.env ? env[`${o.env}_FILE`] : undefined);
       if (file !== undefined) {
+        const loose = secretFileWarning(file, o.env ? `${o.env}_FILE / --${o.name}-file` : `--${o.name}-file`);
+        if (loose) warnings.push(loose);
         try {
           v = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
           source = 'file';
@@ -224,8 +230,14 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[], env: NodeJ
     }
     values[o.name] = convert(o, v);
     sources[o.name] = source;
+    if (o.secret && source === 'flag') {
+      warnings.push(
+        `--${o.name} was given on the command line, where every local user can read it (ps, /proc/<pid>/cmdline); ` +
+          `put it in a file only this user can read (chmod 600) and pass ${o.env ? `${o.env}_FILE=<file> or ` : ''}--${o.name}-file <file> instead`,
+      );
+    }
   }
-  return new ParsedArgs(values, positionals, sources);
+  return new ParsedArgs(values, positionals, sources, warnings);
 }
 
 /** A default as a person would write it: 60000 ms as `1m`, 16777216 bytes as `16MiB`. */

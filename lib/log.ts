@@ -6,14 +6,20 @@ export type Logger = pino.Logger;
 /** Keys whose values are never logged (secrets reach us through config objects). */
 const REDACT = ['password', 'token', 'sasl.password', '*.password', '*.token', 'config.kafka.sasl.password', 'config.influx.token'];
 
-export function createLogger(opts: { level?: string; name?: string } = {}): Logger {
+/**
+ * `alsoTo`: a second destination that gets every line too (`nettally up`'s own log file, which outlives a closed
+ * stderr). The stderr destination stops writing, without an error, once stderr is a broken pipe.
+ */
+export function createLogger(opts: { level?: string; name?: string; alsoTo?: pino.DestinationStream } = {}): Logger {
+  const level = opts.level ?? process.env.LOG_LEVEL ?? 'info';
+  const stderr = pino.destination({ fd: 2, sync: true });
   return pino(
     {
       name: opts.name ?? 'nettally',
-      level: opts.level ?? process.env.LOG_LEVEL ?? 'info',
+      level,
       redact: { paths: REDACT, censor: '[redacted]' },
     },
-    pino.destination({ fd: 2, sync: true }),
+    opts.alsoTo ? pino.multistream([{ level: level as pino.Level, stream: stderr }, { level: level as pino.Level, stream: opts.alsoTo }]) : stderr,
   );
 }
 

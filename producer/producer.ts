@@ -4,12 +4,16 @@ import { EventEmitter } from 'events';
 import { join } from 'path';
 import { CompressionTypes, Kafka, logLevel, type KafkaConfig, type Producer as KafkaProducer } from 'kafkajs';
 import { NettallyError } from '../lib/errors';
+import { ensurePrivateDir } from '../lib/private-files';
 import type { Logger } from '../lib/log';
 import { createCodec, type Codec } from '../schemas/index';
 import type { Capture, CaptureOptions, KernelRecord, KernelStats } from './capture';
 import { BootClock, ProcessEnricher, readHostIdentity, type HostIdentity } from './host';
 import { claimEpoch, Sequencer } from './sequence';
-import { Spool, type FsyncPolicy, type SpoolEntry } from './spool';
+import { deadLetter } from './dead-letter';
+import { BatchSizer, fitsAlone, KAFKA_DEFAULT_MAX_MESSAGE_BYTES, kafkaRecordSize, RECORD_BATCH_OVERHEAD } from './kafka-batch';
+import { classifyKafkaError, type KafkaFailure, type KafkaState } from './kafka-errors';
+import { Spool, type FsyncPolicy, type SpoolBatch, type SpoolEntry } from './spool';
 import { KIND_CONN_CLOSE, toWire, type WireContext } from './wire';
 
 export interface ProducerConfig {
@@ -22,7 +26,13 @@ export interface ProducerConfig {
   spoolMaxBytes: number;
   fsync: FsyncPolicy;
   batchMaxRecords: number;
+  /** Spool bytes per batch (about); at most maxMessageBytes. */
   batchMaxBytes: number;
+  /**
+   * The broker's limit on one record batch (Kafka's message.max.bytes / the topic's max.message.bytes, default
+   * 1048588): every batch is cut so that the record batch kafkajs builds from it, header included, stays within it.
+   */
+  maxMessageBytes?: number;
   /** Longest a record waits for a fuller batch (kafkajs has no linger). */
   batchMaxMs: number;
   flushIntervalMs: number;
@@ -65,8 +75,24 @@ export interface ProducerStatus {
   spool_full: boolean;
   spool_full_events: number;
   kafka_ok: boolean;
+  /**
+   * connecting: nothing sent yet; ok: the last send was acknowledged; retrying: a transient failure (broker down,
+   * leader moving), retried with backoff; error: Kafka refuses until an operator acts (authorization, missing topic,
+   * invalid config, SASL/TLS): retried with backoff and logged on every attempt. The spool keeps everything meanwhile.
+   */
+  kafka_state: KafkaState;
   kafka_errors: number;
   kafka_last_error: string | null;
+  /** Kafka error type of the current retrying/error state (e.g. TOPIC_AUTHORIZATION_FAILED), null when ok. */
+  kafka_error_code: string | null;
+  /** ISO time the current retrying/error state began, null when ok. */
+  kafka_error_since: string | null;
+  /** Batches the broker refused as too large (MESSAGE_TOO_LARGE) and that were split and resent. */
+  batches_split: number;
+  /** Largest record batch (bytes, header included) the sender builds now: maxMessageBytes, lower once a broker refused one. */
+  max_batch_bytes: number;
+  /** Records Kafka can never take (too large alone): kept in <state-dir>/dead-letter.jsonl, never sent. */
+  records_dead_lettered: number;
   /** Send latency (sendBatch → ack) of the last batch and the max since the previous status, ms. */
   send_latency_ms_last: number;
   send_latency_ms_max: number;
@@ -133,23 +159,31 @@ class Producer extends EventEmitter implements NettallyProducer {
   private readonly pendingForgets = new Set<Promise<void>>();
   private oldestPendingAt = 0;
   private statusTimer?: NodeJS.Timeout;
+  /** The record-batch size the sender cuts at: config.maxMessageBytes, halved each time a broker refuses a batch as too large. */
+  private maxBatchBytes: number;
+  private lastRetryLog = 0;
 
   /** conn_map_full as of the last status line, so each increase is reported once. */
   private mapFullReported = 0;
   private counters = {
     records_in: 0, records_spooled: 0, records_invalid: 0, records_out: 0, batches_out: 0, spool_full_events: 0, kafka_errors: 0,
     kafka_last_error: null as string | null, kafka_ok: false, spool_full: false,
+    kafka_state: 'connecting' as KafkaState, kafka_error_code: null as string | null, kafka_error_since: null as string | null,
+    batches_split: 0, records_dead_lettered: 0,
     lat_last: 0, lat_max: 0, lat_sum: 0, lat_n: 0,
   };
 
-  constructor(private readonly config: ProducerConfig, logger: Logger) {
+  constructor(private readonly config: ProducerConfig & { maxMessageBytes: number }, logger: Logger) {
     super();
     this.log = logger.child({ component: 'producer' });
+    this.maxBatchBytes = config.maxMessageBytes;
   }
 
   async start(): Promise<void> {
     const c = this.config;
     this.host = c.host ?? readHostIdentity();
+    // The state dir holds the spool and dead letters: connection metadata of every process on the host.
+    ensurePrivateDir(c.stateDir, this.log);
     this.epoch = claimEpoch(c.stateDir);
     this.seq = new Sequencer(this.epoch);
     this.clock = new BootClock();
@@ -307,8 +341,14 @@ class Producer extends EventEmitter implements NettallyProducer {
       spool_full: k.spool_full,
       spool_full_events: k.spool_full_events,
       kafka_ok: k.kafka_ok,
+      kafka_state: k.kafka_state,
       kafka_errors: k.kafka_errors,
       kafka_last_error: k.kafka_last_error,
+      kafka_error_code: k.kafka_error_code,
+      kafka_error_since: k.kafka_error_since,
+      batches_split: k.batches_split,
+      max_batch_bytes: this.maxBatchBytes,
+      records_dead_lettered: k.records_dead_lettered,
       send_latency_ms_last: k.lat_last,
       send_latency_ms_max: k.lat_max,
       send_latency_ms_avg: k.lat_n ? Math.round((k.lat_sum / k.lat_n) * 10) / 10 : 0,
@@ -399,6 +439,11 @@ class Producer extends EventEmitter implements NettallyProducer {
         continue;
       }
       const entry = { key, value };
+      if (!fitsAlone(key.length, value.length, this.config.maxMessageBytes, this.config.compression)) {
+        // Cannot happen with today's schemas (producer/kafka-batch.test.ts); never let one record block the spool.
+        this.deadLetter([entry], `a ${w.kind} record of ${value.length} bytes does not fit a Kafka record batch of --max-message-bytes ${this.config.maxMessageBytes} on its own`);
+        continue;
+      }
       const entryBytes = Spool.sizeOf([entry]);
       if (size + entryBytes > chunkBytes && chunk.length > 0) {
         if (!(await this.spoolChunk(chunk, chunkClosed, deadline))) return;
@@ -464,19 +509,37 @@ class Producer extends EventEmitter implements NettallyProducer {
     return true;
   }
 
+  /** The oldest spooled records that make one record batch within the current size limit (at least one record). */
+  private nextBatch(): { batch: SpoolBatch; batchBytes: number; fits: boolean } {
+    const c = this.config;
+    const sizer = new BatchSizer(this.maxBatchBytes, c.compression);
+    const batch = this.spool.peek(c.batchMaxRecords, c.batchMaxBytes, (e) => sizer.add(e.key.length, e.value.length));
+    if (batch.entries.length !== 1 || sizer.batchBytes > RECORD_BATCH_OVERHEAD) return { batch, batchBytes: sizer.batchBytes, fits: true };
+    // peek() hands out a first record even when the sizer refused it: it does not fit any batch on its own.
+    const e = batch.entries[0];
+    return { batch, batchBytes: RECORD_BATCH_OVERHEAD + kafkaRecordSize(e.key.length, e.value.length, 0), fits: false };
+  }
+
   private async runSender(): Promise<void> {
     const c = this.config;
     let backoff = 100;
     const compression = c.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
     while (!this.senderStop) {
-      const batch = this.spool.peek(c.batchMaxRecords, c.batchMaxBytes);
+      const { batch, batchBytes, fits } = this.nextBatch();
       if (batch.entries.length === 0) {
         this.oldestPendingAt = 0;
         await this.waitFor(this.dataWaiters, 1000);
         continue;
       }
+      if (!fits) {
+        // Spooled under a larger limit (an earlier run's flag, or a broker that refused it alone): set it aside.
+        this.deadLetterAndAck(batch, `a record batch of this record alone is ${batchBytes} bytes, over the ${this.maxBatchBytes}-byte limit`, batchBytes);
+        continue;
+      }
       const lingerLeft = this.oldestPendingAt + c.batchMaxMs - Date.now();
-      if (batch.entries.length < c.batchMaxRecords && batch.bytes < c.batchMaxBytes && lingerLeft > 0 && !this.stopping) {
+      // A batch that leaves records behind in the spool was cut by a limit: it is as full as it gets.
+      const full = batch.entries.length >= c.batchMaxRecords || batch.bytes >= c.batchMaxBytes || this.spool.records > batch.entries.length;
+      if (!full && lingerLeft > 0 && !this.stopping) {
         await this.waitFor(this.dataWaiters, lingerLeft);
         continue;
       }
@@ -493,9 +556,15 @@ class Producer extends EventEmitter implements NettallyProducer {
           compression,
         });
       } catch (e) {
-        this.onKafkaError(e as Error);
+        const failure = classifyKafkaError(e);
+        if (failure.kind === 'too-large') {
+          this.onTooLarge(batch, batchBytes, failure);
+          continue;
+        }
+        this.onKafkaError(e as Error, failure, backoff);
         await this.waitFor(this.stopWaiters, backoff);
-        backoff = Math.min(backoff * 2, 5000);
+        // An operator has to act: keep trying (the spool keeps everything) but without hammering the cluster.
+        backoff = Math.min(backoff * 2, failure.kind === 'needs-operator' ? 30_000 : 5000);
         continue;
       }
       const latency = Date.now() - t0;
@@ -514,24 +583,77 @@ class Producer extends EventEmitter implements NettallyProducer {
       this.oldestPendingAt = this.spool.records > 0 ? 1 : 0;
       if (!k.kafka_ok) {
         k.kafka_ok = true;
-        this.log.info({ spool_records: this.spool.records, spool_bytes: this.spool.bytes }, k.kafka_errors ? 'Kafka reachable again: draining the spool' : 'Kafka connected');
+        this.log.info(
+          { spool_records: this.spool.records, spool_bytes: this.spool.bytes, was: k.kafka_state, since: k.kafka_error_since },
+          k.kafka_errors ? 'Kafka accepts records again: draining the spool' : 'Kafka connected',
+        );
+        k.kafka_state = 'ok';
+        k.kafka_error_code = null;
+        k.kafka_error_since = null;
         this.emit('kafka-ok');
       }
       this.emit('sent', { records: batch.entries.length, bytes: batch.bytes, latencyMs: latency });
     }
   }
 
-  private onKafkaError(err: Error): void {
+  /**
+   * The broker refused a batch as larger than its limit (its max.message.bytes is below --max-message-bytes): halve
+   * the batch size for the rest of this run and resend from the same spool position, so order is kept and nothing is
+   * sent twice; a single record it refuses is dead-lettered (it could never be sent).
+   */
+  private onTooLarge(batch: SpoolBatch, batchBytes: number, failure: KafkaFailure): void {
+    if (batch.entries.length === 1) {
+      this.deadLetterAndAck(batch, `the broker refused a record batch of this record alone (${batchBytes} bytes) with MESSAGE_TOO_LARGE: its max.message.bytes is lower`, batchBytes);
+      return;
+    }
+    this.counters.batches_split += 1;
+    const was = this.maxBatchBytes;
+    this.maxBatchBytes = Math.max(RECORD_BATCH_OVERHEAD + 1, Math.floor(Math.min(was, batchBytes) / 2));
+    this.log.warn(
+      { records: batch.entries.length, batch_bytes: batchBytes, max_message_bytes: this.config.maxMessageBytes, max_batch_bytes: this.maxBatchBytes, err: failure.message },
+      `Kafka refused a batch of ${batchBytes} bytes as too large (MESSAGE_TOO_LARGE): splitting it and sending batches of at most ${this.maxBatchBytes} bytes from now on; ` +
+        `set --max-message-bytes to the topic's max.message.bytes (and the broker's message.max.bytes)`,
+    );
+  }
+
+  private deadLetter(entries: SpoolEntry[], reason: string, batchBytes = 0): void {
+    const path = deadLetter(this.config.stateDir, entries, { reason, batchBytes, limitBytes: this.maxBatchBytes });
+    this.counters.records_dead_lettered += entries.length;
+    this.log.error(
+      { records: entries.length, dead_letter_file: path, records_dead_lettered: this.counters.records_dead_lettered },
+      `record set aside, not sent to Kafka: ${reason}; it is kept (Avro, base64) in ${path}`,
+    );
+  }
+
+  private deadLetterAndAck(batch: SpoolBatch, reason: string, batchBytes: number): void {
+    // Durable in the dead-letter file before the spool lets go of it: nothing is lost.
+    this.deadLetter(batch.entries, reason, batchBytes);
+    if (this.spoolClosed) return;
+    this.spool.ack(batch);
+    this.wake(this.spaceWaiters);
+  }
+
+  private onKafkaError(err: Error, failure: KafkaFailure, backoffMs: number): void {
     const k = this.counters;
     k.kafka_errors += 1;
     k.kafka_last_error = err.message;
-    if (k.kafka_ok || k.kafka_errors === 1) {
-      this.log.warn(
-        { err: { message: err.message, name: err.name }, spool_records: this.spool.records, spool_bytes: this.spool.bytes },
-        'Kafka unavailable: keeping records in the spool and retrying with backoff',
-      );
-    }
+    const state: KafkaState = failure.kind === 'needs-operator' ? 'error' : 'retrying';
+    const changed = k.kafka_state !== state || k.kafka_error_code !== failure.code;
+    if (changed) k.kafka_error_since = new Date().toISOString();
+    k.kafka_state = state;
+    k.kafka_error_code = failure.code;
     k.kafka_ok = false;
+    const fields = {
+      err: { message: failure.message, name: err.name }, kafka_error_code: failure.code, since: k.kafka_error_since, attempts: k.kafka_errors,
+      retry_in_ms: backoffMs, spool_records: this.spool.records, spool_bytes: this.spool.bytes,
+    };
+    if (state === 'error') {
+      // Only an operator can fix this: say so on every attempt (the backoff caps the rate).
+      this.log.error(fields, `Kafka refuses the records (${failure.code}): ${hintFor(failure.code, this.config.topic)}; keeping everything in the spool and retrying`);
+    } else if (changed || Date.now() - this.lastRetryLog > 60_000) {
+      this.lastRetryLog = Date.now();
+      this.log.warn(fields, 'Kafka unavailable: keeping records in the spool and retrying with backoff');
+    }
     // Reconnect from scratch next time: kafkajs may hold a half-dead connection after a broker restart.
     if (this.kafkaConnected) {
       this.kafkaConnected = false;
@@ -560,10 +682,21 @@ class Producer extends EventEmitter implements NettallyProducer {
   }
 }
 
+/** What an operator does about a Kafka error that does not go away by itself. */
+export function hintFor(code: string, topic: string): string {
+  if (code === 'TOPIC_AUTHORIZATION_FAILED') return `grant this client's principal Write (and Describe) on topic ${topic}`;
+  if (code === 'CLUSTER_AUTHORIZATION_FAILED') return "grant this client's principal IdempotentWrite on the cluster, or run without --idempotent";
+  if (code === 'UNKNOWN_TOPIC_OR_PARTITION') return `topic ${topic} does not exist and the broker does not create it: create it (kafka-topics.sh --create --topic ${topic}) or enable auto.create.topics.enable`;
+  if (code.startsWith('SASL') || code === 'ILLEGAL_SASL_STATE') return 'check --sasl-mechanism, --sasl-username and the password (KAFKA_SASL_PASSWORD_FILE)';
+  if (code.startsWith('TLS_')) return 'check --tls-ca / --tls-cert / --tls-key against the broker certificate';
+  if (code === 'UNSUPPORTED_API') return 'the broker does not support a request this client needs: --sasl-mechanism against a listener without SASL, or a Kafka older than 0.11';
+  return 'check the broker log and the topic/broker configuration';
+}
+
 /** The producer factory: `{ config, logger }` like the consumer's; nothing runs until start(). */
 export function createProducer({ config, logger }: { config: ProducerConfig; logger: Logger }): NettallyProducer {
-  for (const [name, v] of Object.entries({ batchMaxRecords: config.batchMaxRecords, batchMaxBytes: config.batchMaxBytes, spoolMaxBytes: config.spoolMaxBytes })) {
+  for (const [name, v] of Object.entries({ batchMaxRecords: config.batchMaxRecords, batchMaxBytes: config.batchMaxBytes, spoolMaxBytes: config.spoolMaxBytes, maxMessageBytes: config.maxMessageBytes ?? 1 })) {
     if (!(v > 0)) throw new NettallyError('CONFIG_INVALID', `producer setting ${name} must be positive, got ${v}`, { context: { setting: name } });
   }
-  return new Producer(Object.freeze({ ...config }), logger);
+  return new Producer(Object.freeze({ ...config, maxMessageBytes: config.maxMessageBytes ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES }), logger);
 }

@@ -2,7 +2,7 @@
 // and Ctrl-C leaves no process, pin or mount behind. Runs in a private mount namespace without bpffs/tracefs, so up's own
 // mount/unmount is exercised without touching the machine's mounts.
 import { execFileSync, spawnSync } from 'child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'fs';
 import { connect } from 'net';
 import { tmpdir } from 'os';
 import { Kafka, logLevel } from 'kafkajs';
@@ -11,7 +11,7 @@ import { freePort } from '../bin/influxd';
 import { startTestBroker } from './helpers/broker';
 import { startInflux } from './helpers/influx';
 import { createNetnsPair, nsSpawn, type NetnsPair } from './helpers/netns';
-import { spawnUp, waitReady } from './helpers/up';
+import { spawnUp, spawnUpIntoPipe, waitReady, type UpProcess } from './helpers/up';
 
 const ROOT = resolve(__dirname, '..');
 const BIN = join(ROOT, 'dist/bin/nettally.js');
@@ -237,17 +237,57 @@ test('traffic in namespaces reaches `nettally usage` exactly; Ctrl-C leaves noth
   expect(processesMentioning([dataDir, `127.0.0.1:${kafkaPort}`, `127.0.0.1:${influxPort}`])).toEqual([]);
   expect(await portOpen(kafkaPort)).toBe(false);
   expect(await portOpen(influxPort)).toBe(false);
-  for (const m of upProc.err.matchAll(/"(?:child_pid|influxd_pid)":(\d+)/g)) expect(existsSync(`/proc/${m[1]}`)).toBe(false);
+  expect(running(childPids(upProc.err))).toEqual([]);
   expect(mountsOf(nsFile)).toEqual(mountsBefore);
   expect(existsSync(pinDir)).toBe(false);
 }, 240_000);
 
-test('up killed with SIGKILL: its children stop on their own, and nothing holds the ports', async () => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'nettally-up-kill-'));
+/** A data dir, a pin dir and two free ports for one up run, removed after the tests. */
+async function scratch(name: string): Promise<{ dataDir: string; pinDir: string; kafkaPort: number; influxPort: number }> {
+  const dataDir = mkdtempSync(join(tmpdir(), `nettally-up-${name}-`));
   cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
-  const pinDir = `/sys/fs/bpf/nettally-up-kill-${process.pid}`;
+  const pinDir = `/sys/fs/bpf/nettally-up-${name}-${process.pid}`;
   cleanups.push(() => rmSync(pinDir, { recursive: true, force: true }));
-  const [kafkaPort, influxPort] = [await freePort(), await freePort()];
+  return { dataDir, pinDir, kafkaPort: await freePort(), influxPort: await freePort() };
+}
+
+/** The pids of broker, influxd, consumer and producer, from up's "started …" log lines. */
+function childPids(log: string): number[] {
+  return [...log.matchAll(/"(?:child_pid|influxd_pid)":(\d+)/g)].map((m) => Number(m[1]));
+}
+
+/** Processes of `pids` that still run: a zombie (dead, reparented to an init that reaps slowly) holds nothing. */
+function running(pids: number[]): number[] {
+  return pids.filter((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+    } catch {
+      return false;
+    }
+  });
+}
+
+async function waitGone(pids: number[], timeoutMs: number): Promise<number[]> {
+  const alive = (): number[] => running(pids);
+  const deadline = Date.now() + timeoutMs;
+  while (alive().length > 0 && Date.now() < deadline) await sleep(200);
+  return alive();
+}
+
+async function ctrlC(up: UpProcess): Promise<void> {
+  process.kill(-(up.child.pid as number), 'SIGINT');
+  const code = await Promise.race([up.exited, sleep(90_000).then(() => 'timeout')]);
+  expect({ code, tail: code === 0 ? '' : up.logs() }).toEqual({ code: 0, tail: '' });
+}
+
+/** Inode of every pinned object in `dir`: new pins get new inodes, so this tells reused pins from fresh ones. */
+function pinInodes(dir: string): Record<string, number> {
+  return Object.fromEntries(readdirSync(dir).map((f) => [f, statSync(join(dir, f)).ino]));
+}
+
+test('up killed with SIGKILL: its children stop on their own, and nothing holds the ports', async () => {
+  const { dataDir, pinDir, kafkaPort, influxPort } = await scratch('kill');
   const upProc = spawnUp(['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--status-interval', '1s']);
   cleanups.push(async () => {
     await upProc.kill();
@@ -255,20 +295,172 @@ test('up killed with SIGKILL: its children stop on their own, and nothing holds 
   });
   await waitReady(upProc);
   // broker, influxd, consumer and producer, each in its own process group (up logs their pids)
-  const children = [...upProc.err.matchAll(/"(?:child_pid|influxd_pid)":(\d+)/g)].map((m) => Number(m[1]));
+  const children = childPids(upProc.err);
   expect(children.length).toBe(4);
-  const alive = (): number[] => children.filter((pid) => existsSync(`/proc/${pid}`));
-  expect(alive()).toEqual(children);
+  expect(running(children)).toEqual(children);
   // up alone dies, the way the OOM killer or `kill -9` does it: nobody tells the children
   process.kill(upProc.child.pid as number, 'SIGKILL');
   await upProc.exited;
-  const deadline = Date.now() + 60_000;
-  while (alive().length > 0 && Date.now() < deadline) await sleep(200);
-  expect(alive()).toEqual([]);
+  expect(await waitGone(children, 60_000)).toEqual([]);
   expect(processesMentioning([dataDir])).toEqual([]);
   expect(await portOpen(kafkaPort)).toBe(false);
   expect(await portOpen(influxPort)).toBe(false);
 }, 150_000);
+
+test('`up 2>&1 | tee` whose tee dies, then Ctrl-C: up keeps going (status in logs/up.log), then stops everything and leaves nothing behind', async () => {
+  const { dataDir, pinDir, kafkaPort, influxPort } = await scratch('pipe');
+  const upProc = await spawnUpIntoPipe(['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--status-interval', '500ms']);
+  cleanups.push(async () => {
+    upProc.reader.kill('SIGKILL');
+    await upProc.kill();
+    for (const p of processesMentioning([dataDir])) process.kill(Number(p.split(':')[0]), 'SIGKILL');
+  });
+  await waitReady(upProc);
+  const children = childPids(upProc.out);
+  expect(children.length).toBe(4);
+  expect(readdirSync(pinDir).length).toBeGreaterThan(0);
+
+  // Ctrl-C reaches tee first (it is quicker to die); from now on every write of up to its stdout/stderr hits EPIPE.
+  upProc.reader.kill('SIGINT');
+  await new Promise((r) => (upProc.reader.exitCode !== null || upProc.reader.signalCode !== null ? r(null) : upProc.reader.once('exit', r)));
+  const upLog = join(dataDir, 'logs', 'up.log');
+  const statusLines = (): number => (existsSync(upLog) ? (readFileSync(upLog, 'utf8').match(/\[up \d\d:\d\d:\d\d\] producer/g) ?? []).length : 0);
+  const before = statusLines();
+  // Several status lines later (each one a write into the broken pipe) up is still running, and they are in up.log.
+  const by = Date.now() + 30_000;
+  while (statusLines() < before + 4 && upProc.child.exitCode === null && upProc.child.signalCode === null && Date.now() < by) await sleep(200);
+  expect({ exit: upProc.child.exitCode, signal: upProc.child.signalCode }).toEqual({ exit: null, signal: null });
+  expect(statusLines()).toBeGreaterThanOrEqual(before + 4);
+  expect(readFileSync(upLog, 'utf8')).toContain('EPIPE');
+
+  await ctrlC(upProc);
+  expect(readFileSync(upLog, 'utf8')).toContain('nettally up: stopped');
+  expect(await waitGone(children, 1000)).toEqual([]);
+  expect(processesMentioning([dataDir, `127.0.0.1:${kafkaPort}`, `127.0.0.1:${influxPort}`])).toEqual([]);
+  expect(await portOpen(kafkaPort)).toBe(false);
+  expect(await portOpen(influxPort)).toBe(false);
+  expect(existsSync(pinDir)).toBe(false);
+  // Nothing of this run is left that the next up would take for a running or crashed one.
+  expect(readdirSync(dataDir).filter((f) => f.startsWith('up.'))).toEqual([]);
+}, 240_000);
+
+test('a SIGKILLed up leaves its pins and a marker: the next up removes them; pins no up created are kept', async () => {
+  const { dataDir, pinDir, kafkaPort, influxPort } = await scratch('stale');
+  const args = (pins: string): string[] => ['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pins, '--status-interval', '1s'];
+  const run = (pins: string): UpProcess => {
+    const p = spawnUp(args(pins));
+    cleanups.push(async () => {
+      await p.kill();
+      for (const x of processesMentioning([dataDir])) process.kill(Number(x.split(':')[0]), 'SIGKILL');
+    });
+    return p;
+  };
+
+  const first = run(pinDir);
+  await waitReady(first);
+  const staleInodes = pinInodes(pinDir);
+  expect(Object.keys(staleInodes).length).toBeGreaterThan(0);
+  process.kill(first.child.pid as number, 'SIGKILL');
+  await first.exited;
+  // Its children stop on their own (pdeathsig); the pins stay: nobody was left to remove them.
+  expect(await waitGone(childPids(first.err), 60_000)).toEqual([]);
+  expect(pinInodes(pinDir)).toEqual(staleInodes);
+
+  const second = run(pinDir);
+  await waitReady(second);
+  const said = second.err.split('\n').filter((l) => l.includes('stale') && l.includes(pinDir));
+  expect(said.length).toBeGreaterThan(0);
+  expect(said.join('\n')).toContain(`"pid":${first.child.pid}`);
+  // The producer runs on fresh pins: not one of the old objects is still pinned.
+  const fresh = pinInodes(pinDir);
+  for (const [name, ino] of Object.entries(fresh)) expect({ name, ino }).not.toEqual({ name, ino: staleInodes[name] });
+  await ctrlC(second);
+  expect(existsSync(pinDir)).toBe(false);
+
+  // A pin dir no up left a marker for (another producer's, an operator's): up continues on it, says so, and keeps it.
+  const foreignDir = `/sys/fs/bpf/nettally-up-foreign-${process.pid}`;
+  cleanups.push(() => rmSync(foreignDir, { recursive: true, force: true }));
+  mkdirSync(foreignDir);
+  execFileSync('bpftool', ['map', 'create', join(foreignDir, 'foreign'), 'type', 'array', 'key', '4', 'value', '8', 'entries', '1', 'name', 'foreign']);
+  const foreignIno = statSync(join(foreignDir, 'foreign')).ino;
+  const third = run(foreignDir);
+  await waitReady(third);
+  expect(third.err.split('\n').filter((l) => l.includes('"level":40') && l.includes(foreignDir) && l.includes('continues')).length).toBeGreaterThan(0);
+  await ctrlC(third);
+  expect(statSync(join(foreignDir, 'foreign')).ino).toBe(foreignIno);
+  expect(readdirSync(foreignDir).length).toBeGreaterThan(1);
+}, 360_000);
+
+test('every other way out cleans up too: a child that dies, an unexpected error in up, SIGHUP, a forced second Ctrl-C', async () => {
+  const { dataDir, pinDir, kafkaPort, influxPort } = await scratch('exits');
+  // An unexpected error inside up (a bug), thrown from a timer once the trigger file appears: preloaded into the up
+  // process only (its children get the same NODE_OPTIONS, and ignore it).
+  const trigger = join(dataDir, 'throw-now');
+  const preload = join(dataDir, 'bug.js');
+  writeFileSync(
+    preload,
+    `if (process.argv[2] === 'up') { const fs = require('fs'); const t = setInterval(() => { if (fs.existsSync(${JSON.stringify(trigger)})) { clearInterval(t); throw new Error('injected bug'); } }, 50); t.unref(); }\n`,
+  );
+  const start = (): UpProcess => {
+    const p = spawnUp(['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--status-interval', '1s'], {
+      env: { ...process.env, NODE_OPTIONS: `--require ${preload}` },
+    });
+    cleanups.push(async () => {
+      await p.kill();
+      for (const x of processesMentioning([dataDir])) process.kill(Number(x.split(':')[0]), 'SIGKILL');
+    });
+    return p;
+  };
+  const leftNothing = async (up: UpProcess, what: string): Promise<void> => {
+    expect({ what, alive: await waitGone(childPids(up.err), 1000) }).toEqual({ what, alive: [] });
+    expect({ what, procs: processesMentioning([dataDir, `127.0.0.1:${kafkaPort}`, `127.0.0.1:${influxPort}`]) }).toEqual({ what, procs: [] });
+    expect({ what, ports: [await portOpen(kafkaPort), await portOpen(influxPort)] }).toEqual({ what, ports: [false, false] });
+    expect({ what, pins: existsSync(pinDir), markers: readdirSync(dataDir).filter((f) => f.startsWith('up.')) }).toEqual({ what, pins: false, markers: [] });
+  };
+  const exitCode = (up: UpProcess): Promise<unknown> => Promise.race([up.exited, sleep(90_000).then(() => 'timeout')]);
+
+  // The producer dies: up stops the rest and exits 1, naming it.
+  const a = start();
+  await waitReady(a);
+  const producerPid = Number(/"component":"producer","child_pid":(\d+)/.exec(a.err)?.[1]);
+  expect(readdirSync(pinDir).length).toBeGreaterThan(0);
+  process.kill(producerPid, 'SIGKILL');
+  expect(await exitCode(a)).toBe(1);
+  expect(a.err).toContain('producer exited unexpectedly');
+  await leftNothing(a, 'producer died');
+
+  // A bug in up: it logs the error, stops everything, exits 1.
+  const b = start();
+  await waitReady(b);
+  writeFileSync(trigger, '');
+  expect(await exitCode(b)).toBe(1);
+  expect(b.err).toContain('injected bug');
+  rmSync(trigger);
+  await leftNothing(b, 'exception in up');
+
+  // The terminal closes (SIGHUP to the foreground group): an orderly stop, as on Ctrl-C.
+  const h = start();
+  await waitReady(h);
+  process.kill(-(h.child.pid as number), 'SIGHUP');
+  expect({ code: await exitCode(h), out: h.out }).toEqual({ code: 0, out: expect.stringContaining('nettally up: stopped') });
+  await leftNothing(h, 'SIGHUP');
+
+  // Ctrl-C, then Ctrl-C again while it stops: no orderly stop any more, but nothing is left either.
+  const c = start();
+  await waitReady(c);
+  // A consumer that does not stop (stopped itself) holds up in its orderly stop for its 30 s grace.
+  const consumerPid = Number(/"component":"consumer","child_pid":(\d+)/.exec(c.err)?.[1]);
+  process.kill(consumerPid, 'SIGSTOP');
+  process.kill(-(c.child.pid as number), 'SIGINT');
+  const by = Date.now() + 60_000;
+  while (!c.err.includes('stopping consumer') && Date.now() < by) await sleep(50);
+  expect(c.err).toContain('stopping consumer');
+  // The dispatcher takes a second signal within 1 s for a duplicate of the first.
+  await sleep(1200);
+  process.kill(c.child.pid as number, 'SIGINT');
+  expect(await exitCode(c)).toBe(130);
+  await leftNothing(c, 'forced exit');
+}, 300_000);
 
 test('KAFKA_BROKERS and INFLUX_URL: up uses those servers, starts neither, and leaves them running', async () => {
   const broker = await startTestBroker({ autoCreateTopics: false });
@@ -311,7 +503,7 @@ test('KAFKA_BROKERS and INFLUX_URL: up uses those servers, starts neither, and l
   process.kill(-(up.pid as number), 'SIGINT');
   const code = await Promise.race([exited, sleep(90_000).then(() => 'timeout')]);
   expect({ code, tail: code === 0 ? '' : logs() }).toEqual({ code: 0, tail: '' });
-  expect(readdirSync(join(dataDir, 'logs')).sort()).toEqual(['consumer.log', 'producer.log']);
+  expect(readdirSync(join(dataDir, 'logs')).sort()).toEqual(['consumer.log', 'producer.log', 'up.log']);
   expect(existsSync(join(dataDir, 'influxdb'))).toBe(false);
   expect(processesMentioning([dataDir])).toEqual([]);
   expect(await portOpen(broker.port)).toBe(true);

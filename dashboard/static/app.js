@@ -283,13 +283,13 @@ async function loadHealth() {
       const co = p.consumer;
       badges.push(badge(`producer ${pr.ready ? `${Math.round(pr.records_per_s ?? 0)} rec/s` : 'starting'}`, pr.ready ? 'ok' : 'warn'));
       if ((pr.kernel_drops ?? 0) > 0 || (pr.map_full ?? 0) > 0) badges.push(badge(`kernel drops ${pr.kernel_drops ?? 0}${pr.map_full ? `, map full ${pr.map_full}` : ''}`, 'bad'));
-      if (pr.kafka_ok === false) badges.push(badge('Kafka down', 'bad'));
+      if (pr.kafka_ok === false) badges.push(badge(pr.kafka_error ? `Kafka error ${pr.kafka_error}` : 'Kafka down', 'bad'));
       badges.push(badge(`consumer lag ${co.lag ?? '–'}`, (co.lag ?? 0) > 10000 ? 'warn' : co.ready ? 'ok' : 'warn'));
       row('producer', pr.ready ? 'attached' : 'starting');
       row('records/s', pr.records_per_s === undefined ? '–' : Math.round(pr.records_per_s));
       row('kernel drops', `${pr.kernel_drops ?? '–'}${pr.map_full ? ` (connection map full: ${pr.map_full})` : ''}`);
       row('spool', human(pr.spool_bytes));
-      row('Kafka', pr.kafka_ok === false ? 'unreachable (records wait in the spool)' : 'ok');
+      row('Kafka', pr.kafka_ok === false ? `${pr.kafka_error ? `error ${pr.kafka_error}` : 'unreachable'} (records wait in the spool)` : 'ok');
       row('consumer', `${co.ready ? 'consuming' : 'starting'}, ${co.events_per_s === undefined ? '–' : Math.round(co.events_per_s)} records/s`);
       row('consumer lag', co.lag ?? '–');
       row('consumer: last window', co.last_window ?? '–');

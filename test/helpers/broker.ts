@@ -3,11 +3,12 @@
 import { spawn, spawnSync, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import { tmpdir } from 'os';
-import { join, resolve } from 'path';
+import { basename, dirname, join, resolve } from 'path';
 import { startBroker, type BrokerOptions, type RunningBroker } from '../../broker/index';
 import { createLogger } from '../../lib/log';
 
-const ROOT = resolve(__dirname, '../..');
+// The checkout, whether this runs from test/helpers (jest) or dist/test/helpers (benches).
+const ROOT = ((r: string): string => (basename(r) === 'dist' ? dirname(r) : r))(resolve(__dirname, '../..'));
 
 export interface TestBroker {
   /** "127.0.0.1:PORT" for kafkajs `brokers` / kcat `-b`. */

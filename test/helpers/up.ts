@@ -1,7 +1,9 @@
 // Test helper: `nettally up` started the way a terminal starts it (its own process group, which gets the
 // Ctrl-C), with its output collected and a kill() for cleanup when a test fails.
-import { spawn, type ChildProcess } from 'child_process';
-import { resolve } from 'path';
+import { execFileSync, spawn, type ChildProcess } from 'child_process';
+import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'fs';
+import { tmpdir } from 'os';
+import { join, resolve } from 'path';
 
 const BIN = resolve(__dirname, '../../dist/bin/nettally.js');
 
@@ -24,17 +26,55 @@ export function spawnUp(args: string[], opts: { env?: NodeJS.ProcessEnv; wrapper
   let err = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  return upProcess(child, () => out, () => err);
+}
+
+/**
+ * `nettally up <args> 2>&1 | cat`: up's stdout and stderr go into one real pipe (a FIFO, so pipe(7) semantics,
+ * not the socketpair Node uses for 'pipe') read by a separate `cat`, whose output is `out`. Kill `reader` to break
+ * the pipe under a running up, the way Ctrl-C kills `tee` in `nettally up | tee up.log`.
+ */
+export async function spawnUpIntoPipe(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<UpProcess & { reader: ChildProcess }> {
+  const dir = mkdtempSync(join(tmpdir(), 'nettally-up-pipe-'));
+  const fifo = join(dir, 'out');
+  execFileSync('mkfifo', [fifo]);
+  const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
+  let out = '';
+  reader.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  // Opening the write end without a reader fails (ENXIO) instead of blocking: wait for cat to open its end.
+  let fd = -1;
+  const deadline = Date.now() + 30_000;
+  try {
+    while (fd < 0) {
+      try {
+        fd = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENXIO' || reader.exitCode !== null || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    const child = spawn(process.execPath, [BIN, 'up', ...args], { stdio: ['ignore', fd, fd], detached: true, env: opts.env ?? process.env });
+    // Object.assign, not a spread: `out` is a getter over the growing output.
+    return Object.assign(upProcess(child, () => out, () => ''), { reader });
+  } finally {
+    // Only up holds the write end from here on, and only cat the read end: cat dying leaves the pipe without readers.
+    if (fd >= 0) closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function upProcess(child: ChildProcess, out: () => string, err: () => string): UpProcess {
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   return {
     child,
     get out() {
-      return out;
+      return out();
     },
     get err() {
-      return err;
+      return err();
     },
     exited,
-    logs: () => `stdout:\n${out.slice(-3000)}\nstderr:\n${err.slice(-3000)}`,
+    logs: () => `stdout:\n${out().slice(-3000)}\nstderr:\n${err().slice(-3000)}`,
     async kill() {
       if (child.exitCode === null && child.signalCode === null) {
         process.kill(-(child.pid as number), 'SIGKILL');

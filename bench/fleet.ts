@@ -1,0 +1,268 @@
+// `npm run bench:fleet`: a simulated fleet's backlog (N hosts' real Avro records, keyed by host, P partitions) in the
+// bundled broker, drained by 1 and 2 `nettally consumer` processes into a real influxd, side by side with a raw read
+// of the same topic (kcat, kafkajs): events/s, events per CPU-second, ratio to the raw read, InfluxDB points/s and
+// write amplification, peak RSS, lag over time, and an exactness check against the generator's ground truth.
+import { spawn, spawnSync, type ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import { join, resolve } from 'path';
+import { Kafka, logLevel, type Admin } from 'kafkajs';
+import { formatHelp, parseArgs, type CommandSpec } from '../lib/args';
+import { synthesize } from '../consumer/synthetic';
+import { encode } from '../schemas';
+import { startBrokerProcess } from '../test/helpers/broker';
+import { startInflux, type TestInflux } from '../test/helpers/influx';
+import { cpuSeconds, peakRss } from './proc';
+
+const spec: CommandSpec = {
+  name: 'bench:fleet',
+  summary: 'Consumer-group drain of a simulated fleet backlog vs a raw Kafka read of the same topic.',
+  options: [
+    { name: 'hosts', type: 'int', default: 300, min: 1, help: 'simulated hosts (one producer key each)' },
+    { name: 'conns-per-host', type: 'int', default: 60, min: 1, help: 'connections per host over the simulated span' },
+    { name: 'minutes', type: 'int', default: 10, min: 1, help: 'event-time span of the simulated traffic' },
+    { name: 'sample-every', type: 'int', default: 6, min: 1, help: 'seconds between samples of one connection (the producer flush interval)' },
+    { name: 'partitions', type: 'int', default: 4, min: 1, help: 'partitions of the records topic' },
+    { name: 'consumers', type: 'list', default: ['1', '2'], help: 'consumer process counts to compare' },
+    { name: 'consumer-args', type: 'list', default: [], help: 'extra `nettally consumer` flags (comma separated)' },
+  ],
+};
+
+const ROOT = resolve(__dirname, '../..');
+const BIN = join(ROOT, 'dist/bin/nettally.js');
+const TOPIC = 'nettally.records';
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function fmt(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+/** Produces the fleet's records in event-time order across hosts (each host's own stream stays in seq order, as its
+ * producer sends it), keyed by host; each request stays under a default Kafka's 1 MiB. */
+async function produceFleet(kafka: Kafka, streams: { t: number; v: Buffer }[][], keys: string[]): Promise<number> {
+  const producer = kafka.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 1 });
+  await producer.connect();
+  const order: [number, number, number][] = [];
+  streams.forEach((s, h) => s.forEach((m, i) => order.push([m.t, h, i])));
+  order.sort((a, b) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2]);
+  let n = 0;
+  let batch: { key: string; value: Buffer }[] = [];
+  let bytes = 0;
+  const flush = async (): Promise<void> => {
+    if (batch.length === 0) return;
+    await producer.send({ topic: TOPIC, acks: -1, messages: batch });
+    n += batch.length;
+    batch = [];
+    bytes = 0;
+  };
+  for (const [, h, i] of order) {
+    const v = streams[h][i].v;
+    batch.push({ key: keys[h], value: v });
+    bytes += v.length + keys[h].length + 16;
+    if (bytes >= 512 * 1024) await flush();
+  }
+  await flush();
+  await producer.disconnect();
+  return n;
+}
+
+async function highWatermarks(admin: Admin): Promise<Map<number, bigint>> {
+  const o = await admin.fetchTopicOffsets(TOPIC);
+  return new Map(o.map((p) => [p.partition, BigInt(p.high)]));
+}
+
+/** kcat reading the whole topic once (librdkafka, the raw ceiling): messages/s. */
+function kcatRead(address: string, expected: number): { rate: number; n: number } {
+  const t0 = performance.now();
+  const r = spawnSync('kcat', ['-C', '-b', address, '-t', TOPIC, '-o', 'beginning', '-e', '-q', '-f', '.'], { maxBuffer: 1 << 30 });
+  const ms = performance.now() - t0;
+  const n = r.stdout.length;
+  if (n !== expected) throw new Error(`kcat read ${n} messages, expected ${expected}: ${r.stderr.toString().slice(0, 500)}`);
+  return { rate: (n * 1000) / ms, n };
+}
+
+/** A bare kafkajs consumer-group member reading the topic (what the consumer's client library alone can do). */
+async function kafkajsRead(kafka: Kafka, expected: number): Promise<number> {
+  const c = kafka.consumer({ groupId: `bench-raw-${process.pid}-${Date.now()}`, maxWaitTimeInMs: 100 });
+  await c.connect();
+  await c.subscribe({ topics: [TOPIC], fromBeginning: true });
+  let n = 0;
+  let t0 = 0;
+  let done!: () => void;
+  const finished = new Promise<void>((r) => (done = r));
+  await c.run({
+    autoCommit: false,
+    eachBatch: async ({ batch }) => {
+      if (t0 === 0) t0 = performance.now();
+      n += batch.messages.length;
+      if (n >= expected) done();
+    },
+  });
+  await finished;
+  const ms = performance.now() - t0;
+  await c.disconnect();
+  return (n * 1000) / ms;
+}
+
+async function influxScalar(influx: TestInflux, q: string, db: string): Promise<number> {
+  const r = (await influx.query(q, db)) as { results?: { series?: { values?: unknown[][] }[] }[] };
+  let sum = 0;
+  for (const s of r.results?.[0]?.series ?? []) for (const v of s.values ?? []) sum += Number(v[1] ?? 0);
+  return sum;
+}
+
+/** Points influxd received for writing (its own `write` statistics: pointReq). */
+async function pointsReceived(influx: TestInflux): Promise<number> {
+  const r = (await influx.query('SHOW STATS FOR \'write\'', '_internal')) as { results?: { series?: { columns: string[]; values: unknown[][] }[] }[] };
+  const s = r.results?.[0]?.series?.[0];
+  if (!s) return 0;
+  const i = s.columns.indexOf('pointReq');
+  return Number(s.values[0][i] ?? 0);
+}
+
+interface RunResult {
+  consumers: number;
+  seconds: number;
+  cpu: number;
+  rssMiB: number[];
+  pointsReceived: number;
+  pointsStored: number;
+  lag: string;
+  exact: boolean;
+  detail: string;
+}
+
+async function drain(address: string, admin: Admin, members: number, total: number, truth: { tx: number; rx: number }, extra: string[]): Promise<RunResult> {
+  const influx = await startInflux();
+  const group = `bench-fleet-${members}-${Date.now()}`;
+  const db = 'bench';
+  const children: ChildProcess[] = [];
+  const lagSeries: string[] = [];
+  try {
+    const high = await highWatermarks(admin);
+    const received0 = await pointsReceived(influx);
+    const t0 = performance.now();
+    for (let i = 0; i < members; i++) {
+      const child = spawn(process.execPath, [BIN, 'consumer', '--brokers', address, '--group', group, '--influx-url', influx.url, '--influx-db', db, '--status-interval', '0', ...extra], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: { ...process.env, LOG_LEVEL: 'warn' },
+      });
+      child.stderr?.on('data', (d: Buffer) => process.stderr.write(`[consumer ${i}] ${d.toString()}`));
+      children.push(child);
+    }
+    const cpu = new Map<number, number>();
+    const rss = new Map<number, number>();
+    let lastSample = 0;
+    for (;;) {
+      for (const c of children) {
+        if (c.exitCode !== null) throw new Error(`a consumer exited (${c.exitCode}) during the drain`);
+        cpu.set(c.pid as number, cpuSeconds(c.pid as number));
+        rss.set(c.pid as number, peakRss(c.pid as number) / 2 ** 20);
+      }
+      const committed = await admin.fetchOffsets({ groupId: group, topics: [TOPIC] });
+      let lag = 0n;
+      for (const [p, h] of high) {
+        const off = BigInt(committed[0]?.partitions.find((x) => x.partition === p)?.offset ?? '-1');
+        lag += off < 0n ? h : h - off;
+      }
+      const s = (performance.now() - t0) / 1000;
+      if (s - lastSample >= 2) {
+        lagSeries.push(`${s.toFixed(0)}s:${fmt(Number(lag))}`);
+        lastSample = s;
+      }
+      if (lag === 0n) break;
+      if (s > 1800) throw new Error('drain did not finish within 30 minutes');
+      await sleep(200);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const cpuTotal = [...cpu.values()].reduce((a, b) => a + b, 0);
+    for (const c of children) c.kill('SIGTERM');
+    await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
+    const pointsRec = (await pointsReceived(influx)) - received0;
+    let stored = 0;
+    for (const m of ['nettally_traffic_1m', 'nettally_traffic_1h']) stored += await influxScalar(influx, `SELECT count(tx_bytes) FROM ${m}`, db);
+    for (const m of ['nettally_iface_1m', 'nettally_iface_1h']) stored += await influxScalar(influx, `SELECT count(rx_bytes) FROM ${m}`, db);
+    const tx = await influxScalar(influx, 'SELECT sum(tx_bytes) FROM nettally_traffic_1m', db);
+    const rx = await influxScalar(influx, 'SELECT sum(rx_bytes) FROM nettally_traffic_1m', db);
+    const exact = tx === truth.tx && rx === truth.rx;
+    return {
+      consumers: members,
+      seconds,
+      cpu: cpuTotal,
+      rssMiB: [...rss.values()],
+      pointsReceived: pointsRec,
+      pointsStored: stored,
+      lag: lagSeries.join(' '),
+      exact,
+      detail: `tx ${fmt(tx)} (truth ${fmt(truth.tx)}), rx ${fmt(rx)} (truth ${fmt(truth.rx)}), ${fmt(total)} events`,
+    };
+  } finally {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    await influx.destroy();
+  }
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(spec, process.argv.slice(2));
+  if (args === 'help') {
+    process.stdout.write(formatHelp(spec));
+    return;
+  }
+  if (!fs.existsSync(BIN)) throw new Error('dist/ is not built; run npm run build');
+  const hosts = args.num('hosts');
+  process.stderr.write(`bench:fleet: generating ${hosts} hosts' records...\n`);
+  const data = synthesize({ hosts, connsPerHost: args.num('conns-per-host'), startMs: Date.UTC(2026, 0, 1), minutes: args.num('minutes'), seed: 7, sampleEverySec: args.num('sample-every') });
+  const keys = [...data.byHost.keys()];
+  const streams = [...data.byHost.values()].map((s) => s.map((m) => ({ t: Number((m.record as { time_ns: bigint }).time_ns / 1_000_000n), v: encode(m.kind, m.record as never) })));
+  const total = streams.reduce((a, s) => a + s.length, 0);
+  const avg = streams.reduce((a, s) => a + s.reduce((b, m) => b + m.v.length, 0), 0) / total;
+  const truth = { tx: 0, rx: 0 };
+  for (const r of data.traffic) {
+    truth.tx += r.fields.tx_bytes;
+    truth.rx += r.fields.rx_bytes;
+  }
+
+  const broker = await startBrokerProcess({ args: ['--fsync', 'never'] });
+  const kafka = new Kafka({ clientId: 'bench-fleet', brokers: [broker.address], logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: TOPIC, numPartitions: args.num('partitions') }], waitForLeaders: true });
+    let t = performance.now();
+    const produced = await produceFleet(kafka, streams, keys);
+    const produceRate = (produced * 1000) / (performance.now() - t);
+    process.stderr.write(`bench:fleet: ${fmt(produced)} records in the topic (${fmt(produceRate)}/s produced)\n`);
+    const kcat = kcatRead(broker.address, produced);
+    t = performance.now();
+    const kjs = await kafkajsRead(kafka, produced);
+    const results: RunResult[] = [];
+    for (const m of args.list('consumers').map(Number)) {
+      process.stderr.write(`bench:fleet: draining with ${m} consumer process(es)...\n`);
+      results.push(await drain(broker.address, admin, m, produced, truth, args.list('consumer-args')));
+    }
+
+    const out = process.stdout;
+    out.write(`\nfleet: ${hosts} hosts, ${fmt(total)} events (${avg.toFixed(0)} B avg), ${args.num('partitions')} partitions, ${args.num('minutes')} min of event time\n`);
+    out.write(`raw read of the same topic: kcat ${fmt(kcat.rate)} msg/s, kafkajs ${fmt(kjs)} msg/s\n\n`);
+    out.write('consumers  drain s  events/s   ratio to kcat  events/CPU-s  points/s  write amp  peak RSS MiB  exact\n');
+    for (const r of results) {
+      const rate = total / r.seconds;
+      out.write(
+        `${String(r.consumers).padStart(9)}  ${r.seconds.toFixed(1).padStart(7)}  ${fmt(rate).padStart(8)}   ${(rate / kcat.rate).toFixed(3).padStart(13)}  ` +
+          `${fmt(total / r.cpu).padStart(12)}  ${fmt(r.pointsReceived / r.seconds).padStart(8)}  ${(r.pointsReceived / Math.max(1, r.pointsStored)).toFixed(2).padStart(9)}  ` +
+          `${r.rssMiB.map((x) => x.toFixed(0)).join('+').padStart(12)}  ${r.exact ? 'yes' : 'NO'}\n`,
+      );
+    }
+    out.write('\n');
+    for (const r of results) out.write(`${r.consumers} consumer(s): ${r.detail}; points received ${fmt(r.pointsReceived)}, stored ${fmt(r.pointsStored)}\n  lag: ${r.lag}\n`);
+    out.write('(drain time ends at the commit that reaches the end: it includes up to one consumer flush interval)\n');
+    if (results.some((r) => !r.exact)) process.exitCode = 1;
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+    await broker.stop();
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench:fleet failed: ${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exit(1);
+});
