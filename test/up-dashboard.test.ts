@@ -1,10 +1,13 @@
+/// <reference lib="dom" />
 // Scenario: `nettally up` serves the dashboard in its own process and prints its URL; the page's health endpoint
 // carries up's view of its children (producer attached, records/s, consumer lag), not only InfluxDB's.
 import { mkdtempSync, rmSync } from 'fs';
 import { createServer, type Server } from 'net';
 import { tmpdir } from 'os';
 import { join } from 'path';
+import { resolve } from 'path';
 import { freePort } from '../bin/influxd';
+import { startBrowser } from './helpers/browser';
 import { spawnUp, waitReady, type UpProcess } from './helpers/up';
 
 let upProc: UpProcess | undefined;
@@ -40,6 +43,23 @@ test('up prints the dashboard URL, and the page reports the pipeline up runs', a
   expect(typeof health?.pipeline?.producer.records_per_s).toBe('number');
   expect(health?.pipeline?.producer.kernel_drops).toBe(0);
   expect(typeof health?.pipeline?.consumer.lag).toBe('number');
+  // The page shows it: producer and consumer badges and the pipeline table, in a real browser.
+  const browser = await startBrowser();
+  try {
+    const page = await browser.context.newPage();
+    await page.goto(`${url}#range=15m&group=process`);
+    await page.waitForSelector('body[data-state="ready"]', { timeout: 60_000 });
+    await page.waitForFunction(() => document.querySelector('#pipeline')?.textContent?.includes('records/s'), undefined, { timeout: 30_000 });
+    const badges = await page.$$eval('#health .badge', (els) => els.map((e) => e.textContent ?? ''));
+    expect(badges.some((b) => /^producer \d+ rec\/s$/.test(b))).toBe(true);
+    expect(badges.some((b) => /^consumer lag \d+$/.test(b))).toBe(true);
+    const rows = await page.$$eval('#pipeline dt', (dts) => Object.fromEntries(dts.map((dt) => [dt.textContent, dt.nextElementSibling?.textContent])));
+    expect(rows['kernel drops']).toBe('0');
+    expect(rows.producer).toBe('attached');
+    await page.screenshot({ path: resolve(__dirname, '../build/dashboard-up.png'), fullPage: true });
+  } finally {
+    await browser.close();
+  }
   process.kill(-(upProc.child.pid as number), 'SIGINT');
   expect(await upProc.exited).toBe(0);
   // The page stops with up.

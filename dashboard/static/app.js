@@ -20,7 +20,8 @@ function human(n, suffix = '') {
   let i = 0;
   let v = Math.abs(n);
   while (v >= 1000 && i < UNITS.length - 1) { v /= 1000; i++; }
-  const digits = v >= 100 || i === 0 ? 0 : v >= 10 ? 1 : 2;
+  // Whole bytes stay whole; fractions (rates, axis ticks below 1 kB/s) keep enough digits to tell ticks apart.
+  const digits = i === 0 && Number.isInteger(v) ? 0 : v >= 100 ? 0 : v >= 10 ? 1 : 2;
   return `${n < 0 ? '-' : ''}${v.toFixed(digits)} ${UNITS[i]}${suffix}`;
 }
 /** Exact bytes with thousands separators: billing needs every byte, people need the grouping. */
@@ -109,7 +110,7 @@ function drawChart(d) {
     series,
     cursor: { drag: { x: false, y: false } },
     legend: { live: true },
-    scales: { x: { time: true, range: [d.from_ms / 1000, d.to_ms / 1000] }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.08 : 1] } },
+    scales: { x: { time: true, range: [d.from_ms / 1000, d.to_ms / 1000] }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.08 : 1000] } },
     axes: [
       {
         stroke: '#667085',
