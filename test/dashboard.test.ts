@@ -180,6 +180,14 @@ test('the page switches range and grouping, and the chart follows', async () => 
   expect(await page.getAttribute('body', 'data-chart-series')).toBe(String(DEFAULT_SERVICES.length));
   const legend = await page.$$eval('.u-legend .u-series th', (ths) => ths.map((t) => t.textContent ?? ''));
   for (const s of DEFAULT_SERVICES) expect(legend.some((l) => l.includes(`${s.protocol}/${s.port}`))).toBe(true);
+  // A process name with markup is shown as text, never parsed as HTML (legend, live table, totals).
+  await page.selectOption('#group', 'process');
+  await page.waitForFunction(() => document.body.dataset.state === 'ready' && document.querySelector('#chart-title')?.textContent?.includes('process'), undefined, { timeout: 60_000 });
+  const hostile = DEFAULT_SERVICES[2].comm;
+  expect(await page.$$eval('.u-legend .u-series th', (ths) => ths.map((t) => t.textContent ?? ''))).toEqual(expect.arrayContaining([expect.stringContaining(hostile)]));
+  expect(await page.$$eval('#totals td[data-tag="comm"]', (tds) => tds.map((t) => t.textContent))).toContain(hostile);
+  expect(await page.$$eval('#live tbody tr', (trs) => trs.map((t) => t.getAttribute('data-label')))).toContain(`${hostName(2)} · ${hostile}`);
+  expect(await page.$$('main i')).toEqual([]);
   await page.click('button[data-range="7d"]');
   await page.waitForFunction(() => location.hash.includes('range=7d') && document.body.dataset.state === 'ready', undefined, { timeout: 60_000 });
   expect(await page.textContent('#chart-note')).toContain('nettally_traffic_1h');
@@ -224,3 +232,26 @@ test('bad input gets a 400 naming it; another Host is refused; a non-loopback ad
   expect(cli(['dashboard', '--help']).out).toContain('no authentication');
   expect(serverOut).toContain('No authentication');
 }, 120_000);
+
+test('InfluxDB down: endpoints answer 502 naming it, the page says so and stays usable, and recovers when it is back', async () => {
+  const page = await browser!.context.newPage();
+  await page.goto(`${url}#range=1h&group=host`);
+  await page.waitForSelector('body[data-state="ready"]', { timeout: 60_000 });
+  await influx.stop();
+  try {
+    const r = await fetch(new URL('api/series?range=1h', url));
+    expect(r.status).toBe(502);
+    expect(((await r.json()) as { error: string }).error).toContain('InfluxDB query failed');
+    // The health poll (every 5 s) shows it; a new view shows the error where the chart would be.
+    await page.waitForFunction(() => document.querySelector('#health')?.textContent?.includes('InfluxDB unreachable'), undefined, { timeout: 30_000 });
+    await page.click('button[data-range="6h"]');
+    await page.waitForFunction(() => document.body.dataset.state === 'ready' && !(document.querySelector('#chart-error') as HTMLElement).hidden, undefined, { timeout: 60_000 });
+    expect(await page.textContent('#chart-error')).toContain('InfluxDB query failed');
+  } finally {
+    await influx.start();
+  }
+  await page.waitForFunction(() => document.querySelector('#health .badge')?.textContent?.startsWith('InfluxDB ok'), undefined, { timeout: 30_000 });
+  await page.click('button[data-range="1h"]');
+  await page.waitForFunction(() => document.body.dataset.state === 'ready' && (document.querySelector('#chart-error') as HTMLElement).hidden && document.body.dataset.chartSeries === '3', undefined, { timeout: 60_000 });
+  await page.close();
+}, 180_000);

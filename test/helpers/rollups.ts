@@ -22,7 +22,8 @@ export interface RollupSpec {
 export const DEFAULT_SERVICES = [
   { protocol: 'tcp', port: '443', comm: 'nginx', direction: 'inbound' },
   { protocol: 'tcp', port: '5432', comm: 'postgres', direction: 'outbound' },
-  { protocol: 'udp', port: '53', comm: 'systemd-resolve', direction: 'outbound' },
+  // Process names are chosen by any user (15 bytes): markup and CSV/InfluxQL specials must stay text everywhere.
+  { protocol: 'udp', port: '53', comm: '<i>x</i>,"a b"', direction: 'outbound' },
 ];
 
 export function hostId(h: number): string {
