@@ -41,7 +41,7 @@ export interface BrokerOptions {
   connectionsMaxIdleMs?: number;
   groupMinSessionTimeoutMs?: number;
   groupMaxSessionTimeoutMs?: number;
-  /** Partitions across all topics (default 2000). */
+  /** Partitions across all topics (default 5000). */
   maxPartitions?: number;
   /** Partitions of one topic (default 1000). */
   maxPartitionsPerTopic?: number;
@@ -83,7 +83,7 @@ export const BROKER_DEFAULTS = {
   connectionsMaxIdleMs: 600_000,
   groupMinSessionTimeoutMs: GROUP_SESSION_DEFAULTS.minSessionTimeoutMs,
   groupMaxSessionTimeoutMs: GROUP_SESSION_DEFAULTS.maxSessionTimeoutMs,
-  maxPartitions: 2000,
+  maxPartitions: 5000,
   maxPartitionsPerTopic: 1000,
   maxAutoCreatedTopics: 100,
   retentionCheckMs: 30_000,

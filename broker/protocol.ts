@@ -26,6 +26,7 @@ export const ApiKey = {
   ApiVersions: 18,
   CreateTopics: 19,
   InitProducerId: 22,
+  DescribeConfigs: 32,
 } as const;
 
 /**
@@ -49,6 +50,7 @@ export const SUPPORTED_VERSIONS: ReadonlyMap<number, readonly [number, number]> 
   [ApiKey.ApiVersions, [0, 2]],
   [ApiKey.CreateTopics, [0, 4]],
   [ApiKey.InitProducerId, [0, 1]],
+  [ApiKey.DescribeConfigs, [0, 2]],
 ] as const);
 
 /** Kafka error codes this broker returns (names as in the protocol guide). */

@@ -458,6 +458,8 @@ export class Broker {
         return this.listGroups(v);
       case ApiKey.OffsetFetch:
         return this.offsetFetch(v, r);
+      case ApiKey.DescribeConfigs:
+        return this.describeConfigs(v, r);
       default:
         throw new ProtocolError(`no handler for api ${h.apiKey}`);
     }
@@ -907,6 +909,79 @@ export class Broker {
       }
       w2.string(t.name).int16(error);
       if (v >= 1) w2.string(message);
+    });
+    return w.toBuffer();
+  }
+
+  /** The topic-level settings of a topic: value, and whether the topic overrides the broker's. */
+  private topicConfigs(t: Topic): [string, string, boolean][] {
+    const c = t.config;
+    const entry = (name: string, own: number | null | undefined, broker: number): [string, string, boolean] => [name, String(own ?? broker), own !== null && own !== undefined];
+    return [
+      ['cleanup.policy', 'delete', false],
+      entry('max.message.bytes', c.maxMessageBytes, this.cfg.maxMessageBytes),
+      entry('retention.bytes', c.retentionBytes, this.cfg.retentionBytes),
+      entry('retention.ms', c.retentionMs, this.cfg.retentionMs),
+      entry('segment.bytes', c.segmentBytes, this.cfg.segmentBytes),
+    ];
+  }
+
+  /** The broker's settings under their Kafka names (what the flags set). */
+  private brokerConfigs(): [string, string, boolean][] {
+    const c = this.cfg;
+    return (
+      [
+        ['auto.create.topics.enable', c.autoCreateTopics],
+        ['connections.max.idle.ms', c.connectionsMaxIdleMs],
+        ['fetch.max.bytes', c.fetchMaxBytes],
+        ['group.max.session.timeout.ms', c.groupMaxSessionTimeoutMs],
+        ['group.min.session.timeout.ms', c.groupMinSessionTimeoutMs],
+        ['log.retention.bytes', c.retentionBytes],
+        ['log.retention.ms', c.retentionMs],
+        ['log.segment.bytes', c.segmentBytes],
+        ['max.connections', c.maxConnections],
+        ['message.max.bytes', c.maxMessageBytes],
+        ['num.partitions', c.defaultPartitions],
+        ['socket.request.max.bytes', c.maxRequestBytes],
+      ] as [string, number | boolean][]
+    ).map(([k, val]) => [k, String(val), false]);
+  }
+
+  /**
+   * DescribeConfigs v0–2 for topics (their max.message.bytes, retention, segment size; "dynamic topic config"
+   * when set at creation) and for this broker (id 0: the enforced limits under Kafka's names). Read only.
+   */
+  private describeConfigs(v: number, r: Reader): Buffer {
+    const TOPIC = 2;
+    const BROKER = 4;
+    const SOURCE_TOPIC = 1;
+    const SOURCE_STATIC_BROKER = 4;
+    const resources = r.array((x) => ({ type: x.int8(), name: x.string(), names: x.nullableArray((y) => y.string()) }));
+    if (v >= 1) r.bool(); // include_synonyms: there are none to report
+    endOfRequest(r);
+    const w = new Writer(512).int32(0);
+    w.array(resources, (w2, res) => {
+      let error: number = ErrorCode.NONE;
+      let message: string | null = null;
+      let entries: [string, string, boolean][] = [];
+      if (res.type === TOPIC) {
+        const t = this.topics.get(res.name);
+        if (t) entries = this.topicConfigs(t);
+        else [error, message] = [ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `topic ${res.name} does not exist`];
+      } else if (res.type === BROKER && (res.name === String(NODE_ID) || res.name === '')) {
+        entries = this.brokerConfigs();
+      } else {
+        [error, message] = [ErrorCode.INVALID_REQUEST, `resource type ${res.type} ${JSON.stringify(res.name)} is not described by this broker (topics, and broker ${NODE_ID})`];
+      }
+      if (res.names !== null) entries = entries.filter(([name]) => (res.names as string[]).includes(name));
+      w2.int16(error).string(message).int8(res.type).string(res.name);
+      w2.array(entries, (w3, [name, value, own]) => {
+        w3.string(name).string(value).bool(true);
+        if (v === 0) w3.bool(!own);
+        else w3.int8(own ? SOURCE_TOPIC : SOURCE_STATIC_BROKER);
+        w3.bool(false);
+        if (v >= 1) w3.array([], () => undefined);
+      });
     });
     return w.toBuffer();
   }

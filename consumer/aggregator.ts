@@ -165,8 +165,9 @@ class WindowSet {
     for (const w of this.windows.values()) for (const c of w.values()) c.dirty = false;
   }
 
-  toJSON(): unknown {
-    return [...this.windows].map(([s, w]) => [s, [...w.values()].map((c) => [c.tags, c.v, c.dirty ? 1 : 0])]);
+  /** Windows as [start, cells] pairs; the cells lazily (see PartitionAggregator.snapshotLazy). */
+  toJSONLazy(): [number, Iterable<unknown>][] {
+    return [...this.windows].map(([s, w]) => [s, lazyMap(w.values(), (c) => [c.tags, c.v, c.dirty ? 1 : 0])]);
   }
 
   load(data: unknown): void {
@@ -255,6 +256,19 @@ export interface AggNotice {
 
 /** Version 2 adds start_ns per connection, dormant connections and per-host progress; version 1 still restores. */
 const SNAPSHOT_VERSION = 2;
+
+/** A one-shot iterable of `fn` over `it`: a snapshot's big collections are serialized without a full copy. */
+function* lazyMap<T, U>(it: Iterable<T>, fn: (x: T) => U): Generator<U> {
+  for (const x of it) yield fn(x);
+}
+
+/** Deep copy with every non-array iterable turned into an array (what JSON.stringify can take). */
+function toArrays(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(toArrays);
+  if (typeof v === 'object' && v !== null && Symbol.iterator in v) return Array.from(v as Iterable<unknown>, toArrays);
+  if (typeof v === 'object' && v !== null) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, toArrays(x)]));
+  return v;
+}
 
 const PROTOCOLS: Record<number, string> = { 6: 'tcp', 17: 'udp' };
 const DIRECTIONS: Record<number, string> = { 0: 'unknown', 1: 'outbound', 2: 'inbound' };
@@ -658,6 +672,15 @@ export class PartitionAggregator {
 
   /** Everything needed to continue exactly where this state stands (JSON-safe). */
   snapshot(): Record<string, unknown> {
+    return toArrays(this.snapshotLazy()) as Record<string, unknown>;
+  }
+
+  /**
+   * snapshot() with the per-connection/-window collections as one-shot iterables instead of arrays, so a sliced
+   * encoder (consumer/state-store.ts encodeSnapshot) serializes 100k connections without first copying them all in
+   * one blocking step. Must be consumed before the next add()/pending commit (the consumer holds the partition lock).
+   */
+  snapshotLazy(): Record<string, unknown> {
     return {
       v: SNAPSHOT_VERSION,
       partition: this.opts.partition,
@@ -665,12 +688,12 @@ export class PartitionAggregator {
       rollup_ms: this.opts.rollupMs,
       max_event_ms: Number.isFinite(this.maxEventMs) ? this.maxEventMs : null,
       counters: this.counters,
-      windows: [this.traffic1m.toJSON(), this.traffic1h.toJSON(), this.iface1m.toJSON(), this.iface1h.toJSON()],
-      conns: [...this.conns].map(([k, c]) => [k, c.tx, c.rx, c.retr, c.last_ms, c.closed_ms, c.tags, c.start]),
-      ifaces: [...this.ifaces].map(([k, s]) => [k, s.epoch, s.v, s.last_ms]),
-      marks: [...this.marks].map(([k, m]) => [k, m.hwm, m.gaps, m.last_ms, m.boot]),
+      windows: [this.traffic1m.toJSONLazy(), this.traffic1h.toJSONLazy(), this.iface1m.toJSONLazy(), this.iface1h.toJSONLazy()],
+      conns: lazyMap(this.conns, ([k, c]) => [k, c.tx, c.rx, c.retr, c.last_ms, c.closed_ms, c.tags, c.start]),
+      ifaces: lazyMap(this.ifaces, ([k, s]) => [k, s.epoch, s.v, s.last_ms]),
+      marks: lazyMap(this.marks, ([k, m]) => [k, m.hwm, m.gaps, m.last_ms, m.boot]),
       listeners: [...this.listeners].map(([k, p]) => [k, [...p]]),
-      hosts: [...this.hosts].map(([k, h]) => [k, h.boot, h.seen_ms, [...h.boots]]),
+      hosts: lazyMap(this.hosts, ([k, h]) => [k, h.boot, h.seen_ms, [...h.boots]]),
     };
   }
 

@@ -4,10 +4,10 @@ import { Kafka, Partitioners, logLevel, type Consumer, type EachBatchPayload, ty
 import { configError, NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { createCodec, malformedReason, type Codec } from '../schemas';
-import { PartitionAggregator, type AggregatorOptions } from './aggregator';
+import { PartitionAggregator, sizeName, type AggregatorOptions, type OutPoint } from './aggregator';
 import { InfluxClient, type InfluxConfig } from './influx';
 import { toAggInput } from './records';
-import { StateStore, parseCommitMetadata } from './state-store';
+import { StateStore, parseCommitMetadata, type GapMark } from './state-store';
 
 export interface RollupConsumerConfig {
   kafka: KafkaConfig;
@@ -38,6 +38,10 @@ export interface ConsumerStats {
   partitions: number[];
   last_window_ms: number | undefined;
   influx_down_since: number | undefined;
+  /** Retention gaps found by this process: records deleted before they were read (see consumer/README.md). */
+  retention_gaps: number;
+  /** Offsets lost in those gaps. */
+  retention_gap_records: number;
 }
 
 interface PartitionState {
@@ -47,6 +51,8 @@ interface PartitionState {
   next: string | undefined;
   /** `next` as of the last snapshot. */
   snapshotted: string | undefined;
+  /** Retention gaps whose windows are not final yet: their points get `gap=true` (saved in the snapshot). */
+  gaps: GapMark[];
   dlq: { message: KafkaMessage; reason: string; error: string }[];
   lastFlush: number;
   high: string | undefined;
@@ -104,7 +110,7 @@ export class RollupConsumer {
   private timer: NodeJS.Timeout | undefined;
   private readonly stopCtl = new AbortController();
   private stopped = false;
-  private readonly totals = { dlq: 0, points: 0, flushes: 0, records: 0, duplicates: 0, too_late: 0 };
+  private readonly totals = { dlq: 0, points: 0, flushes: 0, records: 0, duplicates: 0, too_late: 0, gaps: 0, gap_records: 0 };
   private lastWindowMs: number | undefined;
   private influxDownSince: number | undefined;
   private fatal: ((e: unknown) => void) | undefined;
@@ -158,6 +164,8 @@ export class RollupConsumer {
       partitions: [...this.assigned],
       last_window_ms: this.lastWindowMs,
       influx_down_since: this.influxDownSince,
+      retention_gaps: this.totals.gaps,
+      retention_gap_records: this.totals.gap_records,
     };
   }
 
@@ -248,6 +256,7 @@ export class RollupConsumer {
       high: undefined,
       late: { n: 0 },
       lock: Promise.resolve(),
+      gaps: [],
     };
   }
 
@@ -277,10 +286,14 @@ export class RollupConsumer {
         }
         ps.next = snap.offset;
         ps.snapshotted = snap.offset;
+        ps.gaps = snap.gaps ?? [];
       } else if (committed.has(p)) {
         // Offsets were committed but no snapshot survives (state topic lost or retention): exactness for windows
         // still open at that point cannot be recovered; continue from the commit and say so.
         this.log.warn({ partition: p, offset: committed.get(p) }, 'no state snapshot for a committed partition; open windows restart from zero');
+        // Still the position this group reached: if retention deleted past it, the gap is found and reported.
+        ps.next = committed.get(p);
+        ps.snapshotted = ps.next;
       }
       out.set(p, ps);
     }
@@ -323,10 +336,16 @@ export class RollupConsumer {
       ps.high = batch.highWatermark;
       const first = batch.messages[0]?.offset;
       if (first !== undefined && ps.next !== undefined && BigInt(first) > BigInt(ps.next)) {
-        // The fetch position is past the snapshot (its commit was newer than the state we hold): go back.
-        this.log.info({ partition: ps.partition, from: first, to: ps.next }, 'seeking to the snapshot offset');
-        this.consumer.seek({ topic: batch.topic, partition: batch.partition, offset: ps.next });
-        return;
+        // Either retention deleted records we have not read (kafkajs then answered OFFSET_OUT_OF_RANGE and reset to
+        // the earliest offset), or the fetch position is past the snapshot (its commit was newer than our state).
+        const low = await this.retry('read earliest offset', () => this.admin.fetchTopicOffsets(batch.topic), heartbeat);
+        const earliest = low.find((o) => o.partition === batch.partition)?.low;
+        if (earliest !== undefined && BigInt(earliest) > BigInt(ps.next)) this.retentionGap(ps, ps.next, earliest);
+        if (BigInt(first) > BigInt(ps.next)) {
+          this.log.info({ partition: ps.partition, from: first, to: ps.next }, 'seeking to the snapshot offset');
+          this.consumer.seek({ topic: batch.topic, partition: batch.partition, offset: ps.next });
+          return;
+        }
       }
       let n = 0;
       for (const m of batch.messages) {
@@ -337,6 +356,8 @@ export class RollupConsumer {
         }
         this.apply(ps, m);
         ps.next = plus1(m.offset);
+        const open = ps.gaps.length > 0 ? ps.gaps[ps.gaps.length - 1] : undefined;
+        if (open && open.to_ms === null && Number.isFinite(ps.agg.maxEventTimeMs)) open.to_ms = ps.agg.maxEventTimeMs + this.config.aggregation.allowedLatenessMs;
         resolveOffset(m.offset);
         if (++n % 2000 === 0) await heartbeat();
         if (Date.now() - ps.lastFlush >= this.config.flushIntervalMs) await this.flush(ps, heartbeat);
@@ -369,6 +390,40 @@ export class RollupConsumer {
         if (ps.late.n++ === 0) ps.late = { n: 1, host_id: input.host_id, time_ms: input.time_ms };
       }
     }
+  }
+
+  /**
+   * Records [from, to) of this partition were deleted by retention before this group read them: report it, continue
+   * at `to`, and remember which windows miss records (their points get `gap=true` until they are final).
+   */
+  private retentionGap(ps: PartitionState, from: string, to: string): void {
+    const wm = ps.agg.watermarkMs;
+    const windowMs = this.config.aggregation.windowMs;
+    const mark: GapMark = { from_offset: from, to_offset: to, from_ms: Number.isFinite(wm) ? Math.floor(wm / windowMs) * windowMs : null, to_ms: null, found_ms: Date.now() };
+    ps.gaps.push(mark);
+    const lost = Number(BigInt(to) - BigInt(from));
+    this.totals.gaps++;
+    this.totals.gap_records += lost;
+    this.log.error(
+      { partition: ps.partition, from_offset: from, to_offset: to, records_lost: lost, windows_from: mark.from_ms === null ? null : new Date(mark.from_ms).toISOString() },
+      'retention deleted records before this consumer group read them; continuing after the gap, the affected windows are written with gap=true (not exact)',
+    );
+    ps.next = to;
+  }
+
+  /** Sets `gap=true` on points whose window overlaps a retention gap; forgets gaps whose windows are all final. */
+  private markGaps(ps: PartitionState, points: readonly OutPoint[]): void {
+    if (ps.gaps.length === 0) return;
+    const { windowMs, rollupMs } = this.config.aggregation;
+    const rollupSuffix = `_${sizeName(rollupMs)}`;
+    for (const pt of points) {
+      const size = pt.measurement.endsWith(rollupSuffix) ? rollupMs : windowMs;
+      const hit = ps.gaps.some((g) => (g.from_ms === null || pt.time_ms + size > g.from_ms) && (g.to_ms === null || pt.time_ms <= g.to_ms));
+      if (hit) pt.fields.gap = true;
+    }
+    // Once the rollup window holding a gap's end is final, every window it touches was written final (above).
+    const wm = ps.agg.watermarkMs;
+    ps.gaps = ps.gaps.filter((g) => g.to_ms === null || Math.floor(g.to_ms / rollupMs) * rollupMs + rollupMs > wm);
   }
 
   /** Partitions with unflushed work and no batch arriving still get written on time. */
@@ -409,6 +464,7 @@ export class RollupConsumer {
   private async flush(ps: PartitionState, heartbeat: (() => Promise<void>) | undefined, final = false): Promise<void> {
     const c = this.config;
     const pending = ps.agg.pending();
+    this.markGaps(ps, pending.points);
     ps.lastFlush = Date.now();
     if (ps.late.n > 0) {
       this.log.warn(
@@ -465,7 +521,7 @@ export class RollupConsumer {
       pending.commit();
       if (ps.next === undefined) return;
       const next = ps.next;
-      const meta = await this.retry('state snapshot write', () => this.store.save(ps.partition, { offset: next, state: ps.agg.snapshot() }), heartbeat);
+      const meta = await this.retry('state snapshot write', () => this.store.save(ps.partition, { offset: next, state: ps.agg.snapshotLazy(), gaps: ps.gaps }), heartbeat);
       ps.snapshotted = next;
       this.totals.flushes++;
       // The commit only mirrors the snapshot (for lag tools and as a pointer to it); losing it loses nothing.

@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
-import { Kafka, logLevel } from 'kafkajs';
+import { ConfigResourceTypes, Kafka, logLevel } from 'kafkajs';
 import { BATCH } from '../broker/batch';
 import { startBroker } from '../broker/index';
 import { ErrorCode } from '../broker/protocol';
@@ -158,6 +158,55 @@ describe('message.max.bytes', () => {
     await producer.send({ topic: 'kjs-small', acks: -1, messages: many.slice(20) });
     expect(await highWatermarks(k, 'kjs-small')).toEqual([40]);
   });
+});
+
+test('DescribeConfigs reports max.message.bytes per topic (override or broker value) and the broker limits', async () => {
+  const b = await broker({ maxMessageBytes: 500_000 });
+  const admin = kafkaFor(b).admin();
+  await admin.connect();
+  cleanups.push(() => admin.disconnect());
+  await admin.createTopics({ topics: [{ topic: 'own', configEntries: [{ name: 'max.message.bytes', value: '2000' }] }, { topic: 'inherits' }] });
+  const res = await admin.describeConfigs({
+    includeSynonyms: false,
+    resources: [
+      { type: ConfigResourceTypes.TOPIC, name: 'own', configNames: ['max.message.bytes'] },
+      { type: ConfigResourceTypes.TOPIC, name: 'inherits', configNames: ['max.message.bytes'] },
+      { type: ConfigResourceTypes.BROKER, name: '0', configNames: ['message.max.bytes', 'socket.request.max.bytes', 'fetch.max.bytes'] },
+    ],
+  });
+  const byName = new Map(res.resources.map((r) => [r.resourceName, r.configEntries.map((e) => [e.configName, e.configValue, e.isDefault])]));
+  expect(byName.get('own')).toEqual([['max.message.bytes', '2000', false]]);
+  expect(byName.get('inherits')).toEqual([['max.message.bytes', '500000', false]]);
+  expect(byName.get('0')).toEqual([
+    ['fetch.max.bytes', String(55 * 1024 * 1024), false],
+    ['message.max.bytes', '500000', false],
+    ['socket.request.max.bytes', String(100 * 1024 * 1024), false],
+  ]);
+  await expect(admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: 'missing' }] })).rejects.toThrow();
+});
+
+test('socket.request.max.bytes: a frame announcing more than 104857600 bytes closes the connection before any of it is sent', async () => {
+  const b = await broker();
+  const outcome = (size: number): Promise<'closed' | 'open'> =>
+    new Promise((resolve) => {
+      const s = net.connect(b.port, '127.0.0.1', () => {
+        const head = Buffer.alloc(4);
+        head.writeInt32BE(size, 0);
+        s.write(head);
+      });
+      s.on('error', () => undefined);
+      // Only the 4-byte size is sent: a refusal can only come from the announced size.
+      const timer = setTimeout(() => {
+        s.destroy();
+        resolve('open');
+      }, 5000);
+      s.on('close', () => {
+        clearTimeout(timer);
+        resolve('closed');
+      });
+    });
+  expect(await outcome(104_857_601)).toBe('closed');
+  expect(await outcome(104_857_600)).toBe('open');
 });
 
 describe('fetch.max.bytes', () => {
@@ -375,7 +424,12 @@ describe('listening address', () => {
     const dataDir = fs.mkdtempSync(join(tmpdir(), 'nettally-limits-'));
     cleanups.push(() => fs.rmSync(dataDir, { recursive: true, force: true }));
     for (const host of ['0.0.0.0', '::']) {
-      await expect(startBroker({ dataDir, host, port: 0 })).rejects.toThrow(/NO authentication.*--allow-remote/s);
+      // Closed by the cleanup should it start after all (a failing run must not leave a listener behind).
+      const attempt = startBroker({ dataDir, host, port: 0 }).then((started) => {
+        cleanups.push(() => started.close());
+        return started;
+      });
+      await expect(attempt).rejects.toThrow(/NO authentication.*--allow-remote/s);
     }
     // Loopback, by address or by name, is fine.
     for (const host of ['127.0.0.1', '127.0.0.5', 'localhost']) {
@@ -384,13 +438,8 @@ describe('listening address', () => {
     }
     // Explicitly allowed: it listens (and is reached over loopback here).
     const open = await startBroker({ dataDir, host: '0.0.0.0', port: 0, allowRemote: true });
-    try {
-      const c = await Conn.open(open.port);
-      expect((await metadata(c, [])).length).toBe(0);
-      c.close();
-    } finally {
-      await open.close();
-    }
+    cleanups.push(() => open.close());
+    expect((await metadata(await conn(open.port), [])).length).toBe(0);
   });
 
   test('the CLI refuses --listen 0.0.0.0 naming --allow-remote, and --help says there is no authentication', () => {
