@@ -247,6 +247,7 @@ test('InfluxDB down: endpoints answer 502 naming it, the page says so and stays 
     await page.click('button[data-range="6h"]');
     await page.waitForFunction(() => document.body.dataset.state === 'ready' && !(document.querySelector('#chart-error') as HTMLElement).hidden, undefined, { timeout: 60_000 });
     expect(await page.textContent('#chart-error')).toContain('InfluxDB query failed');
+    expect(await page.$('#chart canvas')).toBeNull(); // not the previous range's chart under the new title
   } finally {
     await influx.start();
   }

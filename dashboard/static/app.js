@@ -172,6 +172,13 @@ async function loadChart() {
     showError('chart-error', null);
     if (lastLive) renderLive(lastLive);
   } catch (e) {
+    if (e instanceof Superseded) return;
+    // No chart of another range or grouping under this title: an old picture would read as the new one.
+    if (chart) chart.destroy();
+    chart = null;
+    $('chart').textContent = '';
+    $('chart-note').textContent = '';
+    delete document.body.dataset.chartSeries;
     showError('chart-error', e);
   }
 }
