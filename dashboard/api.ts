@@ -19,8 +19,11 @@ export const RANGES: Record<string, { ms: number; windowMs: number; stepMs: numb
   '7d': { ms: 7 * 24 * HOUR, windowMs: HOUR, stepMs: HOUR },
 };
 
-/** Dimensions of payload traffic the page groups by (the interface rollup is not charted). */
-export const DASHBOARD_GROUPS: readonly GroupKey[] = ['host', 'netns', 'port', 'process', 'protocol', 'direction'];
+/** Dimensions the page groups by: payload traffic (sockets) per workload, wire traffic per interface. */
+export const DASHBOARD_GROUPS: Record<UsageQuery['measurement'], readonly GroupKey[]> = {
+  traffic: ['host', 'netns', 'port', 'process', 'protocol', 'direction'],
+  iface: ['host', 'netns', 'iface'],
+};
 export const METRICS = ['total', 'tx', 'rx'] as const;
 export type Metric = (typeof METRICS)[number];
 /** Rows the hourly totals table sends at most; the billing CSV has all of them. */
@@ -45,11 +48,19 @@ export class Params {
     return { name, ...r };
   }
 
-  groupBy(): GroupKey[] {
+  /** Payload bytes of sockets (`traffic`, default) or wire bytes of interfaces (`iface`). */
+  measurement(): UsageQuery['measurement'] {
+    const m = this.one('measurement', 'traffic');
+    if (m !== 'traffic' && m !== 'iface') throw configError('parameter measurement', `expected traffic or iface, got ${JSON.stringify(m)}`);
+    return m;
+  }
+
+  groupBy(measurement: UsageQuery['measurement'] = 'traffic'): GroupKey[] {
+    const allowed = DASHBOARD_GROUPS[measurement];
     const raw = this.one('group', 'host').split(',').map((s) => s.trim()).filter((s) => s !== '');
-    if (raw.length === 0) throw configError('parameter group', `expected one or more of ${DASHBOARD_GROUPS.join(', ')}`);
-    for (const g of raw) if (!(DASHBOARD_GROUPS as readonly string[]).includes(g)) throw configError('parameter group', `unknown group ${JSON.stringify(g)}; choose from ${DASHBOARD_GROUPS.join(', ')}`);
-    return parseGroupBy('parameter group', raw, 'traffic');
+    if (raw.length === 0) throw configError('parameter group', `expected one or more of ${allowed.join(', ')}`);
+    for (const g of raw) if (!(allowed as readonly string[]).includes(g)) throw configError('parameter group', `unknown group ${JSON.stringify(g)} for measurement ${measurement}; choose from ${allowed.join(', ')}`);
+    return parseGroupBy('parameter group', raw, measurement);
   }
 
   metric(): Metric {
@@ -95,6 +106,7 @@ function labeller(tags: readonly string[], rows: readonly UsageRow[]): (t: Recor
       if (k === 'service_port' && tags.includes('protocol')) continue;
       if (k === 'protocol' && tags.includes('service_port')) parts.push(`${t.protocol}/${t.service_port}`);
       else if (k === 'netns') parts.push(`netns ${t.netns}`);
+      else if (k === 'ifindex') parts.push(`if ${t.ifindex}`);
       else parts.push(t[k]);
     }
     return parts.join(' · ');
@@ -135,12 +147,13 @@ export interface SeriesResponse {
 /** Stacked-chart data: bytes per bucket and group over the range, every bucket present (0 where nothing moved). */
 export async function seriesData(client: InfluxClient, p: Params, now = Date.now()): Promise<SeriesResponse> {
   const range = p.range();
-  const groupBy = p.groupBy();
+  const measurement = p.measurement();
+  const groupBy = p.groupBy(measurement);
   const metric = p.metric();
   const top = p.top();
   p.done();
   const fromMs = floorTo(now - range.ms, range.stepMs);
-  const q: UsageQuery = { measurement: 'traffic', fromMs, toMs: now, windowMs: range.windowMs, stepMs: range.stepMs, groupBy, fields: BYTES };
+  const q: UsageQuery = { measurement, fromMs, toMs: now, windowMs: range.windowMs, stepMs: range.stepMs, groupBy, fields: BYTES };
   const rows = await runUsage(client, q);
   const names = groupTags(q);
   const times: number[] = [];

@@ -12,7 +12,7 @@ import { resolve } from 'path';
 import { InfluxClient } from '../consumer/influx';
 import { startBrowser, type TestBrowser } from './helpers/browser';
 import { startInflux, type TestInflux } from './helpers/influx';
-import { hostId, hostName, rollupBatches, truthPerHost, bytesAt, DEFAULT_SERVICES, type RollupSpec } from './helpers/rollups';
+import { hostId, hostName, ifacePoints, rollupBatches, truthPerHost, bytesAt, DEFAULT_SERVICES, type RollupSpec } from './helpers/rollups';
 
 const ROOT = resolve(__dirname, '..');
 const BIN = resolve(ROOT, 'dist/bin/nettally.js');
@@ -60,7 +60,7 @@ beforeAll(async () => {
   spec = { hosts: 3, fromMs: Math.floor(now / HOUR) * HOUR - 2 * HOUR, toMs: currentMinute, watermarkMs: currentMinute - 2 * MINUTE, splitHosts: [1] };
   const client = new InfluxClient({ url: influx.url, api: 'v1', db: 'nettally', batchSize: 5000, timeoutMs: 30_000 });
   await client.ensureDatabase();
-  for (const batch of rollupBatches(spec)) await client.write(batch);
+  for (const batch of [...rollupBatches(spec), ifacePoints(spec)]) await client.write(batch);
   const s = await startServer();
   server = s.proc;
   url = s.url;
@@ -188,6 +188,23 @@ test('the page switches range and grouping, and the chart follows', async () => 
   expect(await page.$$eval('#totals td[data-tag="comm"]', (tds) => tds.map((t) => t.textContent))).toContain(hostile);
   expect(await page.$$eval('#live tbody tr', (trs) => trs.map((t) => t.getAttribute('data-label')))).toContain(`${hostName(2)} · ${hostile}`);
   expect(await page.$$('main i')).toEqual([]);
+  // Wire bytes per interface: the chart reads the interface rollup; its totals are those of usage --measurement iface.
+  const ifaceSeries = page.waitForResponse((r) => r.url().includes('/api/series') && r.url().includes('measurement=iface') && r.url().includes('group=iface'));
+  await page.selectOption('#measurement', 'iface');
+  await page.selectOption('#group', 'iface');
+  await page.waitForFunction(() => document.body.dataset.state === 'ready' && document.querySelector('#chart-title')?.textContent?.includes('by interface'), undefined, { timeout: 60_000 });
+  expect(await page.getAttribute('body', 'data-chart-series')).toBe(String(spec.hosts * 2));
+  const wire = (await (await ifaceSeries).json()) as { from_ms: number; to_ms: number; series: { label: string; tags: Record<string, string>; total_bytes: number }[] };
+  const wireUsage = usageJson(['--measurement', 'iface', '--group-by', 'iface', '--from', String(wire.from_ms), '--to', String(wire.to_ms)]);
+  for (const s of wire.series) {
+    expect(s.label).toBe(`${s.tags.hostname} · netns ${s.tags.netns} · if ${s.tags.ifindex}`);
+    const rows = wireUsage.filter((r) => r.host_id === s.tags.host_id && r.ifindex === s.tags.ifindex);
+    expect(s.total_bytes).toBe(rows.reduce((n, r) => n + (r.tx_bytes as number) + (r.rx_bytes as number), 0));
+  }
+  // Totals and the last minute stay payload (what is billed): by host when the chart is by interface.
+  expect(await page.textContent('#totals-title')).toBe('By host and hour');
+  await page.selectOption('#measurement', 'traffic');
+  await page.waitForFunction(() => document.body.dataset.state === 'ready' && location.hash.includes('measurement=traffic') && location.hash.includes('group=host'), undefined, { timeout: 60_000 });
   await page.click('button[data-range="7d"]');
   await page.waitForFunction(() => location.hash.includes('range=7d') && document.body.dataset.state === 'ready', undefined, { timeout: 60_000 });
   expect(await page.textContent('#chart-note')).toContain('nettally_traffic_1h');
@@ -204,6 +221,8 @@ test('bad input gets a 400 naming it; another Host is refused; a non-loopback ad
     ['api/series?group=bogus', 'group'],
     ['api/series?group=iface', 'group'],
     ['api/series?metric=both', 'metric'],
+    ['api/series?measurement=iface&group=port', 'group'],
+    ['api/series?measurement=wire', 'measurement'],
     ['api/series?top=0', 'top'],
     ['api/totals?range=1h&range=6h', 'range'],
     ['api/billing.csv?per=pod', 'per'],

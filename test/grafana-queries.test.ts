@@ -7,7 +7,7 @@ import { resolve } from 'path';
 import type { OutPoint } from '../consumer/aggregator';
 import { InfluxClient } from '../consumer/influx';
 import { startInflux, type TestInflux } from './helpers/influx';
-import { hostName, rollupBatches, type RollupSpec } from './helpers/rollups';
+import { hostName, ifacePoints, rollupBatches, type RollupSpec } from './helpers/rollups';
 
 const DASHBOARD = resolve(__dirname, '../scripts/grafana/provisioning/dashboards/nettally-traffic.json');
 const MINUTE = 60_000;
@@ -45,21 +45,6 @@ const EXPECT: Record<number, { measurement: string; group: string[]; cols: Recor
 let influx: TestInflux;
 let spec: RollupSpec;
 const written: OutPoint[] = [];
-
-/** Interface points as the consumer writes them: per (host, netns, ifindex) and partition, 1-minute windows. */
-function ifacePoints(s: RollupSpec): OutPoint[] {
-  const out: OutPoint[] = [];
-  for (let h = 0; h < s.hosts; h++) {
-    for (const ifindex of ['1', '2']) {
-      for (let t = s.fromMs; t <= s.toMs; t += MINUTE) {
-        const m = t / MINUTE;
-        const tags = { partition: String(h % 2), host_id: `h${h}`, hostname: hostName(h), netns: '4026531840', ifindex };
-        out.push({ measurement: 'nettally_iface_1m', tags, fields: { final: t + MINUTE <= s.watermarkMs, rx_bytes: 1500 * (h + 1) + (m % 11) * Number(ifindex), tx_bytes: 900 * (h + 1) + (m % 13), rx_packets: 10, tx_packets: 7 }, time_ms: t });
-      }
-    }
-  }
-  return out;
-}
 
 beforeAll(async () => {
   influx = await startInflux();

@@ -8,7 +8,7 @@ const OTHER_COLOR = '#98a2b3';
 const LIVE_EVERY_MS = 5000;
 const HISTORY_EVERY_MS = 60000;
 
-const state = { range: '1h', group: 'host', metric: 'total' };
+const state = { range: '1h', group: 'host', metric: 'total', measurement: 'traffic' };
 let chart = null;
 /** Group label → its colour in the chart, so the live table uses the same colours. */
 let colorOf = new Map();
@@ -49,7 +49,10 @@ function el(tag, attrs = {}, ...children) {
   for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return e;
 }
-const GROUP_NAMES = { host: 'host', netns: 'network namespace', port: 'port', process: 'process', protocol: 'protocol', direction: 'direction' };
+const GROUP_NAMES = { host: 'host', netns: 'network namespace', port: 'port', process: 'process', protocol: 'protocol', direction: 'direction', iface: 'interface' };
+/** Groups of each measurement (dashboard/api.ts DASHBOARD_GROUPS). Totals and the last minute are payload (what is billed). */
+const GROUPS = { traffic: ['host', 'netns', 'port', 'process', 'protocol', 'direction'], iface: ['host', 'netns', 'iface'] };
+const payloadGroup = () => (GROUPS.traffic.includes(state.group) ? state.group : 'host');
 
 // ---- data -------------------------------------------------------------------------------------------------------
 /** Newest request per endpoint: an answer to an older view (the range was changed meanwhile) is dropped. */
@@ -166,9 +169,9 @@ async function busy(id, work) {
 }
 
 async function loadChart() {
-  $('chart-title').textContent = `Traffic by ${GROUP_NAMES[state.group]} (${state.metric === 'tx' ? 'sent' : state.metric === 'rx' ? 'received' : 'sent + received'})`;
+  $('chart-title').textContent = `${state.measurement === 'iface' ? 'Wire traffic (interfaces)' : 'Traffic'} by ${GROUP_NAMES[state.group]} (${state.metric === 'tx' ? 'sent' : state.metric === 'rx' ? 'received' : 'sent + received'})`;
   try {
-    drawChart(await getJSON('api/series', { range: state.range, group: state.group, metric: state.metric }));
+    drawChart(await getJSON('api/series', { range: state.range, group: state.group, metric: state.metric, measurement: state.measurement }));
     showError('chart-error', null);
     if (lastLive) renderLive(lastLive);
   } catch (e) {
@@ -189,7 +192,7 @@ function finalBadge(f) {
 }
 
 async function loadTotals() {
-  const params = { range: state.range, group: state.group };
+  const params = { range: state.range, group: payloadGroup() };
   $('billing-host').href = `api/billing.csv?${new URLSearchParams({ range: state.range, per: 'host' })}`;
   $('billing-netns').href = `api/billing.csv?${new URLSearchParams({ range: state.range, per: 'netns' })}`;
   try {
@@ -203,7 +206,7 @@ async function loadTotals() {
       ),
     );
     if (d.hours.length === 0) hb.append(el('tr', {}, el('td', { class: 'label', colspan: '6' }, 'No traffic in these hours.')));
-    $('totals-title').textContent = `By ${GROUP_NAMES[state.group]} and hour`;
+    $('totals-title').textContent = `By ${GROUP_NAMES[payloadGroup()]} and hour`;
     const t = $('totals');
     t.tHead.replaceChildren(el('tr', {}, el('th', { class: 'label' }, 'hour (UTC)'), ...d.tags.map((k) => el('th', { class: 'label' }, k)), el('th', {}, 'tx_bytes'), el('th', {}, 'rx_bytes'), el('th', {}, 'total'), el('th', {}, 'state')));
     t.tBodies[0].replaceChildren(
@@ -232,7 +235,7 @@ let lastLive = null;
 
 async function loadLive() {
   try {
-    renderLive((lastLive = await getJSON('api/live', { group: state.group, top: '10' })));
+    renderLive((lastLive = await getJSON('api/live', { group: payloadGroup(), top: '10' })));
     showError('live-error', null);
   } catch (e) {
     showError('live-error', e);
@@ -240,7 +243,7 @@ async function loadLive() {
 }
 
 function renderLive(d) {
-  $('live-group').textContent = GROUP_NAMES[state.group];
+  $('live-group').textContent = GROUP_NAMES[payloadGroup()];
   $('live').dataset.currentWindowMs = d.current_window_ms;
   $('live-asof').textContent = `${hhmm(d.current_window_ms)} UTC minute, as of ${new Date(d.now_ms).toISOString().slice(11, 19)}`;
   const sum = (x) => x.tx_bytes + x.rx_bytes;
@@ -325,7 +328,10 @@ function writeHash() {
 }
 function syncControls() {
   for (const b of document.querySelectorAll('#ranges button')) b.classList.toggle('on', b.dataset.range === state.range);
+  if (!GROUPS[state.measurement]?.includes(state.group)) state.group = 'host';
+  for (const o of $('group').options) o.disabled = !GROUPS[state.measurement]?.includes(o.value);
   $('group').value = state.group;
+  $('measurement').value = state.measurement;
   $('metric').value = state.metric;
 }
 
@@ -337,14 +343,15 @@ async function loadHistory() {
 }
 
 function onChange() {
+  syncControls(); // may fall back to a group the measurement has
   writeHash();
-  syncControls();
   void loadHistory();
 }
 
 readHash();
 syncControls();
 for (const b of document.querySelectorAll('#ranges button')) b.addEventListener('click', () => ((state.range = b.dataset.range), onChange()));
+$('measurement').addEventListener('change', (e) => ((state.measurement = e.target.value), onChange()));
 $('group').addEventListener('change', (e) => ((state.group = e.target.value), onChange()));
 $('metric').addEventListener('change', (e) => ((state.metric = e.target.value), onChange()));
 window.addEventListener('resize', () => chart && chart.setSize(chartSize()));

@@ -79,6 +79,21 @@ export function* rollupBatches(spec: RollupSpec, batch = 20_000): Generator<OutP
   if (out.length > 0) yield out;
 }
 
+/** Interface points as the consumer writes them: per (host, netns, ifindex) and partition, 1-minute windows. */
+export function ifacePoints(s: RollupSpec): OutPoint[] {
+  const out: OutPoint[] = [];
+  for (let h = 0; h < s.hosts; h++) {
+    for (const ifindex of ['1', '2']) {
+      for (let t = s.fromMs; t <= s.toMs; t += MINUTE) {
+        const m = t / MINUTE;
+        const tags = { partition: String(h % 2), host_id: hostId(h), hostname: hostName(h), netns: '4026531840', ifindex };
+        out.push({ measurement: 'nettally_iface_1m', tags, fields: { final: t + MINUTE <= s.watermarkMs, rx_bytes: 1500 * (h + 1) + (m % 11) * Number(ifindex), tx_bytes: 900 * (h + 1) + (m % 13), rx_packets: 10, tx_packets: 7 }, time_ms: t });
+      }
+    }
+  }
+  return out;
+}
+
 /** Ground truth: tx/rx per host over minute windows with start in [fromMs, toMs). */
 export function truthPerHost(spec: RollupSpec, fromMs: number, toMs: number): Map<number, { tx: number; rx: number }> {
   const services = spec.services ?? DEFAULT_SERVICES;
