@@ -201,6 +201,7 @@ test('the page switches range and grouping, and the chart follows', async () => 
     const rows = wireUsage.filter((r) => r.host_id === s.tags.host_id && r.ifindex === s.tags.ifindex);
     expect(s.total_bytes).toBe(rows.reduce((n, r) => n + (r.tx_bytes as number) + (r.rx_bytes as number), 0));
   }
+  await page.screenshot({ path: resolve(ROOT, 'build/dashboard-wire.png') });
   // Totals and the last minute stay payload (what is billed): by host when the chart is by interface.
   expect(await page.textContent('#totals-title')).toBe('By host and hour');
   await page.selectOption('#measurement', 'traffic');

@@ -86,9 +86,9 @@ function drawChart(d) {
   const n = d.series.length;
   // Stacked areas: series i is drawn as the sum of groups 0..i; drawing the biggest sum first and each smaller one
   // over it (opaque fills) gives the stack without uPlot bands. The legend shows each group's own rate.
-  // The newest bucket is still filling: its rate is over the time it covers so far, not the whole step.
-  const toSec = d.to_ms / 1000;
-  const rates = d.series.map((s) => s.values.map((v, j) => v / Math.max(1, Math.min(stepSec, toSec - d.times[j]))));
+  // Average rate over each whole bucket. The newest bucket is still filling and reads low (it is shaded as not
+  // final): dividing by the seconds elapsed instead would turn the consumer's first write of a minute into a spike.
+  const rates = d.series.map((s) => s.values.map((v) => v / stepSec));
   const cum = [];
   rates.forEach((r, i) => cum.push(r.map((v, j) => v + (i > 0 ? cum[i - 1][j] : 0))));
   const order = [...Array(n).keys()].reverse();
