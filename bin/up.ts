@@ -12,7 +12,7 @@ import { ParsedArgs, parseArgs, type CommandSpec, type OptionSpec } from '../lib
 import type { Command, CommandContext } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
 import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
-import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from '../consumer/influx';
+import { InfluxClient, influxConfigFrom } from '../consumer/influx';
 import type { PipelineStatus } from '../dashboard/api';
 import { createLogger, type Logger } from '../lib/log';
 import { startLocalInflux, type LocalInflux } from './influxd';
@@ -480,7 +480,8 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     if (dashboardListen) {
       // In this process: the page shows the children's status (records/s, drops, spool, lag) besides InfluxDB's view.
       const { startDashboard } = await import('../dashboard/server');
-      const influxArgs = parseArgs({ name: 'up', summary: '', options: INFLUX_OPTIONS }, ['--influx-url', influxUrl, '--influx-db', db]) as ParsedArgs;
+      const { DASHBOARD_INFLUX_OPTIONS } = await import('../dashboard/cmd-dashboard');
+      const influxArgs = parseArgs({ name: 'up', summary: '', options: DASHBOARD_INFLUX_OPTIONS }, ['--influx-url', influxUrl, '--influx-db', db]) as ParsedArgs;
       try {
         dashboard = await startDashboard({
           client: new InfluxClient(influxConfigFrom(influxArgs)),

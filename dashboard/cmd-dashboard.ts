@@ -10,6 +10,12 @@ export const DASHBOARD_LISTEN_OPTIONS: readonly OptionSpec[] = [
   { name: 'allow-remote', type: 'bool', env: 'NETTALLY_DASHBOARD_ALLOW_REMOTE', default: false, help: 'allow a non-loopback --listen address (the page has NO authentication: put a proxy with authentication in front)' },
 ];
 
+/**
+ * InfluxDB settings of `usage`, with a longer query timeout: a 24 h chart over a fleet's 1-minute rollup takes
+ * seconds on a busy server (bench/RESULTS.md), and a page that waits beats one that fails and is reloaded.
+ */
+export const DASHBOARD_INFLUX_OPTIONS: readonly OptionSpec[] = INFLUX_OPTIONS.map((o) => (o.name === 'influx-timeout' ? { ...o, default: '30s' } : o));
+
 const spec: CommandSpec = {
   name: 'dashboard',
   summary: 'Serve the traffic dashboard (a web page over the InfluxDB rollups) on 127.0.0.1 until Ctrl-C.',
@@ -20,7 +26,7 @@ const spec: CommandSpec = {
     "the queries of 'nettally usage', so the page and the CLI agree. The page has no authentication: it listens on",
     'loopback only, unless --allow-remote; requests naming another Host are refused. `nettally up` serves it too.',
   ].join('\n'),
-  options: [...DASHBOARD_LISTEN_OPTIONS, ...INFLUX_OPTIONS],
+  options: [...DASHBOARD_LISTEN_OPTIONS, ...DASHBOARD_INFLUX_OPTIONS],
   examples: [
     'nettally dashboard                                   # http://127.0.0.1:8087/, InfluxDB at http://127.0.0.1:8086',
     'nettally dashboard --listen 127.0.0.1:9000 --influx-url http://influx:8086 --influx-db nettally',
