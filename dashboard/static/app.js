@@ -335,11 +335,15 @@ function syncControls() {
   $('metric').value = state.metric;
 }
 
+let historyLoads = 0;
+
 async function loadHistory() {
+  const mine = ++historyLoads;
   document.body.dataset.state = 'loading';
   lastLive = null;
   await Promise.all([busy('chart', loadChart), busy('totals', loadTotals), busy('live', loadLive)]);
-  document.body.dataset.state = 'ready';
+  // Only the newest view is "ready": an older load finishing late (the view changed meanwhile) is not.
+  if (mine === historyLoads) document.body.dataset.state = 'ready';
 }
 
 function onChange() {
