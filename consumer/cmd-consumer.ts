@@ -9,6 +9,8 @@ import { createRollupConsumer, type RollupConsumerConfig } from './consumer';
 import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from './influx';
 import { DEFAULT_STATE_TOPIC } from './state-store';
 
+export const DEFAULT_POINTS_DLQ_TOPIC = 'nettally.points.dlq';
+
 const spec: CommandSpec = {
   name: 'consumer',
   summary: 'Aggregate nettally records from Kafka into exact per-window totals in InfluxDB.',
@@ -16,13 +18,15 @@ const spec: CommandSpec = {
     'Decodes records by schema fingerprint, drops duplicates by (host_id, epoch, seq), turns cumulative counters into',
     'deltas per connection and writes event-time window totals (1 minute and 1 hour) as whole values, with the Kafka',
     'partition as a tag. Per partition: points are written, then a state snapshot, then the offset is committed, so a',
-    'crash or rebalance replays into identical points. Undecodable records go to the dead-letter topic.',
+    'crash or rebalance replays into identical points. Undecodable records go to the dead-letter topic, points',
+    'InfluxDB refuses (e.g. a field type conflict) to the points dead-letter topic; neither stops a partition.',
   ].join('\n'),
   options: [
     ...KAFKA_OPTIONS,
     { name: 'group', type: 'string', env: 'NETTALLY_CONSUMER_GROUP', default: 'nettally-consumer', help: 'Kafka consumer group id' },
     { name: 'state-topic', type: 'string', env: 'NETTALLY_STATE_TOPIC', default: DEFAULT_STATE_TOPIC, help: 'topic holding per-partition aggregation snapshots' },
     { name: 'dlq-topic', type: 'string', env: 'NETTALLY_DLQ_TOPIC', default: DEFAULT_DLQ_TOPIC, help: 'dead-letter topic for undecodable records' },
+    { name: 'points-dlq-topic', type: 'string', env: 'NETTALLY_POINTS_DLQ_TOPIC', default: DEFAULT_POINTS_DLQ_TOPIC, help: 'dead-letter topic for points InfluxDB refuses (line protocol + reason)' },
     { name: 'window', type: 'duration', env: 'NETTALLY_WINDOW', default: 60_000, min: 1000, help: 'tumbling window size (the rollup is 1h)' },
     { name: 'allowed-lateness', type: 'duration', env: 'NETTALLY_ALLOWED_LATENESS', default: 120_000, min: 0, help: 'event-time lateness a window waits for before it is final' },
     { name: 'idle-timeout', type: 'duration', env: 'NETTALLY_IDLE_TIMEOUT', default: 86_400_000, min: 60_000, help: 'host event time after which a silent connection keeps only its counters (dormant) and a dedupe mark is dropped' },
@@ -52,11 +56,11 @@ const spec: CommandSpec = {
 export function consumerConfigFrom(args: ParsedArgs): RollupConsumerConfig {
   const windowMs = args.num('window');
   if (3_600_000 % windowMs !== 0) throw configError('--window (env NETTALLY_WINDOW)', 'must divide one hour evenly (e.g. 10s, 1m, 5m, 15m)');
-  for (const name of ['group', 'topic', 'state-topic', 'dlq-topic']) {
+  for (const name of ['group', 'topic', 'state-topic', 'dlq-topic', 'points-dlq-topic']) {
     if (args.str(name) === '') throw configError(`--${name}`, 'must not be empty');
   }
-  if (args.str('state-topic') === args.str('topic') || args.str('dlq-topic') === args.str('topic')) {
-    throw configError('--state-topic/--dlq-topic', 'must differ from --topic');
+  if (['state-topic', 'dlq-topic', 'points-dlq-topic'].some((t) => args.str(t) === args.str('topic'))) {
+    throw configError('--state-topic/--dlq-topic/--points-dlq-topic', 'must differ from --topic');
   }
   return {
     kafka: kafkaConfigFrom(args),
@@ -64,6 +68,7 @@ export function consumerConfigFrom(args: ParsedArgs): RollupConsumerConfig {
     group: args.str('group'),
     stateTopic: args.str('state-topic'),
     dlqTopic: args.str('dlq-topic'),
+    pointsDlqTopic: args.str('points-dlq-topic'),
     aggregation: {
       ...DEFAULT_AGG_OPTIONS,
       windowMs,
@@ -168,6 +173,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
             partitions: s.partitions,
             last_window: s.last_window_ms === undefined ? null : new Date(s.last_window_ms).toISOString(),
             dlq: s.dlq,
+            points_dlq: s.points_dlq,
             duplicates: s.duplicates,
             too_late: s.too_late,
             retention_gaps: s.retention_gaps,

@@ -1,11 +1,12 @@
 // The rollup consumer: a kafkajs group member that decodes records, aggregates them exactly per partition and
 // writes window totals to InfluxDB; per partition it writes points, then a state snapshot, then commits.
-import { Kafka, Partitioners, logLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type Producer, type Admin, type KafkaMessage, type IHeaders } from 'kafkajs';
+import { setMaxListeners } from 'events';
+import { Kafka, Partitioners, logLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type Producer, type Admin, type KafkaMessage, type IHeaders, type Message } from 'kafkajs';
 import { configError, NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { createCodec, malformedReason, type Codec } from '../schemas';
 import { PartitionAggregator, sizeName, type AggregatorOptions, type OutPoint } from './aggregator';
-import { InfluxClient, type InfluxConfig } from './influx';
+import { InfluxClient, quoteIdent, type InfluxConfig, type InfluxQLResult, type RejectedPoint } from './influx';
 import { toAggInput } from './records';
 import { StateStore, parseCommitMetadata, type GapMark } from './state-store';
 
@@ -15,6 +16,8 @@ export interface RollupConsumerConfig {
   group: string;
   stateTopic: string;
   dlqTopic: string;
+  /** Dead-letter topic for points InfluxDB refuses (field type conflict, too large, …). */
+  pointsDlqTopic: string;
   aggregation: Omit<AggregatorOptions, 'partition'>;
   influx: InfluxConfig;
   /** How often dirty windows are written and the state snapshotted + committed. */
@@ -31,6 +34,8 @@ export interface ConsumerStats {
   duplicates: number;
   too_late: number;
   dlq: number;
+  /** Points InfluxDB refused, sent to the points dead-letter topic. */
+  points_dlq: number;
   points_written: number;
   flushes: number;
   /** Sum over assigned partitions of high watermark − next offset, as of each partition's last batch. */
@@ -60,16 +65,83 @@ interface PartitionState {
   late: { n: number; host_id?: string; time_ms?: number };
   /** Serializes batch processing and timer flushes of this partition. */
   lock: Promise<void>;
+  /** Assignment generation this state was created in (see revokeAll). */
+  generation: number;
+  /** Aborted when this member no longer owns this state (rebalance, new assignment): its writes stop, even mid-retry. */
+  fence: AbortController;
+  /** Windows (`measurement@start`) known to be final in InfluxDB: never written as non-final again (see flush). */
+  finalWindows: BoundedSet;
+  /** Windows whose finality in InfluxDB was already looked up by this state. */
+  checkedWindows: BoundedSet;
+  /** InfluxQL refused the finality lookup (logged once). */
+  finalLookupFailed?: boolean;
+}
+
+/** Thrown when a partition's state lost ownership; its flush stops without writing anything more. */
+class Revoked extends Error {
+  constructor(partition: number, why: string) {
+    super(`partition ${partition} is no longer ours (${why}); stopped writing it`);
+    this.name = 'Revoked';
+  }
+}
+
+/** Insertion-ordered set that forgets its oldest entries past `max` (window keys: ~61 per hour per measurement). */
+class BoundedSet {
+  private readonly s = new Set<string>();
+  constructor(private readonly max = 8192) {}
+  has(k: string): boolean {
+    return this.s.has(k);
+  }
+  add(k: string): void {
+    this.s.delete(k);
+    this.s.add(k);
+    if (this.s.size > this.max) this.s.delete(this.s.values().next().value as string);
+  }
+}
+
+/** Bytes of dead letters per produce request: well below Kafka's default message.max.bytes (1 MiB). */
+const DEAD_LETTER_REQUEST_BYTES = 256 * 1024;
+/** A dead point's value is cut to this many characters (the header says from how many). */
+const MAX_DEAD_POINT_CHARS = 64 * 1024;
+
+function windowKey(p: Pick<OutPoint, 'measurement' | 'time_ms'>): string {
+  return `${p.measurement}@${p.time_ms}`;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
+    // the listener goes with the sleep: the signals here live as long as the consumer or the partition state
+    const done = (): void => {
       clearTimeout(t);
+      signal?.removeEventListener('abort', done);
       resolve();
-    }, { once: true });
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
   });
+}
+
+/**
+ * A signal aborted when any of `sources` is (or after `timeoutMs`); dispose() detaches it, so that long-lived
+ * sources (the stop signal, a partition's fence) collect no listeners across flushes.
+ */
+function linkedSignal(sources: AbortSignal[], timeoutMs?: number): { signal: AbortSignal; dispose: () => void } {
+  const ctl = new AbortController();
+  // one listener per HTTP request of a bisected write; they go away with the signal
+  setMaxListeners(0, ctl.signal);
+  const abort = (): void => ctl.abort();
+  for (const s of sources) {
+    if (s.aborted) ctl.abort();
+    else s.addEventListener('abort', abort, { once: true });
+  }
+  const t = timeoutMs === undefined ? undefined : setTimeout(abort, timeoutMs);
+  return {
+    signal: ctl.signal,
+    dispose: () => {
+      clearTimeout(t);
+      for (const s of sources) s.removeEventListener('abort', abort);
+    },
+  };
 }
 
 function plus1(offset: string): string {
@@ -110,7 +182,11 @@ export class RollupConsumer {
   private timer: NodeJS.Timeout | undefined;
   private readonly stopCtl = new AbortController();
   private stopped = false;
-  private readonly totals = { dlq: 0, points: 0, flushes: 0, records: 0, duplicates: 0, too_late: 0, gaps: 0, gap_records: 0 };
+  private readonly totals = { dlq: 0, points_dlq: 0, points: 0, flushes: 0, records: 0, duplicates: 0, too_late: 0, gaps: 0, gap_records: 0 };
+  /** When the group last confirmed this member (join or heartbeat); ownership is a lease from here (see owns()). */
+  private confirmedAt = 0;
+  /** Counts assignments and revocations; a partition state of an older generation never writes again. */
+  private generation = 0;
   private lastWindowMs: number | undefined;
   private influxDownSince: number | undefined;
   private fatal: ((e: unknown) => void) | undefined;
@@ -158,6 +234,7 @@ export class RollupConsumer {
       duplicates,
       too_late: tooLate,
       dlq: this.totals.dlq,
+      points_dlq: this.totals.points_dlq,
       points_written: this.totals.points,
       flushes: this.totals.flushes,
       lag,
@@ -197,8 +274,9 @@ export class RollupConsumer {
       if (this.stopCtl.signal.aborted) return;
     }
     const existing = await this.admin.listTopics();
-    if (!existing.includes(c.dlqTopic)) {
-      await this.admin.createTopics({ topics: [{ topic: c.dlqTopic, numPartitions: 1 }], waitForLeaders: true }).catch((e: unknown) => this.log.debug({ err: e }, 'create DLQ topic'));
+    for (const topic of [c.dlqTopic, c.pointsDlqTopic]) {
+      if (existing.includes(topic)) continue;
+      await this.admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true }).catch((e: unknown) => this.log.debug({ err: e, topic }, 'create DLQ topic'));
     }
     await this.store.init(dataPartitions);
 
@@ -206,10 +284,18 @@ export class RollupConsumer {
       const mine = (e.payload.memberAssignment[c.topic] ?? []).slice().sort((a, b) => a - b);
       this.log.info({ partitions: mine, generation_member: e.payload.memberId }, 'partitions assigned');
       this.assigned = mine;
-      // Another member may have moved these partitions on: every assignment starts from the stored snapshots.
+      this.confirmedAt = Date.now();
+      // Another member may have moved these partitions on: every assignment starts from the stored snapshots, and
+      // whatever the old states were still writing (a flush retrying through an InfluxDB outage) stops now.
+      this.revokeAll('new assignment');
       this.parts.clear();
       this.loading = this.loadPartitions(mine);
       this.loading.catch(() => undefined);
+    });
+    // A rebalance revokes every partition of this member until the new assignment (eager protocol): stop writing.
+    this.consumer.on(this.consumer.events.REBALANCING, () => this.revokeAll('group rebalancing'));
+    this.consumer.on(this.consumer.events.HEARTBEAT, () => {
+      this.confirmedAt = Date.now();
     });
     this.consumer.on(this.consumer.events.CRASH, (e) => {
       const err = e.payload.error;
@@ -256,8 +342,38 @@ export class RollupConsumer {
       high: undefined,
       late: { n: 0 },
       lock: Promise.resolve(),
+      generation: this.generation,
+      fence: new AbortController(),
+      finalWindows: new BoundedSet(),
+      checkedWindows: new BoundedSet(),
       gaps: [],
     };
+  }
+
+  /** Ends the ownership of every partition state (those still loading too): a new assignment starts anew. */
+  private revokeAll(why: string): void {
+    this.generation++;
+    this.loading = undefined;
+    for (const ps of this.parts.values()) {
+      if (!ps.fence.signal.aborted) this.log.info({ partition: ps.partition, why }, 'partition revoked');
+      ps.fence.abort(new Revoked(ps.partition, why));
+    }
+  }
+
+  /**
+   * Ownership fence, checked before every InfluxDB write, dead-letter write, snapshot and commit of a partition:
+   * the state must be the current one for the partition (not revoked by a rebalance) and the group must have
+   * confirmed this member recently. The group drops a member `--session-timeout` after its last heartbeat and only
+   * then gives its partitions to another one; a member that cannot reach the broker therefore stops writing after
+   * 2/3 of the session timeout, before anyone else can own its partitions. Returns how long the lease still runs.
+   */
+  private owns(ps: PartitionState): number {
+    if (ps.fence.signal.aborted) throw ps.fence.signal.reason as Revoked;
+    if (this.parts.get(ps.partition) !== ps || ps.generation !== this.generation) throw new Revoked(ps.partition, 'state replaced');
+    const left = this.confirmedAt + (this.config.sessionTimeoutMs * 2) / 3 - Date.now();
+    // not revoked: the group may still confirm us (a heartbeat is due); the retry loop tries again
+    if (left <= 0) throw new NettallyError('KAFKA_UNAVAILABLE', `partition ${ps.partition}: no heartbeat confirmed for ${Date.now() - this.confirmedAt} ms; not writing until the group confirms this member`, { retriable: true });
+    return left;
   }
 
   private async loadPartitions(partitions: number[]): Promise<Map<number, PartitionState>> {
@@ -329,7 +445,18 @@ export class RollupConsumer {
   }
 
   private async onBatch(p: EachBatchPayload): Promise<void> {
-    const { batch, resolveOffset, heartbeat, isRunning, isStale } = p;
+    const { batch, resolveOffset, isRunning, isStale } = p;
+    // A heartbeat answered "rebalance" means our partitions are being taken away: stop writing them right away (the
+    // REBALANCING event comes only after this batch has returned).
+    const heartbeat = async (): Promise<void> => {
+      try {
+        await p.heartbeat();
+      } catch (e) {
+        const type = (e as { type?: string }).type;
+        if (type === 'REBALANCE_IN_PROGRESS' || type === 'ILLEGAL_GENERATION' || type === 'UNKNOWN_MEMBER_ID') this.revokeAll(`heartbeat: ${type}`);
+        throw e;
+      }
+    };
     const ps = await this.partitionState(batch.partition, heartbeat);
     if (this.parts.get(batch.partition) !== ps) return; // reassigned while loading
     await this.locked(ps, async () => {
@@ -363,7 +490,11 @@ export class RollupConsumer {
         if (Date.now() - ps.lastFlush >= this.config.flushIntervalMs) await this.flush(ps, heartbeat);
       }
       if (Date.now() - ps.lastFlush >= this.config.flushIntervalMs) await this.flush(ps, heartbeat);
-    }, heartbeat);
+    }, heartbeat).catch((e: unknown) => {
+      // lost the partition mid-batch: the new owner replays from the last snapshot; kafkajs is rejoining anyway
+      if (!(e instanceof Revoked)) throw e;
+      this.log.info({ partition: ps.partition, err: e.message }, 'batch abandoned');
+    });
   }
 
   private apply(ps: PartitionState, m: KafkaMessage): void {
@@ -432,26 +563,39 @@ export class RollupConsumer {
       if (this.stopped) return;
       if (Date.now() - ps.lastFlush < this.config.flushIntervalMs) continue;
       await this.locked(ps, async () => {
-        if (this.parts.get(ps.partition) !== ps || this.stopped) return;
+        if (this.parts.get(ps.partition) !== ps || ps.fence.signal.aborted || this.stopped) return;
         if (Date.now() - ps.lastFlush >= this.config.flushIntervalMs) await this.flush(ps, undefined);
-      }).catch((e: unknown) => this.log.warn({ err: e, partition: ps.partition }, 'flush failed'));
+      }).catch((e: unknown) => {
+        if (e instanceof Revoked) this.log.info({ partition: ps.partition, err: e.message }, 'flush abandoned');
+        else this.log.warn({ err: e, partition: ps.partition }, 'flush failed');
+      });
     }
   }
 
-  /** Retries `fn` with exponential backoff until it succeeds or the consumer stops. */
-  private async retry<T>(what: string, fn: () => Promise<T>, heartbeat?: () => Promise<void>, onFail?: (e: unknown, attempt: number) => void): Promise<T> {
+  /**
+   * Retries `fn` with exponential backoff until it succeeds or the consumer stops; with a partition state `ps`, also
+   * until that state is revoked (Revoked is thrown at once, even from the backoff sleep, and never retried).
+   */
+  private async retry<T>(what: string, fn: () => Promise<T>, heartbeat?: () => Promise<void>, onFail?: (e: unknown, attempt: number) => void, ps?: PartitionState): Promise<T> {
     let delay = this.config.retryInitialMs;
     for (let attempt = 1; ; attempt++) {
       try {
         return await withHeartbeat(fn(), heartbeat, 3000);
       } catch (e) {
+        if (ps?.fence.signal.aborted) throw ps.fence.signal.reason as Revoked;
+        if (e instanceof Revoked) throw e;
         if (this.stopCtl.signal.aborted && attempt > 1) throw e;
         onFail?.(e, attempt);
-        // Non-retriable failures (e.g. InfluxDB refusing points with HTTP 400) still block rather than drop data,
-        // but loudly: an operator has to fix the cause.
+        // Non-retriable failures that get here (InfluxDB refusing the request itself: HTTP 401/403/404; refused
+        // points do not, they are dead-lettered) still block rather than drop data, but loudly: fix the cause.
         const level = e instanceof NettallyError && !e.retriable ? 'error' : 'warn';
         this.log[level]({ err: e instanceof Error ? e.message : String(e), attempt, retry_in_ms: delay }, `${what} failed; retrying`);
-        await withHeartbeat(sleep(delay, this.stopCtl.signal), heartbeat, 3000);
+        const wake = linkedSignal(ps ? [this.stopCtl.signal, ps.fence.signal] : [this.stopCtl.signal]);
+        try {
+          await withHeartbeat(sleep(delay, wake.signal), heartbeat, 3000);
+        } finally {
+          wake.dispose();
+        }
         delay = Math.min(this.config.retryMaxMs, delay * 2);
       }
     }
@@ -460,6 +604,7 @@ export class RollupConsumer {
   /**
    * Writes this partition's dirty windows, its dead letters, then its snapshot, then commits the offset.
    * Called with the partition lock held. While InfluxDB is down the partition is paused and nothing is committed.
+   * Every step is fenced by ownership (owns()): a revoked state throws Revoked and writes nothing more.
    */
   private async flush(ps: PartitionState, heartbeat: (() => Promise<void>) | undefined, final = false): Promise<void> {
     const c = this.config;
@@ -481,39 +626,36 @@ export class RollupConsumer {
     const tp = [{ topic: c.topic, partitions: [ps.partition] }];
     try {
       if (pending.points.length > 0) {
-        await this.retry('InfluxDB write', () => this.influx.write(pending.points), heartbeat, () => {
-          this.influxDownSince ??= Date.now();
+        const { written, rejected } = await this.retry('InfluxDB write', () => this.writePoints(ps, pending.points), heartbeat, (e) => {
+          // (a lapsed ownership lease also lands here: it pauses the partition but is not an InfluxDB outage)
+          if (e instanceof NettallyError && e.code === 'INFLUX_UNAVAILABLE') this.influxDownSince ??= Date.now();
           if (!paused && !final) {
             paused = true;
             this.consumer.pause(tp);
           }
-        });
-        this.totals.points += pending.points.length;
+        }, ps);
+        this.totals.points += written;
         for (const pt of pending.points) if (this.lastWindowMs === undefined || pt.time_ms > this.lastWindowMs) this.lastWindowMs = pt.time_ms;
         if (this.influxDownSince !== undefined) {
           this.log.info({ down_ms: Date.now() - this.influxDownSince }, 'InfluxDB writes succeed again');
           this.influxDownSince = undefined;
         }
+        if (rejected.length > 0) await this.deadLetterPoints(ps, rejected, heartbeat);
       }
       if (ps.dlq.length > 0) {
         const dead = ps.dlq;
-        await this.retry('dead-letter write', () =>
-          this.producer.send({
-            topic: c.dlqTopic,
-            acks: -1,
-            messages: dead.map((d) => ({
-              key: d.message.key,
-              value: d.message.value,
-              headers: {
-                ...(d.message.headers as IHeaders | undefined),
-                'nettally-dlq-reason': d.reason,
-                'nettally-dlq-error': d.error.slice(0, 500),
-                'nettally-source-topic': c.topic,
-                'nettally-source-partition': String(ps.partition),
-                'nettally-source-offset': d.message.offset,
-              },
-            })),
-          }), heartbeat);
+        await this.sendDeadLetters(ps, 'dead-letter write', c.dlqTopic, dead.map((d) => ({
+          key: d.message.key,
+          value: d.message.value,
+          headers: {
+            ...(d.message.headers as IHeaders | undefined),
+            'nettally-dlq-reason': d.reason,
+            'nettally-dlq-error': d.error.slice(0, 500),
+            'nettally-source-topic': c.topic,
+            'nettally-source-partition': String(ps.partition),
+            'nettally-source-offset': d.message.offset,
+          },
+        })), heartbeat);
         for (const d of dead) this.log.warn({ partition: ps.partition, offset: d.message.offset, reason: d.reason }, 'poison record sent to the dead-letter topic');
         this.totals.dlq += dead.length;
         ps.dlq = [];
@@ -521,16 +663,142 @@ export class RollupConsumer {
       pending.commit();
       if (ps.next === undefined) return;
       const next = ps.next;
-      const meta = await this.retry('state snapshot write', () => this.store.save(ps.partition, { offset: next, state: ps.agg.snapshotLazy(), gaps: ps.gaps }), heartbeat);
+      const meta = await this.retry('state snapshot write', () => {
+        this.owns(ps);
+        return this.store.save(ps.partition, { offset: next, state: ps.agg.snapshotLazy(), gaps: ps.gaps });
+      }, heartbeat, undefined, ps);
       ps.snapshotted = next;
       this.totals.flushes++;
-      // The commit only mirrors the snapshot (for lag tools and as a pointer to it); losing it loses nothing.
-      await this.consumer.commitOffsets([{ topic: c.topic, partition: ps.partition, offset: next, metadata: meta }]).catch((e: unknown) => {
+      // The commit only mirrors the snapshot (for lag tools and as a pointer to it); losing it loses nothing. A
+      // revoked state never commits (Revoked goes up); with the lease run out the commit is skipped, not retried.
+      await (async () => {
+        this.owns(ps);
+        await this.consumer.commitOffsets([{ topic: c.topic, partition: ps.partition, offset: next, metadata: meta }]);
+      })().catch((e: unknown) => {
+        if (e instanceof Revoked) throw e;
         this.log.warn({ err: e instanceof Error ? e.message : String(e), partition: ps.partition }, 'offset commit failed (snapshot is stored; continuing)');
       });
     } finally {
       if (paused) this.consumer.resume(tp);
     }
+  }
+
+  /**
+   * One fenced write attempt. The rule that keeps billing rows final: a window known to be final in InfluxDB is never
+   * written with final=false again. A stale non-final point can only come from state older than the last write of
+   * that window: an old owner still retrying after a rebalance (stopped by the fence: owns() before the attempt,
+   * the request aborted on revocation or when the lease runs out) or a new owner replaying from a snapshot taken
+   * before the previous owner's last (final) write. So before a window is first written non-final by this state,
+   * InfluxDB is asked whether this partition already has it final; windows found final, and those this state wrote
+   * final, only ever get final points (the replay reaches the same final totals, deterministically).
+   */
+  private async writePoints(ps: PartitionState, points: readonly OutPoint[]): Promise<{ written: number; rejected: RejectedPoint[] }> {
+    // the request is aborted when the state is revoked or the ownership lease runs out while it is in flight
+    const attempt = linkedSignal([ps.fence.signal], this.owns(ps));
+    let rejected: RejectedPoint[];
+    let send: OutPoint[];
+    try {
+      await this.lookUpFinal(ps, points, attempt.signal);
+      send = points.filter((p) => p.fields.final === true || !ps.finalWindows.has(windowKey(p)));
+      if (send.length < points.length) {
+        this.log.info({ partition: ps.partition, skipped: points.length - send.length }, 'not rewriting windows that are already final as non-final');
+      }
+      rejected = await this.influx.write(send, attempt.signal);
+    } finally {
+      attempt.dispose();
+    }
+    const refused = new Set(rejected.map((r) => r.point));
+    for (const p of send) if (p.fields.final === true && !refused.has(p)) ps.finalWindows.add(windowKey(p));
+    return { written: send.length - rejected.length, rejected };
+  }
+
+  /** Marks the windows of non-final points that InfluxDB already holds as final for this partition (one query). */
+  private async lookUpFinal(ps: PartitionState, points: readonly OutPoint[], signal: AbortSignal): Promise<void> {
+    const agg = this.config.aggregation;
+    const byMeasurement = new Map<string, number[]>();
+    for (const p of points) {
+      const k = windowKey(p);
+      if (p.fields.final === true || ps.checkedWindows.has(k) || ps.finalWindows.has(k)) continue;
+      const times = byMeasurement.get(p.measurement) ?? [];
+      if (!times.includes(p.time_ms)) times.push(p.time_ms);
+      byMeasurement.set(p.measurement, times);
+    }
+    if (byMeasurement.size === 0) return;
+    const sizeOf = (m: string): number => (m.endsWith(`_${sizeName(agg.windowMs)}`) ? agg.windowMs : agg.rollupMs);
+    const statements = [...byMeasurement].map(([m, times]) => {
+      const size = sizeOf(m);
+      const from = Math.min(...times);
+      const to = Math.max(...times) + size;
+      // count per window (GROUP BY time buckets align with the windows: both start at multiples of the size)
+      return `SELECT count("final") AS n FROM ${quoteIdent(m)} WHERE "partition" = '${ps.partition}' AND "final" = true AND time >= ${from}ms AND time < ${to}ms GROUP BY time(${size}ms) fill(none)`;
+    });
+    let results: InfluxQLResult[] = [];
+    try {
+      results = await this.influx.query(statements.join('; '), signal);
+    } catch (e) {
+      if (!(e instanceof NettallyError) || e.retriable) throw e;
+      // InfluxQL refused (e.g. --influx-api v2 with no database mapping for --influx-db): the write path cannot read
+      // finality back, so only the windows this state wrote final are guarded. Said once per partition state.
+      if (!ps.finalLookupFailed) this.log.warn({ partition: ps.partition, err: e.message }, 'cannot read window finality back from InfluxDB; guarding only windows this member wrote final');
+      ps.finalLookupFailed = true;
+    }
+    [...byMeasurement].forEach(([m, times], i) => {
+      const found = new Set<number>();
+      for (const s of results[i]?.series ?? []) for (const v of s.values) if (typeof v[1] === 'number' && v[1] > 0) found.add(v[0] as number);
+      for (const t of times) {
+        const k = windowKey({ measurement: m, time_ms: t });
+        ps.checkedWindows.add(k);
+        if (found.has(t)) ps.finalWindows.add(k);
+      }
+    });
+  }
+
+  /**
+   * Sends dead letters in requests of at most DEAD_LETTER_REQUEST_BYTES (one send of them all can exceed the
+   * broker's message.max.bytes and would then be refused forever), each retried and fenced.
+   */
+  private async sendDeadLetters(ps: PartitionState, what: string, topic: string, messages: readonly Message[], heartbeat: (() => Promise<void>) | undefined): Promise<void> {
+    const size = (m: Message): number => 100 + (m.key?.length ?? 0) + (m.value?.length ?? 0) + Object.entries(m.headers ?? {}).reduce((n, [k, v]) => n + k.length + String(v ?? '').length, 0);
+    for (let i = 0; i < messages.length;) {
+      let bytes = size(messages[i]);
+      let j = i + 1;
+      while (j < messages.length && bytes + size(messages[j]) <= DEAD_LETTER_REQUEST_BYTES) bytes += size(messages[j++]);
+      const chunk = messages.slice(i, j);
+      await this.retry(what, () => {
+        this.owns(ps);
+        return this.producer.send({ topic, acks: -1, messages: chunk });
+      }, heartbeat, undefined, ps);
+      i = j;
+    }
+  }
+
+  /** Sends points InfluxDB refused to the points dead-letter topic (line protocol + reason), so the partition goes on. */
+  private async deadLetterPoints(ps: PartitionState, rejected: readonly RejectedPoint[], heartbeat: (() => Promise<void>) | undefined): Promise<void> {
+    const c = this.config;
+    await this.sendDeadLetters(ps, 'points dead-letter write', c.pointsDlqTopic, rejected.map((r) => {
+      // the line as sent (replayable with curl once the cause is fixed); the point itself as JSON when unencodable
+      const value = r.line !== '' ? r.line : JSON.stringify(r.point);
+      // a refused line can be huge (a 1 MB host name); the broker must still take it
+      const truncated = value.length > MAX_DEAD_POINT_CHARS;
+      return {
+        key: r.point.tags.host_id ?? null,
+        value: truncated ? value.slice(0, MAX_DEAD_POINT_CHARS) : value,
+        headers: {
+          'nettally-dlq-reason': r.reason,
+          'nettally-dlq-error': r.error.slice(0, 500),
+          'nettally-influx-status': String(r.status ?? ''),
+          'nettally-measurement': r.point.measurement,
+          'nettally-window': new Date(r.point.time_ms).toISOString(),
+          'nettally-source-topic': c.topic,
+          'nettally-source-partition': String(ps.partition),
+          ...(truncated ? { 'nettally-dlq-truncated-from': String(value.length) } : {}),
+        },
+      };
+    }), heartbeat);
+    for (const r of rejected) {
+      this.log.error({ partition: ps.partition, reason: r.reason, status: r.status, error: r.error.slice(0, 300), line: r.line.slice(0, 500) }, 'InfluxDB refused a point; sent to the points dead-letter topic');
+    }
+    this.totals.points_dlq += rejected.length;
   }
 }
 

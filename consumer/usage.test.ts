@@ -68,3 +68,10 @@ test('nanosecond event times become ms exactly, also past 2^53', () => {
   expect(nsToMs(-1n)).toBe(-1);
   expect(nsToMs(5_000_000)).toBe(5);
 });
+
+test('a table shows control characters in names as \\xHH; csv and json keep the exact text', () => {
+  const recs = [{ comm: 'a\x1b]0;x\x07', tx_bytes: 1 }];
+  expect(formatRows(recs, ['comm', 'tx_bytes'], 'table')).toContain('a\\x1b]0;x\\x07');
+  expect(formatRows(recs, ['comm', 'tx_bytes'], 'json')).toContain('a\\u001b]0;x\\u0007');
+  expect(formatRows(recs, ['comm', 'tx_bytes'], 'csv')).toContain('a\x1b]0;x\x07');
+});

@@ -2,7 +2,7 @@
 import { configError } from '../lib/errors';
 import { parseDuration } from '../lib/args';
 import { sizeName } from './aggregator';
-import { quoteIdent, type InfluxClient, type InfluxQLResult } from './influx';
+import { decodeTagText, escapeControls, quoteIdent, type InfluxClient, type InfluxQLResult } from './influx';
 
 export type GroupKey = 'host' | 'netns' | 'port' | 'process' | 'protocol' | 'direction' | 'iface';
 
@@ -109,10 +109,13 @@ export async function runUsage(client: InfluxClient, q: UsageQuery): Promise<Usa
       s.columns.forEach((c, i) => {
         if (i > 0) fields[c] = typeof v[i] === 'number' ? (v[i] as number) : 0;
       });
-      const tags: Record<string, string> = {};
-      for (const n of names) tags[n] = s.tags?.[n] ?? '';
+      const stored: Record<string, string> = {};
+      for (const n of names) stored[n] = s.tags?.[n] ?? '';
       const time = v[0] as number;
-      rows.push({ time_ms: time, tags, fields, final: !notFinal.has(rowKey(time, tags, names)) });
+      const final = !notFinal.has(rowKey(time, stored, names));
+      // back from the stored tag text to the names as the producers sent them (influx.ts encodeTagText)
+      const tags = Object.fromEntries(names.map((n) => [n, decodeTagText(stored[n])]));
+      rows.push({ time_ms: time, tags, fields, final });
     }
   }
   rows.sort((a, b) => a.time_ms - b.time_ms || rowKey(0, a.tags, names).localeCompare(rowKey(0, b.tags, names)));
@@ -148,7 +151,9 @@ export function formatRows(recs: readonly Record<string, string | number | boole
   if (format === 'json') return JSON.stringify(recs.map((r) => Object.fromEntries(columns.map((c) => [c, r[c]]))), null, 2) + '\n';
   if (format === 'csv') return [columns.join(','), ...recs.map((r) => columns.map((c) => csvCell(r[c] ?? '')).join(','))].join('\n') + '\n';
   if (recs.length === 0) return '(no data in this time range)\n';
-  const cells = [columns.map(String), ...recs.map((r) => columns.map((c) => String(r[c] ?? '')))];
+  // a table is for a terminal: control characters in names (any local user picks a process name) are shown as \xHH
+  // instead of being sent to it; csv and json carry the exact text
+  const cells = [columns.map(String), ...recs.map((r) => columns.map((c) => escapeControls(String(r[c] ?? ''))))];
   const widths = columns.map((_, i) => Math.max(...cells.map((row) => row[i].length)));
   const numeric = columns.map((c) => recs.every((r) => typeof r[c] === 'number'));
   return cells.map((row) => row.map((v, i) => (numeric[i] ? v.padStart(widths[i]) : v.padEnd(widths[i]))).join('  ').trimEnd()).join('\n') + '\n';
