@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import { resolve } from 'path';
 import type { OutPoint } from '../consumer/aggregator';
-import { InfluxClient } from '../consumer/influx';
+import { encodeTagText, InfluxClient } from '../consumer/influx';
 import { startInflux, type TestInflux } from './helpers/influx';
 import { hostName, ifacePoints, rollupBatches, type RollupSpec } from './helpers/rollups';
 
@@ -82,7 +82,8 @@ function expected(id: number, fromMs: number, toMs: number, hosts: string[] | 'a
     if (p.measurement !== e.measurement || p.time_ms < fromMs || p.time_ms > toMs) continue;
     if (hosts !== 'all' && !hosts.includes(p.tags.hostname)) continue;
     if (e.finalOnly && p.fields.final !== true) continue;
-    const key = e.group.map((g) => `${g}=${p.tags[g]}`).join(',');
+    // Grafana shows the stored tag text: a backslash or control character in a name as \xHH (encodeTagText).
+    const key = e.group.map((g) => `${g}=${encodeTagText(p.tags[g])}`).join(',');
     const t = Math.floor(p.time_ms / e.step) * e.step;
     if (!out.has(key)) out.set(key, new Map());
     const row = out.get(key)!.get(t) ?? Object.fromEntries(Object.keys(e.cols).map((c) => [c, 0]));

@@ -22,8 +22,9 @@ export interface RollupSpec {
 export const DEFAULT_SERVICES = [
   { protocol: 'tcp', port: '443', comm: 'nginx', direction: 'inbound' },
   { protocol: 'tcp', port: '5432', comm: 'postgres', direction: 'outbound' },
-  // Process names are chosen by any user (15 bytes): markup and CSV/InfluxQL specials must stay text everywhere.
-  { protocol: 'udp', port: '53', comm: '<i>x</i>,"a b"', direction: 'outbound' },
+  // Process names are chosen by any user (15 bytes): markup, a backslash (stored as \x5c: consumer/influx.ts
+  // encodeTagText), a tab and CSV/line-protocol specials must come back as the same text everywhere.
+  { protocol: 'udp', port: '53', comm: '<i>\\x</i>\t"a,b', direction: 'outbound' },
 ];
 
 export function hostId(h: number): string {
