@@ -14,6 +14,8 @@ import { configError, NettallyError } from '../lib/errors';
 import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import { InfluxClient, influxConfigFrom } from '../consumer/influx';
 import type { PipelineStatus } from '../dashboard/api';
+import { DASHBOARD_INFLUX_OPTIONS } from '../dashboard/cmd-dashboard';
+import { checkListenAddress, startDashboard } from '../dashboard/server';
 import { createLogger, type Logger } from '../lib/log';
 import { startLocalInflux, type LocalInflux } from './influxd';
 import { claimPins, isPinDirPath, type PinClaim } from './up-pins';
@@ -284,6 +286,8 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   if (!isPinDirPath(pinDir, BPFFS)) throw configError('--pin-dir (env NETTALLY_PIN_DIR)', `must be a directory under ${BPFFS}/, got ${JSON.stringify(pinDir)}`);
   const external = args.list('brokers');
   const listen = parseHostPort('--kafka-listen (env NETTALLY_BROKER_LISTEN)', args.str('kafka-listen'));
+  const dashboardListen = args.bool('dashboard') ? parseHostPort('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', args.str('dashboard-listen')) : undefined;
+  if (dashboardListen) checkListenAddress('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', dashboardListen.host);
   const brokers = external.length > 0 ? external : [`${listen.host}:${listen.port}`];
   const topic = args.str('topic');
   const db = args.str('influx-db');
@@ -379,8 +383,6 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   process.once('exit', cleanUpNow);
 
   let dashboard: { url: string; close(): Promise<void> } | undefined;
-  const dashboardListen = args.bool('dashboard') ? parseHostPort('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', args.str('dashboard-listen')) : undefined;
-
   let stopping: Promise<void> | undefined;
   const shutdown = (): Promise<void> => (stopping ??= stopAll());
   const stopAll = async (): Promise<void> => {
@@ -479,8 +481,6 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     children.push(producer);
     if (dashboardListen) {
       // In this process: the page shows the children's status (records/s, drops, spool, lag) besides InfluxDB's view.
-      const { startDashboard } = await import('../dashboard/server');
-      const { DASHBOARD_INFLUX_OPTIONS } = await import('../dashboard/cmd-dashboard');
       const influxArgs = parseArgs({ name: 'up', summary: '', options: DASHBOARD_INFLUX_OPTIONS }, ['--influx-url', influxUrl, '--influx-db', db]) as ParsedArgs;
       try {
         dashboard = await startDashboard({

@@ -35,6 +35,13 @@ export function isLoopback(host: string): boolean {
   return isIP(h) === 4 && h.startsWith('127.');
 }
 
+/** Refuses a non-loopback address unless allowed: the page has no authentication. */
+export function checkListenAddress(setting: string, host: string, allowRemote = false): void {
+  if (!allowRemote && !isLoopback(host)) {
+    throw configError(setting, `${host} is not a loopback address; the dashboard has no authentication: serve it to the network only with 'nettally dashboard --allow-remote' behind a proxy that authenticates`);
+  }
+}
+
 /** `host:port` or `[v6]:port` of --listen. */
 export function parseListen(setting: string, value: string): { host: string; port: number } {
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]+):(\d{1,5})$/.exec(value.trim());
@@ -96,9 +103,7 @@ function sendJson(res: http.ServerResponse, status: number, value: unknown): voi
 export async function startDashboard(opts: DashboardOptions): Promise<Dashboard> {
   const { client, logger } = opts;
   const setting = opts.setting ?? '--listen';
-  if (!opts.allowRemote && !isLoopback(opts.host)) {
-    throw configError(setting, `${opts.host} is not a loopback address; the dashboard has no authentication: serve it to the network only with 'nettally dashboard --allow-remote' behind a proxy that authenticates`);
-  }
+  checkListenAddress(setting, opts.host, opts.allowRemote);
   const assets = loadAssets();
   let boundPort = opts.port;
   const hostAllowed = (hostHeader: string | undefined): boolean => {

@@ -1,6 +1,7 @@
 /// <reference lib="dom" />
 // Scenario: `nettally up` serves the dashboard in its own process and prints its URL; the page's health endpoint
 // carries up's view of its children (producer attached, records/s, consumer lag), not only InfluxDB's.
+import { spawnSync } from 'child_process';
 import { mkdtempSync, rmSync } from 'fs';
 import { createServer, type Server } from 'net';
 import { tmpdir } from 'os';
@@ -84,3 +85,12 @@ test('a busy default dashboard port costs the page, not the pipeline: up warns a
   process.kill(-(upProc.child.pid as number), 'SIGINT');
   expect(await upProc.exited).toBe(0);
 }, 180_000);
+
+test('a bad or non-loopback --dashboard-listen is refused at start, naming it, before anything starts', () => {
+  for (const value of ['nonsense', '0.0.0.0:8087']) {
+    const r = spawnSync(process.execPath, [resolve(__dirname, '../dist/bin/nettally.js'), 'up', '--data-dir', dataDir, '--dashboard-listen', value], { encoding: 'utf8', timeout: 30_000 });
+    expect({ value, status: r.status }).toEqual({ value, status: 2 });
+    expect(r.stderr).toContain('--dashboard-listen');
+    expect(r.stdout).not.toContain('nettally up: Kafka');
+  }
+});
