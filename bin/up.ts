@@ -6,7 +6,7 @@ import { createWriteStream, mkdirSync, readFileSync, rmSync } from 'fs';
 import { connect } from 'net';
 import { join, resolve } from 'path';
 import { createInterface } from 'readline';
-import { Kafka, logLevel } from 'kafkajs';
+import { ConfigResourceTypes, Kafka, logLevel, type Admin } from 'kafkajs';
 import pino from 'pino';
 import { ParsedArgs, parseArgs, type CommandSpec, type OptionSpec } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
@@ -237,8 +237,30 @@ export function pipelineStatus(producer: Child, consumer: Child): PipelineStatus
   };
 }
 
-/** Makes sure the records topic exists before the consumer waits for it (the producer would auto-create it with the broker's default). */
-async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, partitions: number, logger: Logger, signal: AbortSignal): Promise<void> {
+/** An existing records topic is left as it is (its settings are its operator's); up only says what it has. */
+async function reportTimestampType(admin: Admin, topic: string, logger: Logger): Promise<void> {
+  try {
+    const res = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['message.timestamp.type'] }] });
+    const type = res.resources[0]?.configEntries.find((e) => e.configName === 'message.timestamp.type')?.configValue;
+    if (type === 'LogAppendTime') logger.info({ topic, timestampType: type }, 'the records topic exists');
+    else {
+      logger.warn(
+        { topic, timestampType: type ?? 'unknown' },
+        `the records topic exists with message.timestamp.type=${type ?? 'unknown'}: producers' clocks (or forged records) set the Kafka timestamps; ` +
+          'up does not change an existing topic — set message.timestamp.type=LogAppendTime on it (Apache Kafka: kafka-configs --alter --entity-type topics ' +
+          `--entity-name ${topic} --add-config message.timestamp.type=LogAppendTime), or remove it to let up recreate it`,
+      );
+    }
+  } catch (e) {
+    logger.warn({ topic, err: (e as Error).message }, 'cannot read the records topic\'s message.timestamp.type (DescribeConfigs); leaving the topic as it is');
+  }
+}
+
+/**
+ * Makes sure the records topic exists before the consumer waits for it (the producer would auto-create it with the
+ * broker's default), with message.timestamp.type=LogAppendTime. Exported for tests.
+ */
+export async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, partitions: number, logger: Logger, signal: AbortSignal): Promise<void> {
   const config = kafkaConfigFrom(new ParsedArgs({ ...args.values, brokers }, [], args.sources));
   const admin = new Kafka({ ...config, logLevel: logLevel.NOTHING, retry: { retries: 3 } }).admin();
   const deadline = Date.now() + 60_000;
@@ -247,8 +269,13 @@ async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, p
       await admin.connect();
       const topics = await admin.listTopics();
       if (!topics.includes(topic)) {
-        await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
-        logger.info({ topic, partitions }, 'created the records topic');
+        // LogAppendTime: the broker's clock, not the sender's, is each record's Kafka timestamp, which bounds how far
+        // ahead the consumer lets a record's time_ns go (--max-clock-ahead) — so neither a host whose clock is ahead
+        // nor a record forged on the broker can choose its own time.
+        await admin.createTopics({ topics: [{ topic, numPartitions: partitions, configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }] }], waitForLeaders: true });
+        logger.info({ topic, partitions, timestampType: 'LogAppendTime' }, 'created the records topic');
+      } else {
+        await reportTimestampType(admin, topic, logger);
       }
       await admin.disconnect();
       return;
