@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   broker: { summary: 'run the bundled single-node Kafka-protocol broker', load: async () => (await import('../broker/cli')).command },
   top: { summary: 'live per-process/connection/netns traffic straight from the kernel', load: async () => (await import('../producer/cmd-top')).command },
   usage: { summary: 'traffic history and billing exports from InfluxDB', load: async () => (await import('../consumer/cmd-usage')).command },
+  dashboard: { summary: 'serve the traffic dashboard web page over InfluxDB (loopback)', load: async () => (await import('../dashboard/cmd-dashboard')).command },
   capture: { summary: 'dump decoded kernel records as JSON lines (debugging)', load: async () => (await import('../producer/cmd-capture')).command },
 };
 

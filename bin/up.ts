@@ -6,11 +6,16 @@ import { createWriteStream, mkdirSync, readFileSync, rmSync } from 'fs';
 import { connect } from 'net';
 import { join, resolve } from 'path';
 import { createInterface } from 'readline';
+import { ConfigResourceTypes, type Admin } from 'kafkajs';
 import pino from 'pino';
-import { ParsedArgs, type CommandSpec, type OptionSpec } from '../lib/args';
+import { ParsedArgs, parseArgs, type CommandSpec, type OptionSpec } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
 import { createKafkaClient, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
+import { InfluxClient, influxConfigFrom } from '../consumer/influx';
+import type { PipelineStatus } from '../dashboard/api';
+import { DASHBOARD_INFLUX_OPTIONS } from '../dashboard/cmd-dashboard';
+import { checkListenAddress, startDashboard } from '../dashboard/server';
 import { createLogger, type Logger } from '../lib/log';
 import { retry } from '../lib/retry';
 import { startLocalInflux, type LocalInflux } from './influxd';
@@ -44,6 +49,8 @@ const spec: CommandSpec = {
     { name: 'pin-dir', type: 'string', env: 'NETTALLY_PIN_DIR', default: '/sys/fs/bpf/nettally-up', help: 'bpffs directory for the producer\'s pinned maps; removed on exit unless it existed before' },
     { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: '5s', min: 100, help: 'kernel flush interval of connection counters, and how often the consumer writes windows' },
     { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: '2s', min: 200, help: 'how often the status line is printed' },
+    { name: 'dashboard', type: 'bool', env: 'NETTALLY_DASHBOARD', default: true, help: 'serve the dashboard (nettally dashboard) in this process; --no-dashboard to not' },
+    { name: 'dashboard-listen', type: 'string', env: 'NETTALLY_DASHBOARD_LISTEN', default: '127.0.0.1:8087', help: 'address of the dashboard page, loopback only (it has no authentication; port 0: any free port)' },
   ],
   examples: [
     'sudo ./nettally up',
@@ -189,29 +196,72 @@ function fmt(v: number | undefined, unit = ''): string {
 
 /** One status line from the children's latest status logs (fields of producer/producer.ts and consumer/cmd-consumer.ts). */
 export function statusLine(uptimeMs: number, producer: Child, consumer: Child, query: string): string {
-  const p = producer.status;
-  const c = consumer.status;
+  const { producer: p, consumer: c } = pipelineStatus(producer, consumer);
   const up = Math.floor(uptimeMs / 1000);
   const clock = `${String(Math.floor(up / 3600)).padStart(2, '0')}:${String(Math.floor(up / 60) % 60).padStart(2, '0')}:${String(up % 60).padStart(2, '0')}`;
-  const out = num(p, 'records_out');
-  const prevOut = num(producer.prevStatus, 'records_out');
-  const rate = out !== undefined && prevOut !== undefined && producer.statusAt > producer.prevStatusAt ? ((out - prevOut) * 1000) / (producer.statusAt - producer.prevStatusAt) : undefined;
-  const kernel = typeof p.kernel === 'object' && p.kernel !== null ? (p.kernel as Status) : {};
-  const drops = num(kernel, 'ringbuf_drops');
-  const mapFull = (num(kernel, 'conn_map_full') ?? 0) + (num(kernel, 'iface_map_full') ?? 0);
   // An error state (authorization, missing topic) will not clear by itself: name it, not just "down".
-  const kafka = producer.statusAt === 0 || p.kafka_ok !== false ? '' : p.kafka_state === 'error' ? `, Kafka ERROR ${String(p.kafka_error_code)}` : ', Kafka DOWN';
-  const lastWindow = typeof c.last_window === 'string' ? c.last_window.replace(/\.000Z$/, 'Z') : '-';
-  const influx = typeof c.influx === 'string' && c.influx !== 'ok' ? `, InfluxDB ${c.influx}` : '';
+  const kafka = producer.statusAt === 0 || p.kafka_ok !== false ? '' : p.kafka_error !== undefined ? `, Kafka ERROR ${p.kafka_error}` : ', Kafka DOWN';
+  const lastWindow = c.last_window?.replace(/\.000Z$/, 'Z') ?? '-';
+  const influx = c.influx !== undefined && c.influx !== 'ok' ? `, InfluxDB ${c.influx}` : '';
   return (
-    `[up ${clock}] producer ${producer.ready ? '' : '(starting) '}${fmt(rate)} rec/s, kernel drops ${fmt(drops)}${mapFull ? `, map full ${mapFull}` : ''}, spool ${fmt(num(p, 'spool_bytes'), 'B')}${kafka}` +
-    ` | consumer ${consumer.ready ? '' : '(starting) '}${fmt(num(c, 'events_per_s'))} ev/s, lag ${fmt(num(c, 'lag'))}, last window ${lastWindow}${influx}` +
+    `[up ${clock}] producer ${p.ready ? '' : '(starting) '}${fmt(p.records_per_s)} rec/s, kernel drops ${fmt(p.kernel_drops)}${p.map_full ? `, map full ${p.map_full}` : ''}, spool ${fmt(p.spool_bytes, 'B')}${kafka}` +
+    ` | consumer ${c.ready ? '' : '(starting) '}${fmt(c.events_per_s)} ev/s, lag ${fmt(c.lag)}, last window ${lastWindow}${influx}` +
     ` | query: ${query}\n`
   );
 }
 
-/** Makes sure the records topic exists before the consumer waits for it (the producer would auto-create it with the broker's default). */
-async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, partitions: number, logger: Logger, signal: AbortSignal): Promise<void> {
+/** The pipeline's health from the children's latest status events: the status line's numbers, and the dashboard's. */
+export function pipelineStatus(producer: Child, consumer: Child): PipelineStatus {
+  const p = producer.status;
+  const c = consumer.status;
+  const out = num(p, 'records_out');
+  const prevOut = num(producer.prevStatus, 'records_out');
+  const kernel = typeof p.kernel === 'object' && p.kernel !== null ? (p.kernel as Status) : {};
+  return {
+    as_of_ms: Math.max(producer.statusAt, consumer.statusAt) || Date.now(),
+    producer: {
+      ready: producer.ready,
+      records_per_s: out !== undefined && prevOut !== undefined && producer.statusAt > producer.prevStatusAt ? ((out - prevOut) * 1000) / (producer.statusAt - producer.prevStatusAt) : undefined,
+      kernel_drops: num(kernel, 'ringbuf_drops'),
+      map_full: (num(kernel, 'conn_map_full') ?? 0) + (num(kernel, 'iface_map_full') ?? 0),
+      spool_bytes: num(p, 'spool_bytes'),
+      kafka_ok: typeof p.kafka_ok === 'boolean' ? p.kafka_ok : undefined,
+      kafka_error: p.kafka_state === 'error' ? String(p.kafka_error_code) : undefined,
+    },
+    consumer: {
+      ready: consumer.ready,
+      events_per_s: num(c, 'events_per_s'),
+      lag: num(c, 'lag'),
+      last_window: typeof c.last_window === 'string' ? c.last_window : undefined,
+      influx: typeof c.influx === 'string' ? c.influx : undefined,
+    },
+  };
+}
+
+/** An existing records topic is left as it is (its settings are its operator's); up only says what it has. */
+async function reportTimestampType(admin: Admin, topic: string, logger: Logger): Promise<void> {
+  try {
+    const res = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['message.timestamp.type'] }] });
+    const type = res.resources[0]?.configEntries.find((e) => e.configName === 'message.timestamp.type')?.configValue;
+    if (type === 'LogAppendTime') logger.info({ topic, timestampType: type }, 'the records topic exists');
+    else {
+      logger.warn(
+        { topic, timestampType: type ?? 'unknown' },
+        `the records topic exists with message.timestamp.type=${type ?? 'unknown'}: producers' clocks (or forged records) set the Kafka timestamps; ` +
+          'up does not change an existing topic — set message.timestamp.type=LogAppendTime on it (Apache Kafka: kafka-configs --alter --entity-type topics ' +
+          `--entity-name ${topic} --add-config message.timestamp.type=LogAppendTime), or remove it to let up recreate it`,
+      );
+    }
+  } catch (e) {
+    logger.warn({ topic, err: (e as Error).message }, 'cannot read the records topic\'s message.timestamp.type (DescribeConfigs); leaving the topic as it is');
+  }
+}
+
+/**
+ * Makes sure the records topic exists before the consumer waits for it (the producer would auto-create it with the
+ * broker's default), with message.timestamp.type=LogAppendTime. Exported for tests.
+ */
+export async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, partitions: number, logger: Logger, signal: AbortSignal): Promise<void> {
   const config = kafkaConfigFrom(new ParsedArgs({ ...args.values, brokers }, [], args.sources));
   const admin = createKafkaClient(config, { retry: { retries: 3 } }).admin();
   const deadline = Date.now() + 60_000;
@@ -222,8 +272,13 @@ async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, p
           await admin.connect();
           const topics = await admin.listTopics();
           if (!topics.includes(topic)) {
-            await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
-            logger.info({ topic, partitions }, 'created the records topic');
+            // LogAppendTime: the broker's clock, not the sender's, is each record's Kafka timestamp, which bounds how far
+            // ahead the consumer lets a record's time_ns go (--max-clock-ahead) — so neither a host whose clock is ahead
+            // nor a record forged on the broker can choose its own time.
+            await admin.createTopics({ topics: [{ topic, numPartitions: partitions, configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }] }], waitForLeaders: true });
+            logger.info({ topic, partitions, timestampType: 'LogAppendTime' }, 'created the records topic');
+          } else {
+            await reportTimestampType(admin, topic, logger);
           }
           await admin.disconnect();
         } catch (e) {
@@ -273,6 +328,8 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   if (!isPinDirPath(pinDir, BPFFS)) throw configError('--pin-dir (env NETTALLY_PIN_DIR)', `must be a directory under ${BPFFS}/, got ${JSON.stringify(pinDir)}`);
   const external = args.list('brokers');
   const listen = parseHostPort('--kafka-listen (env NETTALLY_BROKER_LISTEN)', args.str('kafka-listen'));
+  const dashboardListen = args.bool('dashboard') ? parseHostPort('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', args.str('dashboard-listen')) : undefined;
+  if (dashboardListen) checkListenAddress('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', dashboardListen.host);
   const brokers = external.length > 0 ? external : [`${listen.host}:${listen.port}`];
   const topic = args.str('topic');
   const db = args.str('influx-db');
@@ -367,9 +424,11 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   };
   process.once('exit', cleanUpNow);
 
+  let dashboard: { url: string; close(): Promise<void> } | undefined;
   let stopping: Promise<void> | undefined;
   const shutdown = (): Promise<void> => (stopping ??= stopAll());
   const stopAll = async (): Promise<void> => {
+    await dashboard?.close();
     // Producer first (it ships the kernel's last counters to Kafka), then the consumer (final write + commit), then servers.
     for (const name of ['producer', 'consumer', 'broker']) {
       const c = children.find((x) => x.name === name);
@@ -462,11 +521,29 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       (r) => (typeof r.msg === 'string' && r.msg.startsWith('capture attached')) || r.msg === 'status',
     );
     children.push(producer);
+    if (dashboardListen) {
+      // In this process: the page shows the children's status (records/s, drops, spool, lag) besides InfluxDB's view.
+      const influxArgs = parseArgs({ name: 'up', summary: '', options: DASHBOARD_INFLUX_OPTIONS }, ['--influx-url', influxUrl, '--influx-db', db]) as ParsedArgs;
+      try {
+        dashboard = await startDashboard({
+          client: new InfluxClient(influxConfigFrom(influxArgs)),
+          ...dashboardListen,
+          setting: '--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)',
+          logger: logger.child({ component: 'dashboard' }),
+          pipeline: () => pipelineStatus(producer, consumer),
+        });
+      } catch (e) {
+        // The page is an extra: a busy default port (another up, another program) must not stop the counting.
+        // An address the user asked for is theirs to fix, so that fails.
+        if (args.sources['dashboard-listen'] !== 'default') throw e;
+        logger.warn({ err: (e as Error).message }, 'dashboard not started; set --dashboard-listen to another address (or --no-dashboard)');
+      }
+    }
 
     const query = `nettally usage --influx-url ${influxUrl}${db === 'nettally' ? '' : ` --influx-db ${db}`}`;
     say(
       `nettally up: Kafka ${brokers.join(',')}${external.length ? '' : ' (bundled broker)'}, topic ${topic}; InfluxDB ${influxUrl}${influx ? ' (local influxd)' : ''}, ` +
-        `database ${db}; logs in ${logDir}. Ctrl-C stops everything.\n`,
+        `database ${db}; logs in ${logDir}.${dashboard ? ` Dashboard: ${dashboard.url}` : ''} Ctrl-C stops everything.\n`,
     );
 
     const startedAt = Date.now();
@@ -475,7 +552,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     const tick = (): void => {
       if (!announced && producer.ready && consumer.ready) {
         announced = true;
-        say(`nettally up: ready — counting traffic (producer attached, consumer consuming). Query: ${query} --from -1h --group-by netns,port\n`);
+        say(`nettally up: ready — counting traffic (producer attached, consumer consuming). Query: ${query} --from -1h --group-by netns,port${dashboard ? ` — Dashboard: ${dashboard.url}` : ''}\n`);
       }
     };
     const readyPoll = setInterval(tick, 100);

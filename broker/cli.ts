@@ -3,7 +3,7 @@ import { resolve } from 'path';
 import { parseBytes, parseDuration, type CommandSpec, type ParsedArgs } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError } from '../lib/errors';
-import { BROKER_DEFAULTS, startBroker, type FsyncPolicy } from './index';
+import { BROKER_DEFAULTS, startBroker, type FsyncPolicy, type TimestampType } from './index';
 
 const spec: CommandSpec = {
   name: 'broker',
@@ -37,6 +37,9 @@ const spec: CommandSpec = {
     { name: 'max-partitions', type: 'int', env: 'NETTALLY_BROKER_MAX_PARTITIONS', default: BROKER_DEFAULTS.maxPartitions, min: 1, help: 'partitions across all topics (2 open files each); more are refused with POLICY_VIOLATION' },
     { name: 'max-partitions-per-topic', type: 'int', env: 'NETTALLY_BROKER_MAX_PARTITIONS_PER_TOPIC', default: BROKER_DEFAULTS.maxPartitionsPerTopic, min: 1, help: 'partitions of one topic; more are refused with INVALID_PARTITIONS' },
     { name: 'max-auto-created-topics', type: 'int', env: 'NETTALLY_BROKER_MAX_AUTO_CREATED_TOPICS', default: BROKER_DEFAULTS.maxAutoCreatedTopics, min: 0, help: 'topics that metadata requests may auto-create; more are refused with POLICY_VIOLATION' },
+    { name: 'message-timestamp-type', type: 'enum', env: 'NETTALLY_BROKER_MESSAGE_TIMESTAMP_TYPE', choices: ['CreateTime', 'LogAppendTime'], default: BROKER_DEFAULTS.messageTimestampType, help: "timestamps of topics without their own message.timestamp.type: the client's (CreateTime) or the broker clock at append (LogAppendTime) (Kafka's log.message.timestamp.type)" },
+    { name: 'message-timestamp-after-max', type: 'string', env: 'NETTALLY_BROKER_MESSAGE_TIMESTAMP_AFTER_MAX', default: '1h', help: "CreateTime: a record more than this ahead of the broker clock is refused with INVALID_TIMESTAMP; -1 unlimited (Kafka's log.message.timestamp.after.max.ms)" },
+    { name: 'message-timestamp-before-max', type: 'string', env: 'NETTALLY_BROKER_MESSAGE_TIMESTAMP_BEFORE_MAX', default: '-1', help: "CreateTime: a record more than this behind the broker clock is refused with INVALID_TIMESTAMP; -1 unlimited (Kafka's log.message.timestamp.before.max.ms)" },
     { name: 'allow-remote', type: 'bool', env: 'NETTALLY_BROKER_ALLOW_REMOTE', default: false, help: 'allow --listen on a non-loopback address (the broker has NO authentication: anyone who reaches it can read and write)' },
   ],
   examples: [
@@ -66,6 +69,8 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const dataDir = resolve(args.str('data-dir'));
   const retentionMs = limit(args, 'retention', 'NETTALLY_BROKER_RETENTION', parseDuration, 'a duration such as 7d or 12h');
   const retentionBytes = limit(args, 'retention-bytes', 'NETTALLY_BROKER_RETENTION_BYTES', parseBytes, 'a size such as 10GiB');
+  const timestampAfterMaxMs = limit(args, 'message-timestamp-after-max', 'NETTALLY_BROKER_MESSAGE_TIMESTAMP_AFTER_MAX', parseDuration, 'a duration such as 1h or 10m');
+  const timestampBeforeMaxMs = limit(args, 'message-timestamp-before-max', 'NETTALLY_BROKER_MESSAGE_TIMESTAMP_BEFORE_MAX', parseDuration, 'a duration such as 7d');
   const logger = ctx.logger.child({ component: 'broker' });
   let broker;
   try {
@@ -92,6 +97,9 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       maxPartitions: args.num('max-partitions'),
       maxPartitionsPerTopic: args.num('max-partitions-per-topic'),
       maxAutoCreatedTopics: args.num('max-auto-created-topics'),
+      messageTimestampType: args.str('message-timestamp-type') as TimestampType,
+      messageTimestampAfterMaxMs: timestampAfterMaxMs,
+      messageTimestampBeforeMaxMs: timestampBeforeMaxMs,
       allowRemote: args.bool('allow-remote'),
       logger,
     });

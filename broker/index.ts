@@ -6,9 +6,10 @@ import { configError } from '../lib/errors';
 import { silentLogger, type Logger } from '../lib/log';
 import { GROUP_SESSION_DEFAULTS } from './groups';
 import type { FsyncPolicy } from './log';
-import { Broker, type BrokerConfig } from './server';
+import { Broker, type BrokerConfig, type TimestampType } from './server';
 
 export type { FsyncPolicy } from './log';
+export type { TimestampType } from './server';
 
 export interface BrokerOptions {
   /** Data directory (created if missing). Required: the broker is durable by design. */
@@ -49,6 +50,11 @@ export interface BrokerOptions {
   maxAutoCreatedTopics?: number;
   /** Listen on a non-loopback address. The broker has no authentication: off by default. */
   allowRemote?: boolean;
+  /** log.message.timestamp.type for topics without their own (default CreateTime, as Kafka). */
+  messageTimestampType?: TimestampType;
+  /** log.message.timestamp.after.max.ms (default 1 h, Kafka 4.0) / before.max.ms (default -1 = unlimited). */
+  messageTimestampAfterMaxMs?: number;
+  messageTimestampBeforeMaxMs?: number;
   autoCreateTopics?: boolean;
   /** How often retention runs (default 30 s). */
   retentionCheckMs?: number;
@@ -86,6 +92,9 @@ export const BROKER_DEFAULTS = {
   maxPartitions: 5000,
   maxPartitionsPerTopic: 1000,
   maxAutoCreatedTopics: 100,
+  messageTimestampType: 'CreateTime' as TimestampType,
+  messageTimestampAfterMaxMs: 3_600_000,
+  messageTimestampBeforeMaxMs: -1,
   retentionCheckMs: 30_000,
 };
 
@@ -156,6 +165,9 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     maxPartitions: options.maxPartitions ?? BROKER_DEFAULTS.maxPartitions,
     maxPartitionsPerTopic: options.maxPartitionsPerTopic ?? BROKER_DEFAULTS.maxPartitionsPerTopic,
     maxAutoCreatedTopics: options.maxAutoCreatedTopics ?? BROKER_DEFAULTS.maxAutoCreatedTopics,
+    messageTimestampType: options.messageTimestampType ?? BROKER_DEFAULTS.messageTimestampType,
+    messageTimestampAfterMaxMs: options.messageTimestampAfterMaxMs ?? BROKER_DEFAULTS.messageTimestampAfterMaxMs,
+    messageTimestampBeforeMaxMs: options.messageTimestampBeforeMaxMs ?? BROKER_DEFAULTS.messageTimestampBeforeMaxMs,
     autoCreateTopics: options.autoCreateTopics ?? true,
     retentionCheckMs: options.retentionCheckMs ?? BROKER_DEFAULTS.retentionCheckMs,
     logger: options.logger ?? silentLogger,

@@ -4,7 +4,8 @@ import * as fs from 'fs';
 import * as net from 'net';
 import { join, resolve } from 'path';
 import type { Logger } from '../lib/log';
-import { splitBatches, type BatchInfo } from './batch';
+import { gunzipSync } from 'zlib';
+import { ATTR, BATCH, recordTimestampRange, setMaxTimestamp, splitBatches, type BatchInfo } from './batch';
 import { GroupCoordinator, OffsetStore } from './groups';
 import { PartitionLog, type FsyncPolicy, type LogConfig } from './log';
 import {
@@ -53,10 +54,21 @@ export interface BrokerConfig {
   maxPartitions: number;
   maxPartitionsPerTopic: number;
   maxAutoCreatedTopics: number;
+  /** Kafka's log.message.timestamp.type: CreateTime keeps the client's timestamps, LogAppendTime stamps the broker clock. */
+  messageTimestampType: TimestampType;
+  /** Kafka's log.message.timestamp.after.max.ms / before.max.ms (CreateTime only); -1: unlimited. */
+  messageTimestampAfterMaxMs: number;
+  messageTimestampBeforeMaxMs: number;
   autoCreateTopics: boolean;
   retentionCheckMs: number;
   logger: Logger;
 }
+
+export type TimestampType = 'CreateTime' | 'LogAppendTime';
+/** How Kafka writes "unlimited" for the timestamp bounds (Long.MAX_VALUE). */
+const KAFKA_UNLIMITED = '9223372036854775807';
+/** Largest decompressed gzip record set the timestamp check inflates; larger ones are judged by their header. */
+const MAX_INFLATED_BYTES = 64 << 20;
 
 interface TopicConfig {
   partitions: number;
@@ -67,6 +79,10 @@ interface TopicConfig {
   maxMessageBytes?: number | null;
   /** Created by a Metadata request (counts against --max-auto-created-topics). Absent in older topic.json. */
   autoCreated?: boolean;
+  /** Topic-level message.timestamp.type / .after.max.ms / .before.max.ms (null or absent: the broker's; -1 unlimited). */
+  timestampType?: TimestampType | null;
+  timestampAfterMaxMs?: number | null;
+  timestampBeforeMaxMs?: number | null;
 }
 
 /** Counters of refused work (tests and logs). */
@@ -76,6 +92,8 @@ export interface BrokerStats {
   idleClosed: number;
   tooLargeBatches: number;
   refusedTopics: number;
+  /** Produced record sets refused with INVALID_TIMESTAMP. */
+  invalidTimestamps: number;
 }
 
 interface Topic {
@@ -108,6 +126,29 @@ function mkdirs(dir: string): void {
   if (!fs.statSync(dir).isDirectory()) throw Object.assign(new Error(`${dir} is not a directory`), { code: 'ENOTDIR' });
 }
 
+/** Topic configs CreateTopics understands: a bad value for one is INVALID_CONFIG (others are ignored). */
+const TOPIC_CONFIG_NAMES = [
+  'retention.ms',
+  'retention.bytes',
+  'segment.bytes',
+  'max.message.bytes',
+  'cleanup.policy',
+  'message.timestamp.type',
+  'message.timestamp.after.max.ms',
+  'message.timestamp.before.max.ms',
+];
+
+/** A timestamp bound as Kafka writes it (decimal ms, Long.MAX_VALUE = unlimited) to ours (-1 = unlimited). */
+function timestampBound(text: string): number {
+  const n = Number(text);
+  return n > Number.MAX_SAFE_INTEGER ? -1 : n;
+}
+
+/** Ours back to Kafka's spelling, for DescribeConfigs. */
+function showBound(ms: number | string): string {
+  return ms === -1 ? KAFKA_UNLIMITED : String(ms);
+}
+
 /** Every handler calls this once its request is parsed, before acting on it: leftovers mean a garbled request. */
 function endOfRequest(r: Reader): void {
   if (r.remaining !== 0) throw new ProtocolError(`${r.remaining} unexpected trailing bytes`);
@@ -134,7 +175,7 @@ export class Broker {
   private lockPath: string | null = null;
   private port = 0;
   private readonly log: Logger;
-  private readonly counters: BrokerStats = { connections: 0, refusedConnections: 0, idleClosed: 0, tooLargeBatches: 0, refusedTopics: 0 };
+  private readonly counters: BrokerStats = { connections: 0, refusedConnections: 0, idleClosed: 0, tooLargeBatches: 0, refusedTopics: 0, invalidTimestamps: 0 };
   /** Refused connections not yet logged: one warning per burst, not one per connection (a flood must not flood the log). */
   private refusedUnlogged = 0;
   private refusedLogTimer: NodeJS.Timeout | null = null;
@@ -506,6 +547,9 @@ export class Broker {
       segmentBytes: config.segmentBytes ?? null,
       maxMessageBytes: config.maxMessageBytes ?? null,
       autoCreated: config.autoCreated ?? false,
+      timestampType: config.timestampType ?? null,
+      timestampAfterMaxMs: config.timestampAfterMaxMs ?? null,
+      timestampBeforeMaxMs: config.timestampBeforeMaxMs ?? null,
     };
     const logs: PartitionLog[] = [];
     try {
@@ -527,7 +571,7 @@ export class Broker {
     fs.renameSync(tmp, join(dir, 'topic.json'));
     const t = { name, config: tc, partitions: logs };
     this.topics.set(name, t);
-    this.log.info({ topic: name, partitions }, 'created topic');
+    this.log.info({ topic: name, partitions, timestampType: tc.timestampType ?? this.cfg.messageTimestampType }, 'created topic');
     return t;
   }
 
@@ -662,11 +706,29 @@ export class Broker {
           res.error = ErrorCode.RECORD_LIST_TOO_LARGE;
           continue;
         }
+        const logAppendTime = (topic.config.timestampType ?? this.cfg.messageTimestampType) === 'LogAppendTime';
+        const now = Date.now();
+        const ts = this.checkTimestamps(p.records, batches, topic, logAppendTime, now);
+        if (ts.error !== ErrorCode.NONE) {
+          res.error = ts.error;
+          if (ts.error === ErrorCode.INVALID_TIMESTAMP) this.counters.invalidTimestamps++;
+          this.log.warn({ peer, topic: t.name, partition: p.index, reason: ts.reason }, 'refused produce: ' + ts.reason);
+          continue;
+        }
         const seq = this.checkSequences(log, batches);
         if (seq.error !== ErrorCode.NONE || seq.duplicateOffset >= 0) {
           res.error = seq.error;
           res.baseOffset = seq.duplicateOffset;
           continue;
+        }
+        // As Kafka's LogValidator: LogAppendTime stamps every batch with the broker clock; CreateTime batches whose
+        // header misstates their records' newest timestamp (or claims LogAppendTime) are corrected.
+        for (const b of batches) {
+          const fix = logAppendTime ? now : ts.fixes.get(b);
+          if (fix === undefined) continue;
+          setMaxTimestamp(p.records, b.position, logAppendTime, fix);
+          b.maxTimestamp = fix;
+          b.attributes = p.records.readInt16BE(b.position + BATCH.ATTRIBUTES);
         }
         try {
           res.baseOffset = log.append(p.records, batches);
@@ -698,6 +760,60 @@ export class Broker {
     });
     w.int32(0);
     return w.toBuffer();
+  }
+
+  /**
+   * Kafka's timestamp validation of a produced record set (LogValidator): with CreateTime every record's timestamp
+   * (firstTimestamp + timestampDelta; -1 = none) must lie within [now − before.max.ms, now + after.max.ms], else the
+   * whole set is INVALID_TIMESTAMP. Records are read for uncompressed and gzip batches (gzip inflated with zlib, at
+   * most MAX_INFLATED_BYTES); other codecs (snappy, lz4, zstd), which the broker does not decompress, are judged by
+   * their header's first and max timestamps. Records that do not parse are CORRUPT_MESSAGE. `fixes`: CreateTime
+   * batches whose MaxTimestamp or type bit must be rewritten to the records' newest timestamp.
+   */
+  private checkTimestamps(
+    set: Buffer,
+    batches: BatchInfo[],
+    topic: Topic,
+    logAppendTime: boolean,
+    now: number,
+  ): { error: number; reason: string; fixes: Map<BatchInfo, number> } {
+    const fixes = new Map<BatchInfo, number>();
+    const ok = { error: ErrorCode.NONE as number, reason: '', fixes };
+    const after = topic.config.timestampAfterMaxMs ?? this.cfg.messageTimestampAfterMaxMs;
+    const before = topic.config.timestampBeforeMaxMs ?? this.cfg.messageTimestampBeforeMaxMs;
+    const outOfRange = (ts: number): boolean => ts !== -1 && ((after >= 0 && ts - now > after) || (before >= 0 && now - ts > before));
+    const invalid = (ts: number): { error: number; reason: string; fixes: Map<BatchInfo, number> } => ({
+      error: ErrorCode.INVALID_TIMESTAMP,
+      reason: `record timestamp ${ts} is outside [now - message.timestamp.before.max.ms, now + message.timestamp.after.max.ms] = [${before < 0 ? '-inf' : now - before}, ${after < 0 ? 'inf' : now + after}]`,
+      fixes,
+    });
+    for (const b of batches) {
+      const codec = b.attributes & ATTR.CODEC_MASK;
+      // A LogAppendTime topic replaces every timestamp: only uncompressed records are still checked for framing.
+      if (logAppendTime && codec !== 0) continue;
+      const first = Number(set.readBigInt64BE(b.position + BATCH.FIRST_TIMESTAMP));
+      let region: Buffer | null = null;
+      if (codec === 0) region = set.subarray(b.position + BATCH.HEADER_SIZE, b.position + b.size);
+      else if (codec === ATTR.CODEC_GZIP) {
+        try {
+          region = gunzipSync(set.subarray(b.position + BATCH.HEADER_SIZE, b.position + b.size), { maxOutputLength: MAX_INFLATED_BYTES });
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ERR_BUFFER_TOO_LARGE') return { error: ErrorCode.CORRUPT_MESSAGE, reason: `gzip records do not inflate: ${(err as Error).message}`, fixes };
+          this.log.warn({ topic: topic.name, bytes: b.size }, `gzip batch inflates beyond ${MAX_INFLATED_BYTES} bytes; timestamps judged by its header`);
+        }
+      }
+      if (region === null) {
+        // Not decompressed: the header's timestamps are all there is (readers of such a batch use them too).
+        for (const ts of [first, b.maxTimestamp]) if (outOfRange(ts)) return invalid(ts);
+        continue;
+      }
+      const range = recordTimestampRange(region, 0, region.length, b.recordCount, first);
+      if (range === 'corrupt') return { error: ErrorCode.CORRUPT_MESSAGE, reason: 'records do not match the batch header (Record v2 framing)', fixes };
+      if (logAppendTime) continue;
+      for (const ts of [range.min, range.max]) if (outOfRange(ts)) return invalid(ts);
+      if (b.maxTimestamp !== range.max || (b.attributes & ATTR.LOG_APPEND_TIME) !== 0) fixes.set(b, range.max);
+    }
+    return ok;
   }
 
   private checkSequences(log: PartitionLog, batches: BatchInfo[]): { error: number; duplicateOffset: number } {
@@ -877,9 +993,12 @@ export class Broker {
         else if (c.name === 'segment.bytes' && Number.isInteger(n) && n >= 1024) config.segmentBytes = n;
         else if (c.name === 'max.message.bytes' && Number.isInteger(n) && n >= 0 && n <= 2 ** 31 - 1) config.maxMessageBytes = n;
         else if (c.name === 'cleanup.policy' && c.value === 'delete') continue;
-        else if (['retention.ms', 'retention.bytes', 'segment.bytes', 'max.message.bytes', 'cleanup.policy'].includes(c.name)) {
+        else if (c.name === 'message.timestamp.type' && (c.value === 'CreateTime' || c.value === 'LogAppendTime')) config.timestampType = c.value;
+        else if (c.name === 'message.timestamp.after.max.ms' && c.value !== null && /^\d{1,19}$/.test(c.value)) config.timestampAfterMaxMs = timestampBound(c.value);
+        else if (c.name === 'message.timestamp.before.max.ms' && c.value !== null && /^\d{1,19}$/.test(c.value)) config.timestampBeforeMaxMs = timestampBound(c.value);
+        else if (TOPIC_CONFIG_NAMES.includes(c.name)) {
           error = ErrorCode.INVALID_CONFIG;
-          message = `unsupported value ${JSON.stringify(c.value)} for ${c.name}`;
+          message = `unsupported value ${JSON.stringify(c.value)} for ${c.name}${c.name === 'message.timestamp.type' ? ' (CreateTime or LogAppendTime)' : c.name.startsWith('message.timestamp.') ? ' (milliseconds, 0..9223372036854775807)' : ''}`;
         }
         // Other topic configs (min.insync.replicas, compression.type, ...) do not apply to one node: ignored.
       }
@@ -916,10 +1035,17 @@ export class Broker {
   /** The topic-level settings of a topic: value, and whether the topic overrides the broker's. */
   private topicConfigs(t: Topic): [string, string, boolean][] {
     const c = t.config;
-    const entry = (name: string, own: number | null | undefined, broker: number): [string, string, boolean] => [name, String(own ?? broker), own !== null && own !== undefined];
+    const entry = (name: string, own: number | string | null | undefined, broker: number | string, show: (v: number | string) => string = String): [string, string, boolean] => [
+      name,
+      show(own ?? broker),
+      own !== null && own !== undefined,
+    ];
     return [
       ['cleanup.policy', 'delete', false],
       entry('max.message.bytes', c.maxMessageBytes, this.cfg.maxMessageBytes),
+      entry('message.timestamp.after.max.ms', c.timestampAfterMaxMs, this.cfg.messageTimestampAfterMaxMs, showBound),
+      entry('message.timestamp.before.max.ms', c.timestampBeforeMaxMs, this.cfg.messageTimestampBeforeMaxMs, showBound),
+      entry('message.timestamp.type', c.timestampType, this.cfg.messageTimestampType),
       entry('retention.bytes', c.retentionBytes, this.cfg.retentionBytes),
       entry('retention.ms', c.retentionMs, this.cfg.retentionMs),
       entry('segment.bytes', c.segmentBytes, this.cfg.segmentBytes),
@@ -936,6 +1062,9 @@ export class Broker {
         ['fetch.max.bytes', c.fetchMaxBytes],
         ['group.max.session.timeout.ms', c.groupMaxSessionTimeoutMs],
         ['group.min.session.timeout.ms', c.groupMinSessionTimeoutMs],
+        ['log.message.timestamp.after.max.ms', showBound(c.messageTimestampAfterMaxMs)],
+        ['log.message.timestamp.before.max.ms', showBound(c.messageTimestampBeforeMaxMs)],
+        ['log.message.timestamp.type', c.messageTimestampType],
         ['log.retention.bytes', c.retentionBytes],
         ['log.retention.ms', c.retentionMs],
         ['log.segment.bytes', c.segmentBytes],
@@ -943,7 +1072,7 @@ export class Broker {
         ['message.max.bytes', c.maxMessageBytes],
         ['num.partitions', c.defaultPartitions],
         ['socket.request.max.bytes', c.maxRequestBytes],
-      ] as [string, number | boolean][]
+      ] as [string, number | boolean | string][]
     ).map(([k, val]) => [k, String(val), false]);
   }
 

@@ -49,7 +49,7 @@ function mulberry32(seed: number): () => number {
 
 const COMMS = ['curl', 'nginx', 'postgres', 'ssh'];
 
-function hostIdOf(seed: number, h: number): string {
+export function hostIdOf(seed: number, h: number): string {
   return (seed.toString(16).padStart(8, '0') + h.toString(16).padStart(8, '0')).repeat(2);
 }
 

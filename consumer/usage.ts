@@ -26,6 +26,10 @@ export interface UsageQuery {
   toMs: number;
   windowMs: number;
   groupBy: GroupKey[];
+  /** Sum consecutive windows into buckets of this size (a multiple of windowMs; default windowMs): charts over long ranges. */
+  stepMs?: number;
+  /** Sum only these fields (default: all of the measurement's): each field read costs InfluxDB a full scan of it. */
+  fields?: readonly string[];
 }
 
 export interface UsageRow {
@@ -52,6 +56,19 @@ export function parseTime(setting: string, text: string, now = Date.now()): numb
   return ms;
 }
 
+/** Validated group-by choices for a measurement; the error names `setting` and the accepted values. */
+export function parseGroupBy(setting: string, groups: readonly string[], measurement: UsageQuery['measurement']): GroupKey[] {
+  for (const g of groups) {
+    if (!(g in GROUP_BY_TAGS)) throw configError(setting, `unknown group ${JSON.stringify(g)}; choose from ${Object.keys(GROUP_BY_TAGS).join(', ')}`);
+    const ifaceOnly = g === 'iface';
+    const trafficOnly = !['host', 'netns', 'iface'].includes(g);
+    if ((measurement === 'traffic' && ifaceOnly) || (measurement === 'iface' && trafficOnly)) {
+      throw configError(setting, `${g} does not apply to --measurement ${measurement}`);
+    }
+  }
+  return groups as GroupKey[];
+}
+
 export function measurementName(q: Pick<UsageQuery, 'measurement' | 'windowMs'>): string {
   return `nettally_${q.measurement}_${sizeName(q.windowMs)}`;
 }
@@ -64,10 +81,10 @@ export function groupTags(q: Pick<UsageQuery, 'groupBy'>): string[] {
 
 /** The InfluxQL statements: sums per window and group, and which of those groups still hold non-final points. */
 export function buildQueries(q: UsageQuery): { sums: string; open: string } {
-  const fields = q.measurement === 'traffic' ? TRAFFIC_SUM_FIELDS : IFACE_SUM_FIELDS;
+  const fields = q.fields ?? (q.measurement === 'traffic' ? TRAFFIC_SUM_FIELDS : IFACE_SUM_FIELDS);
   const m = quoteIdent(measurementName(q));
   const where = `time >= ${q.fromMs}ms AND time < ${q.toMs}ms`;
-  const group = [`time(${q.windowMs}ms)`, ...groupTags(q).map(quoteIdent)].join(', ');
+  const group = [`time(${q.stepMs ?? q.windowMs}ms)`, ...groupTags(q).map(quoteIdent)].join(', ');
   const sel = fields.map((f) => `sum(${quoteIdent(f)}) AS ${quoteIdent(f)}`).join(', ');
   return {
     sums: `SELECT ${sel} FROM ${m} WHERE ${where} GROUP BY ${group} fill(none)`,
@@ -117,6 +134,17 @@ export function flatten(rows: readonly UsageRow[], extra?: (r: UsageRow) => Reco
 function csvCell(v: string | number | boolean): string {
   const s = String(v);
   return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** Billing rows (`usage --billing`): one per hour and group of an hourly query, with total_bytes. */
+export function billingCsv(rows: readonly UsageRow[], q: Pick<UsageQuery, 'groupBy'>): string {
+  const recs = flatten(rows, (r) => ({ total_bytes: (r.fields.tx_bytes ?? 0) + (r.fields.rx_bytes ?? 0) })).map(({ window, ...rest }) => ({ hour: window, ...rest }));
+  return formatRows(recs, ['hour', ...groupTags(q), 'tx_bytes', 'rx_bytes', 'total_bytes', 'final'], 'csv');
+}
+
+/** The billing query of `usage --billing --per host|netns`: the 1-hour traffic rollup per host or namespace. */
+export function billingQuery(fromMs: number, toMs: number, per: 'host' | 'netns'): UsageQuery {
+  return { measurement: 'traffic', fromMs, toMs, windowMs: 3_600_000, groupBy: [per], fields: ['tx_bytes', 'rx_bytes'] };
 }
 
 export function formatRows(recs: readonly Record<string, string | number | boolean>[], columns: readonly string[], format: 'table' | 'csv' | 'json'): string {

@@ -4,7 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # npm install, not npm ci: npm 11 writes lock files that its own `npm ci` rejects (optional platform packages).
-[ -d node_modules ] || npm install --no-audit --no-fund
+# Also after a pull or merge that changed the dependencies (npm writes node_modules/.package-lock.json).
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm install --no-audit --no-fund
+  touch node_modules/.package-lock.json  # an install that changed nothing must not run again on every build
+fi
 
 mkdir -p build
 # CO-RE: the kernel's own BTF gives vmlinux.h; the objects then relocate on any BTF kernel.

@@ -7,37 +7,17 @@ import * as fs from 'fs';
 import * as net from 'net';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
-import { ConfigResourceTypes, Kafka, logLevel } from 'kafkajs';
+import { ConfigResourceTypes, Kafka } from 'kafkajs';
 import { BATCH } from '../broker/batch';
 import { startBroker } from '../broker/index';
 import { ErrorCode } from '../broker/protocol';
 import { makeBatch } from './helpers/broker-batches';
 import { Conn, createTopic, fetchParts, metadata, produce } from './helpers/broker-wire';
-import { ensureBuilt, startBrokerProcess, startTestBroker, type BrokerProcess, type InProcessBroker } from './helpers/broker';
+import { ensureBuilt, startBrokerProcess, startTestBroker, type BrokerProcess } from './helpers/broker';
+import { broker, cleanups, conn, kafkaFor, protocolError, rejection } from './helpers/broker-scenario';
 
 const ROOT = resolve(__dirname, '..');
 const KAFKA_MESSAGE_MAX_BYTES = 1_048_588;
-
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function broker(opts: Parameters<typeof startTestBroker>[0] = {}): Promise<InProcessBroker> {
-  const b = await startTestBroker(opts);
-  cleanups.push(() => b.stop());
-  return b;
-}
-
-async function conn(port: number): Promise<Conn> {
-  const c = await Conn.open(port);
-  cleanups.push(() => c.close());
-  return c;
-}
-
-function kafkaFor(b: { address: string }): Kafka {
-  return new Kafka({ brokers: [b.address], clientId: 'limits-test', logLevel: logLevel.NOTHING, retry: { retries: 2, initialRetryTime: 100 } });
-}
 
 async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -50,23 +30,6 @@ async function until(what: string, cond: () => boolean | Promise<boolean>, timeo
 /** A batch of exactly `size` bytes on the wire (header + opaque payload). */
 function batchOfSize(size: number): Buffer {
   return makeBatch({ count: 1, payload: Buffer.alloc(size - BATCH.HEADER_SIZE, 0x61) });
-}
-
-/** The KafkaJSProtocolError in an error's cause chain (kafkajs wraps non-retriable ones). */
-function protocolError(err: unknown): { name: string; type: string; retriable: boolean } | undefined {
-  for (let e = err as { name?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
-    if (e.name === 'KafkaJSProtocolError') return e as { name: string; type: string; retriable: boolean };
-  }
-  return undefined;
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
 }
 
 async function highWatermarks(k: Kafka, topic: string): Promise<number[]> {
@@ -138,7 +101,7 @@ describe('message.max.bytes', () => {
 
   test('kafkajs gets MESSAGE_TOO_LARGE as a non-retriable KafkaJSProtocolError, and nothing is stored', async () => {
     const b = await broker();
-    const k = kafkaFor(b);
+    const k = kafkaFor(b, 'limits-test');
     const admin = k.admin();
     await admin.connect();
     await admin.createTopics({ topics: [{ topic: 'kjs-big' }, { topic: 'kjs-small', configEntries: [{ name: 'max.message.bytes', value: '10000' }] }] });
@@ -162,7 +125,7 @@ describe('message.max.bytes', () => {
 
 test('DescribeConfigs reports max.message.bytes per topic (override or broker value) and the broker limits', async () => {
   const b = await broker({ maxMessageBytes: 500_000 });
-  const admin = kafkaFor(b).admin();
+  const admin = kafkaFor(b, 'limits-test').admin();
   await admin.connect();
   cleanups.push(() => admin.disconnect());
   await admin.createTopics({ topics: [{ topic: 'own', configEntries: [{ name: 'max.message.bytes', value: '2000' }] }, { topic: 'inherits' }] });
@@ -323,7 +286,7 @@ describe('caps against local users', () => {
     expect((await createTopic(c, 't3', 3)).error).toBe(0);
     expect(b.broker.broker.listTopics().map((t) => t.name).sort()).toEqual(['auto-0', 'auto-1', 't3', 't5a']);
     // What kafkajs clients see: a non-retriable error, at once.
-    const k = kafkaFor(b);
+    const k = kafkaFor(b, 'limits-test');
     const producer = k.producer();
     await producer.connect();
     cleanups.push(() => producer.disconnect());
@@ -362,11 +325,11 @@ describe('caps against local users', () => {
     for (const d of dirs) expect(fs.existsSync(join(p.dataDir, 'topics', d, 'topic.json'))).toBe(true);
     expect(p.stderr()).toMatch(/refused to auto-create topic/);
     // Still serving: a kafkajs round trip on a topic that exists.
-    const producer = kafkaFor(p).producer();
+    const producer = kafkaFor(p, 'limits-test').producer();
     await producer.connect();
     cleanups.push(() => producer.disconnect());
     await producer.send({ topic: 'eight-0', acks: -1, messages: [{ value: 'ok', partition: 0 }] });
-    expect(await highWatermarks(kafkaFor(p), 'eight-0')).toEqual([1, 0, 0, 0, 0, 0, 0, 0]);
+    expect(await highWatermarks(kafkaFor(p, 'limits-test'), 'eight-0')).toEqual([1, 0, 0, 0, 0, 0, 0, 0]);
   }, 120_000);
 
   test('connections over --max-connections are closed at once and counted; an existing client keeps working', async () => {
@@ -408,14 +371,14 @@ describe('caps against local users', () => {
     expect(Date.now() - t).toBeGreaterThanOrEqual(2400);
     await c.closed;
     expect(b.broker.broker.stats().idleClosed).toBeGreaterThanOrEqual(1);
-    const producer = kafkaFor(b).producer();
+    const producer = kafkaFor(b, 'limits-test').producer();
     await producer.connect();
     cleanups.push(() => producer.disconnect());
     await producer.send({ topic: 'idle', acks: -1, messages: [{ value: 'a' }] });
     const closedBefore = b.broker.broker.stats().idleClosed;
     await until('the producer connection closed as idle', () => b.broker.broker.stats().idleClosed > closedBefore);
     await producer.send({ topic: 'idle', acks: -1, messages: [{ value: 'b' }] });
-    expect(await highWatermarks(kafkaFor(b), 'idle')).toEqual([2]);
+    expect(await highWatermarks(kafkaFor(b, 'limits-test'), 'idle')).toEqual([2]);
   });
 });
 

@@ -5,7 +5,7 @@ import { execFileSync, spawnSync } from 'child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'fs';
 import { connect } from 'net';
 import { tmpdir } from 'os';
-import { Kafka, logLevel } from 'kafkajs';
+import { ConfigResourceTypes, Kafka, logLevel } from 'kafkajs';
 import { join, resolve } from 'path';
 import { freePort } from '../bin/influxd';
 import { startTestBroker } from './helpers/broker';
@@ -489,8 +489,11 @@ test('KAFKA_BROKERS and INFLUX_URL: up uses those servers, starts neither, and l
   // up created the records topic with the partitions asked for (the broker auto-creates nothing here).
   const admin = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
-  const md = await admin.fetchTopicMetadata({ topics: [topic] }).finally(() => admin.disconnect());
+  const md = await admin.fetchTopicMetadata({ topics: [topic] });
   expect(md.topics[0]?.partitions.length).toBe(2);
+  // ... with the broker's clock as every record's Kafka timestamp (the consumer's bound on forged/ahead times).
+  const cfg = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['message.timestamp.type'] }] }).finally(() => admin.disconnect());
+  expect(cfg.resources[0]?.configEntries.map((e) => e.configValue)).toEqual(['LogAppendTime']);
   // Records flow into the external InfluxDB (the producer's own Kafka connection is traffic too).
   let points = 0;
   while (points === 0 && Date.now() < by) {
