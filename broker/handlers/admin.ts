@@ -143,7 +143,7 @@ export function createTopics(broker: Broker, v: number, r: Reader): Buffer {
 }
 
 /** The topic-level settings of a topic: value, and whether the topic overrides the broker's. */
-export function topicConfigs(broker: Broker, t: Topic): [string, string, boolean][] {
+function topicConfigs(broker: Broker, t: Topic): [string, string, boolean][] {
   const c = t.config;
   const entry = (name: string, own: number | string | null | undefined, broker: number | string, show: (v: number | string) => string = String): [string, string, boolean] => [
     name,
@@ -163,7 +163,7 @@ export function topicConfigs(broker: Broker, t: Topic): [string, string, boolean
 }
 
 /** The broker's settings under their Kafka names (what the flags set). */
-export function brokerConfigs(broker: Broker): [string, string, boolean][] {
+function brokerConfigs(broker: Broker): [string, string, boolean][] {
   const c = broker.cfg;
   return (
     [

@@ -4,7 +4,7 @@ import { ProtocolError, Reader } from '../protocol';
 import type { TimestampType } from '../server';
 
 /** How Kafka writes "unlimited" for the timestamp bounds (Long.MAX_VALUE). */
-export const KAFKA_UNLIMITED = '9223372036854775807';
+const KAFKA_UNLIMITED = '9223372036854775807';
 
 /** Largest decompressed gzip record set the timestamp check inflates; larger ones are judged by their header. */
 export const MAX_INFLATED_BYTES = 64 << 20;

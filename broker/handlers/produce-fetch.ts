@@ -123,7 +123,7 @@ export async function produce(broker: Broker, v: number, r: Reader, peer: string
  * their header's first and max timestamps. Records that do not parse are CORRUPT_MESSAGE. `fixes`: CreateTime
  * batches whose MaxTimestamp or type bit must be rewritten to the records' newest timestamp.
  */
-export function checkTimestamps(broker: Broker, 
+function checkTimestamps(broker: Broker, 
   set: Buffer,
   batches: BatchInfo[],
   topic: Topic,
@@ -169,7 +169,7 @@ export function checkTimestamps(broker: Broker,
   return ok;
 }
 
-export function checkSequences(log: PartitionLog, batches: BatchInfo[]): { error: number; duplicateOffset: number } {
+function checkSequences(log: PartitionLog, batches: BatchInfo[]): { error: number; duplicateOffset: number } {
   let duplicates = 0;
   let duplicateOffset = -1;
   for (const b of batches) {
