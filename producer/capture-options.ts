@@ -45,7 +45,7 @@ export const CAPTURE_OPTIONS: readonly OptionSpec[] = [
   {
     name: 'ring-buffer-bytes', type: 'bytes', env: 'NETTALLY_RING_BUFFER_BYTES', default: CAPTURE_DEFAULTS.ringBufferBytes,
     min: CAPTURE_LIMITS.ringBufferBytes.min, max: CAPTURE_LIMITS.ringBufferBytes.max, deprecated: { flags: ['ring-buffer'], env: ['NETTALLY_RING_BUFFER'] },
-    help: 'kernel ring buffer size, a power of two (when full, records wait; counters are never lost)',
+    help: 'kernel ring buffer size, a power of two (when full, records are dropped and counted; counters are not: the next flush carries them)',
   },
   {
     name: 'max-connections', type: 'int', env: 'NETTALLY_MAX_CONNECTIONS', default: CAPTURE_DEFAULTS.maxConnections,
