@@ -17,6 +17,7 @@ import type { PipelineStatus } from '../dashboard/api';
 import { DASHBOARD_INFLUX_OPTIONS } from '../dashboard/cmd-dashboard';
 import { checkListenAddress, startDashboard } from '../dashboard/server';
 import { createLogger, type Logger } from '../lib/log';
+import { CAPTURE_OPTIONS, captureSettingsAsFlags, captureSettingsFrom } from '../producer/capture-options';
 import { startLocalInflux, type LocalInflux } from './influxd';
 import { claimPins, isPinDirPath, type PinClaim } from './up-pins';
 
@@ -46,7 +47,8 @@ const spec: CommandSpec = {
     { name: 'influx-port', type: 'int', env: 'NETTALLY_INFLUX_PORT', default: 8086, min: 1, max: 65535, help: 'HTTP port of the local influxd on 127.0.0.1 (ignored with INFLUX_URL)' },
     { name: 'influx-db', type: 'string', env: 'INFLUX_DB', default: 'nettally', help: 'InfluxDB database for the rollups' },
     { name: 'pin-dir', type: 'string', env: 'NETTALLY_PIN_DIR', default: '/sys/fs/bpf/nettally-up', help: 'bpffs directory for the producer\'s pinned maps; removed on exit unless it existed before' },
-    { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: '5s', min: 100, help: 'kernel flush interval of connection counters, and how often the consumer writes windows' },
+    // The producer's capture settings, forwarded to it; --flush-interval also sets the consumer's write interval.
+    ...CAPTURE_OPTIONS.map((o) => (o.name === 'flush-interval' ? { ...o, help: `${o.help}; also how often the consumer writes windows` } : o)),
     { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: '2s', min: 200, help: 'how often the status line is printed' },
     { name: 'dashboard', type: 'bool', env: 'NETTALLY_DASHBOARD', default: true, help: 'serve the dashboard (nettally dashboard) in this process; --no-dashboard to not' },
     { name: 'dashboard-listen', type: 'string', env: 'NETTALLY_DASHBOARD_LISTEN', default: '127.0.0.1:8087', help: 'address of the dashboard page, loopback only (it has no authentication; port 0: any free port)' },
@@ -311,6 +313,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const logDir = join(dataDir, 'logs');
   const pinDir = args.str('pin-dir');
   if (!isPinDirPath(pinDir, BPFFS)) throw configError('--pin-dir (env NETTALLY_PIN_DIR)', `must be a directory under ${BPFFS}/, got ${JSON.stringify(pinDir)}`);
+  const capture = captureSettingsFrom(args); // validated before anything starts
   const external = args.list('brokers');
   const listen = parseHostPort('--kafka-listen (env NETTALLY_BROKER_LISTEN)', args.str('kafka-listen'));
   const dashboardListen = args.bool('dashboard') ? parseHostPort('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', args.str('dashboard-listen')) : undefined;
@@ -499,7 +502,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     children.push(consumer);
     const producer = startChild(
       'producer',
-      ['producer', '--state-dir', join(dataDir, 'producer'), '--pin-dir', pinDir, '--flush-interval', flushEvery, '--status-interval', statusEvery],
+      ['producer', '--state-dir', join(dataDir, 'producer'), ...captureSettingsAsFlags(capture), '--status-interval', statusEvery],
       env,
       logDir,
       logger,

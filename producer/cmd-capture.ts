@@ -2,6 +2,7 @@
 import type { CommandSpec } from '../lib/args';
 import type { Command } from '../lib/command';
 import { openCapture, type Capture, type KernelRecord } from './capture';
+import { CAPTURE_OPTIONS, captureSettingsFrom, checkSettings, pinDirOption } from './capture-options';
 
 const spec: CommandSpec = {
   name: 'capture',
@@ -14,13 +15,10 @@ const spec: CommandSpec = {
     { name: 'json', type: 'bool', help: 'one JSON object per line (otherwise one readable line per record)', default: false },
     { name: 'duration', type: 'duration', help: 'stop after this long (0 = until SIGINT/SIGTERM)', default: 0, min: 0 },
     { name: 'count', type: 'int', help: 'stop after this many records (0 = no limit)', default: 0, min: 0 },
-    { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', help: 'flush connections with unflushed bytes older than this', default: 5000, min: 10 },
-    { name: 'flush-threshold', type: 'bytes', env: 'NETTALLY_FLUSH_THRESHOLD', help: 'flush a connection once it has this many unflushed bytes', default: 16 * 1024 * 1024, min: 1 },
-    { name: 'ring-buffer', type: 'bytes', env: 'NETTALLY_RING_BUFFER', help: 'kernel ring buffer size (power of two)', default: 4 * 1024 * 1024, min: 4096 },
-    { name: 'iface-interval', type: 'duration', env: 'NETTALLY_IFACE_INTERVAL', help: 'emit per-interface counters this often (0 = never)', default: 10000, min: 0 },
-    { name: 'pin-dir', type: 'string', env: 'NETTALLY_PIN_DIR', help: 'bpffs directory for pinned maps (reused when present: counters continue)' },
+    ...CAPTURE_OPTIONS,
+    pinDirOption(undefined, 'bpffs directory for pinned maps, reused when present (counters continue); unset or "none": no pinning'),
     { name: 'snapshot', type: 'bool', help: 'print every tracked connection (flush_reason snapshot) first', default: false },
-    { name: 'check', type: 'bool', help: 'load and attach the kernel programs, then exit 0 (or fail saying why)', default: false },
+    { name: 'check', type: 'bool', help: 'load and attach the kernel programs with the settings above, then exit 0 (or fail saying why)', default: false },
   ],
   examples: ['sudo nettally capture --json --duration 10s', 'sudo nettally capture --check', 'sudo nettally capture --json --count 100 | jq .'],
 };
@@ -53,21 +51,14 @@ export const command: Command = {
   spec,
   async run(args, ctx) {
     const log = ctx.logger;
-    const cap: Capture = await openCapture(
-      {
-        flushIntervalMs: args.num('flush-interval'),
-        flushThresholdBytes: args.num('flush-threshold'),
-        ringBufferBytes: args.num('ring-buffer'),
-        ifaceIntervalMs: args.num('iface-interval'),
-        pinDir: args.optStr('pin-dir'),
-      },
-      log,
-    );
+    const settings = captureSettingsFrom(args);
     if (args.bool('check')) {
-      await cap.close();
-      ctx.stdout.write('nettally capture: kernel programs load and attach\n');
+      const check = checkSettings(settings);
+      await (await openCapture(check.settings, log)).close();
+      ctx.stdout.write(`nettally capture: kernel programs load and attach${check.note ? ` (${check.note})` : ''}\n`);
       return 0;
     }
+    const cap: Capture = await openCapture(settings, log);
     const json = args.bool('json');
     const limit = args.num('count');
     let printed = 0;

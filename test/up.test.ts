@@ -137,10 +137,10 @@ function usageByNetns(influxUrl: string): Map<string, { tx: number; rx: number; 
 test('up --help; bad settings named at start; without root it says so', () => {
   const help = spawnSync(process.execPath, [BIN, 'up', '--help'], { encoding: 'utf8' });
   expect(help.status).toBe(0);
-  for (const s of ['--data-dir', '--kafka-listen', 'KAFKA_BROKERS', 'INFLUX_URL', '--influx-port', '--pin-dir']) expect(help.stdout).toContain(s);
+  for (const s of ['--data-dir', '--kafka-listen', 'KAFKA_BROKERS', 'INFLUX_URL', '--influx-port', '--pin-dir', '--ring-buffer-bytes', '--max-connections', 'NETTALLY_FLUSH_THRESHOLD_BYTES']) expect(help.stdout).toContain(s);
   const dir = mkdtempSync(join(tmpdir(), 'nettally-up-bad-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  for (const [flag, value] of [['--kafka-listen', 'nonsense'], ['--pin-dir', '/tmp/not-bpffs'], ['--brokers', 'no-port'], ['--flush-interval', 'soon']]) {
+  for (const [flag, value] of [['--kafka-listen', 'nonsense'], ['--pin-dir', '/tmp/not-bpffs'], ['--brokers', 'no-port'], ['--flush-interval', 'soon'], ['--ring-buffer-bytes', '12KiB'], ['--max-connections', '10']]) {
     const r = spawnSync(process.execPath, [BIN, 'up', '--data-dir', dir, flag, value], { encoding: 'utf8', timeout: 30_000 });
     expect({ flag, code: r.status, err: r.stderr }).toEqual({ flag, code: 2, err: expect.stringContaining(flag) });
   }
@@ -172,7 +172,8 @@ test('traffic in namespaces reaches `nettally usage` exactly; Ctrl-C leaves noth
 
   // Started like a terminal would: its own process group, which gets the Ctrl-C.
   const upProc = spawnUp(
-    ['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--flush-interval', '1s', '--status-interval', '1s'],
+    ['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--flush-interval', '1s', '--status-interval', '1s',
+      '--max-connections', '65536', '--ring-buffer-bytes', '1MiB'],
     { wrapper: ['nsenter', `--mount=${nsFile}`] },
   );
   const up = upProc.child;
@@ -183,6 +184,16 @@ test('traffic in namespaces reaches `nettally usage` exactly; Ctrl-C leaves noth
     for (const p of processesMentioning([dataDir, `127.0.0.1:${kafkaPort}`, `127.0.0.1:${influxPort}`])) process.kill(Number(p.split(':')[0]), 'SIGKILL');
   });
   await waitReady(upProc);
+  // up hands its capture settings to the producer: its kernel capture opened with them.
+  const attached = async (): Promise<unknown[]> => {
+    const file = join(dataDir, 'logs', 'producer.log');
+    for (const until = Date.now() + 15_000; Date.now() < until; await sleep(200)) {
+      const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l.includes('"kernel capture attached"')) : [];
+      if (lines.length > 0) return lines.map((l) => JSON.parse(l) as unknown);
+    }
+    return [];
+  };
+  expect(await attached()).toEqual([expect.objectContaining({ maxConnections: 65536, ringBufferBytes: 1 << 20, flushIntervalMs: 1000, pinDir })]);
   // up mounted bpffs in its namespace (and only there), and nothing it does not need: no tracefs.
   expect(mountsOf(nsFile)).toEqual(expect.arrayContaining(['/sys/fs/bpf bpf']));
   expect(mountsOf(nsFile).filter((m) => / (tracefs|debugfs)$/.test(m))).toEqual([]);
