@@ -1,0 +1,234 @@
+#!/usr/bin/env node
+// Generates the TypeScript side of the record definitions, so each record's fields are written by hand only in
+// bpf/nettally.h (kernel layout), schemas/<kind>.avsc (wire contract) and producer/wire.ts (the mapping between them):
+//   producer/layout.generated.ts  <- bpf/nettally.h   (constants, struct sizes, field offsets and C types)
+//   schemas/types.generated.ts    <- schemas/*.avsc    (the wire record interfaces and the list of kinds)
+// Plain JavaScript (no build step) because scripts/build.sh runs it before tsc, and a fresh clone must type-check.
+//
+//   node scripts/gen-records.js              rewrite both files
+//   node scripts/gen-records.js --check      fail (exit 1) naming each stale file; writes nothing
+//   node scripts/gen-records.js --btf OBJ    also fail unless the header layout equals the BTF of the compiled
+//                                            object (what clang really laid out) for every nt_* struct in it
+//   --header FILE / --schemas DIR            read another header / schema folder (tests use a copy)
+'use strict';
+const { readFileSync, writeFileSync, readdirSync, existsSync } = require('fs');
+const { execFileSync } = require('child_process');
+const { join, relative } = require('path');
+
+const ROOT = join(__dirname, '..');
+const REGEN = 'node scripts/gen-records.js';
+const LAYOUT_OUT = join(ROOT, 'producer', 'layout.generated.ts');
+const TYPES_OUT = join(ROOT, 'schemas', 'types.generated.ts');
+
+class GenError extends Error {}
+
+// --- bpf/nettally.h -> producer/layout.generated.ts ---
+
+/** C scalar types the header may use: size (= alignment) in bytes and the name the TypeScript decoder reads them by. */
+const SCALARS = { __u8: [1, 'u8'], __u16: [2, 'u16'], __u32: [4, 'u32'], __u64: [8, 'u64'], char: [1, 'char'] };
+
+/** #define NT_<GROUP>_<NAME> <number> groups, by the TypeScript name they are exported under. */
+const GROUPS = { KIND: 'KernelKind', FLUSH: 'FlushReasonCode', DIR: 'Direction', F: 'ConnFlag', STAT: 'KernelStat' };
+
+function stripComments(src) {
+  return src.replace(/\/\*[\s\S]*?\*\//g, (c) => c.replace(/[^\n]/g, ' ')).replace(/\/\/[^\n]*/g, '');
+}
+
+/** Parses the header's numeric constants and structs; computes offsets with the C ABI's natural alignment. */
+function parseHeader(path) {
+  const src = stripComments(readFileSync(path, 'utf8'));
+  const constants = {};
+  for (const m of src.matchAll(/^#define\s+NT_([A-Z0-9]+)_([A-Z0-9_]+)\s+(0x[0-9a-fA-F]+|\d+)\s*$/gm)) {
+    const group = GROUPS[m[1]] ?? `NT_${m[1]}`;
+    (constants[group] ??= {})[m[2]] = Number(m[3]);
+  }
+  const structs = {};
+  for (const m of src.matchAll(/struct\s+(nt_\w+)\s*\{([^}]*)\}\s*;/g)) {
+    const [, name, body] = m;
+    const fields = [];
+    let off = 0;
+    let align = 1;
+    for (const decl of body.split(';').map((d) => d.trim()).filter(Boolean)) {
+      const d = /^(struct\s+\w+|\w+)\s+(\w+)\s*(?:\[(\d+)\])?$/.exec(decl.replace(/\s+/g, ' '));
+      if (!d) throw new GenError(`${path}: struct ${name}: cannot parse member "${decl}" (expected "type name;" or "type name[N];")`);
+      const [, type, field, count] = d;
+      let size;
+      let a;
+      let ts;
+      if (type.startsWith('struct ')) {
+        const inner = structs[type.slice(7)];
+        if (!inner) throw new GenError(`${path}: struct ${name}.${field}: ${type} must be defined before it is used`);
+        size = inner.size;
+        a = inner.align;
+        ts = type.slice(7);
+      } else if (SCALARS[type]) {
+        [size, ts] = SCALARS[type];
+        a = size;
+      } else {
+        throw new GenError(`${path}: struct ${name}.${field}: type ${type} is not one of ${Object.keys(SCALARS).join(', ')} or struct nt_*`);
+      }
+      const n = count === undefined ? undefined : Number(count);
+      off = Math.ceil(off / a) * a;
+      fields.push({ name: field, off, type: n === undefined ? ts : `${ts}[${n}]`, size: size * (n ?? 1), struct: type.startsWith('struct ') ? ts : undefined });
+      off += size * (n ?? 1);
+      align = Math.max(align, a);
+    }
+    structs[name] = { size: Math.ceil(off / align) * align, align, fields };
+  }
+  if (!structs.nt_conn_record) throw new GenError(`${path}: no struct nt_conn_record found; is this bpf/nettally.h?`);
+  return { constants, structs };
+}
+
+/** A struct's fields, nested structs flattened as "outer.inner" after the outer member itself. */
+function flatFields(structs, name, base = 0, prefix = '') {
+  const out = [];
+  for (const f of structs[name].fields) {
+    out.push({ ...f, name: prefix + f.name, off: base + f.off });
+    if (f.struct && !f.type.endsWith(']')) out.push(...flatFields(structs, f.struct, base + f.off, `${prefix}${f.name}.`));
+  }
+  return out;
+}
+
+function key(name) {
+  return /^[A-Za-z_$][\w$]*$/.test(name) ? name : `'${name}'`;
+}
+
+function layoutSource(headerPath) {
+  const { constants, structs } = parseHeader(headerPath);
+  const lines = [
+    `// GENERATED by ${REGEN} from bpf/nettally.h: do not edit. Change the header, then run \`${REGEN}\`.`,
+    '// scripts/build.sh fails while this file is stale, and checks the header against the compiled object\'s BTF.',
+    '',
+  ];
+  for (const [group, values] of Object.entries(constants)) {
+    lines.push(`export const ${group} = {`);
+    for (const [k, v] of Object.entries(values)) lines.push(`  ${k}: ${v},`);
+    lines.push('} as const;', '');
+  }
+  lines.push('/** Field offsets (bytes from the start of the struct) and C types; nested structs flattened as "outer.inner". */');
+  for (const [name, s] of Object.entries(structs)) {
+    lines.push(`export const ${name} = {`, `  size: ${s.size},`, '  fields: {');
+    for (const f of flatFields(structs, name)) {
+      const arr = /\[(\d+)\]$/.exec(f.type);
+      lines.push(`    ${key(f.name)}: { off: ${f.off}, type: '${f.type}'${arr ? `, len: ${arr[1]}` : ''} },`);
+    }
+    lines.push('  },', '} as const;', '');
+  }
+  return lines.join('\n');
+}
+
+/** Compares the parsed header with the BTF clang wrote into `obj` (bpftool 7.1: `-j btf dump file OBJ format raw`). */
+function checkBtf(headerPath, obj) {
+  const { structs } = parseHeader(headerPath);
+  let btf;
+  try {
+    btf = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', obj, 'format', 'raw'], { encoding: 'utf8', maxBuffer: 256 << 20 }));
+  } catch (e) {
+    throw new GenError(`cannot read the BTF of ${obj} with bpftool (${e.message.split('\n')[0]}); build it first (bash scripts/build.sh)`);
+  }
+  const problems = [];
+  let checked = 0;
+  for (const t of btf.types) {
+    if (t.kind !== 'STRUCT' || !structs[t.name]) continue;
+    checked++;
+    const s = structs[t.name];
+    if (t.size !== s.size) problems.push(`struct ${t.name}: size ${t.size} in BTF, ${s.size} parsed from the header`);
+    const btfFields = t.members.map((m) => `${m.name}@${m.bits_offset / 8}`).join(' ');
+    const ours = s.fields.map((f) => `${f.name}@${f.off}`).join(' ');
+    if (btfFields !== ours) problems.push(`struct ${t.name}: members in BTF ${btfFields}\n  parsed from the header ${ours}`);
+  }
+  if (checked === 0) problems.push(`${obj} has no BTF for any nt_* struct of ${headerPath}`);
+  if (problems.length) throw new GenError(`${relative(ROOT, headerPath)} does not describe what clang laid out in ${obj}:\n${problems.join('\n')}`);
+  return checked;
+}
+
+// --- schemas/*.avsc -> schemas/types.generated.ts ---
+
+function tsType(t, where) {
+  if (Array.isArray(t)) {
+    return t.map((u) => tsType(u, where)).join(' | ');
+  }
+  if (typeof t === 'object' && t !== null) {
+    if (t.logicalType === 'timestamp-nanos' && t.type === 'long') return 'bigint';
+    if (t.type === 'enum') return t.symbols.map((s) => `'${s}'`).join(' | ');
+    if (t.type === 'array') return `Array<${tsType(t.items, where)}>`;
+    return tsType(t.type, where);
+  }
+  const map = { null: 'null', string: 'string', boolean: 'boolean', int: 'number', long: 'number', float: 'number', double: 'number', bytes: 'Buffer' };
+  if (!map[t]) throw new GenError(`${where}: Avro type ${JSON.stringify(t)} has no TypeScript mapping in ${REGEN}; add one there`);
+  return map[t];
+}
+
+function typesSource(schemaDir) {
+  const files = readdirSync(schemaDir).filter((f) => f.endsWith('.avsc')).sort();
+  if (files.length === 0) throw new GenError(`${schemaDir}: no .avsc files`);
+  const lines = [
+    `// GENERATED by ${REGEN} from schemas/*.avsc: do not edit. Change the .avsc (the versioned contract), then run`,
+    `// \`${REGEN}\`. scripts/build.sh fails while this file is stale.`,
+    '',
+  ];
+  const kinds = [];
+  for (const f of files) {
+    const kind = f.slice(0, -'.avsc'.length);
+    const schema = JSON.parse(readFileSync(join(schemaDir, f), 'utf8'));
+    if (schema.type !== 'record' || !schema.name) throw new GenError(`schemas/${f}: the top level must be a named record`);
+    kinds.push([kind, schema.name]);
+    lines.push(`/** ${schema.namespace ? `${schema.namespace}.` : ''}${schema.name} (schemas/${f}). */`, `export interface ${schema.name} {`);
+    for (const field of schema.fields) {
+      if (field.doc) lines.push(`  /** ${field.doc.replace(/\*\//g, '*\\/')} */`);
+      lines.push(`  ${key(field.name)}: ${tsType(field.type, `schemas/${f} field ${field.name}`)};`);
+    }
+    lines.push('}', '');
+  }
+  lines.push('/** The record kinds on the topic: one per schemas/<kind>.avsc. */');
+  lines.push(`export const RECORD_KINDS = [${kinds.map(([k]) => `'${k}'`).join(', ')}] as const;`);
+  lines.push('export type RecordKind = (typeof RECORD_KINDS)[number];', '');
+  lines.push('/** The generated interface of each kind, as its .avsc declares it. */', 'export interface AvscRecordByKind {');
+  for (const [k, n] of kinds) lines.push(`  ${k}: ${n};`);
+  lines.push('}', '');
+  return lines.join('\n');
+}
+
+// --- main ---
+
+function main(argv) {
+  const opt = { check: false, header: join(ROOT, 'bpf', 'nettally.h'), schemas: join(ROOT, 'schemas'), btf: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--check') opt.check = true;
+    else if (a === '--header' || a === '--schemas' || a === '--btf') {
+      if (argv[i + 1] === undefined) throw new GenError(`${a} needs a value`);
+      opt[a.slice(2)] = argv[++i];
+    } else if (a === '--help' || a === '-h') {
+      process.stdout.write(readFileSync(__filename, 'utf8').split('\n').slice(1, 13).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+      return 0;
+    } else throw new GenError(`unknown argument ${a} (see ${REGEN} --help)`);
+  }
+  const outputs = [
+    [LAYOUT_OUT, layoutSource(opt.header)],
+    [TYPES_OUT, typesSource(opt.schemas)],
+  ];
+  let stale = 0;
+  for (const [file, text] of outputs) {
+    const rel = relative(ROOT, file);
+    const old = existsSync(file) ? readFileSync(file, 'utf8') : undefined;
+    if (old === text) continue;
+    if (opt.check) {
+      process.stderr.write(`gen-records: ${rel} is stale (its source changed); run \`${REGEN}\` and commit ${rel}\n`);
+      stale++;
+    } else {
+      writeFileSync(file, text);
+      process.stderr.write(`gen-records: wrote ${rel}\n`);
+    }
+  }
+  if (opt.btf) checkBtf(opt.header, opt.btf);
+  return stale ? 1 : 0;
+}
+
+try {
+  process.exitCode = main(process.argv.slice(2));
+} catch (e) {
+  if (!(e instanceof GenError)) throw e;
+  process.stderr.write(`gen-records: ${e.message}\n`);
+  process.exitCode = 1;
+}
