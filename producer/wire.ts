@@ -1,14 +1,10 @@
 // Kernel record → Avro record of the wire contract: adds host identity, (epoch, seq), time_ns and enrichment.
+// The one hand-written mapping between the two generated sides: kernel records (producer/layout.generated.ts via
+// producer/records.ts) and wire records (schemas/types.generated.ts). Every builder is annotated with its wire type,
+// so a field missing or unknown on either side is a type error.
 import type { RecordByKind, RecordKind as WireKind } from '../schemas/index';
-import type { ConnRecord, KernelRecord } from './capture';
+import { KernelKind, type ConnRecord, type KernelRecord } from './records';
 import type { HostIdentity, ProcessInfo } from './host';
-
-/** Kernel kinds (bpf/nettally.h NT_KIND_*). */
-export const KIND_CONN_OPEN = 1;
-export const KIND_CONN_SAMPLE = 2;
-export const KIND_CONN_CLOSE = 3;
-export const KIND_LISTEN = 4;
-export const KIND_IFACE = 5;
 
 export interface WireContext {
   host: HostIdentity;
@@ -20,7 +16,10 @@ export interface WireContext {
 
 export type WireRecord = { [K in WireKind]: { kind: K; record: RecordByKind[K] } }[WireKind];
 
-function common(ctx: WireContext, ts_ns: number) {
+/** The fields the producer adds to every record. */
+type Common = Pick<RecordByKind['iface'], 'host_id' | 'hostname' | 'boot_id' | 'epoch' | 'seq' | 'time_ns' | 'ts_ns'>;
+
+function common(ctx: WireContext, ts_ns: number): Common {
   return {
     host_id: ctx.host.host_id,
     hostname: ctx.host.hostname,
@@ -33,7 +32,7 @@ function common(ctx: WireContext, ts_ns: number) {
 }
 
 // Built as one literal (no spread): spreading the common fields into a 28-field object costs ~10x in V8.
-function connFields(r: ConnRecord, ctx: WireContext) {
+function connFields(r: ConnRecord, ctx: WireContext): RecordByKind['conn_sample'] {
   const info = ctx.enrich(r.pid);
   return {
     host_id: ctx.host.host_id,
@@ -61,7 +60,7 @@ function connFields(r: ConnRecord, ctx: WireContext) {
     daddr: r.daddr,
     sport: r.sport,
     dport: r.dport,
-    flush_reason: r.flush_reason as string,
+    flush_reason: r.flush_reason,
     cgroup_path: info.cgroup_path,
     container_id: info.container_id,
   };
@@ -70,54 +69,50 @@ function connFields(r: ConnRecord, ctx: WireContext) {
 /** The wire record for one kernel record, or undefined for kinds that are not shipped (benchmark-only naive records). */
 export function toWire(r: KernelRecord, ctx: WireContext): WireRecord | undefined {
   switch (r.kind) {
-    case KIND_CONN_SAMPLE:
-      return { kind: 'conn_sample', record: connFields(r as ConnRecord, ctx) };
-    case KIND_CONN_OPEN:
-    case KIND_CONN_CLOSE: {
-      const c = r as ConnRecord;
-      const closed = r.kind === KIND_CONN_CLOSE;
-      const record = connFields(c, ctx) as RecordByKind['conn_event'];
-      record.event = closed ? 'closed' : 'established';
-      record.duration_ns = closed ? c.duration_ns || Math.max(0, c.ts_ns - c.start_ns) : 0;
+    case KernelKind.CONN_SAMPLE:
+      return { kind: 'conn_sample', record: connFields(r, ctx) };
+    case KernelKind.CONN_OPEN:
+    case KernelKind.CONN_CLOSE: {
+      const closed = r.kind === KernelKind.CONN_CLOSE;
+      // Added to the conn_sample literal in place (no spread, see connFields); the intersection type still has to
+      // match the conn_event schema exactly.
+      const record: RecordByKind['conn_event'] = Object.assign(connFields(r, ctx), {
+        event: closed ? ('closed' as const) : ('established' as const),
+        duration_ns: closed ? r.duration_ns || Math.max(0, r.ts_ns - r.start_ns) : 0,
+      });
       return { kind: 'conn_event', record };
     }
-    case KIND_LISTEN: {
-      const l = r as Extract<KernelRecord, { kind: typeof KIND_LISTEN }>;
-      const info = ctx.enrich(l.pid);
-      return {
-        kind: 'listen',
-        record: {
-          ...common(ctx, l.ts_ns),
-          cookie: l.cookie,
-          netns: l.netns,
-          netns_cookie: l.netns_cookie,
-          pid: l.pid,
-          uid: l.uid,
-          comm: l.comm,
-          family: l.family,
-          addr: l.addr,
-          port: l.port,
-          backlog: l.backlog,
-          protocol: l.protocol,
-          cgroup_path: info.cgroup_path,
-          container_id: info.container_id,
-        },
+    case KernelKind.LISTEN: {
+      const info = ctx.enrich(r.pid);
+      const record: RecordByKind['listen'] = {
+        ...common(ctx, r.ts_ns),
+        cookie: r.cookie,
+        netns: r.netns,
+        netns_cookie: r.netns_cookie,
+        pid: r.pid,
+        uid: r.uid,
+        comm: r.comm,
+        family: r.family,
+        addr: r.addr,
+        port: r.port,
+        backlog: r.backlog,
+        protocol: r.protocol,
+        cgroup_path: info.cgroup_path,
+        container_id: info.container_id,
       };
+      return { kind: 'listen', record };
     }
-    case KIND_IFACE: {
-      const i = r as Extract<KernelRecord, { kind: typeof KIND_IFACE }>;
-      return {
-        kind: 'iface',
-        record: {
-          ...common(ctx, i.ts_ns),
-          netns: i.netns,
-          ifindex: i.ifindex,
-          rx_bytes: i.rx_bytes,
-          rx_packets: i.rx_packets,
-          tx_bytes: i.tx_bytes,
-          tx_packets: i.tx_packets,
-        },
+    case KernelKind.IFACE: {
+      const record: RecordByKind['iface'] = {
+        ...common(ctx, r.ts_ns),
+        netns: r.netns,
+        ifindex: r.ifindex,
+        rx_bytes: r.rx_bytes,
+        rx_packets: r.rx_packets,
+        tx_bytes: r.tx_bytes,
+        tx_packets: r.tx_packets,
       };
+      return { kind: 'iface', record };
     }
     default:
       return undefined;
