@@ -3,7 +3,9 @@
 // object's BTF by scripts/build.sh): a field moved in the header moves here; a field whose C type changes no longer
 // type-checks against the reader below, which is typed by the C type it reads.
 import { NettallyError } from '../lib/errors';
-import { ConnFlag, Direction, FlushReasonCode, KernelKind, nt_conn, nt_conn_record, nt_hdr, nt_iface_entry, nt_listen_record, nt_naive_record } from './layout.generated';
+import {
+  ConnFlag, Direction, FlushReasonCode, KernelKind, nt_conn, nt_conn_record, nt_hdr, nt_iface_entry, nt_iface_key, nt_iface_val, nt_listen_record, nt_naive_record,
+} from './layout.generated';
 
 export { ConnFlag, Direction, KernelKind };
 export type DirectionValue = (typeof Direction)[keyof typeof Direction];
@@ -14,61 +16,35 @@ export type ConnKind = typeof KernelKind.CONN_OPEN | typeof KernelKind.CONN_SAMP
 const FLUSH_REASONS: FlushReason[] = ['open'];
 for (const [name, code] of Object.entries(FlushReasonCode)) FLUSH_REASONS[code] = name.toLowerCase() as FlushReason;
 
+// The decoded records' types are derived from the generated layout: every integer field of the struct is a number,
+// every char[]/u8[] a string; header (`hdr`) and padding (`_*`) fields are not part of a record. A field added to the
+// header is therefore a required property here, and decodeConn/decodeListen do not compile until they read it.
+type CScalar = 'u8' | 'u16' | 'u32' | 'u64';
+type StructFields<S extends { fields: object }> = {
+  -readonly [K in keyof S['fields'] as K extends `_${string}` ? never : S['fields'][K] extends { type: CScalar | `${string}[${number}]` } ? K : never]:
+    S['fields'][K] extends { type: CScalar } ? number : string;
+};
+
 /** One connection's identity and cumulative payload counters (kinds CONN_OPEN, CONN_SAMPLE, CONN_CLOSE). */
-export interface ConnRecord {
+export interface ConnRecord extends Omit<StructFields<typeof nt_conn_record>, 'direction' | 'flush_reason'> {
   kind: ConnKind;
   /** CLOCK_BOOTTIME ns when emitted (may lose sub-2ns precision after 104 days of uptime). */
   ts_ns: number;
-  cookie: number;
-  start_ns: number;
   /** ts_ns - start_ns on CONN_CLOSE; 0 otherwise. */
   duration_ns: number;
-  /** Cumulative payload bytes the application sent/received through the socket since the connection started. */
-  tx_bytes: number;
-  rx_bytes: number;
-  retransmits: number;
-  cgroup_id: number;
-  netns: number;
-  netns_cookie: number;
-  pid: number;
-  uid: number;
-  comm: string;
-  family: number;
-  protocol: number;
   direction: DirectionValue;
-  saddr: string;
-  daddr: string;
-  sport: number;
-  dport: number;
   flush_reason: FlushReason;
 }
 
-export interface ListenRecord {
+export interface ListenRecord extends StructFields<typeof nt_listen_record> {
   kind: typeof KernelKind.LISTEN;
   ts_ns: number;
-  cookie: number;
-  netns: number;
-  netns_cookie: number;
-  pid: number;
-  uid: number;
-  comm: string;
-  family: number;
-  addr: string;
-  port: number;
-  backlog: number;
-  protocol: number;
 }
 
 /** Cumulative wire counters of one interface (IP packets incl. headers and retransmits), built from the iface map. */
-export interface IfaceRecord {
+export interface IfaceRecord extends StructFields<typeof nt_iface_key>, StructFields<typeof nt_iface_val> {
   kind: typeof KernelKind.IFACE;
   ts_ns: number;
-  netns: number;
-  ifindex: number;
-  rx_bytes: number;
-  rx_packets: number;
-  tx_bytes: number;
-  tx_packets: number;
 }
 
 export type KernelRecord = ConnRecord | ListenRecord | IfaceRecord;
@@ -88,7 +64,8 @@ type Field<T extends string> = { readonly off: number; readonly type: T; readonl
 const C = nt_conn_record.fields;
 const L = nt_listen_record.fields;
 const M = nt_conn.fields;
-const I = nt_iface_entry.fields;
+const K = nt_iface_key.fields;
+const V = nt_iface_val.fields;
 
 const u8 = (dv: DataView, base: number, f: Field<'u8'>): number => dv.getUint8(base + f.off);
 const u16 = (dv: DataView, base: number, f: Field<'u16'>): number => dv.getUint16(base + f.off, true);
@@ -154,7 +131,7 @@ export function formatAddr(dv: DataView, off: number, family: number): string {
 
 /** Decodes struct nt_conn_record at `off` (also the first bytes of a struct nt_conn map value). */
 export function decodeConn(dv: DataView, off: number, kind: ConnKind, reason?: FlushReason): ConnRecord {
-  const ts = u64ts(dv, off, C['hdr.ts_ns']);
+  const ts = u64ts(dv, off + C.hdr.off, nt_hdr.fields.ts_ns);
   const start = u64ts(dv, off, C.start_ns);
   const family = u16(dv, off, C.family);
   return {
@@ -187,7 +164,7 @@ export function decodeListen(dv: DataView, off: number): ListenRecord {
   const family = u16(dv, off, L.family);
   return {
     kind: KernelKind.LISTEN,
-    ts_ns: u64ts(dv, off, L['hdr.ts_ns']),
+    ts_ns: u64ts(dv, off + L.hdr.off, nt_hdr.fields.ts_ns),
     cookie: u64(dv, off, L.cookie, 'cookie'),
     netns_cookie: u64(dv, off, L.netns_cookie, 'netns_cookie'),
     netns: u32(dv, off, L.netns),
@@ -260,15 +237,17 @@ export function decodeIfaces(buf: ArrayBuffer, tsNs: number): IfaceRecord[] {
   const dv = new DataView(buf);
   const out: IfaceRecord[] = [];
   for (let off = 0; off + LAYOUT.iface_entry <= buf.byteLength; off += LAYOUT.iface_entry) {
+    const key = off + nt_iface_entry.fields.key.off;
+    const val = off + nt_iface_entry.fields.val.off;
     out.push({
       kind: KernelKind.IFACE,
       ts_ns: tsNs,
-      netns: u32(dv, off, I['key.netns']),
-      ifindex: u32(dv, off, I['key.ifindex']),
-      rx_bytes: u64(dv, off, I['val.rx_bytes'], 'rx_bytes'),
-      rx_packets: u64(dv, off, I['val.rx_packets'], 'rx_packets'),
-      tx_bytes: u64(dv, off, I['val.tx_bytes'], 'tx_bytes'),
-      tx_packets: u64(dv, off, I['val.tx_packets'], 'tx_packets'),
+      netns: u32(dv, key, K.netns),
+      ifindex: u32(dv, key, K.ifindex),
+      rx_bytes: u64(dv, val, V.rx_bytes, 'rx_bytes'),
+      rx_packets: u64(dv, val, V.rx_packets, 'rx_packets'),
+      tx_bytes: u64(dv, val, V.tx_bytes, 'tx_bytes'),
+      tx_packets: u64(dv, val, V.tx_packets, 'tx_packets'),
     });
   }
   return out;

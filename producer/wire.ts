@@ -3,7 +3,7 @@
 // producer/records.ts) and wire records (schemas/types.generated.ts). Every builder is annotated with its wire type,
 // so a field missing or unknown on either side is a type error.
 import type { RecordByKind, RecordKind as WireKind } from '../schemas/index';
-import { KernelKind, type ConnRecord, type KernelRecord } from './records';
+import { KernelKind, type ConnRecord, type IfaceRecord, type KernelRecord, type ListenRecord } from './records';
 import type { HostIdentity, ProcessInfo } from './host';
 
 export interface WireContext {
@@ -29,6 +29,29 @@ function common(ctx: WireContext, ts_ns: number): Common {
     time_ns: ctx.toUnixNs(ts_ns),
     ts_ns,
   };
+}
+
+type Enrichment = Pick<RecordByKind['listen'], 'cgroup_path' | 'container_id'>;
+
+function enrichment(ctx: WireContext, pid: number): Enrichment {
+  const info = ctx.enrich(pid);
+  return { cgroup_path: info.cgroup_path, container_id: info.container_id };
+}
+
+type KernelOf<W extends WireKind> = W extends 'listen' ? ListenRecord : W extends 'iface' ? IfaceRecord : never;
+type Own<R> = Omit<R, 'kind' | 'ts_ns'>;
+type SameKeys<A, B> = [Exclude<keyof A, keyof B>, Exclude<keyof B, keyof A>] extends [never, never] ? true : false;
+
+/**
+ * The kernel record's own fields (all but kind and ts_ns), copied by name: for kinds whose kernel and wire fields are
+ * the same. `same` is `true` only while the kernel record has exactly the wire record's fields less those the producer
+ * adds, so a field added on one side only does not compile (the spread into the typed wire record checks the types).
+ * Not for the connection records: they are built as one literal (connFields) for speed.
+ */
+function sameFields<W extends 'listen' | 'iface'>(r: KernelOf<W>, same: SameKeys<Own<KernelOf<W>>, Omit<RecordByKind[W], keyof Common | keyof Enrichment>>): Own<KernelOf<W>> {
+  void same;
+  const { kind: _kind, ts_ns: _ts, ...own } = r;
+  return own;
 }
 
 // Built as one literal (no spread): spreading the common fields into a 28-field object costs ~10x in V8.
@@ -83,35 +106,11 @@ export function toWire(r: KernelRecord, ctx: WireContext): WireRecord | undefine
       return { kind: 'conn_event', record };
     }
     case KernelKind.LISTEN: {
-      const info = ctx.enrich(r.pid);
-      const record: RecordByKind['listen'] = {
-        ...common(ctx, r.ts_ns),
-        cookie: r.cookie,
-        netns: r.netns,
-        netns_cookie: r.netns_cookie,
-        pid: r.pid,
-        uid: r.uid,
-        comm: r.comm,
-        family: r.family,
-        addr: r.addr,
-        port: r.port,
-        backlog: r.backlog,
-        protocol: r.protocol,
-        cgroup_path: info.cgroup_path,
-        container_id: info.container_id,
-      };
+      const record: RecordByKind['listen'] = { ...common(ctx, r.ts_ns), ...sameFields<'listen'>(r, true), ...enrichment(ctx, r.pid) };
       return { kind: 'listen', record };
     }
     case KernelKind.IFACE: {
-      const record: RecordByKind['iface'] = {
-        ...common(ctx, r.ts_ns),
-        netns: r.netns,
-        ifindex: r.ifindex,
-        rx_bytes: r.rx_bytes,
-        rx_packets: r.rx_packets,
-        tx_bytes: r.tx_bytes,
-        tx_packets: r.tx_packets,
-      };
+      const record: RecordByKind['iface'] = { ...common(ctx, r.ts_ns), ...sameFields<'iface'>(r, true) };
       return { kind: 'iface', record };
     }
     default:
