@@ -97,12 +97,15 @@ export function toWire(r: KernelRecord, ctx: WireContext): WireRecord | undefine
     case KernelKind.CONN_OPEN:
     case KernelKind.CONN_CLOSE: {
       const closed = r.kind === KernelKind.CONN_CLOSE;
-      // Added to the conn_sample literal in place (no spread, see connFields); the intersection type still has to
-      // match the conn_event schema exactly.
-      const record: RecordByKind['conn_event'] = Object.assign(connFields(r, ctx), {
-        event: closed ? ('closed' as const) : ('established' as const),
+      // The conn_event-only fields, typed so a new one in conn_event.avsc must be supplied here; set on the
+      // conn_sample literal in place (Object.assign or a spread measured 2.5x to 500x slower on this hot path).
+      const extra: Omit<RecordByKind['conn_event'], keyof RecordByKind['conn_sample']> = {
+        event: closed ? 'closed' : 'established',
         duration_ns: closed ? r.duration_ns || Math.max(0, r.ts_ns - r.start_ns) : 0,
-      });
+      };
+      const record = connFields(r, ctx) as RecordByKind['conn_event'];
+      record.event = extra.event;
+      record.duration_ns = extra.duration_ns;
       return { kind: 'conn_event', record };
     }
     case KernelKind.LISTEN: {
