@@ -86,15 +86,47 @@ function u64ts(dv: DataView, base: number, f: Field<'u64'>): number {
   return dv.getUint32(base + f.off + 4, true) * TWO32 + dv.getUint32(base + f.off, true);
 }
 
-/** A NUL-terminated char[len]. */
-function cstr(dv: DataView, base: number, f: Field<`char[${number}]`>): string {
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A kernel name (comm: up to 15 bytes, NUL-terminated) as text: UTF-8 when the bytes are UTF-8 (a multi-byte
+ * character the kernel cut off at 15 bytes is left out), otherwise one character per byte (Latin-1), so that a name
+ * with invalid bytes is still kept byte for byte. ASCII, by far the most common, takes the first loop only.
+ */
+export function commText(bytes: Uint8Array): string {
   let s = '';
-  for (let i = 0; i < (f.len ?? 0); i++) {
-    const c = dv.getUint8(base + f.off + i);
-    if (c === 0) break;
+  let end = bytes.length;
+  let high = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i];
+    if (c === 0) {
+      end = i;
+      break;
+    }
+    if (c >= 0x80) high = true;
     s += String.fromCharCode(c);
   }
-  return s;
+  if (!high) return s;
+  // The kernel cuts a longer name at 15 bytes (the buffer's last byte is the NUL): only a name that fills the buffer
+  // can end in a character cut short, and only there is an incomplete trailing sequence left out.
+  let cut = end;
+  for (let k = 1; k <= 3 && end >= bytes.length - 1 && end - k >= 0; k++) {
+    const b = bytes[end - k];
+    if ((b & 0xc0) === 0x80) continue;
+    const need = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    if (need > k) cut = end - k;
+    break;
+  }
+  try {
+    return UTF8.decode(bytes.subarray(0, cut));
+  } catch {
+    return s;
+  }
+}
+
+/** A NUL-terminated char[len] (see commText). */
+function cstr(dv: DataView, base: number, f: Field<`char[${number}]`> & { readonly len: number }): string {
+  return commText(new Uint8Array(dv.buffer, dv.byteOffset + base + f.off, f.len));
 }
 
 function addr(dv: DataView, base: number, f: Field<'u8[16]'>, family: number): string {

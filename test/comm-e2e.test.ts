@@ -2,6 +2,7 @@
 // whose names any local user can pick — `ev"il=,x \` and one with non-UTF-8 bytes, set with prctl(PR_SET_NAME) —
 // move traffic in network namespaces; `nettally usage` shows exact per-netns totals under their exact names, and the
 // pipeline keeps counting afterwards (a later connection is counted too).
+import { commText } from '../producer/records';
 import { spawnSync } from 'child_process';
 import { mkdtempSync, rmSync } from 'fs';
 import { tmpdir } from 'os';
@@ -86,8 +87,8 @@ test('processes named `ev"il=,x \\` and with non-UTF-8 bytes: exact per-netns to
 
   const evil = Buffer.from('ev"il=,x \\', 'latin1');
   const nonUtf8 = Buffer.from([0x62, 0x61, 0x64, 0xff, 0xfe, 0x80, 0x0a, 0x5c]); // "bad", 3 invalid UTF-8 bytes, LF, backslash
-  // The name as `nettally usage` shows it: the producer reads comm one byte per character (consumer/README.md).
-  const shown = (b: Buffer): string => b.toString('latin1');
+  // The name as `nettally usage` shows it: the producer's reading of comm bytes (consumer/README.md).
+  const shown = (b: Buffer): string => commText(b);
   const first = await exchange(pair, 5301, evil, nonUtf8, 3, 3_000_017, 4321);
   const a = String(pair.a.inode);
   const b = String(pair.b.inode);
