@@ -3,11 +3,11 @@ import { NettallyError, configError } from '../lib/errors';
 import { silentLogger, type Logger } from '../lib/log';
 import { loadNative, type NativeCapture } from '../native/index';
 import { CAPTURE_DEFAULTS, CAPTURE_LIMITS, checkRingBufferBytes } from './capture-options';
-import { ConnFlag, LAYOUT, RecordKind, decodeBatch, decodeConnEntries, decodeIfaces } from './records';
+import { ConnFlag, LAYOUT, KernelKind, decodeBatch, decodeConnEntries, decodeIfaces } from './records';
 import type { ConnRecord, IfaceRecord, KernelRecord } from './records';
 
 export type { ConnRecord, IfaceRecord, KernelRecord, ListenRecord, FlushReason } from './records';
-export { RecordKind, Direction } from './records';
+export { KernelKind, Direction } from './records';
 
 export interface CaptureOptions {
   /** A connection with unflushed bytes older than this gets a CONN_SAMPLE (kernel on its next event, else the sweep). Default: CAPTURE_DEFAULTS. */
@@ -255,7 +255,7 @@ class KernelCapture implements Capture {
       const prev = this.seen.get(c);
       const idle = prev !== undefined && prev.tx === tx && prev.rx === rx;
       if (dirty && (idle || final) && !(prev?.emitted && idle)) {
-        out.push({ ...e.record, kind: RecordKind.CONN_SAMPLE, ts_ns: now, flush_reason: 'interval' });
+        out.push({ ...e.record, kind: KernelKind.CONN_SAMPLE, ts_ns: now, flush_reason: 'interval' });
         this.seen.set(c, { tx, rx, emitted: true });
       } else if (!idle) {
         this.seen.set(c, { tx, rx, emitted: false });

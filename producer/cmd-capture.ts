@@ -1,7 +1,7 @@
 // `nettally capture`: dumps decoded kernel records (JSON lines or one readable line each) straight from the capture API.
 import type { CommandSpec } from '../lib/args';
 import type { Command } from '../lib/command';
-import { openCapture, type Capture, type KernelRecord } from './capture';
+import { KernelKind, openCapture, type Capture, type KernelRecord } from './capture';
 import { CAPTURE_OPTIONS, captureSettingsFrom, checkSettings, pinDirOption } from './capture-options';
 
 const spec: CommandSpec = {
@@ -23,7 +23,8 @@ const spec: CommandSpec = {
   examples: ['sudo nettally capture --json --duration 10s', 'sudo nettally capture --check', 'sudo nettally capture --json --count 100 | jq .'],
 };
 
-const KIND_NAMES = ['?', 'OPEN', 'SAMPLE', 'CLOSE', 'LISTEN', 'IFACE'];
+/** Kernel kind -> its readable name: CONN_OPEN -> OPEN (the NT_KIND_* name without the CONN_ prefix). */
+const KIND_NAMES: Record<number, string> = Object.fromEntries(Object.entries(KernelKind).map(([name, kind]) => [kind, name.replace(/^CONN_/, '')]));
 
 function hostPort(addr: string, port: number, family: number): string {
   return family === 10 ? `[${addr}]:${port}` : `${addr}:${port}`;
@@ -32,15 +33,15 @@ function hostPort(addr: string, port: number, family: number): string {
 /** One readable line per record (the JSON form is the contract; this is for eyes). */
 export function formatRecord(r: KernelRecord): string {
   const kind = KIND_NAMES[r.kind] ?? String(r.kind);
-  if (r.kind === 4) {
+  if (r.kind === KernelKind.LISTEN) {
     return `${kind.padEnd(6)} tcp ${hostPort(r.addr, r.port, r.family)} backlog=${r.backlog} netns=${r.netns} pid=${r.pid} comm=${r.comm}`;
   }
-  if (r.kind === 5) {
+  if (r.kind === KernelKind.IFACE) {
     return `${kind.padEnd(6)} netns=${r.netns} ifindex=${r.ifindex} rx=${r.rx_bytes}B/${r.rx_packets}p tx=${r.tx_bytes}B/${r.tx_packets}p`;
   }
   const proto = r.protocol === 6 ? 'tcp' : 'udp';
   const dir = ['?', 'out', 'in'][r.direction];
-  const dur = r.kind === 3 ? ` duration=${(r.duration_ns / 1e9).toFixed(3)}s` : '';
+  const dur = r.kind === KernelKind.CONN_CLOSE ? ` duration=${(r.duration_ns / 1e9).toFixed(3)}s` : '';
   return (
     `${kind.padEnd(6)} ${proto} ${hostPort(r.saddr, r.sport, r.family)} ${dir === 'in' ? '<-' : '->'} ${hostPort(r.daddr, r.dport, r.family)} ` +
     `tx=${r.tx_bytes} rx=${r.rx_bytes} retrans=${r.retransmits} pid=${r.pid} comm=${r.comm} netns=${r.netns} reason=${r.flush_reason}${dur}`
@@ -93,7 +94,7 @@ export const command: Command = {
       for await (const batch of cap.records()) {
         print(batch);
         // printed is as durable as this command gets: let the kernel drop closed connections
-        const closed = batch.filter((r) => r.kind === 3).map((r) => (r.kind === 3 ? r.cookie : 0));
+        const closed = batch.flatMap((r) => (r.kind === KernelKind.CONN_CLOSE ? [r.cookie] : []));
         if (closed.length > 0 && !stopping) cap.forget(closed);
       }
     } finally {

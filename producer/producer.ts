@@ -14,7 +14,8 @@ import { deadLetter } from './dead-letter';
 import { BatchSizer, fitsAlone, KAFKA_DEFAULT_MAX_MESSAGE_BYTES, kafkaRecordSize, RECORD_BATCH_OVERHEAD } from './kafka-batch';
 import { classifyKafkaError, type KafkaFailure, type KafkaState } from './kafka-errors';
 import { Spool, type FsyncPolicy, type SpoolBatch, type SpoolEntry } from './spool';
-import { KIND_CONN_CLOSE, toWire, type WireContext } from './wire';
+import { KernelKind } from './records';
+import { toWire, type WireContext } from './wire';
 
 export interface ProducerConfig {
   /** Holds the epoch file and the spool (spool/ under it). */
@@ -455,7 +456,7 @@ class Producer extends EventEmitter implements NettallyProducer {
       }
       chunk.push(entry);
       size += entryBytes;
-      if (r.kind === KIND_CONN_CLOSE) chunkClosed.push((r as { cookie: number }).cookie);
+      if (r.kind === KernelKind.CONN_CLOSE) chunkClosed.push((r as { cookie: number }).cookie);
     }
     await this.spoolChunk(chunk, chunkClosed, deadline);
     await new Promise((r) => setImmediate(r));
