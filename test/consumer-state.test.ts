@@ -206,10 +206,12 @@ test('state store: a save cut off between chunks leaves the previous snapshot; s
     const loaded = await store.load([0], hint);
     expect(loaded.get(0)).toMatchObject({ offset: '100', state: { tag: 'one' } });
 
-    // A snapshot completed after the crash is found from the same hint; its keys never reuse snapshot one's slot.
+    // A snapshot completed after the crash but named by no commit (the member died before committing, or anyone who
+    // can write to the state topic planted it) is not taken over the committed one; without a commit, the newest is.
     failAfter = Infinity;
     await store.save(0, { offset: '300', state: state('three') });
-    expect((await store.load([0], hint)).get(0)).toMatchObject({ offset: '300', state: { tag: 'three' } });
+    expect((await store.load([0], hint)).get(0)).toMatchObject({ offset: '100', state: { tag: 'one' } });
+    expect((await store.load([0], new Map())).get(0)).toMatchObject({ offset: '300', state: { tag: 'three' } });
     const keys = await keysOf();
     const slotOf = (first: number): Set<string> => new Set(keys.filter((k) => k.id === keys[first].id).map((k) => k.key.replace(/\d+$/, '')));
     const firstOfEach = [...new Set(keys.map((k) => k.id))].map((id) => keys.findIndex((k) => k.id === id));
@@ -224,6 +226,11 @@ test('state store: a save cut off between chunks leaves the previous snapshot; s
     const after = await keysOf();
     expect(after[after.length - 1].key).toMatch(/#a\d+$/);
     expect(Math.max(...storedBatchSizes(stateTopic))).toBeLessThan(2048);
+    // a forger's store (same group, topic and key, as any client of the broker can write) plants a newer snapshot
+    const forger = new StateStore({ kafka: env.kafka, admin: env.admin, producer, logger: silentLogger, group: 'g-unit', topic: 'records-unit', stateTopic, chunkBytes: 1024 });
+    await forger.init(1);
+    await forger.save(0, { offset: '999999', state: state('planted') });
+    expect((await store.load([0], hint)).get(0)).toMatchObject({ offset: '100', state: { tag: 'one' } });
 
     // snapshots written before slots existed (keys `<key>#<chunk>`, one request) still load, with an aggregator v1 state
     const agg = new PartitionAggregator({ partition: 1 });
