@@ -15,6 +15,7 @@ import { PartitionAggregator } from '../consumer/aggregator';
 import { InfluxClient } from '../consumer/influx';
 import { toAggInput } from '../consumer/records';
 import { StateStore, decodeSnapshot, encodeSnapshot, parseCommitMetadata } from '../consumer/state-store';
+import { runUsage } from '../consumer/usage';
 import { synthesize } from '../consumer/synthetic';
 import { decode } from '../schemas';
 import { consumerScenario, createTopic, messagesOf, produce, waitCaughtUp } from './helpers/consumer';
@@ -159,6 +160,10 @@ test('retention deletes unread records: the gap is reported once, the consumer m
   expect(points.length).toBeGreaterThan(0);
   const wrong = points.filter((pt) => pt.gap !== (pt.t + 60_000 > fromMs && pt.t <= toMs));
   expect(wrong).toEqual([]);
+  // and `nettally usage` / the billing export show it per row
+  const rows = await runUsage(new InfluxClient({ url: env.influx.url, api: 'v1', db: n.db, batchSize: 5000, timeoutMs: 30_000 }), { measurement: 'traffic', fromMs: FROM, toMs: TO, windowMs: 60_000, groupBy: [] });
+  expect(rows.filter((r) => r.gap).map((r) => r.time_ms)).toEqual(rows.map((r) => r.time_ms).filter((t) => t + 60_000 > fromMs && t <= toMs));
+  expect(rows.some((r) => !r.gap)).toBe(true);
   expect(points.some((pt) => pt.gap)).toBe(true);
   expect(points.some((pt) => !pt.gap && pt.t > toMs)).toBe(true);
   expect(points.some((pt) => !pt.gap && pt.t < fromMs)).toBe(true);
