@@ -354,7 +354,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const write = (text: string): void => {
     if (!stdoutGone) ctx.stdout.write(text);
   };
-  const status = format === 'pretty' && (ctx.stdout as NodeJS.WriteStream).isTTY === true ? new StatusLine(write) : undefined;
+  const status = format === 'pretty' && (ctx.stdout as NodeJS.WriteStream).isTTY === true ? new StatusLine(write, () => (ctx.stdout as NodeJS.WriteStream).columns) : undefined;
   const say = (text: string): void => {
     transcript.info({ out: text.trimEnd() }, 'output');
     if (status) status.print(text);

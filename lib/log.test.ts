@@ -88,4 +88,15 @@ describe('StatusLine', () => {
     s.print('after\n');
     expect(screen).toBe('before\n\r\x1b[Kstatus 1\r\x1b[Kstatus 2\r\x1b[Ka log line\nstatus 2\r\x1b[Kstatus \\x1b[2J3\nafter\n');
   });
+
+  it('cuts the status to the terminal width, which a wrapped line would defeat', () => {
+    let screen = '';
+    let cols: number | undefined = 10;
+    const s = new StatusLine((t) => (screen += t), () => cols);
+    s.show('0123456789abcdef');
+    expect(screen).toBe('\r\x1b[K01234567…');
+    cols = undefined;
+    s.show('0123456789abcdef');
+    expect(screen.endsWith('\r\x1b[K0123456789abcdef')).toBe(true);
+  });
 });

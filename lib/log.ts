@@ -69,12 +69,21 @@ const screen: { status?: StatusLine } = {};
 export class StatusLine {
   private text = '';
   private shown = false;
-  /** @param write the terminal's writer (up's: stops writing once the terminal is gone) */
-  constructor(private readonly write: (s: string) => void) {}
+  /**
+   * @param write the terminal's writer (up's: stops writing once the terminal is gone)
+   * @param columns the terminal's width now (it can be resized), if known
+   */
+  constructor(
+    private readonly write: (s: string) => void,
+    private readonly columns: () => number | undefined = () => undefined,
+  ) {}
 
-  /** Shows `text` (one line, no newline) in place of the current status. */
+  /** Shows `text` (one line, no newline) in place of the current status, cut to the terminal's width. */
   show(text: string): void {
     this.text = escapeControls(text.replace(/\n$/, ''));
+    // A line the terminal wraps is not erased by \r + erase-line: each redraw would leave its first rows behind.
+    const cols = this.columns();
+    if (cols !== undefined && cols > 1 && this.text.length > cols - 1) this.text = this.text.slice(0, cols - 2) + '…';
     this.write(`\r\x1b[K${this.text}`);
     this.shown = true;
     screen.status = this;

@@ -537,7 +537,7 @@ test('up on a terminal: readable lines, one status line redrawn in place, Ctrl-C
   delete env.LOG_FORMAT;
   const up = spawnInTerminal(
     ['up', '--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--dashboard-listen', `127.0.0.1:${dashboardPort}`, '--status-interval', '300ms'],
-    { env },
+    { env, columns: 100 },
   );
   cleanups.push(async () => {
     await up.kill();
@@ -570,6 +570,10 @@ test('up on a terminal: readable lines, one status line redrawn in place, Ctrl-C
   const rowsWithStatus = out.split('\n').filter((row) => /\[up \d\d:\d\d:\d\d\]/.test(row)).length;
   expect(draws).toBeGreaterThanOrEqual(5);
   expect(rowsWithStatus).toBeLessThan(draws);
+  // Cut to the terminal's 100 columns (the full line is longer): a wrapped line could not be redrawn in place.
+  const drawn = out.split('\r\x1b[K').filter((d) => d.startsWith('[up ')).map((d) => d.split(/[\r^]/)[0]);
+  expect(drawn.filter((d) => d.length > 99)).toEqual([]);
+  expect(drawn.some((d) => d.endsWith('…'))).toBe(true);
   // The last status stays as an ordinary line above the stop messages, and the screen ends with a whole line.
   expect(out).toMatch(/\[up \d\d:\d\d:\d\d\][^\r\n]*\r\nnettally up: stopping/);
   expect(out.slice(out.indexOf('nettally up: stopping'))).not.toContain('\x1b[K');

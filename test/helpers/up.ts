@@ -104,8 +104,9 @@ function shellQuote(s: string): string {
  * what the terminal received (\n arrives as \r\n), and ctrlC() types Ctrl-C, which the terminal turns into SIGINT
  * for its foreground process group, as when a user presses it.
  */
-export function spawnInTerminal(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): UpProcess & { ctrlC(): void } {
-  const command = [process.execPath, BIN, ...args].map(shellQuote).join(' ');
+export function spawnInTerminal(args: string[], opts: { env?: NodeJS.ProcessEnv; columns?: number } = {}): UpProcess & { ctrlC(): void } {
+  // exec: the command itself, not a shell, is the terminal's foreground process.
+  const command = `${opts.columns ? `stty cols ${opts.columns}; ` : ''}exec ${[process.execPath, BIN, ...args].map(shellQuote).join(' ')}`;
   const child = spawn('script', ['-qfec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: opts.env ?? process.env });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
