@@ -57,6 +57,7 @@ describe('parseArgs', () => {
       unlinkSync(path);
     }
     expect(formatHelp(spec)).toContain('INFLUX_TOKEN_FILE');
+    expect(formatHelp(spec)).toMatch(/LOG_FORMAT {2}json\|pretty/);
     expect(parseArgs(spec, ['-h'], {})).toBe('help');
   });
 

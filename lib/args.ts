@@ -296,5 +296,12 @@ export function formatHelp(spec: CommandSpec): string {
   const width = Math.min(34, Math.max(...rows.map((r) => r[0].length)) + 2);
   for (const [flag, text] of rows) lines.push(`  ${flag.padEnd(width)}${flag.length >= width ? '\n  ' + ' '.repeat(width) : ''}${text}`);
   if (spec.examples?.length) lines.push('', 'Examples:', ...spec.examples.map((e) => `  ${e}`));
+  // Read by the logger (lib/log.ts), not by an option: the same for every command.
+  lines.push(
+    '',
+    'Logging (env, every command):',
+    '  LOG_LEVEL   trace|debug|info|warn|error (default info)',
+    '  LOG_FORMAT  json|pretty (default: pretty, readable lines, when stdout and stderr are a terminal; else json)',
+  );
   return lines.join('\n') + '\n';
 }
