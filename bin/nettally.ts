@@ -3,7 +3,7 @@
 import { formatHelp, parseArgs } from '../lib/args';
 import type { Command } from '../lib/command';
 import { NettallyError } from '../lib/errors';
-import { createLogger } from '../lib/log';
+import { createLogger, type Logger } from '../lib/log';
 
 /** Subcommand → module exporting `command: Command`. Each lives with the stage it drives. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
@@ -48,7 +48,14 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const command = await entry.load();
-  const logger = createLogger({ name: `nettally-${name}` });
+  let logger: Logger;
+  try {
+    logger = createLogger({ name: `nettally-${name}` });
+  } catch (err) {
+    // LOG_FORMAT set to something unknown: there is no logger to say it with yet.
+    process.stderr.write(`nettally ${name}: ${(err as Error).message}\n`);
+    return 2;
+  }
   try {
     const args = parseArgs(command.spec, rest);
     if (args === 'help') {

@@ -16,8 +16,9 @@ import { InfluxClient, influxConfigFrom } from '../consumer/influx';
 import type { PipelineStatus } from '../dashboard/api';
 import { DASHBOARD_INFLUX_OPTIONS } from '../dashboard/cmd-dashboard';
 import { checkListenAddress, startDashboard } from '../dashboard/server';
-import { createLogger, type Logger } from '../lib/log';
+import { createLogger, logFormat, StatusLine, type Logger } from '../lib/log';
 import { retry } from '../lib/retry';
+import { CAPTURE_OPTIONS, captureSettingsAsFlags, captureSettingsFrom } from '../producer/capture-options';
 import { startLocalInflux, type LocalInflux } from './influxd';
 import { claimPins, isPinDirPath, type PinClaim } from './up-pins';
 
@@ -36,6 +37,8 @@ const spec: CommandSpec = {
     'Set KAFKA_BROKERS to use an existing Kafka instead of the bundled broker, and INFLUX_URL to use an existing',
     'InfluxDB instead of a local influxd. Needs root. Logs of every component go to <data-dir>/logs/; up\'s own log',
     'and everything it prints also go to <data-dir>/logs/up.log (they continue there when stdout is closed).',
+    'On a terminal it prints readable log lines and redraws one status line in place; piped, or with LOG_FORMAT=json,',
+    'JSON log lines and a status line per tick (env LOG_FORMAT=json|pretty; logs/*.log are always JSON).',
   ].join('\n'),
   options: [
     { name: 'data-dir', type: 'string', env: 'NETTALLY_DATA_DIR', default: '/var/lib/nettally', help: 'where broker, InfluxDB, producer spool and logs keep their files' },
@@ -47,7 +50,8 @@ const spec: CommandSpec = {
     { name: 'influx-port', type: 'int', env: 'NETTALLY_INFLUX_PORT', default: 8086, min: 1, max: 65535, help: 'HTTP port of the local influxd on 127.0.0.1 (ignored with INFLUX_URL)' },
     { name: 'influx-db', type: 'string', env: 'INFLUX_DB', default: 'nettally', help: 'InfluxDB database for the rollups' },
     { name: 'pin-dir', type: 'string', env: 'NETTALLY_PIN_DIR', default: '/sys/fs/bpf/nettally-up', help: 'bpffs directory for the producer\'s pinned maps; removed on exit unless it existed before' },
-    { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: '5s', min: 100, help: 'kernel flush interval of connection counters, and how often the consumer writes windows' },
+    // The producer's capture settings, forwarded to it; --flush-interval also sets the consumer's write interval.
+    ...CAPTURE_OPTIONS.map((o) => (o.name === 'flush-interval' ? { ...o, help: `${o.help}; also how often the consumer writes windows` } : o)),
     { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: '2s', min: 200, help: 'how often the status line is printed' },
     { name: 'dashboard', type: 'bool', env: 'NETTALLY_DASHBOARD', default: true, help: 'serve the dashboard (nettally dashboard) in this process; --no-dashboard to not' },
     { name: 'dashboard-listen', type: 'string', env: 'NETTALLY_DASHBOARD_LISTEN', default: '127.0.0.1:8087', help: 'address of the dashboard page, loopback only (it has no authentication; port 0: any free port)' },
@@ -311,6 +315,7 @@ function childEnv(args: ParsedArgs, brokers: string[]): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, KAFKA_BROKERS: brokers.join(',') };
   // up reads the children's info-level lines (readiness, status); their full logs go to files, so at least info.
   if (!['debug', 'trace'].includes(env.LOG_LEVEL ?? '')) env.LOG_LEVEL = 'info';
+  env.LOG_FORMAT = 'json'; // up parses its children's lines (readiness, status), also when its own are pretty
   for (const o of FORWARDED_KAFKA_OPTIONS) {
     if (!o.env) continue;
     const v = args.values[o.name];
@@ -326,6 +331,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const logDir = join(dataDir, 'logs');
   const pinDir = args.str('pin-dir');
   if (!isPinDirPath(pinDir, BPFFS)) throw configError('--pin-dir (env NETTALLY_PIN_DIR)', `must be a directory under ${BPFFS}/, got ${JSON.stringify(pinDir)}`);
+  const capture = captureSettingsFrom(args); // validated before anything starts
   const external = args.list('brokers');
   const listen = parseHostPort('--kafka-listen (env NETTALLY_BROKER_LISTEN)', args.str('kafka-listen'));
   const dashboardListen = args.bool('dashboard') ? parseHostPort('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', args.str('dashboard-listen')) : undefined;
@@ -354,12 +360,25 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     if (!upLogFailed) ctx.logger.error({ err: e.message, log: upLogPath }, `cannot write ${upLogPath}; up's log continues on stderr only`);
     upLogFailed = true;
   });
-  const logger = createLogger({ name: 'nettally-up', alsoTo: upLog });
+  // On a terminal (LOG_FORMAT unset or pretty): readable log lines and one status line redrawn in place; up.log
+  // stays JSON either way.
+  const format = logFormat();
+  const logger = createLogger({ name: 'nettally-up', alsoTo: upLog, format });
   const transcript = pino({ name: 'nettally-up' }, upLog);
   let stdoutGone = false;
+  const write = (text: string): void => {
+    if (!stdoutGone) ctx.stdout.write(text);
+  };
+  const status = format === 'pretty' && (ctx.stdout as NodeJS.WriteStream).isTTY === true ? new StatusLine(write, () => (ctx.stdout as NodeJS.WriteStream).columns) : undefined;
   const say = (text: string): void => {
     transcript.info({ out: text.trimEnd() }, 'output');
-    if (!stdoutGone) ctx.stdout.write(text);
+    if (status) status.print(text);
+    else write(text);
+  };
+  const sayStatus = (text: string): void => {
+    if (!status) return say(text);
+    transcript.info({ out: text.trimEnd() }, 'output');
+    status.show(text);
   };
   // Writing to a pipe whose reader has exited fails with EPIPE, reported as an 'error' event that would otherwise
   // kill up before it stopped anything. These listeners stay after run() returns: the dispatcher still writes to
@@ -514,7 +533,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     children.push(consumer);
     const producer = startChild(
       'producer',
-      ['producer', '--state-dir', join(dataDir, 'producer'), '--pin-dir', pinDir, '--flush-interval', flushEvery, '--status-interval', statusEvery],
+      ['producer', '--state-dir', join(dataDir, 'producer'), ...captureSettingsAsFlags(capture), '--status-interval', statusEvery],
       env,
       logDir,
       logger,
@@ -556,11 +575,12 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       }
     };
     const readyPoll = setInterval(tick, 100);
-    const ticker = setInterval(() => say(statusLine(Date.now() - startedAt, producer, consumer, query)), args.num('status-interval'));
+    const ticker = setInterval(() => sayStatus(statusLine(Date.now() - startedAt, producer, consumer, query)), args.num('status-interval'));
     const stopped = new Promise<'signal'>((r) => (signal.aborted ? r('signal') : signal.addEventListener('abort', () => r('signal'), { once: true })));
     const first = await Promise.race([stopped, died]);
     clearInterval(ticker);
     clearInterval(readyPoll);
+    status?.end();
     if (first !== 'signal') {
       logger.error({ component: first.c.name, code: first.code, last: first.c.lastLines.slice(-5) }, `${first.c.name} exited unexpectedly (code ${first.code}); stopping everything — see ${join(logDir, `${first.c.name}.log`)}`);
       return await finish(1);

@@ -34,7 +34,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_LISTEN 10
 #define TCP_CLOSING 11
 
-/* Settings: rodata, set by user space between open and load. */
+/* Settings: rodata, set by user space between open and load (values: producer/capture-options.ts; these
+ * initial values are placeholders, always overwritten). */
 const volatile __u64 flush_interval_ns = 5000000000ULL;
 const volatile __u64 flush_threshold_bytes = 16ULL << 20;
 /* The TCP hot path looks at a connection when a packet (or, without cgroup2, a call) moves one of its sequence
@@ -58,13 +59,13 @@ static __always_inline __u64 flush_interval_ticks(void)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20);
+	__uint(max_entries, 4 << 20); /* set from producer/capture-options.ts (ring-buffer-bytes) before load */
 } events SEC(".maps");
 
 /* HASH, not LRU: an LRU would evict unshipped counters silently. User space deletes closed entries (forget). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 131072);
+	__uint(max_entries, 131072); /* set from producer/capture-options.ts (max-connections) before load */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
 	__type(value, struct nt_conn);

@@ -2,14 +2,14 @@
 // event-time tumbling windows (1 m + 1 h) with a watermark, and a JSON snapshot of all of it for crash recovery.
 // Deterministic: the same records in the same order give the same windows, whatever the wall clock says.
 
-/** A connection record (kernel kinds CONN_OPEN/CONN_SAMPLE/CONN_CLOSE), normalised by consumer/records.ts. */
+import type { RecordByKind } from '../schemas';
+
+// The input types are derived from the wire record types (schemas/types.generated.ts, generated from the .avsc):
+// a field keeps its name and type from the contract; only what consumer/records.ts converts is declared here.
+type Wire<K extends keyof RecordByKind, F extends keyof RecordByKind[K]> = Pick<RecordByKind[K], F>;
+
 /** What every record carries from the producer: identity for dedupe and connection keys, and event time. */
-export interface RecordHeader {
-  host_id: string;
-  hostname: string;
-  boot_id: string;
-  epoch: number;
-  seq: number;
+export interface RecordHeader extends Wire<'iface', 'host_id' | 'hostname' | 'boot_id' | 'epoch' | 'seq'> {
   /** Event time, Unix epoch milliseconds (time_ns / 1e6, floored). */
   time_ms: number;
   /**
@@ -19,44 +19,29 @@ export interface RecordHeader {
   ref_ms?: number;
 }
 
-export interface ConnInput extends RecordHeader {
+/** A connection record (wire kinds conn_sample and conn_event), normalised by consumer/records.ts. */
+export interface ConnInput
+  extends RecordHeader,
+    Wire<'conn_sample', 'tx_bytes' | 'rx_bytes' | 'retransmits' | 'netns' | 'comm' | 'protocol' | 'direction' | 'sport' | 'dport' | 'flush_reason'> {
   kind: 'conn';
   event: 'open' | 'sample' | 'close';
+  /** The wire's u64 cookie as decimal text: exact beyond 2^53 and usable as a map key. */
   cookie: string;
-  tx_bytes: number;
-  rx_bytes: number;
-  retransmits: number;
-  netns: number;
-  comm: string;
-  protocol: number;
-  direction: number;
-  sport: number;
-  dport: number;
-  flush_reason: string;
   /**
    * CLOCK_BOOTTIME ns at which the kernel started this counting of the connection (bpf conn_create, or the
    * established transition). The counters are cumulative since then: the same start_ns under a new producer epoch
    * means the counters continue (pinned maps); a different one means they restarted from zero (fresh maps).
    * Absent (older inputs) = unknown.
    */
-  start_ns?: number;
+  start_ns?: RecordByKind['conn_sample']['start_ns'];
 }
 
-export interface ListenInput extends RecordHeader {
+export interface ListenInput extends RecordHeader, Wire<'listen', 'netns' | 'port' | 'protocol'> {
   kind: 'listen';
-  netns: number;
-  port: number;
-  protocol: number;
 }
 
-export interface IfaceInput extends RecordHeader {
+export interface IfaceInput extends RecordHeader, Wire<'iface', 'netns' | 'ifindex' | 'rx_bytes' | 'rx_packets' | 'tx_bytes' | 'tx_packets'> {
   kind: 'iface';
-  netns: number;
-  ifindex: number;
-  rx_bytes: number;
-  rx_packets: number;
-  tx_bytes: number;
-  tx_packets: number;
 }
 
 export type AggInput = ConnInput | ListenInput | IfaceInput;

@@ -50,7 +50,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     return 0;
   }
   const fields = measurement === 'traffic' ? TRAFFIC_SUM_FIELDS : IFACE_SUM_FIELDS;
-  ctx.stdout.write(formatRows(flatten(rows), ['window', ...tags, ...fields, 'final'], args.str('format') as 'table' | 'csv' | 'json'));
+  ctx.stdout.write(formatRows(flatten(rows), ['window', ...tags, ...fields, 'final', 'gap'], args.str('format') as 'table' | 'csv' | 'json'));
   return 0;
 }
 

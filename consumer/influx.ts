@@ -4,6 +4,7 @@ import { InfluxDB, HttpError } from '@influxdata/influxdb-client';
 import type { OptionSpec, ParsedArgs } from '../lib/args';
 import { configError, NettallyError } from '../lib/errors';
 import type { OutPoint } from './aggregator';
+import { escapeControls, hexEscape } from '../lib/text';
 
 export interface InfluxConfig {
   url: string;
@@ -75,18 +76,10 @@ export function influxConfigFrom(args: ParsedArgs, batchSize = 5000): InfluxConf
 // followed by `x`; lone UTF-16 surrogates become U+FFFD (UTF-8 cannot carry them; a decoded Avro string never has
 // one). Readers undo it with decodeTagText (`nettally usage` does). test/influx-write.test.ts checks it byte by byte
 // against influxd.
-// eslint-disable-next-line no-control-regex -- finding control characters is the point
-const CONTROL = /[\x00-\x1f\x7f-\x9f]/g;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
-function hexEscape(c: string): string {
-  return `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
-}
-
-/** Control characters (C0, DEL, C1) as `\xHH`: safe to store, and to show on a terminal. */
-export function escapeControls(s: string): string {
-  return s.replace(CONTROL, hexEscape);
-}
+// Shared with the terminal log formatter (lib/log.ts); re-exported because callers import it from here.
+export { escapeControls };
 
 /** A tag value as stored in InfluxDB (before line-protocol escaping): see the contract in consumer/README.md. */
 export function encodeTagText(s: string): string {

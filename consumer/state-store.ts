@@ -284,8 +284,11 @@ export class StateStore {
   }
 
   /**
-   * Latest complete snapshot per data partition. `hints` are the state offsets from the group's commit
-   * metadata: reading starts there (bounded); without a hint the state partition is read from its start.
+   * The snapshot per data partition to continue from. `hints` are the state offsets from the group's commit
+   * metadata: reading starts there (bounded), and the snapshot the commit names (the one starting at the hint) is
+   * the one taken: a newer one that no commit names (written by a member that crashed before its commit, or planted
+   * by anyone who can write to the state topic; the bundled broker has no authentication) is used only when the
+   * named one is unreadable, with a warning. Without a hint (no commit yet) the newest complete snapshot is taken.
    */
   async load(partitions: readonly number[], hints: ReadonlyMap<number, string | undefined>): Promise<Map<number, Snapshot>> {
     const { admin, stateTopic } = this.o;
@@ -380,10 +383,16 @@ export class StateStore {
       await reader.disconnect().catch(() => undefined);
     }
     for (const [p, list] of complete) {
-      list.sort((x, y) => (x.firstOffset < y.firstOffset ? 1 : x.firstOffset > y.firstOffset ? -1 : 0));
+      const hint = hints.get(p);
+      const named = (c: Chunked): boolean => hint !== undefined && c.firstOffset === BigInt(hint);
+      // the committed one first, then newest first
+      list.sort((x, y) => Number(named(y)) - Number(named(x)) || (x.firstOffset < y.firstOffset ? 1 : x.firstOffset > y.firstOffset ? -1 : 0));
       for (const c of list) {
         try {
           const snap = await decodeSnapshot(Buffer.concat([...Array(c.n).keys()].map((i) => c.parts.get(i) as Buffer)));
+          if (hint !== undefined && !named(c)) {
+            this.o.logger.warn({ partition: p, committed_state_offset: hint, used_state_offset: String(c.firstOffset) }, 'the snapshot the committed offset names is missing or unreadable; continuing from a newer one that no commit names');
+          }
           out.set(p, snap);
           this.slots.set(p, c.slot);
           break;

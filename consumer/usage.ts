@@ -39,6 +39,8 @@ export interface UsageRow {
   fields: Record<string, number>;
   /** Every point summed into this row is final (its window is past the consumer's watermark). */
   final: boolean;
+  /** Some point summed into this row is marked `gap`: records of its partition were deleted by retention unread. */
+  gap: boolean;
 }
 
 /** Time from `now`, `-1h`/`-30m` (relative), an ISO 8601 date, or Unix seconds/milliseconds. */
@@ -79,8 +81,8 @@ export function groupTags(q: Pick<UsageQuery, 'groupBy'>): string[] {
   return out;
 }
 
-/** The InfluxQL statements: sums per window and group, and which of those groups still hold non-final points. */
-export function buildQueries(q: UsageQuery): { sums: string; open: string } {
+/** The InfluxQL statements: sums per window and group, and which of those groups hold non-final or gap points. */
+export function buildQueries(q: UsageQuery): { sums: string; open: string; gaps: string } {
   const fields = q.fields ?? (q.measurement === 'traffic' ? TRAFFIC_SUM_FIELDS : IFACE_SUM_FIELDS);
   const m = quoteIdent(measurementName(q));
   const where = `time >= ${q.fromMs}ms AND time < ${q.toMs}ms`;
@@ -89,6 +91,7 @@ export function buildQueries(q: UsageQuery): { sums: string; open: string } {
   return {
     sums: `SELECT ${sel} FROM ${m} WHERE ${where} GROUP BY ${group} fill(none)`,
     open: `SELECT count(${quoteIdent(fields[0])}) AS n FROM ${m} WHERE ${where} AND "final" = false GROUP BY ${group} fill(none)`,
+    gaps: `SELECT count(${quoteIdent(fields[0])}) AS n FROM ${m} WHERE ${where} AND "gap" = true GROUP BY ${group} fill(none)`,
   };
 }
 
@@ -97,11 +100,16 @@ function rowKey(time: number, tags: Record<string, string>, names: readonly stri
 }
 
 export async function runUsage(client: InfluxClient, q: UsageQuery): Promise<UsageRow[]> {
-  const { sums, open } = buildQueries(q);
+  const { sums, open, gaps } = buildQueries(q);
   const names = groupTags(q);
-  const [sumRes, openRes] = await Promise.all([client.query(sums), client.query(open)]);
-  const notFinal = new Set<string>();
-  for (const s of series(openRes)) for (const v of s.values) notFinal.add(rowKey(v[0] as number, s.tags ?? {}, names));
+  const [sumRes, openRes, gapRes] = await Promise.all([client.query(sums), client.query(open), client.query(gaps)]);
+  const keysOf = (res: InfluxQLResult[]): Set<string> => {
+    const out = new Set<string>();
+    for (const s of series(res)) for (const v of s.values) out.add(rowKey(v[0] as number, s.tags ?? {}, names));
+    return out;
+  };
+  const notFinal = keysOf(openRes);
+  const withGap = keysOf(gapRes);
   const rows: UsageRow[] = [];
   for (const s of series(sumRes)) {
     for (const v of s.values) {
@@ -112,10 +120,12 @@ export async function runUsage(client: InfluxClient, q: UsageQuery): Promise<Usa
       const stored: Record<string, string> = {};
       for (const n of names) stored[n] = s.tags?.[n] ?? '';
       const time = v[0] as number;
-      const final = !notFinal.has(rowKey(time, stored, names));
+      const key = rowKey(time, stored, names);
+      const final = !notFinal.has(key);
+      const gap = withGap.has(key);
       // back from the stored tag text to the names as the producers sent them (influx.ts encodeTagText)
       const tags = Object.fromEntries(names.map((n) => [n, decodeTagText(stored[n])]));
-      rows.push({ time_ms: time, tags, fields, final });
+      rows.push({ time_ms: time, tags, fields, final, gap });
     }
   }
   rows.sort((a, b) => a.time_ms - b.time_ms || rowKey(0, a.tags, names).localeCompare(rowKey(0, b.tags, names)));
@@ -126,9 +136,9 @@ function series(res: InfluxQLResult[]): NonNullable<InfluxQLResult['series']> {
   return res.flatMap((r) => r.series ?? []);
 }
 
-/** Flat records for output: window start (ISO), group tags, summed fields, final. */
+/** Flat records for output: window start (ISO), group tags, summed fields, final, gap. */
 export function flatten(rows: readonly UsageRow[], extra?: (r: UsageRow) => Record<string, number>): Record<string, string | number | boolean>[] {
-  return rows.map((r) => ({ window: new Date(r.time_ms).toISOString(), ...r.tags, ...r.fields, ...(extra ? extra(r) : {}), final: r.final }));
+  return rows.map((r) => ({ window: new Date(r.time_ms).toISOString(), ...r.tags, ...r.fields, ...(extra ? extra(r) : {}), final: r.final, gap: r.gap }));
 }
 
 function csvCell(v: string | number | boolean): string {
@@ -139,7 +149,7 @@ function csvCell(v: string | number | boolean): string {
 /** Billing rows (`usage --billing`): one per hour and group of an hourly query, with total_bytes. */
 export function billingCsv(rows: readonly UsageRow[], q: Pick<UsageQuery, 'groupBy'>): string {
   const recs = flatten(rows, (r) => ({ total_bytes: (r.fields.tx_bytes ?? 0) + (r.fields.rx_bytes ?? 0) })).map(({ window, ...rest }) => ({ hour: window, ...rest }));
-  return formatRows(recs, ['hour', ...groupTags(q), 'tx_bytes', 'rx_bytes', 'total_bytes', 'final'], 'csv');
+  return formatRows(recs, ['hour', ...groupTags(q), 'tx_bytes', 'rx_bytes', 'total_bytes', 'final', 'gap'], 'csv');
 }
 
 /** The billing query of `usage --billing --per host|netns`: the 1-hour traffic rollup per host or namespace. */

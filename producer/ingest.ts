@@ -7,7 +7,8 @@ import type { HostIdentity } from './host';
 import { fitsAlone } from './kafka-batch';
 import { SenderStage } from './sender';
 import { Spool, type SpoolEntry } from './spool';
-import { KIND_CONN_CLOSE, toWire, type WireContext } from './wire';
+import { KernelKind } from './records';
+import { toWire, type WireContext } from './wire';
 
 /** Most kernel records ingested (encoded, spooled) in one round. */
 const COALESCE_RECORDS = 20_000;
@@ -105,7 +106,7 @@ export abstract class IngestStage extends SenderStage {
       }
       chunk.push(entry);
       size += entryBytes;
-      if (r.kind === KIND_CONN_CLOSE) chunkClosed.push((r as { cookie: number }).cookie);
+      if (r.kind === KernelKind.CONN_CLOSE) chunkClosed.push((r as { cookie: number }).cookie);
     }
     await this.spoolChunk(chunk, chunkClosed, deadline);
     await new Promise((r) => setImmediate(r));

@@ -29,6 +29,11 @@ for src in bpf/*.bpf.c; do
   fi
 done
 
+# Generated record definitions (producer/layout.generated.ts, schemas/types.generated.ts) are committed so a fresh
+# clone type-checks; fail here when one is stale, and when bpf/nettally.h does not describe what clang laid out.
+btf=(); [ -e build/nettally.bpf.o ] && btf=(--btf build/nettally.bpf.o)
+node scripts/gen-records.js --check "${btf[@]}"
+
 if [ -f native/binding.gyp ]; then
   addon=native/build/Release/nettally.node
   if [ ! -e "$addon" ] || [ -n "$(find native bpf build -maxdepth 1 -newer "$addon" \( -name '*.cc' -o -name '*.h' -o -name '*.gyp' \) -print -quit)" ]; then

@@ -15,6 +15,7 @@ import { PartitionAggregator } from '../consumer/aggregator';
 import { InfluxClient } from '../consumer/influx';
 import { toAggInput } from '../consumer/records';
 import { StateStore, decodeSnapshot, encodeSnapshot, parseCommitMetadata } from '../consumer/state-store';
+import { runUsage } from '../consumer/usage';
 import { synthesize } from '../consumer/synthetic';
 import { decode } from '../schemas';
 import { consumerScenario, createTopic, messagesOf, produce, waitCaughtUp } from './helpers/consumer';
@@ -159,6 +160,10 @@ test('retention deletes unread records: the gap is reported once, the consumer m
   expect(points.length).toBeGreaterThan(0);
   const wrong = points.filter((pt) => pt.gap !== (pt.t + 60_000 > fromMs && pt.t <= toMs));
   expect(wrong).toEqual([]);
+  // and `nettally usage` / the billing export show it per row
+  const rows = await runUsage(new InfluxClient({ url: env.influx.url, api: 'v1', db: n.db, batchSize: 5000, timeoutMs: 30_000 }), { measurement: 'traffic', fromMs: FROM, toMs: TO, windowMs: 60_000, groupBy: [] });
+  expect(rows.filter((r) => r.gap).map((r) => r.time_ms)).toEqual(rows.map((r) => r.time_ms).filter((t) => t + 60_000 > fromMs && t <= toMs));
+  expect(rows.some((r) => !r.gap)).toBe(true);
   expect(points.some((pt) => pt.gap)).toBe(true);
   expect(points.some((pt) => !pt.gap && pt.t > toMs)).toBe(true);
   expect(points.some((pt) => !pt.gap && pt.t < fromMs)).toBe(true);
@@ -206,10 +211,12 @@ test('state store: a save cut off between chunks leaves the previous snapshot; s
     const loaded = await store.load([0], hint);
     expect(loaded.get(0)).toMatchObject({ offset: '100', state: { tag: 'one' } });
 
-    // A snapshot completed after the crash is found from the same hint; its keys never reuse snapshot one's slot.
+    // A snapshot completed after the crash but named by no commit (the member died before committing, or anyone who
+    // can write to the state topic planted it) is not taken over the committed one; without a commit, the newest is.
     failAfter = Infinity;
     await store.save(0, { offset: '300', state: state('three') });
-    expect((await store.load([0], hint)).get(0)).toMatchObject({ offset: '300', state: { tag: 'three' } });
+    expect((await store.load([0], hint)).get(0)).toMatchObject({ offset: '100', state: { tag: 'one' } });
+    expect((await store.load([0], new Map())).get(0)).toMatchObject({ offset: '300', state: { tag: 'three' } });
     const keys = await keysOf();
     const slotOf = (first: number): Set<string> => new Set(keys.filter((k) => k.id === keys[first].id).map((k) => k.key.replace(/\d+$/, '')));
     const firstOfEach = [...new Set(keys.map((k) => k.id))].map((id) => keys.findIndex((k) => k.id === id));
@@ -224,6 +231,11 @@ test('state store: a save cut off between chunks leaves the previous snapshot; s
     const after = await keysOf();
     expect(after[after.length - 1].key).toMatch(/#a\d+$/);
     expect(Math.max(...storedBatchSizes(stateTopic))).toBeLessThan(2048);
+    // a forger's store (same group, topic and key, as any client of the broker can write) plants a newer snapshot
+    const forger = new StateStore({ kafka: env.kafka, admin: env.admin, producer, logger: silentLogger, group: 'g-unit', topic: 'records-unit', stateTopic, chunkBytes: 1024 });
+    await forger.init(1);
+    await forger.save(0, { offset: '999999', state: state('planted') });
+    expect((await store.load([0], hint)).get(0)).toMatchObject({ offset: '100', state: { tag: 'one' } });
 
     // snapshots written before slots existed (keys `<key>#<chunk>`, one request) still load, with an aggregator v1 state
     const agg = new PartitionAggregator({ partition: 1 });

@@ -145,7 +145,7 @@ test('the page draws the stacked chart and shows the totals, billing CSV and liv
   const billing = cli(['usage', '--influx-url', influx.url, '--billing', '--per', 'host', '--from', String(range.from), '--to', 'now']);
   expect(billing.code).toBe(0);
   expect(csv).toBe(billing.out);
-  expect(csv.split('\n')[0]).toBe('hour,host_id,hostname,tx_bytes,rx_bytes,total_bytes,final');
+  expect(csv.split('\n')[0]).toBe('hour,host_id,hostname,tx_bytes,rx_bytes,total_bytes,final,gap');
 
   // The live view: per host, this minute and the previous one, exact bytes in the cells' titles.
   const live = await page.$eval('#live', (t) => ({

@@ -1,7 +1,7 @@
 // Scenario: the `nettally producer` command — help, config validation, --check, privileges, status line,
 // metrics endpoint on localhost, secrets kept out of the logs.
 import { spawn, spawnSync } from 'child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'fs';
 import { get } from 'http';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
@@ -65,6 +65,28 @@ test('--check loads and attaches the programs, finds the topic on Kafka, and exi
     const r = await cliAsync(['--check', '--brokers', b.address]);
     expect({ code: r.code, out: r.out }).toEqual({ code: 0, out: expect.stringContaining('ok: eBPF programs loaded and attached') });
     expect(r.out).toMatch(/^ok: Kafka: connected to 127\.0\.0\.1:\d+; topic nettally\.records has 1 partition/m);
+  } finally {
+    await b.stop();
+  }
+});
+
+test('--check loads with the run\'s capture settings: a pinned connection map of another size fails it; it pins nothing', async () => {
+  const pinDir = `/sys/fs/bpf/nettally-test-pcheck-${process.pid}-${Date.now()}`;
+  const fresh = `${pinDir}-fresh`;
+  cleanups.push(() => rmSync(pinDir, { recursive: true, force: true }), () => rmSync(fresh, { recursive: true, force: true }));
+  const { openCapture } = await import('../producer/capture');
+  // ground truth: the maps a producer with --max-connections 4096 left pinned
+  await (await openCapture({ pinDir, maxConnections: 4096, ifaceIntervalMs: 0 })).close();
+  const b = await startTestBroker();
+  try {
+    const other = await cliAsync(['--check', '--brokers', b.address, '--pin-dir', pinDir]);
+    expect({ code: other.code, out: other.out }).toEqual({ code: 1, out: expect.stringMatching(/^FAILED: eBPF programs: .*--max-connections .*is 1048576, but the connection map pinned in .* has 4096 entries/m) });
+    expect(other.out).toMatch(/^ok: Kafka/m);
+    const same = await cliAsync(['--check', '--brokers', b.address, '--pin-dir', pinDir, '--max-connections', '4096', '--ring-buffer-bytes', '64KiB']);
+    expect({ code: same.code, out: same.out }).toEqual({ code: 0, out: expect.stringContaining(`maps pinned in ${pinDir} were left alone`) });
+    const none = await cliAsync(['--check', '--brokers', b.address, '--pin-dir', fresh]);
+    expect({ code: none.code, out: none.out }).toEqual({ code: 0, out: expect.stringContaining('the run creates them') });
+    expect(existsSync(fresh)).toBe(false);
   } finally {
     await b.stop();
   }
