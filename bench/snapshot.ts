@@ -12,7 +12,7 @@ const START = Date.UTC(2026, 0, 1);
 const COMMS = ['curl', 'nginx', 'postgres', 'ssh', 'java', 'python3'];
 
 /** An aggregator holding `n` live connections of 100 hosts (open + one sample each, 3 minutes of event time). */
-export function liveState(n: number): PartitionAggregator {
+function liveState(n: number): PartitionAggregator {
   const agg = new PartitionAggregator({ partition: 0 });
   const hosts = 100;
   for (let i = 0; i < n; i++) {

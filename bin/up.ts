@@ -6,17 +6,18 @@ import { createWriteStream, mkdirSync, readFileSync, rmSync } from 'fs';
 import { connect } from 'net';
 import { join, resolve } from 'path';
 import { createInterface } from 'readline';
-import { ConfigResourceTypes, Kafka, logLevel, type Admin } from 'kafkajs';
+import { ConfigResourceTypes, type Admin } from 'kafkajs';
 import pino from 'pino';
 import { ParsedArgs, parseArgs, type CommandSpec, type OptionSpec } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
-import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
+import { createKafkaClient, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import { InfluxClient, influxConfigFrom } from '../consumer/influx';
 import type { PipelineStatus } from '../dashboard/api';
 import { DASHBOARD_INFLUX_OPTIONS } from '../dashboard/cmd-dashboard';
 import { checkListenAddress, startDashboard } from '../dashboard/server';
 import { createLogger, logFormat, StatusLine, type Logger } from '../lib/log';
+import { retry } from '../lib/retry';
 import { CAPTURE_OPTIONS, captureSettingsAsFlags, captureSettingsFrom } from '../producer/capture-options';
 import { startLocalInflux, type LocalInflux } from './influxd';
 import { claimPins, isPinDirPath, type PinClaim } from './up-pins';
@@ -266,32 +267,46 @@ async function reportTimestampType(admin: Admin, topic: string, logger: Logger):
  */
 export async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, partitions: number, logger: Logger, signal: AbortSignal): Promise<void> {
   const config = kafkaConfigFrom(new ParsedArgs({ ...args.values, brokers }, [], args.sources));
-  const admin = new Kafka({ ...config, logLevel: logLevel.NOTHING, retry: { retries: 3 } }).admin();
+  const admin = createKafkaClient(config, { retry: { retries: 3 } }).admin();
   const deadline = Date.now() + 60_000;
-  for (;;) {
-    try {
-      await admin.connect();
-      const topics = await admin.listTopics();
-      if (!topics.includes(topic)) {
-        // LogAppendTime: the broker's clock, not the sender's, is each record's Kafka timestamp, which bounds how far
-        // ahead the consumer lets a record's time_ns go (--max-clock-ahead) — so neither a host whose clock is ahead
-        // nor a record forged on the broker can choose its own time.
-        await admin.createTopics({ topics: [{ topic, numPartitions: partitions, configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }] }], waitForLeaders: true });
-        logger.info({ topic, partitions, timestampType: 'LogAppendTime' }, 'created the records topic');
-      } else {
-        await reportTimestampType(admin, topic, logger);
-      }
-      await admin.disconnect();
-      return;
-    } catch (e) {
-      await admin.disconnect().catch(() => undefined);
-      if (signal.aborted) return;
-      if (Date.now() > deadline) {
-        throw new NettallyError('KAFKA_UNAVAILABLE', `cannot create or list the topic ${topic} on ${brokers.join(',')}: ${(e as Error).message}; check --brokers (env KAFKA_BROKERS) and the Kafka TLS/SASL settings`, { cause: e });
-      }
-      logger.warn({ err: (e as Error).message, brokers }, 'Kafka not ready yet; retrying');
-      await new Promise((r) => setTimeout(r, 1000));
-    }
+  try {
+    await retry(
+      async () => {
+        try {
+          await admin.connect();
+          const topics = await admin.listTopics();
+          if (!topics.includes(topic)) {
+            // LogAppendTime: the broker's clock, not the sender's, is each record's Kafka timestamp, which bounds how far
+            // ahead the consumer lets a record's time_ns go (--max-clock-ahead) — so neither a host whose clock is ahead
+            // nor a record forged on the broker can choose its own time.
+            await admin.createTopics({ topics: [{ topic, numPartitions: partitions, configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }] }], waitForLeaders: true });
+            logger.info({ topic, partitions, timestampType: 'LogAppendTime' }, 'created the records topic');
+          } else {
+            await reportTimestampType(admin, topic, logger);
+          }
+          await admin.disconnect();
+        } catch (e) {
+          await admin.disconnect().catch(() => undefined);
+          throw e;
+        }
+      },
+      {
+        // a broker just started may refuse anything for a while: every error is worth another try, for a minute
+        initialMs: 1000,
+        maxMs: 1000,
+        retryPermanent: true,
+        signal,
+        onAttempt: ({ error: e }) => {
+          if (Date.now() > deadline) {
+            throw new NettallyError('KAFKA_UNAVAILABLE', `cannot create or list the topic ${topic} on ${brokers.join(',')}: ${(e as Error).message}; check --brokers (env KAFKA_BROKERS) and the Kafka TLS/SASL settings`, { cause: e });
+          }
+          logger.warn({ err: (e as Error).message, brokers }, 'Kafka not ready yet; retrying');
+        },
+      },
+    );
+  } catch (e) {
+    if (signal.aborted) return;
+    throw e;
   }
 }
 

@@ -109,7 +109,7 @@ function isLoopbackIp(ip: string): boolean {
  * only on loopback unless told otherwise; a host name counts as loopback only if every address it resolves
  * to is one (0.0.0.0 and :: are not).
  */
-export async function checkLoopback(host: string): Promise<void> {
+async function checkLoopback(host: string): Promise<void> {
   let addrs: string[];
   if (net.isIP(host)) addrs = [host];
   else {

@@ -1,15 +1,14 @@
 // `nettally consumer`: runs one member of the rollup consumer group until SIGINT/SIGTERM, with a status line.
-import { Kafka, logLevel } from 'kafkajs';
 import { type CommandSpec, type ParsedArgs } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError } from '../lib/errors';
-import { DEFAULT_DLQ_TOPIC, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
+import { createKafkaClient, DEFAULT_DLQ_TOPIC, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import { DEFAULT_AGG_OPTIONS } from './aggregator';
 import { createRollupConsumer, type RollupConsumerConfig } from './consumer';
 import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from './influx';
 import { DEFAULT_STATE_TOPIC } from './state-store';
 
-export const DEFAULT_POINTS_DLQ_TOPIC = 'nettally.points.dlq';
+const DEFAULT_POINTS_DLQ_TOPIC = 'nettally.points.dlq';
 
 const spec: CommandSpec = {
   name: 'consumer',
@@ -106,7 +105,7 @@ export function redactUrl(url: string): string {
 async function check(config: RollupConsumerConfig, ctx: CommandContext): Promise<number> {
   let ok = true;
   const brokers = Array.isArray(config.kafka.brokers) ? config.kafka.brokers.join(',') : 'brokers';
-  const admin = new Kafka({ ...config.kafka, logLevel: logLevel.NOTHING, retry: { retries: 2 } }).admin();
+  const admin = createKafkaClient(config.kafka, { retry: { retries: 2 } }).admin();
   try {
     await admin.connect();
     const topics = await admin.listTopics();

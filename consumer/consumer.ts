@@ -1,171 +1,22 @@
 // The rollup consumer: a kafkajs group member that decodes records, aggregates them exactly per partition and
 // writes window totals to InfluxDB; per partition it writes points, then a state snapshot, then commits.
-import { setMaxListeners } from 'events';
-import { Kafka, Partitioners, logLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type Producer, type Admin, type KafkaMessage, type IHeaders, type Message } from 'kafkajs';
+import { Partitioners, type Kafka, type Consumer, type EachBatchPayload, type Producer, type Admin, type KafkaMessage, type Message } from 'kafkajs';
 import { configError, NettallyError } from '../lib/errors';
+import { createKafkaClient } from '../lib/kafka';
 import type { Logger } from '../lib/log';
+import { retry, sleep } from '../lib/retry';
 import { createCodec, malformedReason, type Codec } from '../schemas';
-import { PartitionAggregator, sizeName, type AggregatorOptions, type OutPoint } from './aggregator';
-import { InfluxClient, quoteIdent, type InfluxConfig, type InfluxQLResult, type RejectedPoint } from './influx';
+import { PartitionAggregator, sizeName, type OutPoint } from './aggregator';
+import { InfluxClient, type RejectedPoint } from './influx';
 import { toAggInput } from './records';
+import { deadLetterRequests, pointDeadLetter, recordDeadLetter } from './dead-letters';
+import { lookUpFinal } from './finality';
+import { BoundedSet, plus1, Revoked, windowKey, type PartitionState } from './partition-state';
+import { linkedSignal, withHeartbeat } from './signals';
 import { StateStore, parseCommitMetadata, type GapMark } from './state-store';
+import type { ConsumerStats, RollupConsumerConfig } from './types';
 
-export interface RollupConsumerConfig {
-  kafka: KafkaConfig;
-  topic: string;
-  group: string;
-  stateTopic: string;
-  dlqTopic: string;
-  /** Dead-letter topic for points InfluxDB refuses (field type conflict, too large, …). */
-  pointsDlqTopic: string;
-  aggregation: Omit<AggregatorOptions, 'partition'>;
-  influx: InfluxConfig;
-  /** How often dirty windows are written and the state snapshotted + committed. */
-  flushIntervalMs: number;
-  retryInitialMs: number;
-  retryMaxMs: number;
-  sessionTimeoutMs: number;
-  /** Create the InfluxDB database at start (1.x CREATE DATABASE). */
-  createDatabase: boolean;
-}
-
-export interface ConsumerStats {
-  records: number;
-  duplicates: number;
-  too_late: number;
-  dlq: number;
-  /** Points InfluxDB refused, sent to the points dead-letter topic. */
-  points_dlq: number;
-  points_written: number;
-  flushes: number;
-  /** Sum over assigned partitions of high watermark − next offset, as of each partition's last batch. */
-  lag: number;
-  partitions: number[];
-  last_window_ms: number | undefined;
-  influx_down_since: number | undefined;
-  /** Retention gaps found by this process: records deleted before they were read (see consumer/README.md). */
-  retention_gaps: number;
-  /** Offsets lost in those gaps. */
-  retention_gap_records: number;
-}
-
-interface PartitionState {
-  partition: number;
-  agg: PartitionAggregator;
-  /** Next data offset to process (everything before it is in agg); undefined until known. */
-  next: string | undefined;
-  /** `next` as of the last snapshot. */
-  snapshotted: string | undefined;
-  /** Retention gaps whose windows are not final yet: their points get `gap=true` (saved in the snapshot). */
-  gaps: GapMark[];
-  dlq: { message: KafkaMessage; reason: string; error: string }[];
-  lastFlush: number;
-  high: string | undefined;
-  /** Too-late records since the last flush (logged once per flush), with the first one as an example. */
-  late: { n: number; host_id?: string; time_ms?: number };
-  /** Serializes batch processing and timer flushes of this partition. */
-  lock: Promise<void>;
-  /** Assignment generation this state was created in (see revokeAll). */
-  generation: number;
-  /** Aborted when this member no longer owns this state (rebalance, new assignment): its writes stop, even mid-retry. */
-  fence: AbortController;
-  /** Windows (`measurement@start`) known to be final in InfluxDB: never written as non-final again (see flush). */
-  finalWindows: BoundedSet;
-  /** Windows whose finality in InfluxDB was already looked up by this state. */
-  checkedWindows: BoundedSet;
-  /** InfluxQL refused the finality lookup (logged once). */
-  finalLookupFailed?: boolean;
-}
-
-/** Thrown when a partition's state lost ownership; its flush stops without writing anything more. */
-class Revoked extends Error {
-  constructor(partition: number, why: string) {
-    super(`partition ${partition} is no longer ours (${why}); stopped writing it`);
-    this.name = 'Revoked';
-  }
-}
-
-/** Insertion-ordered set that forgets its oldest entries past `max` (window keys: ~61 per hour per measurement). */
-class BoundedSet {
-  private readonly s = new Set<string>();
-  constructor(private readonly max = 8192) {}
-  has(k: string): boolean {
-    return this.s.has(k);
-  }
-  add(k: string): void {
-    this.s.delete(k);
-    this.s.add(k);
-    if (this.s.size > this.max) this.s.delete(this.s.values().next().value as string);
-  }
-}
-
-/** Bytes of dead letters per produce request: well below Kafka's default message.max.bytes (1 MiB). */
-const DEAD_LETTER_REQUEST_BYTES = 256 * 1024;
-/** A dead point's value is cut to this many characters (the header says from how many). */
-const MAX_DEAD_POINT_CHARS = 64 * 1024;
-
-function windowKey(p: Pick<OutPoint, 'measurement' | 'time_ms'>): string {
-  return `${p.measurement}@${p.time_ms}`;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    // the listener goes with the sleep: the signals here live as long as the consumer or the partition state
-    const done = (): void => {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}
-
-/**
- * A signal aborted when any of `sources` is (or after `timeoutMs`); dispose() detaches it, so that long-lived
- * sources (the stop signal, a partition's fence) collect no listeners across flushes.
- */
-function linkedSignal(sources: AbortSignal[], timeoutMs?: number): { signal: AbortSignal; dispose: () => void } {
-  const ctl = new AbortController();
-  // one listener per HTTP request of a bisected write; they go away with the signal
-  setMaxListeners(0, ctl.signal);
-  const abort = (): void => ctl.abort();
-  for (const s of sources) {
-    if (s.aborted) ctl.abort();
-    else s.addEventListener('abort', abort, { once: true });
-  }
-  const t = timeoutMs === undefined ? undefined : setTimeout(abort, timeoutMs);
-  return {
-    signal: ctl.signal,
-    dispose: () => {
-      clearTimeout(t);
-      for (const s of sources) s.removeEventListener('abort', abort);
-    },
-  };
-}
-
-function plus1(offset: string): string {
-  return (BigInt(offset) + 1n).toString();
-}
-
-/** Awaits `p`, calling heartbeat every few seconds so the group keeps this member during long waits. */
-async function withHeartbeat<T>(p: Promise<T>, heartbeat: (() => Promise<void>) | undefined, everyMs: number): Promise<T> {
-  if (!heartbeat) return p;
-  let settled = false;
-  const result = p.finally(() => {
-    settled = true;
-  });
-  // If a heartbeat throws (rebalance) we leave before `p` settles; its rejection must not go unhandled.
-  result.catch(() => undefined);
-  while (!settled) {
-    let timer: NodeJS.Timeout | undefined;
-    const tick = new Promise<void>((r) => (timer = setTimeout(r, everyMs)));
-    await Promise.race([result.then(() => undefined, () => undefined), tick]);
-    clearTimeout(timer);
-    if (!settled) await heartbeat();
-  }
-  return result;
-}
+export type { ConsumerStats, RollupConsumerConfig } from './types';
 
 export class RollupConsumer {
   private readonly log: Logger;
@@ -195,16 +46,10 @@ export class RollupConsumer {
 
   constructor(readonly config: RollupConsumerConfig, logger: Logger) {
     this.log = logger.child({ component: 'consumer' });
-    this.kafka = new Kafka({
-      ...config.kafka,
-      logLevel: logLevel.WARN,
-      logCreator: () => ({ level, log }) => {
-        const { message, ...extra } = log as { message: string } & Record<string, unknown>;
-        // kafkajs logs refused requests at error level; the state-topic creation with compaction is allowed to fail.
-        const expected = typeof message === 'string' && message.startsWith('Response CreateTopics');
-        const l = expected ? 'debug' : level <= logLevel.ERROR ? 'error' : level === logLevel.WARN ? 'warn' : 'debug';
-        this.log[l]({ kafkajs: extra }, message);
-      },
+    this.kafka = createKafkaClient(config.kafka, {
+      logger: this.log,
+      // kafkajs logs refused requests at error level; the state-topic creation with compaction is allowed to fail.
+      expected: (message) => message.startsWith('Response CreateTopics'),
     });
     this.consumer = this.kafka.consumer({
       groupId: config.group,
@@ -577,28 +422,32 @@ export class RollupConsumer {
    * until that state is revoked (Revoked is thrown at once, even from the backoff sleep, and never retried).
    */
   private async retry<T>(what: string, fn: () => Promise<T>, heartbeat?: () => Promise<void>, onFail?: (e: unknown, attempt: number) => void, ps?: PartitionState): Promise<T> {
-    let delay = this.config.retryInitialMs;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await withHeartbeat(fn(), heartbeat, 3000);
-      } catch (e) {
-        if (ps?.fence.signal.aborted) throw ps.fence.signal.reason as Revoked;
+    return retry(() => withHeartbeat(fn(), heartbeat, 3000), {
+      initialMs: this.config.retryInitialMs,
+      maxMs: this.config.retryMaxMs,
+      // Non-retriable failures that get here (InfluxDB refusing the request itself: HTTP 401/403/404; refused
+      // points do not, they are dead-lettered) still block rather than drop data, but loudly: fix the cause.
+      retryPermanent: true,
+      // (errors of other libraries, kafkajs's included, count as transient here: logged as warnings)
+      retriable: (e) => !(e instanceof NettallyError && !e.retriable),
+      // a revoked state stops at once, even from the backoff wait, with the fence's Revoked
+      ...(ps ? { signal: ps.fence.signal } : {}),
+      onAttempt: ({ error: e, attempt, retriable, delayMs }) => {
         if (e instanceof Revoked) throw e;
+        // stopping: the wait below ends at once; one more attempt (the final flush's), then give up
         if (this.stopCtl.signal.aborted && attempt > 1) throw e;
         onFail?.(e, attempt);
-        // Non-retriable failures that get here (InfluxDB refusing the request itself: HTTP 401/403/404; refused
-        // points do not, they are dead-lettered) still block rather than drop data, but loudly: fix the cause.
-        const level = e instanceof NettallyError && !e.retriable ? 'error' : 'warn';
-        this.log[level]({ err: e instanceof Error ? e.message : String(e), attempt, retry_in_ms: delay }, `${what} failed; retrying`);
+        this.log[retriable ? 'warn' : 'error']({ err: e instanceof Error ? e.message : String(e), attempt, retry_in_ms: delayMs }, `${what} failed; retrying`);
+      },
+      wait: async (ms) => {
         const wake = linkedSignal(ps ? [this.stopCtl.signal, ps.fence.signal] : [this.stopCtl.signal]);
         try {
-          await withHeartbeat(sleep(delay, wake.signal), heartbeat, 3000);
+          await withHeartbeat(sleep(ms, wake.signal), heartbeat, 3000);
         } finally {
           wake.dispose();
         }
-        delay = Math.min(this.config.retryMaxMs, delay * 2);
-      }
-    }
+      },
+    });
   }
 
   /**
@@ -644,18 +493,7 @@ export class RollupConsumer {
       }
       if (ps.dlq.length > 0) {
         const dead = ps.dlq;
-        await this.sendDeadLetters(ps, 'dead-letter write', c.dlqTopic, dead.map((d) => ({
-          key: d.message.key,
-          value: d.message.value,
-          headers: {
-            ...(d.message.headers as IHeaders | undefined),
-            'nettally-dlq-reason': d.reason,
-            'nettally-dlq-error': d.error.slice(0, 500),
-            'nettally-source-topic': c.topic,
-            'nettally-source-partition': String(ps.partition),
-            'nettally-source-offset': d.message.offset,
-          },
-        })), heartbeat);
+        await this.sendDeadLetters(ps, 'dead-letter write', c.dlqTopic, dead.map((d) => recordDeadLetter(d, c.topic, ps.partition)), heartbeat);
         for (const d of dead) this.log.warn({ partition: ps.partition, offset: d.message.offset, reason: d.reason }, 'poison record sent to the dead-letter topic');
         this.totals.dlq += dead.length;
         ps.dlq = [];
@@ -698,7 +536,7 @@ export class RollupConsumer {
     let rejected: RejectedPoint[];
     let send: OutPoint[];
     try {
-      await this.lookUpFinal(ps, points, attempt.signal);
+      await lookUpFinal({ influx: this.influx, aggregation: this.config.aggregation, log: this.log }, ps, points, attempt.signal);
       send = points.filter((p) => p.fields.final === true || !ps.finalWindows.has(windowKey(p)));
       if (send.length < points.length) {
         this.log.info({ partition: ps.partition, skipped: points.length - send.length }, 'not rewriting windows that are already final as non-final');
@@ -712,89 +550,23 @@ export class RollupConsumer {
     return { written: send.length - rejected.length, rejected };
   }
 
-  /** Marks the windows of non-final points that InfluxDB already holds as final for this partition (one query). */
-  private async lookUpFinal(ps: PartitionState, points: readonly OutPoint[], signal: AbortSignal): Promise<void> {
-    const agg = this.config.aggregation;
-    const byMeasurement = new Map<string, number[]>();
-    for (const p of points) {
-      const k = windowKey(p);
-      if (p.fields.final === true || ps.checkedWindows.has(k) || ps.finalWindows.has(k)) continue;
-      const times = byMeasurement.get(p.measurement) ?? [];
-      if (!times.includes(p.time_ms)) times.push(p.time_ms);
-      byMeasurement.set(p.measurement, times);
-    }
-    if (byMeasurement.size === 0) return;
-    const sizeOf = (m: string): number => (m.endsWith(`_${sizeName(agg.windowMs)}`) ? agg.windowMs : agg.rollupMs);
-    const statements = [...byMeasurement].map(([m, times]) => {
-      const size = sizeOf(m);
-      const from = Math.min(...times);
-      const to = Math.max(...times) + size;
-      // count per window (GROUP BY time buckets align with the windows: both start at multiples of the size)
-      return `SELECT count("final") AS n FROM ${quoteIdent(m)} WHERE "partition" = '${ps.partition}' AND "final" = true AND time >= ${from}ms AND time < ${to}ms GROUP BY time(${size}ms) fill(none)`;
-    });
-    let results: InfluxQLResult[] = [];
-    try {
-      results = await this.influx.query(statements.join('; '), signal);
-    } catch (e) {
-      if (!(e instanceof NettallyError) || e.retriable) throw e;
-      // InfluxQL refused (e.g. --influx-api v2 with no database mapping for --influx-db): the write path cannot read
-      // finality back, so only the windows this state wrote final are guarded. Said once per partition state.
-      if (!ps.finalLookupFailed) this.log.warn({ partition: ps.partition, err: e.message }, 'cannot read window finality back from InfluxDB; guarding only windows this member wrote final');
-      ps.finalLookupFailed = true;
-    }
-    [...byMeasurement].forEach(([m, times], i) => {
-      const found = new Set<number>();
-      for (const s of results[i]?.series ?? []) for (const v of s.values) if (typeof v[1] === 'number' && v[1] > 0) found.add(v[0] as number);
-      for (const t of times) {
-        const k = windowKey({ measurement: m, time_ms: t });
-        ps.checkedWindows.add(k);
-        if (found.has(t)) ps.finalWindows.add(k);
-      }
-    });
-  }
-
   /**
    * Sends dead letters in requests of at most DEAD_LETTER_REQUEST_BYTES (one send of them all can exceed the
    * broker's message.max.bytes and would then be refused forever), each retried and fenced.
    */
   private async sendDeadLetters(ps: PartitionState, what: string, topic: string, messages: readonly Message[], heartbeat: (() => Promise<void>) | undefined): Promise<void> {
-    const size = (m: Message): number => 100 + (m.key?.length ?? 0) + (m.value?.length ?? 0) + Object.entries(m.headers ?? {}).reduce((n, [k, v]) => n + k.length + String(v ?? '').length, 0);
-    for (let i = 0; i < messages.length;) {
-      let bytes = size(messages[i]);
-      let j = i + 1;
-      while (j < messages.length && bytes + size(messages[j]) <= DEAD_LETTER_REQUEST_BYTES) bytes += size(messages[j++]);
-      const chunk = messages.slice(i, j);
+    for (const chunk of deadLetterRequests(messages)) {
       await this.retry(what, () => {
         this.owns(ps);
         return this.producer.send({ topic, acks: -1, messages: chunk });
       }, heartbeat, undefined, ps);
-      i = j;
     }
   }
 
   /** Sends points InfluxDB refused to the points dead-letter topic (line protocol + reason), so the partition goes on. */
   private async deadLetterPoints(ps: PartitionState, rejected: readonly RejectedPoint[], heartbeat: (() => Promise<void>) | undefined): Promise<void> {
     const c = this.config;
-    await this.sendDeadLetters(ps, 'points dead-letter write', c.pointsDlqTopic, rejected.map((r) => {
-      // the line as sent (replayable with curl once the cause is fixed); the point itself as JSON when unencodable
-      const value = r.line !== '' ? r.line : JSON.stringify(r.point);
-      // a refused line can be huge (a 1 MB host name); the broker must still take it
-      const truncated = value.length > MAX_DEAD_POINT_CHARS;
-      return {
-        key: r.point.tags.host_id ?? null,
-        value: truncated ? value.slice(0, MAX_DEAD_POINT_CHARS) : value,
-        headers: {
-          'nettally-dlq-reason': r.reason,
-          'nettally-dlq-error': r.error.slice(0, 500),
-          'nettally-influx-status': String(r.status ?? ''),
-          'nettally-measurement': r.point.measurement,
-          'nettally-window': new Date(r.point.time_ms).toISOString(),
-          'nettally-source-topic': c.topic,
-          'nettally-source-partition': String(ps.partition),
-          ...(truncated ? { 'nettally-dlq-truncated-from': String(value.length) } : {}),
-        },
-      };
-    }), heartbeat);
+    await this.sendDeadLetters(ps, 'points dead-letter write', c.pointsDlqTopic, rejected.map((r) => pointDeadLetter(r, c.topic, ps.partition)), heartbeat);
     for (const r of rejected) {
       this.log.error({ partition: ps.partition, reason: r.reason, status: r.status, error: r.error.slice(0, 300), line: r.line.slice(0, 500) }, 'InfluxDB refused a point; sent to the points dead-letter topic');
     }

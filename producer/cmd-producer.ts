@@ -30,7 +30,7 @@ export function checkPrivileges(caps = effectiveCaps()): void {
   const missing = [has(CAP_BPF) ? '' : 'CAP_BPF', has(CAP_PERFMON) ? '' : 'CAP_PERFMON'].filter(Boolean).join('+');
   throw new NettallyError(
     'PRIVILEGES',
-    `loading the eBPF programs needs root, or CAP_BPF+CAP_PERFMON (missing: ${missing}; CAP_NET_ADMIN too for the interface counters, ` +
+    `loading the eBPF programs needs root, or CAP_BPF+CAP_PERFMON (missing: ${missing}; CAP_NET_ADMIN too for the cgroup programs, ` +
       `CAP_SYS_ADMIN to mount bpffs for pinned maps). Run it as root (sudo nettally producer …), or grant the capabilities, e.g. ` +
       `systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN, or: sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep "$(readlink -f "$(command -v node)")". ` +
       `Nothing else in the producer needs privileges.`,

@@ -1,9 +1,9 @@
 // `nettally producer --check`, Kafka half: can this host reach the brokers, authenticate, and find (or have the
 // broker create) the topic? Uses the producer's own client settings and metadata path, and writes no record.
-import { Kafka, logLevel, type KafkaConfig } from 'kafkajs';
+import type { KafkaConfig } from 'kafkajs';
+import { createKafkaClient } from '../lib/kafka';
 import type { Logger } from '../lib/log';
-import { classifyKafkaError } from './kafka-errors';
-import { hintFor } from './producer';
+import { classifyKafkaError, hintFor } from './kafka-errors';
 
 export interface KafkaCheck {
   ok: boolean;
@@ -14,13 +14,7 @@ export interface KafkaCheck {
 }
 
 export async function checkKafka(config: KafkaConfig, topic: string, logger: Logger, timeoutMs = 30_000): Promise<KafkaCheck> {
-  const kafka = new Kafka({
-    ...config,
-    logLevel: logLevel.WARN,
-    logCreator: () => ({ namespace, log }) => logger.debug({ kafkajs: namespace, ...log }, 'kafkajs'),
-    retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2000 },
-    connectionTimeout: 5000,
-  });
+  const kafka = createKafkaClient(config, { logger, levels: 'debug', retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2000 }, connectionTimeout: 5000 });
   const producer = kafka.producer({ allowAutoTopicCreation: true });
   const admin = kafka.admin();
   const brokers = Array.isArray(config.brokers) ? config.brokers.join(',') : 'brokers';

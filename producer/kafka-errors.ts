@@ -69,3 +69,14 @@ export function classifyKafkaError(err: unknown): KafkaFailure {
   const code = named ? String(named.code ?? named.name) : 'UNKNOWN';
   return { code, kind: 'transient', message };
 }
+
+/** What an operator does about a Kafka error that does not go away by itself. */
+export function hintFor(code: string, topic: string): string {
+  if (code === 'TOPIC_AUTHORIZATION_FAILED') return `grant this client's principal Write (and Describe) on topic ${topic}`;
+  if (code === 'CLUSTER_AUTHORIZATION_FAILED') return "grant this client's principal IdempotentWrite on the cluster, or run without --idempotent";
+  if (code === 'UNKNOWN_TOPIC_OR_PARTITION') return `topic ${topic} does not exist and the broker does not create it: create it (kafka-topics.sh --create --topic ${topic}) or enable auto.create.topics.enable`;
+  if (code.startsWith('SASL') || code === 'ILLEGAL_SASL_STATE') return 'check --sasl-mechanism, --sasl-username and the password (KAFKA_SASL_PASSWORD_FILE)';
+  if (code.startsWith('TLS_')) return 'check --tls-ca / --tls-cert / --tls-key against the broker certificate';
+  if (code === 'UNSUPPORTED_API') return 'the broker does not support a request this client needs: --sasl-mechanism against a listener without SASL, or a Kafka older than 0.11';
+  return 'check the broker log and the topic/broker configuration';
+}

@@ -5,7 +5,7 @@ import { NettallyError } from '../lib/errors';
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../lib/private-files';
 
 /** Writes a small file so that after a crash it holds either the old or the new content, never a mix. */
-export function writeFileAtomic(path: string, content: string): void {
+function writeFileAtomic(path: string, content: string): void {
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = openSync(tmp, 'w', PRIVATE_FILE_MODE);
   try {
