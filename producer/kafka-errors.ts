@@ -77,6 +77,9 @@ export function hintFor(code: string, topic: string): string {
   if (code === 'UNKNOWN_TOPIC_OR_PARTITION') return `topic ${topic} does not exist and the broker does not create it: create it (kafka-topics.sh --create --topic ${topic}) or enable auto.create.topics.enable`;
   if (code.startsWith('SASL') || code === 'ILLEGAL_SASL_STATE') return 'check --sasl-mechanism, --sasl-username and the password (KAFKA_SASL_PASSWORD_FILE)';
   if (code.startsWith('TLS_')) return 'check --tls-ca / --tls-cert / --tls-key against the broker certificate';
+  if (code === 'INVALID_TIMESTAMP') {
+    return `the broker refuses this host's record timestamps: its clock is off by more than topic ${topic}'s message.timestamp.after.max.ms / before.max.ms (Kafka 4.0: 1 h ahead); fix the clock (NTP), or set message.timestamp.type=LogAppendTime on the topic; records wait in the spool meanwhile`;
+  }
   if (code === 'UNSUPPORTED_API') return 'the broker does not support a request this client needs: --sasl-mechanism against a listener without SASL, or a Kafka older than 0.11';
   return 'check the broker log and the topic/broker configuration';
 }

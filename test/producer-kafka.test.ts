@@ -12,6 +12,7 @@ import { command as producerCommand } from '../producer/cmd-producer';
 import { decode } from '../schemas/index';
 import { DEAD_LETTER_FILE, type DeadLetterLine } from '../producer/dead-letter';
 import { KAFKA_DEFAULT_MAX_MESSAGE_BYTES } from '../producer/kafka-batch';
+import { classifyKafkaError, hintFor } from '../producer/kafka-errors';
 import { renderMetrics } from '../producer/metrics';
 import { createProducer, type ProducerConfig, type NettallyProducer } from '../producer/producer';
 import { syntheticCapture } from '../producer/synthetic';
@@ -203,6 +204,24 @@ describe('producer → broker (synthetic source)', () => {
     expect(totals(recs)).toMatchObject({ unique: src.truth.records, duplicates: 0 });
     expect(seqGaps(recs)).toEqual([]);
     await p.stop();
+  });
+
+  it('a host clock beyond the broker\'s timestamp bound (INVALID_TIMESTAMP) needs an operator, and the hint says what to fix', async () => {
+    const b = await broker();
+    const kafka = new Kafka({ clientId: 'nettally-test-clock', brokers: [b.address], logLevel: logLevel.NOTHING });
+    const producer = kafka.producer({ retry: { retries: 0 } });
+    await producer.connect();
+    try {
+      // what kafkajs sends from a host whose clock is two days ahead (Kafka 4.0's default bound: 1 h)
+      const ahead = String(Date.now() + 2 * 86_400_000);
+      const err = await producer.send({ topic: 'nettally.records', acks: -1, messages: [{ key: 'h', value: 'x', timestamp: ahead }] }).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeDefined();
+      const f = classifyKafkaError(err);
+      expect(f).toMatchObject({ code: 'INVALID_TIMESTAMP', kind: 'needs-operator' });
+      expect(hintFor(f.code, 'nettally.records')).toMatch(/clock .*NTP.*LogAppendTime.*spool/);
+    } finally {
+      await producer.disconnect();
+    }
   });
 
   it('a record too large for any batch is dead-lettered with its reason, at ingest and from a spool written under a larger limit', async () => {
