@@ -95,13 +95,14 @@ test('v1 write API: usage returns exactly the produced totals per window and gro
     const csv = await usage([...influxArgs, '--billing', '--per', per, '--from', new Date(FROM).toISOString(), '--to', new Date(TO).toISOString()]);
     const [header, ...lines] = csv.trim().split('\n');
     const cols = header.split(',');
-    expect(cols).toEqual(['hour', 'host_id', 'hostname', ...(per === 'netns' ? ['netns'] : []), 'tx_bytes', 'rx_bytes', 'total_bytes', 'final']);
+    expect(cols).toEqual(['hour', 'host_id', 'hostname', ...(per === 'netns' ? ['netns'] : []), 'tx_bytes', 'rx_bytes', 'total_bytes', 'final', 'gap']);
     const truth = truthByGroup(data.traffic, per, '1h');
     const got = new Map<string, Record<string, number>>();
     for (const l of lines) {
       const v = l.split(',');
       const r = Object.fromEntries(cols.map((k, i) => [k, v[i]]));
       got.set([String(Date.parse(r.hour)), r.host_id, r.hostname, ...(per === 'netns' ? [r.netns] : [])].join('|'), { tx: Number(r.tx_bytes), rx: Number(r.rx_bytes), total: Number(r.total_bytes) });
+      expect(r.gap).toBe('false'); // nothing was deleted unread here
     }
     const want = new Map([...truth].map(([k, f]) => [k, { tx: f.tx_bytes, rx: f.rx_bytes, total: f.tx_bytes + f.rx_bytes }]).filter(([, f]) => (f as { total: number }).total > 0) as [string, Record<string, number>][]);
     expect(new Map([...got].filter(([, f]) => f.total > 0))).toEqual(want);
