@@ -4,7 +4,8 @@
 // async one the consumer uses (consumer/state-store.ts encodeSnapshot).
 import { gzipSync } from 'zlib';
 import { monitorEventLoopDelay } from 'perf_hooks';
-import { PartitionAggregator, type ConnInput } from '../consumer/aggregator';
+import { PartitionAggregator } from '../consumer/aggregator';
+import type { ConnInput } from '../consumer/records';
 import { DEFAULT_CHUNK_BYTES, decodeSnapshot, encodeSnapshot } from '../consumer/state-store';
 
 const SIZES = (process.env.BENCH_CONNECTIONS ?? '10000,100000').split(',').map(Number);

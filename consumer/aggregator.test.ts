@@ -1,5 +1,7 @@
 // Unit tests of the exact aggregation: truth from synthetic streams with duplicates, interleaving, crash/replay.
-import { PartitionAggregator, type AggInput, type OutPoint } from './aggregator';
+import { PartitionAggregator } from './aggregator';
+import type { AggInput } from './records';
+import type { OutPoint } from './windows';
 import { toAggInput } from './records';
 import { synthesize, sumTruth, type SynthData, type TruthRow } from './synthetic';
 import type { Decoded } from '../schemas';

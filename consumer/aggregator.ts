@@ -2,49 +2,8 @@
 // event-time tumbling windows (1 m + 1 h) with a watermark, and a JSON snapshot of all of it for crash recovery.
 // Deterministic: the same records in the same order give the same windows, whatever the wall clock says.
 
-import type { RecordByKind } from '../schemas';
-
-// The input types are derived from the wire record types (schemas/types.generated.ts, generated from the .avsc):
-// a field keeps its name and type from the contract; only what consumer/records.ts converts is declared here.
-type Wire<K extends keyof RecordByKind, F extends keyof RecordByKind[K]> = Pick<RecordByKind[K], F>;
-
-/** What every record carries from the producer: identity for dedupe and connection keys, and event time. */
-export interface RecordHeader extends Wire<'iface', 'host_id' | 'hostname' | 'boot_id' | 'epoch' | 'seq'> {
-  /** Event time, Unix epoch milliseconds (time_ns / 1e6, floored). */
-  time_ms: number;
-  /**
-   * Reference time, Unix epoch ms: the Kafka message timestamp (set by the producer at send, or by the broker with
-   * LogAppendTime). Data in the log, so a replay sees the same value; absent or negative = no reference.
-   */
-  ref_ms?: number;
-}
-
-/** A connection record (wire kinds conn_sample and conn_event), normalised by consumer/records.ts. */
-export interface ConnInput
-  extends RecordHeader,
-    Wire<'conn_sample', 'tx_bytes' | 'rx_bytes' | 'retransmits' | 'netns' | 'comm' | 'protocol' | 'direction' | 'sport' | 'dport' | 'flush_reason'> {
-  kind: 'conn';
-  event: 'open' | 'sample' | 'close';
-  /** The wire's u64 cookie as decimal text: exact beyond 2^53 and usable as a map key. */
-  cookie: string;
-  /**
-   * CLOCK_BOOTTIME ns at which the kernel started this counting of the connection (bpf conn_create, or the
-   * established transition). The counters are cumulative since then: the same start_ns under a new producer epoch
-   * means the counters continue (pinned maps); a different one means they restarted from zero (fresh maps).
-   * Absent (older inputs) = unknown.
-   */
-  start_ns?: RecordByKind['conn_sample']['start_ns'];
-}
-
-export interface ListenInput extends RecordHeader, Wire<'listen', 'netns' | 'port' | 'protocol'> {
-  kind: 'listen';
-}
-
-export interface IfaceInput extends RecordHeader, Wire<'iface', 'netns' | 'ifindex' | 'rx_bytes' | 'rx_packets' | 'tx_bytes' | 'tx_packets'> {
-  kind: 'iface';
-}
-
-export type AggInput = ConnInput | ListenInput | IfaceInput;
+import { IFACE_FIELDS, IFACE_TAGS, TRAFFIC_FIELDS, TRAFFIC_TAGS, WindowSet, lazyMap, sizeName, type OutPoint } from './windows';
+import type { AggInput, ConnInput, IfaceInput } from './records';
 
 export interface AggregatorOptions {
   /** Kafka partition: part of every point's series identity (tag `partition`). */
@@ -75,95 +34,7 @@ export const DEFAULT_AGG_OPTIONS: Omit<AggregatorOptions, 'partition'> = {
   forgetHostMs: 30 * 24 * 3_600_000,
 };
 
-/** One InfluxDB point to write (tags and fields are the public contract; see consumer/README.md). */
-export interface OutPoint {
-  measurement: string;
-  tags: Record<string, string>;
-  fields: Record<string, number | boolean>;
-  /** Window start, Unix epoch ms. */
-  time_ms: number;
-}
-
 export type Outcome = 'counted' | 'duplicate' | 'too_late' | 'ignored';
-
-// Same names as the InfluxDB contract in consumer/README.md.
-export const TRAFFIC_TAGS = ['host_id', 'hostname', 'netns', 'protocol', 'direction', 'service_port', 'comm'] as const;
-export const TRAFFIC_FIELDS = ['tx_bytes', 'rx_bytes', 'connections_opened', 'connections_closed', 'retransmits'] as const;
-export const IFACE_TAGS = ['host_id', 'hostname', 'netns', 'ifindex'] as const;
-export const IFACE_FIELDS = ['rx_bytes', 'rx_packets', 'tx_bytes', 'tx_packets'] as const;
-
-interface Cell {
-  tags: string[];
-  v: number[];
-  dirty: boolean;
-}
-
-/** Tumbling windows of one measurement: start ms → dimension key → totals. */
-class WindowSet {
-  readonly windows = new Map<number, Map<string, Cell>>();
-  constructor(
-    readonly measurement: string,
-    readonly sizeMs: number,
-    readonly tagNames: readonly string[],
-    readonly fieldNames: readonly string[],
-  ) {}
-
-  start(timeMs: number): number {
-    return Math.floor(timeMs / this.sizeMs) * this.sizeMs;
-  }
-
-  /** `key` is `tags.join('\u0000')`, computed once by the caller. */
-  add(timeMs: number, tags: string[], key: string, deltas: number[]): void {
-    const start = this.start(timeMs);
-    let w = this.windows.get(start);
-    if (!w) {
-      w = new Map();
-      this.windows.set(start, w);
-    }
-    let c = w.get(key);
-    if (!c) {
-      c = { tags, v: new Array<number>(deltas.length).fill(0), dirty: true };
-      w.set(key, c);
-    }
-    for (let i = 0; i < deltas.length; i++) c.v[i] += deltas[i];
-    c.dirty = true;
-  }
-
-  /** Points to write now: dirty cells of open windows, every cell of windows that became final. */
-  pending(watermarkMs: number, partition: string, out: OutPoint[], finals: number[]): void {
-    for (const [start, w] of this.windows) {
-      const final = start + this.sizeMs <= watermarkMs;
-      if (final) finals.push(start);
-      for (const c of w.values()) {
-        if (!final && !c.dirty) continue;
-        const tags: Record<string, string> = { partition };
-        for (let i = 0; i < this.tagNames.length; i++) tags[this.tagNames[i]] = c.tags[i];
-        const fields: Record<string, number | boolean> = { final };
-        for (let i = 0; i < this.fieldNames.length; i++) fields[this.fieldNames[i]] = c.v[i];
-        out.push({ measurement: this.measurement, tags, fields, time_ms: start });
-      }
-    }
-  }
-
-  markWritten(finals: readonly number[]): void {
-    for (const s of finals) this.windows.delete(s);
-    for (const w of this.windows.values()) for (const c of w.values()) c.dirty = false;
-  }
-
-  /** Windows as [start, cells] pairs; the cells lazily (see PartitionAggregator.snapshotLazy). */
-  toJSONLazy(): [number, Iterable<unknown>][] {
-    return [...this.windows].map(([s, w]) => [s, lazyMap(w.values(), (c) => [c.tags, c.v, c.dirty ? 1 : 0])]);
-  }
-
-  load(data: unknown): void {
-    this.windows.clear();
-    for (const [s, cells] of data as [number, [string[], number[], number][]][]) {
-      const w = new Map<string, Cell>();
-      for (const [tags, v, dirty] of cells) w.set(tags.join('\u0000'), { tags, v, dirty: dirty === 1 });
-      this.windows.set(s, w);
-    }
-  }
-}
 
 interface ConnState {
   tx: number;
@@ -242,11 +113,6 @@ export interface AggNotice {
 /** Version 2 adds start_ns per connection, dormant connections and per-host progress; version 1 still restores. */
 const SNAPSHOT_VERSION = 2;
 
-/** A one-shot iterable of `fn` over `it`: a snapshot's big collections are serialized without a full copy. */
-function* lazyMap<T, U>(it: Iterable<T>, fn: (x: T) => U): Generator<U> {
-  for (const x of it) yield fn(x);
-}
-
 /** Deep copy with every non-array iterable turned into an array (what JSON.stringify can take). */
 function toArrays(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(toArrays);
@@ -257,11 +123,6 @@ function toArrays(v: unknown): unknown {
 
 const PROTOCOLS: Record<number, string> = { 6: 'tcp', 17: 'udp' };
 const DIRECTIONS: Record<number, string> = { 0: 'unknown', 1: 'outbound', 2: 'inbound' };
-
-/** Measurement-name suffix of a window size: 60000 → "1m", 3600000 → "1h" (so different sizes never share series). */
-export function sizeName(ms: number): string {
-  return ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
-}
 
 function tagValue(s: string): string {
   // InfluxDB drops tags with empty values, which would merge series; keep them visible instead.

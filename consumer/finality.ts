@@ -2,7 +2,8 @@
 // RollupConsumer.writePoints: a window known final is never written non-final again).
 import type { Logger } from '../lib/log';
 import { NettallyError } from '../lib/errors';
-import { sizeName, type AggregatorOptions, type OutPoint } from './aggregator';
+import type { AggregatorOptions } from './aggregator';
+import { sizeName, type OutPoint } from './windows';
 import { quoteIdent, type InfluxClient, type InfluxQLResult } from './influx';
 import { windowKey, type PartitionState } from './partition-state';
 

@@ -3,7 +3,7 @@
 import { InfluxDB, HttpError } from '@influxdata/influxdb-client';
 import type { OptionSpec, ParsedArgs } from '../lib/args';
 import { configError, NettallyError } from '../lib/errors';
-import type { OutPoint } from './aggregator';
+import type { OutPoint } from './windows';
 import { escapeControls, hexEscape } from '../lib/text';
 
 export interface InfluxConfig {

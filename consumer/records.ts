@@ -1,6 +1,48 @@
-// Turns a record decoded by the schemas/ codec into the aggregator's input (field names unchanged, longs made exact).
-import type { Decoded } from '../schemas';
-import type { AggInput } from './aggregator';
+// The aggregator's input types, and the conversion of a record decoded by the schemas/ codec into them (field names
+// unchanged, longs made exact).
+import type { Decoded, RecordByKind } from '../schemas';
+
+// The input types are derived from the wire record types (schemas/types.generated.ts, generated from the .avsc):
+// a field keeps its name and type from the contract; only what consumer/records.ts converts is declared here.
+type Wire<K extends keyof RecordByKind, F extends keyof RecordByKind[K]> = Pick<RecordByKind[K], F>;
+
+/** What every record carries from the producer: identity for dedupe and connection keys, and event time. */
+export interface RecordHeader extends Wire<'iface', 'host_id' | 'hostname' | 'boot_id' | 'epoch' | 'seq'> {
+  /** Event time, Unix epoch milliseconds (time_ns / 1e6, floored). */
+  time_ms: number;
+  /**
+   * Reference time, Unix epoch ms: the Kafka message timestamp (set by the producer at send, or by the broker with
+   * LogAppendTime). Data in the log, so a replay sees the same value; absent or negative = no reference.
+   */
+  ref_ms?: number;
+}
+
+/** A connection record (wire kinds conn_sample and conn_event), normalised by consumer/records.ts. */
+export interface ConnInput
+  extends RecordHeader,
+    Wire<'conn_sample', 'tx_bytes' | 'rx_bytes' | 'retransmits' | 'netns' | 'comm' | 'protocol' | 'direction' | 'sport' | 'dport' | 'flush_reason'> {
+  kind: 'conn';
+  event: 'open' | 'sample' | 'close';
+  /** The wire's u64 cookie as decimal text: exact beyond 2^53 and usable as a map key. */
+  cookie: string;
+  /**
+   * CLOCK_BOOTTIME ns at which the kernel started this counting of the connection (bpf conn_create, or the
+   * established transition). The counters are cumulative since then: the same start_ns under a new producer epoch
+   * means the counters continue (pinned maps); a different one means they restarted from zero (fresh maps).
+   * Absent (older inputs) = unknown.
+   */
+  start_ns?: RecordByKind['conn_sample']['start_ns'];
+}
+
+export interface ListenInput extends RecordHeader, Wire<'listen', 'netns' | 'port' | 'protocol'> {
+  kind: 'listen';
+}
+
+export interface IfaceInput extends RecordHeader, Wire<'iface', 'netns' | 'ifindex' | 'rx_bytes' | 'rx_packets' | 'tx_bytes' | 'tx_packets'> {
+  kind: 'iface';
+}
+
+export type AggInput = ConnInput | ListenInput | IfaceInput;
 
 /** Longs arrive as numbers when safe and as bigints beyond 2^53 (schemas/ ExactLong). */
 function num(v: number | bigint): number {

@@ -1,7 +1,7 @@
 // History and billing queries over the rollups (InfluxQL, summed across the partition tag) and their output formats.
 import { configError } from '../lib/errors';
 import { parseDuration } from '../lib/args';
-import { sizeName } from './aggregator';
+import { sizeName } from './windows';
 import { decodeTagText, escapeControls, quoteIdent, type InfluxClient, type InfluxQLResult } from './influx';
 
 export type GroupKey = 'host' | 'netns' | 'port' | 'process' | 'protocol' | 'direction' | 'iface';

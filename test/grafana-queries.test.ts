@@ -4,7 +4,7 @@
 // "All" value), and each must return exactly the series the known data implies.
 import * as fs from 'fs';
 import { resolve } from 'path';
-import type { OutPoint } from '../consumer/aggregator';
+import type { OutPoint } from '../consumer/windows';
 import { encodeTagText, InfluxClient } from '../consumer/influx';
 import { startInflux, type TestInflux } from './helpers/influx';
 import { hostName, ifacePoints, rollupBatches, type RollupSpec } from './helpers/rollups';

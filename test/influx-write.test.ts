@@ -3,7 +3,7 @@
 // `comm` (and `hostname`) and read back through runUsage — the query code of `nettally usage` — exactly.
 import { InfluxClient } from '../consumer/influx';
 import { runUsage } from '../consumer/usage';
-import type { OutPoint } from '../consumer/aggregator';
+import type { OutPoint } from '../consumer/windows';
 import { startInflux, type TestInflux } from './helpers/influx';
 
 const T0 = Date.UTC(2026, 0, 7, 10, 0, 0);

@@ -1,7 +1,7 @@
 // Test/bench helper: rollup points with known totals, shaped exactly as the consumer writes them (consumer/
 // aggregator.ts: window start, the traffic tags plus `partition`, integer fields and `final`), 1-minute windows and
 // the 1-hour windows summed from them. Written with consumer/influx.ts's InfluxClient, as the consumer writes.
-import type { OutPoint } from '../../consumer/aggregator';
+import type { OutPoint } from '../../consumer/windows';
 
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
