@@ -2,8 +2,10 @@
 // hooks (nettally's programs attached, the per-syscall ones returning at once: what the tracepoints alone cost),
 // nettally (defaults), naive (one record per syscall) and tcpdump -s 64; throughput ratios and ring-buffer records/s.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'child_process';
-import { readFileSync, writeFileSync } from 'fs';
+import { readFileSync, readdirSync, writeFileSync } from 'fs';
 import { createServer } from 'net';
+import { join, resolve } from 'path';
+import { loadNative } from '../native/index';
 import { openCapture, type Capture } from '../producer/capture';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -173,6 +175,10 @@ function median(xs: number[]): number {
 }
 
 async function main(): Promise<void> {
+  if (process.env.BENCH_ONLY === 'refresh') {
+    process.stdout.write(await refreshTable());
+    return;
+  }
   for (const tool of ['iperf3', 'tcpdump']) {
     if (spawnSync('which', [tool]).status !== 0) throw new Error(`${tool} is not installed: run scripts/bootstrap.sh`);
   }
@@ -240,6 +246,148 @@ async function main(): Promise<void> {
     lines.push(`| ${sizeLabel(c.size)} | ${c.mode} | ${c.nsPerWrite.toFixed(0)} | ${progs} |`);
   }
   process.stdout.write(lines.join('\n') + '\n');
+  if (process.env.BENCH_REFRESH !== '') process.stdout.write('\n' + (await refreshTable()));
+}
+
+// ---- the refresh iterator at many open files ----
+
+const ROOT = resolve(__dirname, '../..');
+// BENCH_REFRESH=0,10000,100000: extra open descriptors held while the refresh runs; BENCH_REFRESH_KINDS=files,tcp
+const REFRESH_FDS = (process.env.BENCH_REFRESH || '0,10000,100000').split(',').map(Number);
+const REFRESH_KINDS = (process.env.BENCH_REFRESH_KINDS ?? 'files,tcp').split(',');
+const FDS_PER_PROCESS = 16000; // below this machine's hard RLIMIT_NOFILE (20000), which root cannot raise here
+
+/** Open descriptors of every process on the machine: what the task_file iterator walks. */
+function machineFds(): number {
+  let n = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      n += readdirSync(`/proc/${pid}/fd`).length;
+    } catch {
+      // the process exited meanwhile
+    }
+  }
+  return n;
+}
+
+/** Starts processes holding `count` descriptors of `kind` between them (bench/fds.py); resolves once all are open. */
+async function holdFds(kind: string, count: number): Promise<ChildProcess[]> {
+  const procs: ChildProcess[] = [];
+  const ready: Promise<void>[] = [];
+  for (let left = count; left > 0; left -= FDS_PER_PROCESS) {
+    const p = spawn('python3', [join(ROOT, 'bench', 'fds.py'), kind, String(Math.min(left, FDS_PER_PROCESS))], { stdio: ['pipe', 'pipe', 'inherit'] });
+    procs.push(p);
+    ready.push(
+      new Promise((ok, fail) => {
+        let out = '';
+        p.stdout?.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('\n')) ok();
+        });
+        p.once('exit', (code) => fail(new Error(`fds.py ${kind} exited ${code} before holding its descriptors`)));
+      }),
+    );
+  }
+  try {
+    await Promise.all(ready);
+  } catch (e) {
+    releaseFds(procs);
+    throw e;
+  }
+  return procs;
+}
+
+function releaseFds(procs: ChildProcess[]): void {
+  for (const p of procs) {
+    p.stdin?.end();
+    p.kill();
+  }
+}
+
+interface RefreshRow {
+  kind: string;
+  extra: number;
+  machine: number;
+  /** refresh() on the JS thread: wall ms (median, max), and the longest the event loop was blocked. */
+  sync: { ms: number; maxMs: number; blockedMs: number };
+  /** refreshAsync(): ms on the worker thread (median, max), and the longest the event loop was blocked meanwhile. */
+  async: { ms: number; maxMs: number; blockedMs: number };
+}
+
+/** Runs `once` `runs` times with a 1 ms timer ticking: its longest gap is how long the event loop was blocked. */
+async function timed(runs: number, once: () => Promise<number>): Promise<{ ms: number; maxMs: number; blockedMs: number }> {
+  const times: number[] = [];
+  let blockedMs = 0;
+  for (let i = 0; i < runs; i++) {
+    let last = performance.now();
+    let maxGap = 0;
+    const ping = setInterval(() => {
+      const now = performance.now();
+      maxGap = Math.max(maxGap, now - last);
+      last = now;
+    }, 1);
+    await sleep(20);
+    times.push(await once());
+    await sleep(20);
+    clearInterval(ping);
+    blockedMs = Math.max(blockedMs, maxGap);
+  }
+  return { ms: median(times), maxMs: Math.max(...times), blockedMs };
+}
+
+/** Times the refresh on a capture of its own, while `extra` descriptors of `kind` are held. */
+async function refreshRun(kind: string, extra: number, runs: number): Promise<RefreshRow> {
+  const procs = extra > 0 ? await holdFds(kind, extra) : [];
+  let closed!: () => void;
+  const done = new Promise<void>((r) => (closed = r));
+  const { Capture: Native } = loadNative();
+  const cap = new Native({
+    flushIntervalNs: 5e9, flushThresholdBytes: 16 << 20, ringBufferBytes: 64 << 20, maxConnections: 1 << 20,
+    naive: false, hooksOnly: false, onBatch: () => undefined, onClosed: () => closed(),
+  });
+  try {
+    cap.refresh(); // the first one creates the entries of connections that predate the capture: not the steady state
+    const machine = machineFds();
+    const sync = await timed(runs, () => {
+      const t0 = performance.now();
+      cap.refresh();
+      return Promise.resolve(performance.now() - t0);
+    });
+    const async = await timed(runs, () => cap.refreshAsync());
+    return { kind, extra, machine, sync, async };
+  } finally {
+    cap.close();
+    await done;
+    releaseFds(procs);
+  }
+}
+
+async function refreshTable(): Promise<string> {
+  const rows: RefreshRow[] = [];
+  for (const kind of REFRESH_KINDS) {
+    for (const extra of REFRESH_FDS) {
+      if (extra === 0 && kind !== REFRESH_KINDS[0]) continue;
+      const r = await refreshRun(kind, extra, 10);
+      process.stderr.write(`refresh ${kind} +${extra}: sync ${r.sync.ms.toFixed(2)} ms, blocked ${r.sync.blockedMs.toFixed(1)} ms; async ${r.async.ms.toFixed(2)} ms, blocked ${r.async.blockedMs.toFixed(1)} ms\n`);
+      rows.push(r);
+    }
+  }
+  const lines = [
+    `refresh iterator (nt_refresh over every open file of every process), 10 runs each, ${new Date().toISOString()}`,
+    '',
+    'sync = `refresh()` on the JS thread (before); async = `refreshAsync()` on a libuv worker (the periodic refresh now).',
+    'Event loop blocked = the longest gap of a 1 ms timer during the runs (includes the loaded machine\'s own jitter).',
+    '',
+    '| extra descriptors held | open descriptors on the machine | sync ms: median (max) | ns per descriptor | event loop blocked, sync (ms) | async ms: median (max) | event loop blocked, async (ms) |',
+    '|---|---|---|---|---|---|---|',
+  ];
+  for (const r of rows) {
+    const what = r.extra === 0 ? 'none' : `${r.extra} ${r.kind === 'tcp' ? `TCP sockets (${r.extra / 2} loopback connections)` : 'files (/dev/null)'}`;
+    const { sync: s, async: a } = r;
+    lines.push(`| ${what} | ${r.machine} | ${s.ms.toFixed(2)} (${s.maxMs.toFixed(2)}) | ${Math.round((s.ms * 1e6) / r.machine)} | ${s.blockedMs.toFixed(1)} | ${a.ms.toFixed(2)} (${a.maxMs.toFixed(2)}) | ${a.blockedMs.toFixed(1)} |`);
+  }
+  return lines.join('\n') + '\n';
 }
 
 main().catch((e: unknown) => {
