@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -227,7 +228,8 @@ class Capture : public Napi::ObjectWrap<Capture> {
       std::string dir = pin.As<Napi::String>().Utf8Value();
       err = MkdirAll(dir);
       if (err) ThrowCoded(env, "CONFIG_INVALID", "cannot create pin directory " + dir + ": " + strerror(-err));
-      struct bpf_map *maps[] = {skel_->maps.conns, skel_->maps.ifaces, skel_->maps.stats, skel_->maps.listeners};
+      struct bpf_map *maps[] = {skel_->maps.conns, skel_->maps.ifaces, skel_->maps.iface_slots, skel_->maps.stats,
+                                skel_->maps.listeners};
       for (struct bpf_map *m : maps) {
         std::string path = dir + "/" + bpf_map__name(m);
         bpf_map__set_pin_path(m, path.c_str());
@@ -409,12 +411,27 @@ class Capture : public Napi::ObjectWrap<Capture> {
     return ab;
   }
 
-  // Packed struct nt_iface_entry per (netns, ifindex), per-CPU values summed.
+  // Packed struct nt_iface_entry per (netns, ifindex): the per-CPU values of the `iface_slots` array (each CPU's
+  // slot has its own owner) and of the `ifaces` hash (interfaces whose slot another one owns), summed per key.
   Napi::Value Ifaces(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     Live(env);
+    std::map<std::pair<__u32, __u32>, nt_iface_val> sums;
+    auto add = [&](const nt_iface_key &k, const nt_iface_val &v) {
+      nt_iface_val &s = sums[{k.netns, k.ifindex}];
+      s.rx_bytes += v.rx_bytes;
+      s.rx_packets += v.rx_packets;
+      s.tx_bytes += v.tx_bytes;
+      s.tx_packets += v.tx_packets;
+    };
+    int slots_fd = bpf_map__fd(skel_->maps.iface_slots);
+    std::vector<nt_iface_entry> slots(ncpus_);
+    for (__u32 i = 0; i < NT_IFACE_SLOTS; i++) {
+      if (bpf_map_lookup_elem(slots_fd, &i, slots.data()) != 0) continue;
+      for (const nt_iface_entry &e : slots)
+        if (e.key.netns) add(e.key, e.val);
+    }
     int fd = bpf_map__fd(skel_->maps.ifaces);
-    std::vector<nt_iface_entry> out;
     std::vector<nt_iface_val> vals(ncpus_);
     struct nt_iface_key key, next;
     void *prev = nullptr;
@@ -422,14 +439,14 @@ class Capture : public Napi::ObjectWrap<Capture> {
       key = next;
       prev = &key;
       if (bpf_map_lookup_elem(fd, &key, vals.data()) != 0) continue;
+      for (const nt_iface_val &v : vals) add(key, v);
+    }
+    std::vector<nt_iface_entry> out;
+    for (const auto &kv : sums) {
       nt_iface_entry e = {};
-      e.key = key;
-      for (const nt_iface_val &v : vals) {
-        e.val.rx_bytes += v.rx_bytes;
-        e.val.rx_packets += v.rx_packets;
-        e.val.tx_bytes += v.tx_bytes;
-        e.val.tx_packets += v.tx_packets;
-      }
+      e.key.netns = kv.first.first;
+      e.key.ifindex = kv.first.second;
+      e.val = kv.second;
       out.push_back(e);
     }
     size_t bytes = out.size() * sizeof(nt_iface_entry);
