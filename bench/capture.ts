@@ -2,7 +2,7 @@
 // hooks (nettally's programs attached, the per-syscall ones returning at once: what the tracepoints alone cost),
 // nettally (defaults), naive (one record per syscall) and tcpdump -s 64; throughput ratios and ring-buffer records/s.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'child_process';
-import { readFileSync, readdirSync, writeFileSync } from 'fs';
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'fs';
 import { createServer } from 'net';
 import { join, resolve } from 'path';
 import { loadNative } from '../native/index';
@@ -29,6 +29,8 @@ interface Run {
   gbps: number;
   /** CPU time (all CPUs, /proc/stat, every process and the kernel) per GB that iperf3 moved. */
   cpuPerGB: number;
+  /** CPU ms of the transfer itself (iperf3 client + server + ksoftirqd of their CPUs) per GB moved. */
+  dataCpuMsPerGB: number;
   recordsPerSec: number | null;
   drops: number | null;
 }
@@ -46,18 +48,38 @@ function freePort(): Promise<number> {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function iperf(port: number, size: number): Promise<number> {
+/** CPU ms a task has run so far, precise (scheduler's sum_exec_runtime; includes softirqs it ran: no IRQ time accounting here). */
+function taskCpuMs(pid: number): number {
+  const m = /se\.sum_exec_runtime\s+:\s+([\d.]+)/.exec(readFileSync(`/proc/${pid}/sched`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+/** The iperf3 server and the ksoftirqd threads of the CPUs in use: their CPU time is part of every transfer. */
+let dataPathPids: number[] = [];
+
+/**
+ * One iperf3 run: Gbit/s, and the CPU ms the transfer took in all (client, from `perf stat -e task-clock`; server
+ * and ksoftirqd, from the scheduler). Unlike throughput, CPU per byte hardly moves when other processes compete for
+ * the CPU, so it resolves small differences on a loaded machine.
+ */
+function iperf(port: number, size: number): Promise<{ gbps: number; cpuMs: number }> {
+  const statFile = `/tmp/nettally-bench-perf-${process.pid}`;
+  const before = dataPathPids.map(taskCpuMs);
   return new Promise((resolve, reject) => {
-    const p = spawn('iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(SECONDS), '-l', String(size), '-A', String(CLIENT_CPU), '-J'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn('perf', ['stat', '-x,', '-e', 'task-clock', '-o', statFile, '--', 'iperf3', '-c', '127.0.0.1', '-p', String(port), '-t', String(SECONDS), '-l', String(size), '-A', String(CLIENT_CPU), '-J'], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     p.on('close', (code) => {
       try {
         const j = JSON.parse(out) as { end?: { sum_received?: { bits_per_second?: number } }; error?: string };
         if (code !== 0 || !j.end?.sum_received?.bits_per_second) throw new Error(j.error ?? `iperf3 exited ${code}`);
-        resolve(j.end.sum_received.bits_per_second / 1e9);
+        const client = Number(/^([\d.]+),msec,task-clock/m.exec(readFileSync(statFile, 'utf8'))?.[1]);
+        const others = dataPathPids.map((pid, i) => taskCpuMs(pid) - before[i]).reduce((a, b) => a + b, 0);
+        resolve({ gbps: j.end.sum_received.bits_per_second / 1e9, cpuMs: client + others });
       } catch (e) {
         reject(e instanceof Error ? e : new Error(String(e)));
+      } finally {
+        rmSync(statFile, { force: true });
       }
     });
   });
@@ -85,10 +107,11 @@ async function runOnce(mode: Mode, port: number, size: number): Promise<Run> {
   const before = cap?.stats().records ?? 0;
   const t0 = Date.now();
   const cpu0 = cpuBusySeconds();
-  const gbps = await iperf(port, size);
+  const { gbps, cpuMs } = await iperf(port, size);
   const cpuSecs = cpuBusySeconds() - cpu0;
   const secs = (Date.now() - t0) / 1000;
   const cpuPerGB = cpuSecs / ((gbps * SECONDS) / 8);
+  const dataCpuMsPerGB = cpuMs / ((gbps * SECONDS) / 8);
   let recordsPerSec: number | null = null;
   let drops: number | null = null;
   if (cap) {
@@ -104,7 +127,7 @@ async function runOnce(mode: Mode, port: number, size: number): Promise<Run> {
     const m = /(\d+) packets captured/.exec(dumpErr);
     recordsPerSec = m ? Number(m[1]) / secs : null;
   }
-  return { gbps, cpuPerGB, recordsPerSec, drops };
+  return { gbps, cpuPerGB, dataCpuMsPerGB, recordsPerSec, drops };
 }
 
 /** Busy CPU seconds of the whole machine so far (/proc/stat: everything but idle and iowait, in USER_HZ ticks). */
@@ -146,7 +169,7 @@ async function bpfCost(port: number, size: number, naive: boolean): Promise<{ pr
     writeFileSync(statsFile, '1');
     const before = read();
     const t0 = Date.now();
-    const gbps = await iperf(port, size);
+    const { gbps } = await iperf(port, size);
     const secs = (Date.now() - t0) / 1000;
     const after = read();
     const progs: ProgCost[] = [];
@@ -179,12 +202,14 @@ async function main(): Promise<void> {
     process.stdout.write(await refreshTable());
     return;
   }
-  for (const tool of ['iperf3', 'tcpdump']) {
+  for (const tool of ['iperf3', 'tcpdump', 'perf']) {
     if (spawnSync('which', [tool]).status !== 0) throw new Error(`${tool} is not installed: run scripts/bootstrap.sh`);
   }
   const port = await freePort();
   const server = spawn('iperf3', ['-s', '-p', String(port), '-A', String(SERVER_CPU)], { stdio: 'ignore' });
   await sleep(500);
+  const softirqs = [...new Set([CLIENT_CPU, SERVER_CPU])].map((c) => Number(execFileSync('pgrep', ['-x', `ksoftirqd/${c}`]).toString().trim()));
+  dataPathPids = [server.pid ?? 0, ...softirqs];
   const results = new Map<string, Run[]>();
   const costs: ({ size: number; mode: string } & Awaited<ReturnType<typeof bpfCost>>)[] = [];
   try {
@@ -196,7 +221,7 @@ async function main(): Promise<void> {
           const r = await runOnce(mode, port, size);
           const key = `${size}/${mode}`;
           results.set(key, [...(results.get(key) ?? []), r]);
-          process.stderr.write(`round ${round}/${ROUNDS} ${String(size).padStart(6)} B ${mode.padEnd(8)} ${r.gbps.toFixed(2)} Gbit/s` + (r.recordsPerSec === null ? '' : ` ${Math.round(r.recordsPerSec)} records/s`) + '\n');
+          process.stderr.write(`round ${round}/${ROUNDS} ${String(size).padStart(6)} B ${mode.padEnd(8)} ${r.gbps.toFixed(2)} Gbit/s ${r.dataCpuMsPerGB.toFixed(1)} CPU ms/GB` + (r.recordsPerSec === null ? '' : ` ${Math.round(r.recordsPerSec)} records/s`) + '\n');
         }
       }
     }
@@ -215,8 +240,10 @@ async function main(): Promise<void> {
     '',
     `iperf3 client pinned to CPU ${CLIENT_CPU}, server to CPU ${SERVER_CPU}; "paired" = each round's run ÷ the same round's no-capture run`,
     '',
-    '| write size | mode | throughput (Gbit/s) | vs no capture (medians) | paired per round: median (min–max) | CPU s per GB moved, paired vs no capture | ring-buffer records/s (tcpdump: packets/s) | kernel drops |',
-    '|---|---|---|---|---|---|---|---|',
+    '"transfer CPU" = CPU ms of iperf3 client + server + ksoftirqd per GB moved (scheduler run time: robust to a loaded machine), paired like throughput',
+    '',
+    '| write size | mode | throughput (Gbit/s) | vs no capture (medians) | paired per round: median (min–max) | transfer CPU ms/GB: median, paired vs no capture (min–max) | CPU s per GB moved (/proc/stat), paired vs no capture | ring-buffer records/s (tcpdump: packets/s) | kernel drops |',
+    '|---|---|---|---|---|---|---|---|---|',
   ];
   for (const size of SIZES) {
     const nones = results.get(`${size}/none`) ?? [];
@@ -227,11 +254,13 @@ async function main(): Promise<void> {
       const pairedCell = mode === 'none' || paired.length === 0 ? '–' : `${median(paired).toFixed(3)} (${Math.min(...paired).toFixed(3)}–${Math.max(...paired).toFixed(3)})`;
       const cpuPaired = nones.length === rs.length ? rs.map((r, i) => r.cpuPerGB / nones[i].cpuPerGB) : [];
       const cpuCell = `${median(rs.map((r) => r.cpuPerGB)).toFixed(3)}` + (mode === 'none' || cpuPaired.length === 0 ? '' : ` (×${median(cpuPaired).toFixed(3)})`);
+      const dataPaired = nones.length === rs.length ? rs.map((r, i) => r.dataCpuMsPerGB / nones[i].dataCpuMsPerGB) : [];
+      const dataCell = `${median(rs.map((r) => r.dataCpuMsPerGB)).toFixed(1)}` + (mode === 'none' || dataPaired.length === 0 ? '' : `, ×${median(dataPaired).toFixed(3)} (${Math.min(...dataPaired).toFixed(3)}–${Math.max(...dataPaired).toFixed(3)})`);
       const g = median(rs.map((r) => r.gbps));
       const rec = rs.every((r) => r.recordsPerSec === null) ? '–' : String(Math.round(median(rs.map((r) => r.recordsPerSec ?? 0))));
       const drops = rs.every((r) => r.drops === null) ? '–' : String(Math.max(...rs.map((r) => r.drops ?? 0)));
       const ratio = mode === 'none' ? '1.000' : `${(g / base).toFixed(3)} (${((g / base - 1) * 100).toFixed(1)}%)`;
-      lines.push(`| ${sizeLabel(size)} | ${mode} | ${g.toFixed(2)} | ${ratio} | ${pairedCell} | ${cpuCell} | ${rec} | ${drops} |`);
+      lines.push(`| ${sizeLabel(size)} | ${mode} | ${g.toFixed(2)} | ${ratio} | ${pairedCell} | ${dataCell} | ${cpuCell} | ${rec} | ${drops} |`);
     }
   }
   lines.push(
