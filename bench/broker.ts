@@ -4,8 +4,8 @@ import { spawn, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
-import { Kafka, logLevel } from 'kafkajs';
 import { formatHelp, parseArgs, type CommandSpec } from '../lib/args';
+import { createKafkaClient } from '../lib/kafka';
 import { cpuSeconds, peakRss } from './proc';
 
 const spec: CommandSpec = {
@@ -57,7 +57,7 @@ async function runOne(fsync: string, o: { messages: number; size: number; batch:
   const dataDir = fs.mkdtempSync(join(tmpdir(), 'nettally-bench-broker-'));
   const { child, address } = await startBroker(dataDir, fsync);
   try {
-    const kafka = new Kafka({ brokers: [address], clientId: 'bench', logLevel: logLevel.NOTHING });
+    const kafka = createKafkaClient({ brokers: [address], clientId: 'bench' });
     const admin = kafka.admin();
     await admin.connect();
     await admin.createTopics({ topics: [{ topic: 'bench', numPartitions: o.partitions }] });

@@ -1,12 +1,14 @@
 // `npm run bench:consumer`: consumer throughput on one core — events/s decoded, + aggregated, + written to a real
-// influxd (with state snapshots), measured side by side in one run — and InfluxDB points written per 1k events.
-import { gzipSync } from 'zlib';
+// influxd (with state snapshots), measured side by side in one run — and InfluxDB points written per 1k events;
+// then bench/snapshot.ts: snapshot save time, event-loop block and size at 10k/100k live connections.
 import { PartitionAggregator } from '../consumer/aggregator';
 import { InfluxClient } from '../consumer/influx';
+import { encodeSnapshot } from '../consumer/state-store';
 import { toAggInput } from '../consumer/records';
 import { synthesize } from '../consumer/synthetic';
 import { decode, encode } from '../schemas';
 import { startInflux } from '../test/helpers/influx';
+import { snapshotBench } from './snapshot';
 
 const FLUSH_EVERY = Number(process.env.BENCH_FLUSH_EVERY ?? 5000);
 
@@ -69,7 +71,7 @@ async function main(): Promise<void> {
           r.points += p.points.length;
           p.commit();
           const s0 = performance.now();
-          r.snapBytes = gzipSync(JSON.stringify({ offset: String(i + 1), state: a.snapshot() })).length;
+          r.snapBytes = (await encodeSnapshot({ offset: String(i + 1), state: a.snapshotLazy() })).length;
           r.snapMs += performance.now() - s0;
         }
       }
@@ -96,6 +98,7 @@ async function main(): Promise<void> {
         `(snapshot ${(r.snapBytes / 1024).toFixed(0)} KiB gzip'd, ${r.conns} live connections)\n`,
     );
   }
+  await snapshotBench();
 }
 
 main().catch((e: unknown) => {

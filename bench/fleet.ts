@@ -5,8 +5,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import { join, resolve } from 'path';
-import { Kafka, logLevel, type Admin } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
 import { formatHelp, parseArgs, type CommandSpec } from '../lib/args';
+import { createKafkaClient } from '../lib/kafka';
 import { synthesize } from '../consumer/synthetic';
 import { encode } from '../schemas';
 import { startBrokerProcess } from '../test/helpers/broker';
@@ -222,7 +223,7 @@ async function main(): Promise<void> {
   }
 
   const broker = await startBrokerProcess({ args: ['--fsync', 'never'] });
-  const kafka = new Kafka({ clientId: 'bench-fleet', brokers: [broker.address], logLevel: logLevel.NOTHING });
+  const kafka = createKafkaClient({ clientId: 'bench-fleet', brokers: [broker.address] });
   const admin = kafka.admin();
   try {
     await admin.connect();

@@ -12,7 +12,7 @@ import { createNetnsPair, type NetnsPair } from '../test/helpers/netns';
 
 const ROOT = resolve(__dirname, '../..');
 const BIN = join(ROOT, 'dist/bin/nettally.js');
-const STAGE_BENCHES = ['capture', 'broker', 'producer', 'consumer'];
+const STAGE_BENCHES = ['capture', 'broker', 'producer', 'consumer', 'dashboard'];
 
 const spec: CommandSpec = {
   name: 'bench',

@@ -191,12 +191,16 @@ async function main(): Promise<void> {
   rows.push(await throughput(broker, 'fsync=always', {}));
   rows.push(await throughput(broker, 'fsync=never', { fsync: 'never' }));
   rows.push(await throughput(broker, 'fsync=always gzip', { compression: 'gzip' }));
+  // The daemon's batching defaults: 5000 records, cut by encoded size at Kafka's 1048588-byte message limit.
+  rows.push(await throughput(broker, 'defaults 5000/1MiB', { batchMaxRecords: 5000, batchMaxBytes: 1 << 20, maxMessageBytes: 1048588 }));
   const base = rows[0].rps;
   process.stdout.write(`\nproducer → broker, synthetic source, ${SECONDS}s each (producer in this process, broker a child process; load ${load0})\n`);
   process.stdout.write(`${'config'.padEnd(22)}${'records/s'.padStart(12)}${'ratio'.padStart(8)}${'cpu (cores)'.padStart(13)}${'batch ack ms'.padStart(14)}\n`);
   for (const r of rows) {
     process.stdout.write(`${r.label.padEnd(22)}${Math.round(r.rps).toLocaleString('en').padStart(12)}${(r.rps / base).toFixed(2).padStart(8)}${r.cpu.toFixed(2).padStart(13)}${r.latencyMs.toFixed(1).padStart(14)}\n`);
   }
+  // BENCH_ONLY=throughput: part 1 only (the churn part loads both cores for a minute).
+  if (process.env.BENCH_ONLY === 'throughput') return;
   const churnRows = await churn(broker);
   process.stdout.write(`\nproducer (child process, real kernel capture) while a generator churns TCP connections in a netns, ${SECONDS}s each\n`);
   process.stdout.write(`${'load'.padEnd(16)}${'conns/s'.padStart(10)}${'cpu (cores)'.padStart(13)}${'RSS MiB'.padStart(9)}${'peak MiB'.padStart(10)}${'records out/s'.padStart(15)}${'drain s'.padStart(9)}${'rb drops'.padStart(10)}\n`);

@@ -3,7 +3,7 @@
 import { formatHelp, parseArgs } from '../lib/args';
 import type { Command } from '../lib/command';
 import { NettallyError } from '../lib/errors';
-import { createLogger } from '../lib/log';
+import { createLogger, type Logger } from '../lib/log';
 
 /** Subcommand → module exporting `command: Command`. Each lives with the stage it drives. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   broker: { summary: 'run the bundled single-node Kafka-protocol broker', load: async () => (await import('../broker/cli')).command },
   top: { summary: 'live per-process/connection/netns traffic straight from the kernel', load: async () => (await import('../producer/cmd-top')).command },
   usage: { summary: 'traffic history and billing exports from InfluxDB', load: async () => (await import('../consumer/cmd-usage')).command },
+  dashboard: { summary: 'serve the traffic dashboard web page over InfluxDB (loopback)', load: async () => (await import('../dashboard/cmd-dashboard')).command },
   capture: { summary: 'dump decoded kernel records as JSON lines (debugging)', load: async () => (await import('../producer/cmd-capture')).command },
 };
 
@@ -47,13 +48,21 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const command = await entry.load();
-  const logger = createLogger({ name: `nettally-${name}` });
+  let logger: Logger;
+  try {
+    logger = createLogger({ name: `nettally-${name}` });
+  } catch (err) {
+    // LOG_FORMAT set to something unknown: there is no logger to say it with yet.
+    process.stderr.write(`nettally ${name}: ${(err as Error).message}\n`);
+    return 2;
+  }
   try {
     const args = parseArgs(command.spec, rest);
     if (args === 'help') {
       process.stdout.write(formatHelp(command.spec));
       return 0;
     }
+    for (const w of args.warnings) logger.warn(w);
     const controller = new AbortController();
     let firstSignalAt = 0;
     const onSignal = (sig: NodeJS.Signals): void => {

@@ -6,13 +6,19 @@ import { createWriteStream, mkdirSync, readFileSync, rmSync } from 'fs';
 import { connect } from 'net';
 import { join, resolve } from 'path';
 import { createInterface } from 'readline';
-import { Kafka, logLevel } from 'kafkajs';
+import { ConfigResourceTypes, type Admin } from 'kafkajs';
 import pino from 'pino';
-import { ParsedArgs, type CommandSpec, type OptionSpec } from '../lib/args';
+import { ParsedArgs, parseArgs, type CommandSpec, type OptionSpec } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
-import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
-import { createLogger, type Logger } from '../lib/log';
+import { createKafkaClient, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
+import { InfluxClient, influxConfigFrom } from '../consumer/influx';
+import type { PipelineStatus } from '../dashboard/api';
+import { DASHBOARD_INFLUX_OPTIONS } from '../dashboard/cmd-dashboard';
+import { checkListenAddress, startDashboard } from '../dashboard/server';
+import { createLogger, logFormat, StatusLine, type Logger } from '../lib/log';
+import { retry } from '../lib/retry';
+import { CAPTURE_OPTIONS, captureSettingsAsFlags, captureSettingsFrom } from '../producer/capture-options';
 import { startLocalInflux, type LocalInflux } from './influxd';
 import { claimPins, isPinDirPath, type PinClaim } from './up-pins';
 
@@ -31,6 +37,8 @@ const spec: CommandSpec = {
     'Set KAFKA_BROKERS to use an existing Kafka instead of the bundled broker, and INFLUX_URL to use an existing',
     'InfluxDB instead of a local influxd. Needs root. Logs of every component go to <data-dir>/logs/; up\'s own log',
     'and everything it prints also go to <data-dir>/logs/up.log (they continue there when stdout is closed).',
+    'On a terminal it prints readable log lines and redraws one status line in place; piped, or with LOG_FORMAT=json,',
+    'JSON log lines and a status line per tick (env LOG_FORMAT=json|pretty; logs/*.log are always JSON).',
   ].join('\n'),
   options: [
     { name: 'data-dir', type: 'string', env: 'NETTALLY_DATA_DIR', default: '/var/lib/nettally', help: 'where broker, InfluxDB, producer spool and logs keep their files' },
@@ -42,8 +50,11 @@ const spec: CommandSpec = {
     { name: 'influx-port', type: 'int', env: 'NETTALLY_INFLUX_PORT', default: 8086, min: 1, max: 65535, help: 'HTTP port of the local influxd on 127.0.0.1 (ignored with INFLUX_URL)' },
     { name: 'influx-db', type: 'string', env: 'INFLUX_DB', default: 'nettally', help: 'InfluxDB database for the rollups' },
     { name: 'pin-dir', type: 'string', env: 'NETTALLY_PIN_DIR', default: '/sys/fs/bpf/nettally-up', help: 'bpffs directory for the producer\'s pinned maps; removed on exit unless it existed before' },
-    { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: '5s', min: 100, help: 'kernel flush interval of connection counters, and how often the consumer writes windows' },
+    // The producer's capture settings, forwarded to it; --flush-interval also sets the consumer's write interval.
+    ...CAPTURE_OPTIONS.map((o) => (o.name === 'flush-interval' ? { ...o, help: `${o.help}; also how often the consumer writes windows` } : o)),
     { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: '2s', min: 200, help: 'how often the status line is printed' },
+    { name: 'dashboard', type: 'bool', env: 'NETTALLY_DASHBOARD', default: true, help: 'serve the dashboard (nettally dashboard) in this process; --no-dashboard to not' },
+    { name: 'dashboard-listen', type: 'string', env: 'NETTALLY_DASHBOARD_LISTEN', default: '127.0.0.1:8087', help: 'address of the dashboard page, loopback only (it has no authentication; port 0: any free port)' },
   ],
   examples: [
     'sudo ./nettally up',
@@ -189,50 +200,113 @@ function fmt(v: number | undefined, unit = ''): string {
 
 /** One status line from the children's latest status logs (fields of producer/producer.ts and consumer/cmd-consumer.ts). */
 export function statusLine(uptimeMs: number, producer: Child, consumer: Child, query: string): string {
-  const p = producer.status;
-  const c = consumer.status;
+  const { producer: p, consumer: c } = pipelineStatus(producer, consumer);
   const up = Math.floor(uptimeMs / 1000);
   const clock = `${String(Math.floor(up / 3600)).padStart(2, '0')}:${String(Math.floor(up / 60) % 60).padStart(2, '0')}:${String(up % 60).padStart(2, '0')}`;
-  const out = num(p, 'records_out');
-  const prevOut = num(producer.prevStatus, 'records_out');
-  const rate = out !== undefined && prevOut !== undefined && producer.statusAt > producer.prevStatusAt ? ((out - prevOut) * 1000) / (producer.statusAt - producer.prevStatusAt) : undefined;
-  const kernel = typeof p.kernel === 'object' && p.kernel !== null ? (p.kernel as Status) : {};
-  const drops = num(kernel, 'ringbuf_drops');
-  const mapFull = (num(kernel, 'conn_map_full') ?? 0) + (num(kernel, 'iface_map_full') ?? 0);
-  const kafka = p.kafka_ok === false && producer.statusAt > 0 ? ', Kafka DOWN' : '';
-  const lastWindow = typeof c.last_window === 'string' ? c.last_window.replace(/\.000Z$/, 'Z') : '-';
-  const influx = typeof c.influx === 'string' && c.influx !== 'ok' ? `, InfluxDB ${c.influx}` : '';
+  // An error state (authorization, missing topic) will not clear by itself: name it, not just "down".
+  const kafka = producer.statusAt === 0 || p.kafka_ok !== false ? '' : p.kafka_error !== undefined ? `, Kafka ERROR ${p.kafka_error}` : ', Kafka DOWN';
+  const lastWindow = c.last_window?.replace(/\.000Z$/, 'Z') ?? '-';
+  const influx = c.influx !== undefined && c.influx !== 'ok' ? `, InfluxDB ${c.influx}` : '';
   return (
-    `[up ${clock}] producer ${producer.ready ? '' : '(starting) '}${fmt(rate)} rec/s, kernel drops ${fmt(drops)}${mapFull ? `, map full ${mapFull}` : ''}, spool ${fmt(num(p, 'spool_bytes'), 'B')}${kafka}` +
-    ` | consumer ${consumer.ready ? '' : '(starting) '}${fmt(num(c, 'events_per_s'))} ev/s, lag ${fmt(num(c, 'lag'))}, last window ${lastWindow}${influx}` +
+    `[up ${clock}] producer ${p.ready ? '' : '(starting) '}${fmt(p.records_per_s)} rec/s, kernel drops ${fmt(p.kernel_drops)}${p.map_full ? `, map full ${p.map_full}` : ''}, spool ${fmt(p.spool_bytes, 'B')}${kafka}` +
+    ` | consumer ${c.ready ? '' : '(starting) '}${fmt(c.events_per_s)} ev/s, lag ${fmt(c.lag)}, last window ${lastWindow}${influx}` +
     ` | query: ${query}\n`
   );
 }
 
-/** Makes sure the records topic exists before the consumer waits for it (the producer would auto-create it with the broker's default). */
-async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, partitions: number, logger: Logger, signal: AbortSignal): Promise<void> {
-  const config = kafkaConfigFrom(new ParsedArgs({ ...args.values, brokers }, [], args.sources));
-  const admin = new Kafka({ ...config, logLevel: logLevel.NOTHING, retry: { retries: 3 } }).admin();
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    try {
-      await admin.connect();
-      const topics = await admin.listTopics();
-      if (!topics.includes(topic)) {
-        await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
-        logger.info({ topic, partitions }, 'created the records topic');
-      }
-      await admin.disconnect();
-      return;
-    } catch (e) {
-      await admin.disconnect().catch(() => undefined);
-      if (signal.aborted) return;
-      if (Date.now() > deadline) {
-        throw new NettallyError('KAFKA_UNAVAILABLE', `cannot create or list the topic ${topic} on ${brokers.join(',')}: ${(e as Error).message}; check --brokers (env KAFKA_BROKERS) and the Kafka TLS/SASL settings`, { cause: e });
-      }
-      logger.warn({ err: (e as Error).message, brokers }, 'Kafka not ready yet; retrying');
-      await new Promise((r) => setTimeout(r, 1000));
+/** The pipeline's health from the children's latest status events: the status line's numbers, and the dashboard's. */
+export function pipelineStatus(producer: Child, consumer: Child): PipelineStatus {
+  const p = producer.status;
+  const c = consumer.status;
+  const out = num(p, 'records_out');
+  const prevOut = num(producer.prevStatus, 'records_out');
+  const kernel = typeof p.kernel === 'object' && p.kernel !== null ? (p.kernel as Status) : {};
+  return {
+    as_of_ms: Math.max(producer.statusAt, consumer.statusAt) || Date.now(),
+    producer: {
+      ready: producer.ready,
+      records_per_s: out !== undefined && prevOut !== undefined && producer.statusAt > producer.prevStatusAt ? ((out - prevOut) * 1000) / (producer.statusAt - producer.prevStatusAt) : undefined,
+      kernel_drops: num(kernel, 'ringbuf_drops'),
+      map_full: (num(kernel, 'conn_map_full') ?? 0) + (num(kernel, 'iface_map_full') ?? 0),
+      spool_bytes: num(p, 'spool_bytes'),
+      kafka_ok: typeof p.kafka_ok === 'boolean' ? p.kafka_ok : undefined,
+      kafka_error: p.kafka_state === 'error' ? String(p.kafka_error_code) : undefined,
+    },
+    consumer: {
+      ready: consumer.ready,
+      events_per_s: num(c, 'events_per_s'),
+      lag: num(c, 'lag'),
+      last_window: typeof c.last_window === 'string' ? c.last_window : undefined,
+      influx: typeof c.influx === 'string' ? c.influx : undefined,
+    },
+  };
+}
+
+/** An existing records topic is left as it is (its settings are its operator's); up only says what it has. */
+async function reportTimestampType(admin: Admin, topic: string, logger: Logger): Promise<void> {
+  try {
+    const res = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['message.timestamp.type'] }] });
+    const type = res.resources[0]?.configEntries.find((e) => e.configName === 'message.timestamp.type')?.configValue;
+    if (type === 'LogAppendTime') logger.info({ topic, timestampType: type }, 'the records topic exists');
+    else {
+      logger.warn(
+        { topic, timestampType: type ?? 'unknown' },
+        `the records topic exists with message.timestamp.type=${type ?? 'unknown'}: producers' clocks (or forged records) set the Kafka timestamps; ` +
+          'up does not change an existing topic — set message.timestamp.type=LogAppendTime on it (Apache Kafka: kafka-configs --alter --entity-type topics ' +
+          `--entity-name ${topic} --add-config message.timestamp.type=LogAppendTime), or remove it to let up recreate it`,
+      );
     }
+  } catch (e) {
+    logger.warn({ topic, err: (e as Error).message }, 'cannot read the records topic\'s message.timestamp.type (DescribeConfigs); leaving the topic as it is');
+  }
+}
+
+/**
+ * Makes sure the records topic exists before the consumer waits for it (the producer would auto-create it with the
+ * broker's default), with message.timestamp.type=LogAppendTime. Exported for tests.
+ */
+export async function ensureTopic(args: ParsedArgs, brokers: string[], topic: string, partitions: number, logger: Logger, signal: AbortSignal): Promise<void> {
+  const config = kafkaConfigFrom(new ParsedArgs({ ...args.values, brokers }, [], args.sources));
+  const admin = createKafkaClient(config, { retry: { retries: 3 } }).admin();
+  const deadline = Date.now() + 60_000;
+  try {
+    await retry(
+      async () => {
+        try {
+          await admin.connect();
+          const topics = await admin.listTopics();
+          if (!topics.includes(topic)) {
+            // LogAppendTime: the broker's clock, not the sender's, is each record's Kafka timestamp, which bounds how far
+            // ahead the consumer lets a record's time_ns go (--max-clock-ahead) — so neither a host whose clock is ahead
+            // nor a record forged on the broker can choose its own time.
+            await admin.createTopics({ topics: [{ topic, numPartitions: partitions, configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }] }], waitForLeaders: true });
+            logger.info({ topic, partitions, timestampType: 'LogAppendTime' }, 'created the records topic');
+          } else {
+            await reportTimestampType(admin, topic, logger);
+          }
+          await admin.disconnect();
+        } catch (e) {
+          await admin.disconnect().catch(() => undefined);
+          throw e;
+        }
+      },
+      {
+        // a broker just started may refuse anything for a while: every error is worth another try, for a minute
+        initialMs: 1000,
+        maxMs: 1000,
+        retryPermanent: true,
+        signal,
+        onAttempt: ({ error: e }) => {
+          if (Date.now() > deadline) {
+            throw new NettallyError('KAFKA_UNAVAILABLE', `cannot create or list the topic ${topic} on ${brokers.join(',')}: ${(e as Error).message}; check --brokers (env KAFKA_BROKERS) and the Kafka TLS/SASL settings`, { cause: e });
+          }
+          logger.warn({ err: (e as Error).message, brokers }, 'Kafka not ready yet; retrying');
+        },
+      },
+    );
+  } catch (e) {
+    if (signal.aborted) return;
+    throw e;
   }
 }
 
@@ -241,6 +315,7 @@ function childEnv(args: ParsedArgs, brokers: string[]): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, KAFKA_BROKERS: brokers.join(',') };
   // up reads the children's info-level lines (readiness, status); their full logs go to files, so at least info.
   if (!['debug', 'trace'].includes(env.LOG_LEVEL ?? '')) env.LOG_LEVEL = 'info';
+  env.LOG_FORMAT = 'json'; // up parses its children's lines (readiness, status), also when its own are pretty
   for (const o of FORWARDED_KAFKA_OPTIONS) {
     if (!o.env) continue;
     const v = args.values[o.name];
@@ -256,8 +331,11 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const logDir = join(dataDir, 'logs');
   const pinDir = args.str('pin-dir');
   if (!isPinDirPath(pinDir, BPFFS)) throw configError('--pin-dir (env NETTALLY_PIN_DIR)', `must be a directory under ${BPFFS}/, got ${JSON.stringify(pinDir)}`);
+  const capture = captureSettingsFrom(args); // validated before anything starts
   const external = args.list('brokers');
   const listen = parseHostPort('--kafka-listen (env NETTALLY_BROKER_LISTEN)', args.str('kafka-listen'));
+  const dashboardListen = args.bool('dashboard') ? parseHostPort('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', args.str('dashboard-listen')) : undefined;
+  if (dashboardListen) checkListenAddress('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', dashboardListen.host);
   const brokers = external.length > 0 ? external : [`${listen.host}:${listen.port}`];
   const topic = args.str('topic');
   const db = args.str('influx-db');
@@ -282,12 +360,25 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     if (!upLogFailed) ctx.logger.error({ err: e.message, log: upLogPath }, `cannot write ${upLogPath}; up's log continues on stderr only`);
     upLogFailed = true;
   });
-  const logger = createLogger({ name: 'nettally-up', alsoTo: upLog });
+  // On a terminal (LOG_FORMAT unset or pretty): readable log lines and one status line redrawn in place; up.log
+  // stays JSON either way.
+  const format = logFormat();
+  const logger = createLogger({ name: 'nettally-up', alsoTo: upLog, format });
   const transcript = pino({ name: 'nettally-up' }, upLog);
   let stdoutGone = false;
+  const write = (text: string): void => {
+    if (!stdoutGone) ctx.stdout.write(text);
+  };
+  const status = format === 'pretty' && (ctx.stdout as NodeJS.WriteStream).isTTY === true ? new StatusLine(write, () => (ctx.stdout as NodeJS.WriteStream).columns) : undefined;
   const say = (text: string): void => {
     transcript.info({ out: text.trimEnd() }, 'output');
-    if (!stdoutGone) ctx.stdout.write(text);
+    if (status) status.print(text);
+    else write(text);
+  };
+  const sayStatus = (text: string): void => {
+    if (!status) return say(text);
+    transcript.info({ out: text.trimEnd() }, 'output');
+    status.show(text);
   };
   // Writing to a pipe whose reader has exited fails with EPIPE, reported as an 'error' event that would otherwise
   // kill up before it stopped anything. These listeners stay after run() returns: the dispatcher still writes to
@@ -352,9 +443,11 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   };
   process.once('exit', cleanUpNow);
 
+  let dashboard: { url: string; close(): Promise<void> } | undefined;
   let stopping: Promise<void> | undefined;
   const shutdown = (): Promise<void> => (stopping ??= stopAll());
   const stopAll = async (): Promise<void> => {
+    await dashboard?.close();
     // Producer first (it ships the kernel's last counters to Kafka), then the consumer (final write + commit), then servers.
     for (const name of ['producer', 'consumer', 'broker']) {
       const c = children.find((x) => x.name === name);
@@ -440,18 +533,36 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     children.push(consumer);
     const producer = startChild(
       'producer',
-      ['producer', '--state-dir', join(dataDir, 'producer'), '--pin-dir', pinDir, '--flush-interval', flushEvery, '--status-interval', statusEvery],
+      ['producer', '--state-dir', join(dataDir, 'producer'), ...captureSettingsAsFlags(capture), '--status-interval', statusEvery],
       env,
       logDir,
       logger,
       (r) => (typeof r.msg === 'string' && r.msg.startsWith('capture attached')) || r.msg === 'status',
     );
     children.push(producer);
+    if (dashboardListen) {
+      // In this process: the page shows the children's status (records/s, drops, spool, lag) besides InfluxDB's view.
+      const influxArgs = parseArgs({ name: 'up', summary: '', options: DASHBOARD_INFLUX_OPTIONS }, ['--influx-url', influxUrl, '--influx-db', db]) as ParsedArgs;
+      try {
+        dashboard = await startDashboard({
+          client: new InfluxClient(influxConfigFrom(influxArgs)),
+          ...dashboardListen,
+          setting: '--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)',
+          logger: logger.child({ component: 'dashboard' }),
+          pipeline: () => pipelineStatus(producer, consumer),
+        });
+      } catch (e) {
+        // The page is an extra: a busy default port (another up, another program) must not stop the counting.
+        // An address the user asked for is theirs to fix, so that fails.
+        if (args.sources['dashboard-listen'] !== 'default') throw e;
+        logger.warn({ err: (e as Error).message }, 'dashboard not started; set --dashboard-listen to another address (or --no-dashboard)');
+      }
+    }
 
     const query = `nettally usage --influx-url ${influxUrl}${db === 'nettally' ? '' : ` --influx-db ${db}`}`;
     say(
       `nettally up: Kafka ${brokers.join(',')}${external.length ? '' : ' (bundled broker)'}, topic ${topic}; InfluxDB ${influxUrl}${influx ? ' (local influxd)' : ''}, ` +
-        `database ${db}; logs in ${logDir}. Ctrl-C stops everything.\n`,
+        `database ${db}; logs in ${logDir}.${dashboard ? ` Dashboard: ${dashboard.url}` : ''} Ctrl-C stops everything.\n`,
     );
 
     const startedAt = Date.now();
@@ -460,15 +571,16 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     const tick = (): void => {
       if (!announced && producer.ready && consumer.ready) {
         announced = true;
-        say(`nettally up: ready — counting traffic (producer attached, consumer consuming). Query: ${query} --from -1h --group-by netns,port\n`);
+        say(`nettally up: ready — counting traffic (producer attached, consumer consuming). Query: ${query} --from -1h --group-by netns,port${dashboard ? ` — Dashboard: ${dashboard.url}` : ''}\n`);
       }
     };
     const readyPoll = setInterval(tick, 100);
-    const ticker = setInterval(() => say(statusLine(Date.now() - startedAt, producer, consumer, query)), args.num('status-interval'));
+    const ticker = setInterval(() => sayStatus(statusLine(Date.now() - startedAt, producer, consumer, query)), args.num('status-interval'));
     const stopped = new Promise<'signal'>((r) => (signal.aborted ? r('signal') : signal.addEventListener('abort', () => r('signal'), { once: true })));
     const first = await Promise.race([stopped, died]);
     clearInterval(ticker);
     clearInterval(readyPoll);
+    status?.end();
     if (first !== 'signal') {
       logger.error({ component: first.c.name, code: first.code, last: first.c.lastLines.slice(-5) }, `${first.c.name} exited unexpectedly (code ${first.code}); stopping everything — see ${join(logDir, `${first.c.name}.log`)}`);
       return await finish(1);

@@ -34,7 +34,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_LISTEN 10
 #define TCP_CLOSING 11
 
-/* Settings: rodata, set by user space between open and load. */
+/* Settings: rodata, set by user space between open and load (values: producer/capture-options.ts; these
+ * initial values are placeholders, always overwritten). */
 const volatile __u64 flush_interval_ns = 5000000000ULL;
 const volatile __u64 flush_threshold_bytes = 16ULL << 20;
 /* The TCP hot path looks at a connection when a packet (or, without cgroup2, a call) moves one of its sequence
@@ -43,7 +44,7 @@ const volatile __u8 gate_shift = 22;
 const volatile __u8 naive = 0;      /* benchmark: also one record per send/recv call */
 const volatile __u8 hooks_only = 0; /* benchmark: nt_send/nt_recv return at once (what the tracepoints alone cost) */
 
-/* The flush age is measured in jiffies (a memory read) rather than ktime (~40 ns per call on this VM). */
+/* The flush age is measured in jiffies (a memory read) rather than ktime (measured at ~40 ns per call on the development VM). */
 extern const int CONFIG_HZ __kconfig __weak;
 
 static __always_inline __u64 age_clock(void)
@@ -58,13 +59,13 @@ static __always_inline __u64 flush_interval_ticks(void)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20);
+	__uint(max_entries, 4 << 20); /* set from producer/capture-options.ts (ring-buffer-bytes) before load */
 } events SEC(".maps");
 
 /* HASH, not LRU: an LRU would evict unshipped counters silently. User space deletes closed entries (forget). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 131072);
+	__uint(max_entries, 131072); /* set from producer/capture-options.ts (max-connections) before load */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
 	__type(value, struct nt_conn);

@@ -1,5 +1,6 @@
 /* nettally kernel records and map layouts: the one C definition, shared by bpf/ and native/.
- * producer/records.ts decodes these byte for byte: change both together (offsets are asserted below). */
+ * producer/layout.generated.ts is generated from this file (node scripts/gen-records.js) and producer/records.ts decodes
+ * by it; scripts/build.sh fails while that file is stale or this header disagrees with the compiled object's BTF. */
 #ifndef NETTALLY_H
 #define NETTALLY_H
 

@@ -39,3 +39,18 @@ test('splitBatches accepts concatenated valid batches and reports each problem',
   badCount.writeUInt32BE(crc32c(badCount, BATCH.ATTRIBUTES), BATCH.CRC);
   expect(checkBatch(badCount, 0, badCount.length)).toBe('bad-count');
 });
+
+test('splitBatches refuses a batch larger than the limit, measured as Kafka does (whole batch incl. log overhead)', () => {
+  const small = makeBatch({ count: 1 });
+  const big = makeBatch({ count: 2, payload: Buffer.alloc(1000, 7) });
+  const both = Buffer.concat([small, big]);
+  // Exactly at the limit is accepted; one byte over is refused, whichever batch of the set it is.
+  expect(Array.isArray(splitBatches(both, big.length))).toBe(true);
+  expect(splitBatches(both, big.length - 1)).toBe('too-large');
+  expect(splitBatches(big, big.length - 1)).toBe('too-large');
+  // The size check comes before the CRC (Kafka's order): an oversize corrupt batch is too large.
+  const corrupt = Buffer.from(big);
+  corrupt[BATCH.HEADER_SIZE + 5] ^= 0xff;
+  expect(splitBatches(corrupt, big.length - 1)).toBe('too-large');
+  expect(splitBatches(corrupt, big.length)).toBe('bad-crc');
+});

@@ -72,7 +72,7 @@ export interface BatchInfo {
   attributes: number;
 }
 
-export type BatchProblem = 'truncated' | 'bad-length' | 'bad-magic' | 'bad-crc' | 'bad-count';
+export type BatchProblem = 'truncated' | 'bad-length' | 'bad-magic' | 'bad-crc' | 'bad-count' | 'too-large';
 
 /** Parses the header of the batch at `pos`; the batch must lie entirely inside buf. */
 export function readBatchHeader(buf: Buffer, pos: number): BatchInfo {
@@ -107,15 +107,78 @@ export function checkBatch(buf: Buffer, pos: number, end: number, checkCrc = tru
   return info;
 }
 
-/** Splits a produced record set into checked batches; a trailing partial batch or any bad one is a problem. */
-export function splitBatches(buf: Buffer): BatchInfo[] | BatchProblem {
+/**
+ * Splits a produced record set into checked batches; a trailing partial batch or any bad one is a problem.
+ * A batch larger than `maxBatchBytes` (whole batch incl. the 12-byte log overhead, what Kafka compares with
+ * max.message.bytes) is 'too-large', found from its length field before any CRC work, as Kafka does.
+ */
+export function splitBatches(buf: Buffer, maxBatchBytes = Number.MAX_SAFE_INTEGER): BatchInfo[] | BatchProblem {
   const out: BatchInfo[] = [];
   let pos = 0;
   while (pos < buf.length) {
+    if (buf.length - pos >= BATCH.LOG_OVERHEAD && BATCH.LOG_OVERHEAD + buf.readInt32BE(pos + BATCH.LENGTH) > maxBatchBytes) return 'too-large';
     const b = checkBatch(buf, pos, buf.length);
     if (typeof b === 'string') return b;
     out.push(b);
     pos += b.size;
   }
   return out;
+}
+
+/** Batch attributes bits (int16): compression codec (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd), timestamp type. */
+export const ATTR = { CODEC_MASK: 0x07, CODEC_GZIP: 1, LOG_APPEND_TIME: 0x08 } as const;
+
+/**
+ * Reads a zigzag varint/varlong at `pos` of `buf` (below `end`): [value, next position], or null when it runs
+ * past `end` or over 10 bytes. Values beyond 2^53 lose precision, which is fine for what they are used for here
+ * (lengths are bounded by the buffer; a timestamp that far off is out of any range anyway).
+ */
+function readZigzag(buf: Buffer, pos: number, end: number): [number, number] | null {
+  let raw = 0;
+  let scale = 1;
+  for (let i = 0; i < 10; i++) {
+    if (pos >= end) return null;
+    const b = buf[pos++];
+    raw += (b & 0x7f) * scale;
+    if ((b & 0x80) === 0) return [raw % 2 === 0 ? raw / 2 : -(raw + 1) / 2, pos];
+    scale *= 128;
+  }
+  return null;
+}
+
+/**
+ * Smallest and largest record timestamp (firstTimestamp + each record's timestampDelta) of the records in
+ * records[start, end), which must hold exactly `count` records: Kafka's Record v2 framing
+ * (length varint, attributes int8, timestampDelta varlong, ...). 'corrupt' when the records do not parse or do not
+ * fill the region exactly. Only the length and timestamp delta of each record are decoded.
+ */
+export function recordTimestampRange(records: Buffer, start: number, end: number, count: number, firstTimestamp: number): { min: number; max: number } | 'corrupt' {
+  let min = Infinity;
+  let max = -Infinity;
+  let pos = start;
+  for (let i = 0; i < count; i++) {
+    const len = readZigzag(records, pos, end);
+    if (!len || len[0] < 6) return 'corrupt';
+    const bodyEnd = len[1] + len[0];
+    if (bodyEnd > end) return 'corrupt';
+    const delta = readZigzag(records, len[1] + 1, bodyEnd); // after the record's attributes byte
+    if (!delta) return 'corrupt';
+    const ts = firstTimestamp + delta[0];
+    if (ts < min) min = ts;
+    if (ts > max) max = ts;
+    pos = bodyEnd;
+  }
+  return pos === end ? { min, max } : 'corrupt';
+}
+
+/**
+ * Rewrites the batch at `pos` to carry `timestampType` and `maxTimestamp` (what Kafka's setMaxTimestamp does:
+ * attributes bit 3 and MaxTimestamp) and recomputes its CRC-32C, which covers both. In place.
+ */
+export function setMaxTimestamp(buf: Buffer, pos: number, logAppendTime: boolean, maxTimestamp: number): void {
+  const attrs = buf.readInt16BE(pos + BATCH.ATTRIBUTES);
+  buf.writeInt16BE(logAppendTime ? attrs | ATTR.LOG_APPEND_TIME : attrs & ~ATTR.LOG_APPEND_TIME, pos + BATCH.ATTRIBUTES);
+  buf.writeBigInt64BE(BigInt(maxTimestamp), pos + BATCH.MAX_TIMESTAMP);
+  const size = BATCH.LOG_OVERHEAD + buf.readInt32BE(pos + BATCH.LENGTH);
+  buf.writeUInt32BE(crc32c(buf, pos + BATCH.ATTRIBUTES, pos + size), pos + BATCH.CRC);
 }

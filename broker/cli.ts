@@ -3,14 +3,18 @@ import { resolve } from 'path';
 import { parseBytes, parseDuration, type CommandSpec, type ParsedArgs } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError } from '../lib/errors';
-import { startBroker, type FsyncPolicy } from './index';
+import { BROKER_DEFAULTS, startBroker, type FsyncPolicy, type TimestampType } from './index';
 
 const spec: CommandSpec = {
   name: 'broker',
   summary: 'Run the bundled single-node Kafka-protocol broker (for one machine and CI; fleets run Apache Kafka).',
   description:
     'Speaks enough of the Kafka protocol for kafkajs and librdkafka (kcat): produce (acks, idempotence), fetch,\n' +
-    'consumer groups, offsets, topic creation. Data is an append-only segment log per partition under --data-dir.',
+    'consumer groups, offsets, topic creation. Data is an append-only segment log per partition under --data-dir.\n' +
+    'Enforces Apache Kafka\'s default limits (message.max.bytes, socket.request.max.bytes, fetch.max.bytes, ...).\n' +
+    '\n' +
+    'SECURITY: this broker has NO authentication, authorization or TLS. Every local user can produce, consume,\n' +
+    'create topics and commit offsets for any group. It listens on loopback only unless --allow-remote is given.',
   options: [
     { name: 'listen', type: 'string', env: 'NETTALLY_BROKER_LISTEN', default: '127.0.0.1:9092', help: 'host:port to listen on (port 0 picks a free port)' },
     { name: 'data-dir', type: 'string', env: 'NETTALLY_BROKER_DATA', default: '/var/lib/nettally/broker', help: 'directory for topic logs and committed offsets' },
@@ -23,7 +27,20 @@ const spec: CommandSpec = {
     { name: 'segment-bytes', type: 'bytes', env: 'NETTALLY_BROKER_SEGMENT_BYTES', default: 64 * 1024 * 1024, min: 1024, max: 2 ** 31 - 1, help: 'segment file size before a new one is started' },
     { name: 'fsync', type: 'enum', env: 'NETTALLY_BROKER_FSYNC', choices: ['always', 'interval', 'never'], default: 'always', help: 'always: fsync before each produce/commit ack; interval: every --fsync-interval; never: leave it to the OS' },
     { name: 'fsync-interval', type: 'duration', env: 'NETTALLY_BROKER_FSYNC_INTERVAL', default: 1000, min: 1, help: 'fsync period with --fsync interval' },
-    { name: 'max-request-bytes', type: 'bytes', env: 'NETTALLY_BROKER_MAX_REQUEST_BYTES', default: 100 * 1024 * 1024, min: 1024, max: 2 ** 31 - 1, help: 'larger request frames close the connection' },
+    { name: 'max-request-bytes', type: 'bytes', env: 'NETTALLY_BROKER_MAX_REQUEST_BYTES', default: BROKER_DEFAULTS.maxRequestBytes, min: 1024, max: 2 ** 31 - 1, help: "larger request frames close the connection (Kafka's socket.request.max.bytes)" },
+    { name: 'max-message-bytes', type: 'bytes', env: 'NETTALLY_BROKER_MAX_MESSAGE_BYTES', default: BROKER_DEFAULTS.maxMessageBytes, min: 1, max: 2 ** 31 - 1, help: "largest record batch a produce may append, else MESSAGE_TOO_LARGE (Kafka's message.max.bytes; per topic: max.message.bytes)" },
+    { name: 'fetch-max-bytes', type: 'bytes', env: 'NETTALLY_BROKER_FETCH_MAX_BYTES', default: BROKER_DEFAULTS.fetchMaxBytes, min: 1024, max: 2 ** 31 - 1, help: "cap on one fetch response; a first batch larger is still returned (Kafka's fetch.max.bytes)" },
+    { name: 'max-connections', type: 'int', env: 'NETTALLY_BROKER_MAX_CONNECTIONS', default: BROKER_DEFAULTS.maxConnections, min: 1, help: "concurrent client connections; more are closed at once and logged (Kafka's max.connections)" },
+    { name: 'connections-max-idle', type: 'duration', env: 'NETTALLY_BROKER_CONNECTIONS_MAX_IDLE', default: BROKER_DEFAULTS.connectionsMaxIdleMs, min: 1000, help: "close connections idle this long (Kafka's connections.max.idle.ms)" },
+    { name: 'group-min-session-timeout', type: 'duration', env: 'NETTALLY_BROKER_GROUP_MIN_SESSION_TIMEOUT', default: BROKER_DEFAULTS.groupMinSessionTimeoutMs, min: 1, help: "smallest session timeout a group member may ask for (Kafka's group.min.session.timeout.ms)" },
+    { name: 'group-max-session-timeout', type: 'duration', env: 'NETTALLY_BROKER_GROUP_MAX_SESSION_TIMEOUT', default: BROKER_DEFAULTS.groupMaxSessionTimeoutMs, min: 1, help: "largest session timeout a group member may ask for (Kafka's group.max.session.timeout.ms)" },
+    { name: 'max-partitions', type: 'int', env: 'NETTALLY_BROKER_MAX_PARTITIONS', default: BROKER_DEFAULTS.maxPartitions, min: 1, help: 'partitions across all topics (2 open files each); more are refused with POLICY_VIOLATION' },
+    { name: 'max-partitions-per-topic', type: 'int', env: 'NETTALLY_BROKER_MAX_PARTITIONS_PER_TOPIC', default: BROKER_DEFAULTS.maxPartitionsPerTopic, min: 1, help: 'partitions of one topic; more are refused with INVALID_PARTITIONS' },
+    { name: 'max-auto-created-topics', type: 'int', env: 'NETTALLY_BROKER_MAX_AUTO_CREATED_TOPICS', default: BROKER_DEFAULTS.maxAutoCreatedTopics, min: 0, help: 'topics that metadata requests may auto-create; more are refused with POLICY_VIOLATION' },
+    { name: 'message-timestamp-type', type: 'enum', env: 'NETTALLY_BROKER_MESSAGE_TIMESTAMP_TYPE', choices: ['CreateTime', 'LogAppendTime'], default: BROKER_DEFAULTS.messageTimestampType, help: "timestamps of topics without their own message.timestamp.type: the client's (CreateTime) or the broker clock at append (LogAppendTime) (Kafka's log.message.timestamp.type)" },
+    { name: 'message-timestamp-after-max', type: 'string', env: 'NETTALLY_BROKER_MESSAGE_TIMESTAMP_AFTER_MAX', default: '1h', help: "CreateTime: a record more than this ahead of the broker clock is refused with INVALID_TIMESTAMP; -1 unlimited (Kafka's log.message.timestamp.after.max.ms)" },
+    { name: 'message-timestamp-before-max', type: 'string', env: 'NETTALLY_BROKER_MESSAGE_TIMESTAMP_BEFORE_MAX', default: '-1', help: "CreateTime: a record more than this behind the broker clock is refused with INVALID_TIMESTAMP; -1 unlimited (Kafka's log.message.timestamp.before.max.ms)" },
+    { name: 'allow-remote', type: 'bool', env: 'NETTALLY_BROKER_ALLOW_REMOTE', default: false, help: 'allow --listen on a non-loopback address (the broker has NO authentication: anyone who reaches it can read and write)' },
   ],
   examples: [
     'nettally broker --data-dir /var/lib/nettally/broker',
@@ -52,6 +69,8 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const dataDir = resolve(args.str('data-dir'));
   const retentionMs = limit(args, 'retention', 'NETTALLY_BROKER_RETENTION', parseDuration, 'a duration such as 7d or 12h');
   const retentionBytes = limit(args, 'retention-bytes', 'NETTALLY_BROKER_RETENTION_BYTES', parseBytes, 'a size such as 10GiB');
+  const timestampAfterMaxMs = limit(args, 'message-timestamp-after-max', 'NETTALLY_BROKER_MESSAGE_TIMESTAMP_AFTER_MAX', parseDuration, 'a duration such as 1h or 10m');
+  const timestampBeforeMaxMs = limit(args, 'message-timestamp-before-max', 'NETTALLY_BROKER_MESSAGE_TIMESTAMP_BEFORE_MAX', parseDuration, 'a duration such as 7d');
   const logger = ctx.logger.child({ component: 'broker' });
   let broker;
   try {
@@ -69,6 +88,19 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       fsync: args.str('fsync') as FsyncPolicy,
       fsyncIntervalMs: args.num('fsync-interval'),
       maxRequestBytes: args.num('max-request-bytes'),
+      maxMessageBytes: args.num('max-message-bytes'),
+      fetchMaxBytes: args.num('fetch-max-bytes'),
+      maxConnections: args.num('max-connections'),
+      connectionsMaxIdleMs: args.num('connections-max-idle'),
+      groupMinSessionTimeoutMs: args.num('group-min-session-timeout'),
+      groupMaxSessionTimeoutMs: args.num('group-max-session-timeout'),
+      maxPartitions: args.num('max-partitions'),
+      maxPartitionsPerTopic: args.num('max-partitions-per-topic'),
+      maxAutoCreatedTopics: args.num('max-auto-created-topics'),
+      messageTimestampType: args.str('message-timestamp-type') as TimestampType,
+      messageTimestampAfterMaxMs: timestampAfterMaxMs,
+      messageTimestampBeforeMaxMs: timestampBeforeMaxMs,
+      allowRemote: args.bool('allow-remote'),
       logger,
     });
   } catch (err) {

@@ -55,8 +55,8 @@ interface Group {
   rebalanceTimer: NodeJS.Timeout | null;
 }
 
-const MIN_SESSION_MS = 1000;
-const MAX_SESSION_MS = 3_600_000;
+/** Kafka's group.min.session.timeout.ms / group.max.session.timeout.ms defaults. */
+export const GROUP_SESSION_DEFAULTS = { minSessionTimeoutMs: 6000, maxSessionTimeoutMs: 1_800_000 };
 
 function failedJoin(error: number, memberId = ''): JoinResult {
   return { error, generation: -1, protocol: '', leader: '', memberId, members: [] };
@@ -66,7 +66,10 @@ export class GroupCoordinator {
   private readonly groups = new Map<string, Group>();
   private readonly expiry: NodeJS.Timeout;
 
-  constructor(private readonly logger: Logger) {
+  constructor(
+    private readonly logger: Logger,
+    private readonly limits: { minSessionTimeoutMs: number; maxSessionTimeoutMs: number } = GROUP_SESSION_DEFAULTS,
+  ) {
     this.expiry = setInterval(() => this.expireMembers(), 200);
     this.expiry.unref();
   }
@@ -82,7 +85,8 @@ export class GroupCoordinator {
 
   join(req: JoinRequest): Promise<JoinResult> {
     if (req.groupId === '') return Promise.resolve(failedJoin(ErrorCode.INVALID_GROUP_ID));
-    if (req.sessionTimeoutMs < MIN_SESSION_MS || req.sessionTimeoutMs > MAX_SESSION_MS) {
+    if (req.sessionTimeoutMs < this.limits.minSessionTimeoutMs || req.sessionTimeoutMs > this.limits.maxSessionTimeoutMs) {
+      this.logger.warn({ group: req.groupId, sessionTimeoutMs: req.sessionTimeoutMs, ...this.limits }, 'refused join: session timeout outside the group limits');
       return Promise.resolve(failedJoin(ErrorCode.INVALID_SESSION_TIMEOUT));
     }
     const g = this.group(req.groupId);
@@ -258,16 +262,22 @@ export class GroupCoordinator {
     else if (g.state !== 'Empty') this.prepareRebalance(g, reason);
   }
 
-  /** Whether an offset commit from this member/generation may be applied now (an error code). */
+  /**
+   * Whether an offset commit from this member/generation may be applied now (an error code), decided as
+   * Kafka's group coordinator does: a commit outside group management (generation -1, empty member id:
+   * kcat, assign()-style consumers, admin offset resets) only while the group has no members; otherwise
+   * only a current member in the current generation, and not while the group waits for its assignment.
+   */
   canCommit(groupId: string, generation: number, memberId: string): number {
-    // Commits outside group management (kcat, assign()-style consumers) use generation -1.
-    if (generation < 0) return ErrorCode.NONE;
     const g = this.groups.get(groupId);
-    const m = g?.members.get(memberId);
-    if (!g || !m) return ErrorCode.UNKNOWN_MEMBER_ID;
-    m.lastSeen = Date.now();
+    // Unknown group: a "simple consumer" commit is fine; a generation of a group never seen is stale.
+    if (!g) return generation < 0 ? ErrorCode.NONE : ErrorCode.ILLEGAL_GENERATION;
+    if (generation < 0 && g.state === 'Empty') return ErrorCode.NONE;
+    const m = g.members.get(memberId);
+    if (!m) return ErrorCode.UNKNOWN_MEMBER_ID;
     if (generation !== g.generation) return ErrorCode.ILLEGAL_GENERATION;
     if (g.state === 'CompletingRebalance') return ErrorCode.REBALANCE_IN_PROGRESS;
+    m.lastSeen = Date.now();
     return ErrorCode.NONE;
   }
 

@@ -131,13 +131,14 @@ test('closed segments are opened on demand: few descriptors however many segment
   // Read every offset, jumping across all segments.
   for (let off = 0; off < log.nextOffset; off += 1) {
     const data = log.read(off, 1) as Buffer;
-    expect(data[BATCH.HEADER_SIZE]).toBe(off & 0xff);
+    // Its records carry the payload as a value: 150 bytes of the batch number (the value is a few bytes shorter than 200).
+    expect(data.subarray(BATCH.HEADER_SIZE).includes(Buffer.alloc(150, off & 0xff))).toBe(true);
   }
   expect(fdCount() - before).toBeLessThanOrEqual(2 + 4 + 1);
   log.close();
   const again = PartitionLog.open(dir, { ...cfg, segmentBytes: 1024 });
   expect(fdCount() - before).toBeLessThanOrEqual(2);
-  expect((again.read(5, 1) as Buffer)[BATCH.HEADER_SIZE]).toBe(5);
+  expect((again.read(5, 1) as Buffer).subarray(BATCH.HEADER_SIZE).includes(Buffer.alloc(150, 5))).toBe(true);
   again.close();
   expect(fdCount()).toBe(before);
 });

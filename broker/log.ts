@@ -417,10 +417,12 @@ export class PartitionLog {
   }
 
   /**
-   * Reads whole batches starting with the one containing `offset`, up to `maxBytes` (but always at least
-   * one batch, as Kafka does, so a large batch cannot stall a consumer). Null when offset is out of range.
+   * Reads whole batches starting with the one containing `offset`, up to `maxBytes`. With `minOne` (the
+   * default) the first batch is returned even when larger, as Kafka does for the first partition of a fetch
+   * with data, so a large batch cannot stall a consumer; without it such a batch gives an empty result.
+   * Null when offset is out of range.
    */
-  read(offset: number, maxBytes: number): Buffer | null {
+  read(offset: number, maxBytes: number, minOne = true): Buffer | null {
     if (offset < this.startOffset || offset > this.next) return null;
     if (offset === this.next) return Buffer.alloc(0);
     const header = Buffer.allocUnsafe(BATCH.HEADER_SIZE);
@@ -435,6 +437,7 @@ export class PartitionLog {
           pos += b.size;
           continue;
         }
+        if (!minOne && b.size > maxBytes) return Buffer.alloc(0);
         const want = Math.min(seg.size - pos, Math.max(maxBytes, b.size));
         const out = Buffer.allocUnsafe(want);
         const got = fs.readSync(this.fdOf(seg), out, 0, want, pos);

@@ -26,6 +26,7 @@ export const ApiKey = {
   ApiVersions: 18,
   CreateTopics: 19,
   InitProducerId: 22,
+  DescribeConfigs: 32,
 } as const;
 
 /**
@@ -49,6 +50,7 @@ export const SUPPORTED_VERSIONS: ReadonlyMap<number, readonly [number, number]> 
   [ApiKey.ApiVersions, [0, 2]],
   [ApiKey.CreateTopics, [0, 4]],
   [ApiKey.InitProducerId, [0, 1]],
+  [ApiKey.DescribeConfigs, [0, 2]],
 ] as const);
 
 /** Kafka error codes this broker returns (names as in the protocol guide). */
@@ -58,6 +60,7 @@ export const ErrorCode = {
   CORRUPT_MESSAGE: 2,
   UNKNOWN_TOPIC_OR_PARTITION: 3,
   INVALID_MESSAGE_SIZE: 4,
+  MESSAGE_TOO_LARGE: 10,
   COORDINATOR_NOT_AVAILABLE: 15,
   NOT_COORDINATOR: 16,
   INVALID_TOPIC_EXCEPTION: 17,
@@ -69,12 +72,14 @@ export const ErrorCode = {
   UNKNOWN_MEMBER_ID: 25,
   INVALID_SESSION_TIMEOUT: 26,
   REBALANCE_IN_PROGRESS: 27,
+  INVALID_TIMESTAMP: 32,
   UNSUPPORTED_VERSION: 35,
   TOPIC_ALREADY_EXISTS: 36,
   INVALID_PARTITIONS: 37,
   INVALID_REPLICATION_FACTOR: 38,
   INVALID_REQUEST: 42,
   UNSUPPORTED_FOR_MESSAGE_FORMAT: 43,
+  POLICY_VIOLATION: 44,
   OUT_OF_ORDER_SEQUENCE_NUMBER: 45,
   INVALID_PRODUCER_EPOCH: 47,
   INVALID_CONFIG: 40,

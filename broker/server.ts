@@ -1,10 +1,10 @@
 // The bundled broker itself: TCP framing, per-connection ordered request handling, topic/partition
-// storage, and one handler per Kafka API (see SUPPORTED_VERSIONS in protocol.ts for the versions).
+// storage, retention, and the dispatch of each Kafka API to its handler in broker/handlers/ (see
+// SUPPORTED_VERSIONS in protocol.ts for the versions).
 import * as fs from 'fs';
 import * as net from 'net';
 import { join, resolve } from 'path';
 import type { Logger } from '../lib/log';
-import { splitBatches, type BatchInfo } from './batch';
 import { GroupCoordinator, OffsetStore } from './groups';
 import { PartitionLog, type FsyncPolicy, type LogConfig } from './log';
 import {
@@ -12,15 +12,27 @@ import {
   ErrorCode,
   ProtocolError,
   Reader,
-  SUPPORTED_VERSIONS,
   Writer,
   frameResponse,
   frameResponseChunks,
   isSupported,
   readRequestHeader,
-  validTopicName,
   type RequestHeader,
 } from './protocol';
+import type { Topic, TopicConfig, Waiter } from './handlers/common';
+import { produce, fetch, listOffsets } from './handlers/produce-fetch';
+import {
+  findCoordinator,
+  joinGroup,
+  syncGroup,
+  heartbeat,
+  leaveGroup,
+  describeGroups,
+  listGroups,
+  offsetCommit,
+  offsetFetch,
+} from './handlers/groups';
+import { apiVersionsBody, metadata, createTopics, describeConfigs, initProducerId } from './handlers/admin';
 
 export interface BrokerConfig {
   host: string;
@@ -36,30 +48,46 @@ export interface BrokerConfig {
   segmentBytes: number;
   fsync: FsyncPolicy;
   fsyncIntervalMs: number;
+  /** Kafka's socket.request.max.bytes: larger request frames close the connection before they are buffered. */
   maxRequestBytes: number;
+  /** Kafka's message.max.bytes: largest record batch (whole, incl. log overhead) a produce may append. */
+  maxMessageBytes: number;
+  /** Kafka's broker-side fetch.max.bytes: cap on the bytes of one fetch response (first batch excepted). */
+  fetchMaxBytes: number;
+  /** Kafka's max.connections: connections beyond it are closed at once (existing ones keep working). */
+  maxConnections: number;
+  /** Kafka's connections.max.idle.ms: a connection with no request for this long is closed. */
+  connectionsMaxIdleMs: number;
+  /** Kafka's group.min/max.session.timeout.ms: JoinGroup outside them gets INVALID_SESSION_TIMEOUT. */
+  groupMinSessionTimeoutMs: number;
+  groupMaxSessionTimeoutMs: number;
+  /** Caps against a local user exhausting file descriptors (each partition holds 2 open): see README. */
+  maxPartitions: number;
+  maxPartitionsPerTopic: number;
+  maxAutoCreatedTopics: number;
+  /** Kafka's log.message.timestamp.type: CreateTime keeps the client's timestamps, LogAppendTime stamps the broker clock. */
+  messageTimestampType: TimestampType;
+  /** Kafka's log.message.timestamp.after.max.ms / before.max.ms (CreateTime only); -1: unlimited. */
+  messageTimestampAfterMaxMs: number;
+  messageTimestampBeforeMaxMs: number;
   autoCreateTopics: boolean;
   retentionCheckMs: number;
   logger: Logger;
 }
 
-interface TopicConfig {
-  partitions: number;
-  retentionMs: number | null;
-  retentionBytes: number | null;
-  segmentBytes: number | null;
+export type TimestampType = 'CreateTime' | 'LogAppendTime';
+
+/** Counters of refused work (tests and logs). */
+export interface BrokerStats {
+  connections: number;
+  refusedConnections: number;
+  idleClosed: number;
+  tooLargeBatches: number;
+  refusedTopics: number;
+  /** Produced record sets refused with INVALID_TIMESTAMP. */
+  invalidTimestamps: number;
 }
 
-interface Topic {
-  name: string;
-  config: TopicConfig;
-  partitions: PartitionLog[];
-}
-
-const NODE_ID = 0;
-/** Per topic: each partition holds two file descriptors open. */
-export const MAX_PARTITIONS = 1000;
-const CLUSTER_ID = 'nettally-bundled-broker';
-const NO_AUTHORIZED_OPS = -2147483648;
 /** Requests queued per connection before reading from it pauses (clients pipeline). */
 const MAX_QUEUED_BYTES = 64 << 20;
 
@@ -81,43 +109,48 @@ function mkdirs(dir: string): void {
   if (!fs.statSync(dir).isDirectory()) throw Object.assign(new Error(`${dir} is not a directory`), { code: 'ENOTDIR' });
 }
 
-/** Every handler calls this once its request is parsed, before acting on it: leftovers mean a garbled request. */
-function endOfRequest(r: Reader): void {
-  if (r.remaining !== 0) throw new ProtocolError(`${r.remaining} unexpected trailing bytes`);
-}
-
 /** Data-dir locks held by brokers in this process (their pid file names our own pid). */
 const HELD_LOCKS = new Set<string>();
 
-interface Waiter {
-  keys: Set<PartitionLog>;
-  wake: () => void;
-}
-
+/**
+ * Members without `private` are read by the request handlers in broker/handlers/ (part of the broker, functions
+ * of it), not meant for other callers.
+ */
 export class Broker {
-  private readonly topics = new Map<string, Topic>();
+  readonly topics = new Map<string, Topic>();
   private server: net.Server | null = null;
   private readonly sockets = new Set<net.Socket>();
-  private readonly waiters = new Set<Waiter>();
-  private readonly groups: GroupCoordinator;
-  private offsets!: OffsetStore;
+  readonly waiters = new Set<Waiter>();
+  readonly groups: GroupCoordinator;
+  offsets!: OffsetStore;
   private timers: NodeJS.Timeout[] = [];
-  private nextProducerId = Date.now() * 1000;
-  private closed = false;
+  nextProducerId = Date.now() * 1000;
+  closed = false;
   private lockPath: string | null = null;
-  private port = 0;
-  private readonly log: Logger;
+  port = 0;
+  readonly log: Logger;
+  readonly counters: BrokerStats = { connections: 0, refusedConnections: 0, idleClosed: 0, tooLargeBatches: 0, refusedTopics: 0, invalidTimestamps: 0 };
+  /** Refused connections not yet logged: one warning per burst, not one per connection (a flood must not flood the log). */
+  private refusedUnlogged = 0;
+  private refusedLogTimer: NodeJS.Timeout | null = null;
 
-  constructor(private readonly cfg: BrokerConfig) {
+  constructor(readonly cfg: BrokerConfig) {
     this.log = cfg.logger;
-    this.groups = new GroupCoordinator(this.log.child({ component: 'groups' }));
+    this.groups = new GroupCoordinator(this.log.child({ component: 'groups' }), {
+      minSessionTimeoutMs: cfg.groupMinSessionTimeoutMs,
+      maxSessionTimeoutMs: cfg.groupMaxSessionTimeoutMs,
+    });
+  }
+
+  stats(): BrokerStats {
+    return { ...this.counters, connections: this.sockets.size };
   }
 
   get listenPort(): number {
     return this.port;
   }
 
-  private get advertisedHost(): string {
+  get advertisedHost(): string {
     if (this.cfg.advertisedHost) return this.cfg.advertisedHost;
     return this.cfg.host === '0.0.0.0' || this.cfg.host === '::' ? '127.0.0.1' : this.cfg.host;
   }
@@ -231,6 +264,7 @@ export class Broker {
     if (this.closed) return;
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
+    if (this.refusedLogTimer) clearTimeout(this.refusedLogTimer);
     this.groups.close();
     for (const w of this.waiters) w.wake();
     const server = this.server;
@@ -249,12 +283,37 @@ export class Broker {
 
   // ---- connections ------------------------------------------------------------------------------
 
+  /** Over --max-connections: closed before anything is read, counted, and logged once per burst. */
+  private refuseConnection(sock: net.Socket): void {
+    sock.destroy();
+    this.counters.refusedConnections++;
+    this.refusedUnlogged++;
+    if (this.refusedLogTimer) return;
+    const flush = (): void => {
+      this.refusedLogTimer = null;
+      if (this.refusedUnlogged === 0) return;
+      this.log.warn(
+        { refused: this.refusedUnlogged, refusedTotal: this.counters.refusedConnections, maxConnections: this.cfg.maxConnections },
+        `refused ${this.refusedUnlogged} connection(s): --max-connections ${this.cfg.maxConnections} reached`,
+      );
+      this.refusedUnlogged = 0;
+      this.refusedLogTimer = setTimeout(flush, 10_000);
+      this.refusedLogTimer.unref();
+    };
+    flush();
+  }
+
   private onConnection(sock: net.Socket): void {
     if (this.closed) {
       sock.destroy();
       return;
     }
+    if (this.sockets.size >= this.cfg.maxConnections) {
+      this.refuseConnection(sock);
+      return;
+    }
     this.sockets.add(sock);
+    this.counters.connections++;
     sock.setNoDelay(true);
     const peer = `${sock.remoteAddress}:${sock.remotePort}`;
     const chunks: Buffer[] = [];
@@ -320,6 +379,17 @@ export class Broker {
       if (queuedBytes >= MAX_QUEUED_BYTES) sock.pause();
       pump();
     });
+    // Like Kafka's connections.max.idle.ms: a connection that neither sends nor receives for that long is
+    // closed (clients reconnect on demand). One with a request in progress (a long poll) is not idle.
+    // (setTimeout's own callback argument is a once-listener: a long poll would disarm it for good.)
+    sock.setTimeout(this.cfg.connectionsMaxIdleMs);
+    sock.on('timeout', () => {
+      if (dead || busy || queue.length > 0) return;
+      dead = true;
+      this.counters.idleClosed++;
+      this.log.info({ peer, idleMs: this.cfg.connectionsMaxIdleMs }, 'closing idle connection (--connections-max-idle)');
+      sock.destroy();
+    });
     sock.on('error', (err) => {
       if (!dead) this.log.info({ peer, err: err.message }, 'connection error');
       dead = true;
@@ -338,7 +408,7 @@ export class Broker {
     if (!isSupported(h.apiKey, h.apiVersion)) {
       if (h.apiKey === ApiKey.ApiVersions) {
         // KIP-511: an unknown ApiVersions version is answered in v0 with our ranges; the client retries.
-        return [frameResponse(h.correlationId, this.apiVersionsBody(0, ErrorCode.UNSUPPORTED_VERSION))];
+        return [frameResponse(h.correlationId, apiVersionsBody(0, ErrorCode.UNSUPPORTED_VERSION))];
       }
       this.log.warn({ peer, apiKey: h.apiKey, apiVersion: h.apiVersion, client: h.clientId }, 'unsupported API or version');
       return [frameResponse(h.correlationId, new Writer(8).int16(ErrorCode.UNSUPPORTED_VERSION).toBuffer())];
@@ -352,37 +422,39 @@ export class Broker {
     const v = h.apiVersion;
     switch (h.apiKey) {
       case ApiKey.ApiVersions:
-        return this.apiVersionsBody(v, ErrorCode.NONE);
+        return apiVersionsBody(v, ErrorCode.NONE);
       case ApiKey.Metadata:
-        return this.metadata(v, r);
+        return metadata(this, v, r);
       case ApiKey.Produce:
-        return this.produce(v, r, peer);
+        return produce(this, v, r, peer);
       case ApiKey.Fetch:
-        return this.fetch(v, r);
+        return fetch(this, v, r);
       case ApiKey.ListOffsets:
-        return this.listOffsets(v, r);
+        return listOffsets(this, v, r);
       case ApiKey.CreateTopics:
-        return this.createTopics(v, r);
+        return createTopics(this, v, r);
       case ApiKey.InitProducerId:
-        return this.initProducerId(v, r);
+        return initProducerId(this, v, r);
       case ApiKey.FindCoordinator:
-        return this.findCoordinator(v, r);
+        return findCoordinator(this, v, r);
       case ApiKey.JoinGroup:
-        return this.joinGroup(v, r, h, peer);
+        return joinGroup(this, v, r, h, peer);
       case ApiKey.SyncGroup:
-        return this.syncGroup(v, r);
+        return syncGroup(this, v, r);
       case ApiKey.Heartbeat:
-        return this.heartbeat(v, r);
+        return heartbeat(this, v, r);
       case ApiKey.LeaveGroup:
-        return this.leaveGroup(v, r);
+        return leaveGroup(this, v, r);
       case ApiKey.OffsetCommit:
-        return this.offsetCommit(v, r);
+        return offsetCommit(this, v, r);
       case ApiKey.DescribeGroups:
-        return this.describeGroups(v, r);
+        return describeGroups(this, v, r);
       case ApiKey.ListGroups:
-        return this.listGroups(v);
+        return listGroups(this, v);
       case ApiKey.OffsetFetch:
-        return this.offsetFetch(v, r);
+        return offsetFetch(this, v, r);
+      case ApiKey.DescribeConfigs:
+        return describeConfigs(this, v, r);
       default:
         throw new ProtocolError(`no handler for api ${h.apiKey}`);
     }
@@ -390,10 +462,49 @@ export class Broker {
 
   // ---- topics -----------------------------------------------------------------------------------
 
-  private createTopic(name: string, partitions: number, config: Partial<TopicConfig> = {}): Topic {
+  private get partitionCount(): number {
+    let n = 0;
+    for (const t of this.topics.values()) n += t.partitions.length;
+    return n;
+  }
+
+  /**
+   * Whether a new topic of `partitions` stays within the caps (null) or why not: the error Kafka would send
+   * (INVALID_PARTITIONS for the per-topic count, POLICY_VIOLATION — what a CreateTopicPolicy answers — for the
+   * broker-wide ones) and a message naming the flag. The caps keep any local user from exhausting descriptors.
+   */
+  topicRefusal(partitions: number, autoCreate: boolean): { error: number; message: string } | null {
+    if (partitions < 1 || partitions > this.cfg.maxPartitionsPerTopic) {
+      return { error: ErrorCode.INVALID_PARTITIONS, message: `number of partitions must be 1..${this.cfg.maxPartitionsPerTopic} (--max-partitions-per-topic), got ${partitions}` };
+    }
+    const total = this.partitionCount;
+    if (total + partitions > this.cfg.maxPartitions) {
+      return { error: ErrorCode.POLICY_VIOLATION, message: `the broker holds ${total} partitions; ${partitions} more would exceed --max-partitions ${this.cfg.maxPartitions}` };
+    }
+    if (autoCreate) {
+      let auto = 0;
+      for (const t of this.topics.values()) if (t.config.autoCreated) auto++;
+      if (auto >= this.cfg.maxAutoCreatedTopics) {
+        return { error: ErrorCode.POLICY_VIOLATION, message: `${auto} topics were auto-created already (--max-auto-created-topics ${this.cfg.maxAutoCreatedTopics}); create topics explicitly` };
+      }
+    }
+    return null;
+  }
+
+  createTopic(name: string, partitions: number, config: Partial<TopicConfig> = {}): Topic {
     const dir = join(this.cfg.dataDir, 'topics', name);
     fs.mkdirSync(dir, { recursive: true });
-    const tc: TopicConfig = { partitions, retentionMs: config.retentionMs ?? null, retentionBytes: config.retentionBytes ?? null, segmentBytes: config.segmentBytes ?? null };
+    const tc: TopicConfig = {
+      partitions,
+      retentionMs: config.retentionMs ?? null,
+      retentionBytes: config.retentionBytes ?? null,
+      segmentBytes: config.segmentBytes ?? null,
+      maxMessageBytes: config.maxMessageBytes ?? null,
+      autoCreated: config.autoCreated ?? false,
+      timestampType: config.timestampType ?? null,
+      timestampAfterMaxMs: config.timestampAfterMaxMs ?? null,
+      timestampBeforeMaxMs: config.timestampBeforeMaxMs ?? null,
+    };
     const logs: PartitionLog[] = [];
     try {
       for (let p = 0; p < partitions; p++) logs.push(PartitionLog.open(join(dir, String(p)), this.logConfig(tc)));
@@ -414,7 +525,7 @@ export class Broker {
     fs.renameSync(tmp, join(dir, 'topic.json'));
     const t = { name, config: tc, partitions: logs };
     this.topics.set(name, t);
-    this.log.info({ topic: name, partitions }, 'created topic');
+    this.log.info({ topic: name, partitions, timestampType: tc.timestampType ?? this.cfg.messageTimestampType }, 'created topic');
     return t;
   }
 
@@ -428,162 +539,11 @@ export class Broker {
     return this.topics.get(topic)?.partitions.map((p) => p.segmentCount) ?? [];
   }
 
-  private partition(topic: string, index: number): PartitionLog | undefined {
+  partition(topic: string, index: number): PartitionLog | undefined {
     return this.topics.get(topic)?.partitions[index];
   }
 
-  // ---- handlers ---------------------------------------------------------------------------------
-
-  private apiVersionsBody(v: number, error: number): Buffer {
-    const w = new Writer(256).int16(error);
-    w.array([...SUPPORTED_VERSIONS], (w2, [key, [min, max]]) => w2.int16(key).int16(min).int16(max));
-    if (v >= 1) w.int32(0);
-    return w.toBuffer();
-  }
-
-  private metadata(v: number, r: Reader): Buffer {
-    const requested = v === 0 ? r.array((x) => x.string()) : r.nullableArray((x) => x.string());
-    const allowAuto = v >= 4 ? r.bool() : true;
-    if (v >= 8) {
-      r.bool();
-      r.bool();
-    }
-    endOfRequest(r);
-    const all = requested === null || (v === 0 && requested.length === 0);
-    const names = all ? [...this.topics.keys()] : (requested as string[]);
-    const w = new Writer(512);
-    if (v >= 3) w.int32(0);
-    w.array([0], (w2) => {
-      w2.int32(NODE_ID).string(this.advertisedHost).int32(this.port);
-      if (v >= 1) w2.string(null);
-    });
-    if (v >= 2) w.string(CLUSTER_ID);
-    if (v >= 1) w.int32(NODE_ID);
-    w.array(names, (w2, name) => {
-      let t = this.topics.get(name);
-      let error: number = ErrorCode.NONE;
-      if (!t) {
-        if (!validTopicName(name)) error = ErrorCode.INVALID_TOPIC_EXCEPTION;
-        else if (allowAuto && this.cfg.autoCreateTopics) {
-          try {
-            t = this.createTopic(name, this.cfg.defaultPartitions);
-          } catch (err) {
-            this.log.error({ err, topic: name }, 'auto-create failed');
-            error = ErrorCode.UNKNOWN_SERVER_ERROR;
-          }
-        }
-        else error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
-      }
-      w2.int16(error).string(name);
-      if (v >= 1) w2.bool(false);
-      w2.array(t ? t.partitions.map((_, i) => i) : [], (w3, p) => {
-        w3.int16(ErrorCode.NONE).int32(p).int32(NODE_ID);
-        if (v >= 7) w3.int32(0);
-        w3.array([NODE_ID], (w4, n) => w4.int32(n));
-        w3.array([NODE_ID], (w4, n) => w4.int32(n));
-        if (v >= 5) w3.array([], () => undefined);
-      });
-      if (v >= 8) w2.int32(NO_AUTHORIZED_OPS);
-    });
-    if (v >= 8) w.int32(NO_AUTHORIZED_OPS);
-    return w.toBuffer();
-  }
-
-  private async produce(v: number, r: Reader, peer: string): Promise<Buffer | null> {
-    r.nullableString(); // transactional_id: transactions are not supported (InitProducerId refuses them)
-    const acks = r.int16();
-    r.int32(); // timeout_ms: one replica, nothing to wait for but the fsync
-    const topics = r.array((x) => ({
-      name: x.string(),
-      partitions: x.array((y) => ({ index: y.int32(), records: y.nullableBytes() })),
-    }));
-    endOfRequest(r);
-    const results = new Map<string, { index: number; error: number; baseOffset: number; logStart: number }[]>();
-    const toSync = new Set<PartitionLog>();
-    const appended = new Set<PartitionLog>();
-    for (const t of topics) {
-      const out: { index: number; error: number; baseOffset: number; logStart: number }[] = [];
-      results.set(t.name, out);
-      for (const p of t.partitions) {
-        const res = { index: p.index, error: ErrorCode.NONE as number, baseOffset: -1, logStart: -1 };
-        out.push(res);
-        if (acks !== 0 && acks !== 1 && acks !== -1) {
-          res.error = ErrorCode.INVALID_REQUIRED_ACKS;
-          continue;
-        }
-        const log = this.partition(t.name, p.index);
-        if (!log) {
-          res.error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
-          continue;
-        }
-        res.logStart = log.startOffset;
-        if (!p.records || p.records.length === 0) {
-          res.error = ErrorCode.CORRUPT_MESSAGE;
-          continue;
-        }
-        const batches = splitBatches(p.records);
-        if (typeof batches === 'string') {
-          res.error = batches === 'bad-magic' ? ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT : ErrorCode.CORRUPT_MESSAGE;
-          this.log.warn({ peer, topic: t.name, partition: p.index, problem: batches }, 'rejected produced records');
-          continue;
-        }
-        const seq = this.checkSequences(log, batches);
-        if (seq.error !== ErrorCode.NONE || seq.duplicateOffset >= 0) {
-          res.error = seq.error;
-          res.baseOffset = seq.duplicateOffset;
-          continue;
-        }
-        try {
-          res.baseOffset = log.append(p.records, batches);
-          appended.add(log);
-          if (this.cfg.fsync === 'always' && acks !== 0) toSync.add(log);
-        } catch (err) {
-          this.log.error({ err, topic: t.name, partition: p.index }, 'append failed');
-          res.error = ErrorCode.KAFKA_STORAGE_ERROR;
-        }
-      }
-    }
-    if (appended.size > 0) this.wakeFetchers(appended);
-    if (toSync.size > 0) {
-      try {
-        await Promise.all([...toSync].map((l) => l.sync()));
-      } catch (err) {
-        this.log.error({ err }, 'fsync failed; answering produce with KAFKA_STORAGE_ERROR');
-        for (const out of results.values()) for (const res of out) if (res.error === ErrorCode.NONE) res.error = ErrorCode.KAFKA_STORAGE_ERROR;
-      }
-    }
-    if (acks === 0) return null;
-    const w = new Writer(128);
-    w.array([...results], (w2, [name, parts]) => {
-      w2.string(name);
-      w2.array(parts, (w3, res) => {
-        w3.int32(res.index).int16(res.error).int64(res.baseOffset).int64(-1);
-        if (v >= 5) w3.int64(res.logStart);
-      });
-    });
-    w.int32(0);
-    return w.toBuffer();
-  }
-
-  private checkSequences(log: PartitionLog, batches: BatchInfo[]): { error: number; duplicateOffset: number } {
-    let duplicates = 0;
-    let duplicateOffset = -1;
-    for (const b of batches) {
-      const c = log.checkSequence(b);
-      if (c.kind === 'fenced') return { error: ErrorCode.INVALID_PRODUCER_EPOCH, duplicateOffset: -1 };
-      if (c.kind === 'out-of-order') return { error: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, duplicateOffset: -1 };
-      if (c.kind === 'duplicate') {
-        if (duplicates === 0) duplicateOffset = c.baseOffset;
-        duplicates++;
-      }
-    }
-    // A retried request is answered with the offset the original got, and not appended again.
-    if (duplicates === batches.length) return { error: ErrorCode.NONE, duplicateOffset };
-    if (duplicates > 0) return { error: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER, duplicateOffset: -1 };
-    return { error: ErrorCode.NONE, duplicateOffset: -1 };
-  }
-
-  private wakeFetchers(logs: Set<PartitionLog>): void {
+  wakeFetchers(logs: Set<PartitionLog>): void {
     for (const w of this.waiters) {
       for (const l of logs) {
         if (w.keys.has(l)) {
@@ -594,361 +554,4 @@ export class Broker {
     }
   }
 
-  private async fetch(v: number, r: Reader): Promise<Buffer[]> {
-    r.int32(); // replica_id
-    const maxWaitMs = Math.max(0, r.int32());
-    const minBytes = r.int32();
-    const maxBytes = r.int32();
-    r.int8(); // isolation_level: no transactions, so read_committed == read_uncommitted
-    if (v >= 7) {
-      r.int32(); // session_id: no incremental fetch sessions; always answer with session 0 (full)
-      r.int32();
-    }
-    const topics = r.array((x) => ({
-      name: x.string(),
-      partitions: x.array((y) => {
-        const index = y.int32();
-        if (v >= 9) y.int32();
-        const offset = y.int64();
-        if (v >= 5) y.int64();
-        return { index, offset, maxBytes: y.int32() };
-      }),
-    }));
-    if (v >= 7) r.array((x) => ({ name: x.string(), partitions: x.array((y) => y.int32()) }));
-    if (v >= 11) r.string();
-    endOfRequest(r);
-
-    const deadline = Date.now() + maxWaitMs;
-    const logs = new Set<PartitionLog>();
-    for (const t of topics) for (const p of t.partitions) {
-      const l = this.partition(t.name, p.index);
-      if (l) logs.add(l);
-    }
-    type PartResult = { index: number; error: number; hw: number; start: number; records: Buffer | null };
-    let results: { name: string; parts: PartResult[] }[] = [];
-    for (;;) {
-      let budget = maxBytes > 0 ? maxBytes : Number.MAX_SAFE_INTEGER;
-      let total = 0;
-      let anyError = false;
-      results = topics.map((t) => ({
-        name: t.name,
-        parts: t.partitions.map((p) => {
-          const log = this.partition(t.name, p.index);
-          if (!log) {
-            anyError = true;
-            return { index: p.index, error: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, hw: -1, start: -1, records: null };
-          }
-          const limit = Math.min(p.maxBytes, budget);
-          // Once some data is in the response, a partition gets nothing rather than more than the budget.
-          const data = limit <= 0 && total > 0 ? Buffer.alloc(0) : log.read(p.offset, Math.max(limit, 1));
-          if (data === null) {
-            anyError = true;
-            return { index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, hw: log.nextOffset, start: log.startOffset, records: null };
-          }
-          total += data.length;
-          budget -= data.length;
-          return { index: p.index, error: ErrorCode.NONE, hw: log.nextOffset, start: log.startOffset, records: data };
-        }),
-      }));
-      const left = deadline - Date.now();
-      if (total >= minBytes || anyError || left <= 0 || this.closed || logs.size === 0) break;
-      await new Promise<void>((resolve) => {
-        const waiter: Waiter = {
-          keys: logs,
-          wake: () => {
-            clearTimeout(timer);
-            this.waiters.delete(waiter);
-            resolve();
-          },
-        };
-        const timer = setTimeout(waiter.wake, left);
-        this.waiters.add(waiter);
-      });
-    }
-    const w = new Writer(1024);
-    w.int32(0);
-    if (v >= 7) w.int16(ErrorCode.NONE).int32(0);
-    w.array(results, (w2, t) => {
-      w2.string(t.name);
-      w2.array(t.parts, (w3, p) => {
-        w3.int32(p.index).int16(p.error).int64(p.hw).int64(p.hw);
-        if (v >= 5) w3.int64(p.start);
-        w3.array([], () => undefined);
-        if (v >= 11) w3.int32(-1);
-        w3.bytesRef(p.records);
-      });
-    });
-    return w.toChunks();
-  }
-
-  private listOffsets(v: number, r: Reader): Buffer {
-    r.int32(); // replica_id
-    if (v >= 2) r.int8();
-    const topics = r.array((x) => ({
-      name: x.string(),
-      partitions: x.array((y) => {
-        const index = y.int32();
-        if (v >= 4) y.int32();
-        return { index, timestamp: y.int64() };
-      }),
-    }));
-    endOfRequest(r);
-    const w = new Writer(256);
-    if (v >= 2) w.int32(0);
-    w.array(topics, (w2, t) => {
-      w2.string(t.name);
-      w2.array(t.partitions, (w3, p) => {
-        const log = this.partition(t.name, p.index);
-        let offset = -1;
-        let error: number = ErrorCode.NONE;
-        if (!log) error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
-        else if (p.timestamp === -1) offset = log.nextOffset;
-        else if (p.timestamp === -2) offset = log.startOffset;
-        else offset = log.offsetForTimestamp(p.timestamp);
-        w3.int32(p.index).int16(error).int64(-1).int64(offset);
-        if (v >= 4) w3.int32(0);
-      });
-    });
-    return w.toBuffer();
-  }
-
-  private createTopics(v: number, r: Reader): Buffer {
-    const topics = r.array((x) => ({
-      name: x.string(),
-      partitions: x.int32(),
-      replication: x.int16(),
-      assignments: x.array((y) => ({ index: y.int32(), brokers: y.array((z) => z.int32()) })),
-      configs: x.array((y) => ({ name: y.string(), value: y.nullableString() })),
-    }));
-    r.int32(); // timeout_ms
-    const validateOnly = v >= 1 ? r.bool() : false;
-    endOfRequest(r);
-    const w = new Writer(128);
-    if (v >= 2) w.int32(0);
-    w.array(topics, (w2, t) => {
-      let error: number = ErrorCode.NONE;
-      let message: string | null = null;
-      const partitions = t.partitions === -1 ? (t.assignments.length || this.cfg.defaultPartitions) : t.partitions;
-      const config: Partial<TopicConfig> = {};
-      for (const c of t.configs) {
-        const n = c.value === null ? NaN : Number(c.value);
-        if (c.name === 'retention.ms' && Number.isInteger(n)) config.retentionMs = n;
-        else if (c.name === 'retention.bytes' && Number.isInteger(n)) config.retentionBytes = n;
-        else if (c.name === 'segment.bytes' && Number.isInteger(n) && n >= 1024) config.segmentBytes = n;
-        else if (c.name === 'cleanup.policy' && c.value === 'delete') continue;
-        else if (['retention.ms', 'retention.bytes', 'segment.bytes', 'cleanup.policy'].includes(c.name)) {
-          error = ErrorCode.INVALID_CONFIG;
-          message = `unsupported value ${JSON.stringify(c.value)} for ${c.name}`;
-        }
-        // Other topic configs (min.insync.replicas, compression.type, ...) do not apply to one node: ignored.
-      }
-      if (error !== ErrorCode.NONE) {
-        // keep the config error
-      } else if (!validTopicName(t.name)) {
-        error = ErrorCode.INVALID_TOPIC_EXCEPTION;
-        message = 'topic names are 1-249 characters of [a-zA-Z0-9._-]';
-      } else if (this.topics.has(t.name)) {
-        error = ErrorCode.TOPIC_ALREADY_EXISTS;
-        message = `topic ${t.name} already exists`;
-      } else if (partitions < 1 || partitions > MAX_PARTITIONS) {
-        error = ErrorCode.INVALID_PARTITIONS;
-        message = `number of partitions must be 1..${MAX_PARTITIONS}, got ${partitions}`;
-      } else if (t.replication !== -1 && t.replication !== 1) {
-        error = ErrorCode.INVALID_REPLICATION_FACTOR;
-        message = `this single-node broker only supports replication factor 1, got ${t.replication}`;
-      } else if (!validateOnly) {
-        try {
-          this.createTopic(t.name, partitions, config);
-        } catch (err) {
-          this.log.error({ err, topic: t.name }, 'create topic failed');
-          error = ErrorCode.UNKNOWN_SERVER_ERROR;
-          message = `cannot create ${t.name}: ${(err as Error).message}`;
-        }
-      }
-      w2.string(t.name).int16(error);
-      if (v >= 1) w2.string(message);
-    });
-    return w.toBuffer();
-  }
-
-  private initProducerId(_v: number, r: Reader): Buffer {
-    const transactionalId = r.nullableString();
-    r.int32();
-    endOfRequest(r);
-    const w = new Writer(32).int32(0);
-    // Transactions are out of scope; idempotence (a producer id and sequence numbers) is supported.
-    if (transactionalId !== null) return w.int16(ErrorCode.INVALID_REQUEST).int64(-1).int16(-1).toBuffer();
-    return w.int16(ErrorCode.NONE).int64(this.nextProducerId++).int16(0).toBuffer();
-  }
-
-  private findCoordinator(v: number, r: Reader): Buffer {
-    r.string();
-    if (v >= 1) r.int8();
-    endOfRequest(r);
-    const w = new Writer(64);
-    if (v >= 1) w.int32(0);
-    w.int16(ErrorCode.NONE);
-    if (v >= 1) w.string(null);
-    return w.int32(NODE_ID).string(this.advertisedHost).int32(this.port).toBuffer();
-  }
-
-  private async joinGroup(v: number, r: Reader, h: RequestHeader, peer: string): Promise<Buffer> {
-    const groupId = r.string();
-    const sessionTimeoutMs = r.int32();
-    const rebalanceTimeoutMs = v >= 1 ? r.int32() : sessionTimeoutMs;
-    const memberId = r.string();
-    const groupInstanceId = v >= 5 ? r.nullableString() : null;
-    const protocolType = r.string();
-    const protocols = r.array((x) => ({ name: x.string(), metadata: x.bytes() }));
-    endOfRequest(r);
-    const res = await this.groups.join({
-      groupId,
-      sessionTimeoutMs,
-      rebalanceTimeoutMs,
-      memberId,
-      groupInstanceId,
-      protocolType,
-      protocols,
-      clientId: h.clientId ?? '',
-      clientHost: peer,
-    });
-    const w = new Writer(256);
-    if (v >= 2) w.int32(0);
-    w.int16(res.error).int32(res.generation).string(res.protocol).string(res.leader).string(res.memberId);
-    w.array(res.members, (w2, m) => {
-      w2.string(m.memberId);
-      if (v >= 5) w2.string(m.groupInstanceId);
-      w2.bytes(m.metadata);
-    });
-    return w.toBuffer();
-  }
-
-  private async syncGroup(v: number, r: Reader): Promise<Buffer> {
-    const groupId = r.string();
-    const generation = r.int32();
-    const memberId = r.string();
-    if (v >= 3) r.nullableString();
-    const assignments = r.array((x) => ({ memberId: x.string(), assignment: x.bytes() }));
-    endOfRequest(r);
-    const res = await this.groups.sync(groupId, generation, memberId, assignments);
-    const w = new Writer(128);
-    if (v >= 1) w.int32(0);
-    return w.int16(res.error).bytes(res.assignment).toBuffer();
-  }
-
-  private heartbeat(v: number, r: Reader): Buffer {
-    const groupId = r.string();
-    const generation = r.int32();
-    const memberId = r.string();
-    if (v >= 3) r.nullableString();
-    endOfRequest(r);
-    const error = this.groups.heartbeat(groupId, generation, memberId);
-    const w = new Writer(8);
-    if (v >= 1) w.int32(0);
-    return w.int16(error).toBuffer();
-  }
-
-  private leaveGroup(v: number, r: Reader): Buffer {
-    const groupId = r.string();
-    const memberId = r.string();
-    endOfRequest(r);
-    const error = this.groups.leave(groupId, memberId);
-    const w = new Writer(8);
-    if (v >= 1) w.int32(0);
-    return w.int16(error).toBuffer();
-  }
-
-  private describeGroups(v: number, r: Reader): Buffer {
-    const ids = r.array((x) => x.string());
-    endOfRequest(r);
-    const w = new Writer(256);
-    if (v >= 1) w.int32(0);
-    w.array(ids, (w2, id) => {
-      const d = this.groups.describe(id) ?? { state: this.offsets.all(id).length > 0 ? 'Empty' : 'Dead', protocolType: '', protocol: '', members: [] };
-      w2.int16(ErrorCode.NONE).string(id).string(d.state).string(d.protocolType).string(d.protocol);
-      w2.array(d.members, (w3, m) => w3.string(m.memberId).string(m.clientId).string(m.clientHost).bytes(m.metadata).bytes(m.assignment));
-    });
-    return w.toBuffer();
-  }
-
-  private listGroups(v: number): Buffer {
-    const w = new Writer(256);
-    if (v >= 1) w.int32(0);
-    w.int16(ErrorCode.NONE);
-    w.array(this.groups.list(), (w2, g) => w2.string(g.groupId).string(g.protocolType));
-    return w.toBuffer();
-  }
-
-  private async offsetCommit(v: number, r: Reader): Promise<Buffer> {
-    const groupId = r.string();
-    const generation = r.int32();
-    const memberId = r.string();
-    if (v >= 7) r.nullableString();
-    if (v >= 2 && v <= 4) r.int64(); // retention_time_ms: committed offsets are kept until overwritten
-    const topics = r.array((x) => ({
-      name: x.string(),
-      partitions: x.array((y) => {
-        const index = y.int32();
-        const offset = y.int64();
-        if (v >= 6) y.int32();
-        return { index, offset, metadata: y.nullableString() };
-      }),
-    }));
-    endOfRequest(r);
-    const allowed = groupId === '' ? ErrorCode.INVALID_GROUP_ID : this.groups.canCommit(groupId, generation, memberId);
-    const errors = new Map<string, number>();
-    const entries: { topic: string; partition: number; offset: number; metadata: string | null }[] = [];
-    for (const t of topics) {
-      for (const p of t.partitions) {
-        let error: number = allowed;
-        if (error === ErrorCode.NONE && !this.partition(t.name, p.index)) error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
-        if (error === ErrorCode.NONE) entries.push({ topic: t.name, partition: p.index, offset: p.offset, metadata: p.metadata });
-        errors.set(`${t.name}\0${p.index}`, error);
-      }
-    }
-    try {
-      await this.offsets.commit(groupId, entries);
-    } catch (err) {
-      this.log.error({ err, group: groupId }, 'offset commit write failed');
-      for (const e of entries) errors.set(`${e.topic}\0${e.partition}`, ErrorCode.COORDINATOR_NOT_AVAILABLE);
-    }
-    const w = new Writer(128);
-    if (v >= 3) w.int32(0);
-    w.array(topics, (w2, t) => {
-      w2.string(t.name);
-      w2.array(t.partitions, (w3, p) => w3.int32(p.index).int16(errors.get(`${t.name}\0${p.index}`) ?? ErrorCode.NONE));
-    });
-    return w.toBuffer();
-  }
-
-  private offsetFetch(v: number, r: Reader): Buffer {
-    const groupId = r.string();
-    const requested = r.nullableArray((x) => ({ name: x.string(), partitions: x.array((y) => y.int32()) }));
-    endOfRequest(r);
-    let topics: { name: string; partitions: number[] }[];
-    if (requested === null) {
-      const byTopic = new Map<string, number[]>();
-      for (const e of this.offsets.all(groupId)) {
-        const list = byTopic.get(e.topic) ?? [];
-        list.push(e.partition);
-        byTopic.set(e.topic, list);
-      }
-      topics = [...byTopic].map(([name, partitions]) => ({ name, partitions }));
-    } else {
-      topics = requested;
-    }
-    const w = new Writer(256);
-    if (v >= 3) w.int32(0);
-    w.array(topics, (w2, t) => {
-      w2.string(t.name);
-      w2.array(t.partitions, (w3, p) => {
-        const c = this.offsets.get(groupId, t.name, p);
-        w3.int32(p).int64(c ? c.offset : -1);
-        if (v >= 5) w3.int32(-1);
-        w3.string(c ? c.metadata : '').int16(ErrorCode.NONE);
-      });
-    });
-    if (v >= 2) w.int16(ErrorCode.NONE);
-    return w.toBuffer();
-  }
 }

@@ -2,14 +2,14 @@
 // event-time tumbling windows (1 m + 1 h) with a watermark, and a JSON snapshot of all of it for crash recovery.
 // Deterministic: the same records in the same order give the same windows, whatever the wall clock says.
 
-/** A connection record (kernel kinds CONN_OPEN/CONN_SAMPLE/CONN_CLOSE), normalised by consumer/records.ts. */
+import type { RecordByKind } from '../schemas';
+
+// The input types are derived from the wire record types (schemas/types.generated.ts, generated from the .avsc):
+// a field keeps its name and type from the contract; only what consumer/records.ts converts is declared here.
+type Wire<K extends keyof RecordByKind, F extends keyof RecordByKind[K]> = Pick<RecordByKind[K], F>;
+
 /** What every record carries from the producer: identity for dedupe and connection keys, and event time. */
-export interface RecordHeader {
-  host_id: string;
-  hostname: string;
-  boot_id: string;
-  epoch: number;
-  seq: number;
+export interface RecordHeader extends Wire<'iface', 'host_id' | 'hostname' | 'boot_id' | 'epoch' | 'seq'> {
   /** Event time, Unix epoch milliseconds (time_ns / 1e6, floored). */
   time_ms: number;
   /**
@@ -19,44 +19,29 @@ export interface RecordHeader {
   ref_ms?: number;
 }
 
-export interface ConnInput extends RecordHeader {
+/** A connection record (wire kinds conn_sample and conn_event), normalised by consumer/records.ts. */
+export interface ConnInput
+  extends RecordHeader,
+    Wire<'conn_sample', 'tx_bytes' | 'rx_bytes' | 'retransmits' | 'netns' | 'comm' | 'protocol' | 'direction' | 'sport' | 'dport' | 'flush_reason'> {
   kind: 'conn';
   event: 'open' | 'sample' | 'close';
+  /** The wire's u64 cookie as decimal text: exact beyond 2^53 and usable as a map key. */
   cookie: string;
-  tx_bytes: number;
-  rx_bytes: number;
-  retransmits: number;
-  netns: number;
-  comm: string;
-  protocol: number;
-  direction: number;
-  sport: number;
-  dport: number;
-  flush_reason: string;
   /**
    * CLOCK_BOOTTIME ns at which the kernel started this counting of the connection (bpf conn_create, or the
    * established transition). The counters are cumulative since then: the same start_ns under a new producer epoch
    * means the counters continue (pinned maps); a different one means they restarted from zero (fresh maps).
    * Absent (older inputs) = unknown.
    */
-  start_ns?: number;
+  start_ns?: RecordByKind['conn_sample']['start_ns'];
 }
 
-export interface ListenInput extends RecordHeader {
+export interface ListenInput extends RecordHeader, Wire<'listen', 'netns' | 'port' | 'protocol'> {
   kind: 'listen';
-  netns: number;
-  port: number;
-  protocol: number;
 }
 
-export interface IfaceInput extends RecordHeader {
+export interface IfaceInput extends RecordHeader, Wire<'iface', 'netns' | 'ifindex' | 'rx_bytes' | 'rx_packets' | 'tx_bytes' | 'tx_packets'> {
   kind: 'iface';
-  netns: number;
-  ifindex: number;
-  rx_bytes: number;
-  rx_packets: number;
-  tx_bytes: number;
-  tx_packets: number;
 }
 
 export type AggInput = ConnInput | ListenInput | IfaceInput;
@@ -165,8 +150,9 @@ class WindowSet {
     for (const w of this.windows.values()) for (const c of w.values()) c.dirty = false;
   }
 
-  toJSON(): unknown {
-    return [...this.windows].map(([s, w]) => [s, [...w.values()].map((c) => [c.tags, c.v, c.dirty ? 1 : 0])]);
+  /** Windows as [start, cells] pairs; the cells lazily (see PartitionAggregator.snapshotLazy). */
+  toJSONLazy(): [number, Iterable<unknown>][] {
+    return [...this.windows].map(([s, w]) => [s, lazyMap(w.values(), (c) => [c.tags, c.v, c.dirty ? 1 : 0])]);
   }
 
   load(data: unknown): void {
@@ -255,6 +241,19 @@ export interface AggNotice {
 
 /** Version 2 adds start_ns per connection, dormant connections and per-host progress; version 1 still restores. */
 const SNAPSHOT_VERSION = 2;
+
+/** A one-shot iterable of `fn` over `it`: a snapshot's big collections are serialized without a full copy. */
+function* lazyMap<T, U>(it: Iterable<T>, fn: (x: T) => U): Generator<U> {
+  for (const x of it) yield fn(x);
+}
+
+/** Deep copy with every non-array iterable turned into an array (what JSON.stringify can take). */
+function toArrays(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(toArrays);
+  if (typeof v === 'object' && v !== null && Symbol.iterator in v) return Array.from(v as Iterable<unknown>, toArrays);
+  if (typeof v === 'object' && v !== null) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, toArrays(x)]));
+  return v;
+}
 
 const PROTOCOLS: Record<number, string> = { 6: 'tcp', 17: 'udp' };
 const DIRECTIONS: Record<number, string> = { 0: 'unknown', 1: 'outbound', 2: 'inbound' };
@@ -658,6 +657,15 @@ export class PartitionAggregator {
 
   /** Everything needed to continue exactly where this state stands (JSON-safe). */
   snapshot(): Record<string, unknown> {
+    return toArrays(this.snapshotLazy()) as Record<string, unknown>;
+  }
+
+  /**
+   * snapshot() with the per-connection/-window collections as one-shot iterables instead of arrays, so a sliced
+   * encoder (consumer/state-store.ts encodeSnapshot) serializes 100k connections without first copying them all in
+   * one blocking step. Must be consumed before the next add()/pending commit (the consumer holds the partition lock).
+   */
+  snapshotLazy(): Record<string, unknown> {
     return {
       v: SNAPSHOT_VERSION,
       partition: this.opts.partition,
@@ -665,12 +673,12 @@ export class PartitionAggregator {
       rollup_ms: this.opts.rollupMs,
       max_event_ms: Number.isFinite(this.maxEventMs) ? this.maxEventMs : null,
       counters: this.counters,
-      windows: [this.traffic1m.toJSON(), this.traffic1h.toJSON(), this.iface1m.toJSON(), this.iface1h.toJSON()],
-      conns: [...this.conns].map(([k, c]) => [k, c.tx, c.rx, c.retr, c.last_ms, c.closed_ms, c.tags, c.start]),
-      ifaces: [...this.ifaces].map(([k, s]) => [k, s.epoch, s.v, s.last_ms]),
-      marks: [...this.marks].map(([k, m]) => [k, m.hwm, m.gaps, m.last_ms, m.boot]),
+      windows: [this.traffic1m.toJSONLazy(), this.traffic1h.toJSONLazy(), this.iface1m.toJSONLazy(), this.iface1h.toJSONLazy()],
+      conns: lazyMap(this.conns, ([k, c]) => [k, c.tx, c.rx, c.retr, c.last_ms, c.closed_ms, c.tags, c.start]),
+      ifaces: lazyMap(this.ifaces, ([k, s]) => [k, s.epoch, s.v, s.last_ms]),
+      marks: lazyMap(this.marks, ([k, m]) => [k, m.hwm, m.gaps, m.last_ms, m.boot]),
       listeners: [...this.listeners].map(([k, p]) => [k, [...p]]),
-      hosts: [...this.hosts].map(([k, h]) => [k, h.boot, h.seen_ms, [...h.boots]]),
+      hosts: lazyMap(this.hosts, ([k, h]) => [k, h.boot, h.seen_ms, [...h.boots]]),
     };
   }
 

@@ -19,6 +19,7 @@ test('defaults: 1-minute windows, 1-hour rollup, v1 writes to the local InfluxDB
   expect(c.group).toBe('nettally-consumer');
   expect(c.topic).toBe('nettally.records');
   expect(c.dlqTopic).toBe('nettally.records.dlq');
+  expect(c.pointsDlqTopic).toBe('nettally.points.dlq');
   expect(c.influx).toMatchObject({ url: 'http://127.0.0.1:8086', api: 'v1', db: 'nettally' });
   expect(c.flushIntervalMs).toBe(5000);
 });
@@ -29,6 +30,7 @@ test('bad settings are refused naming the flag', () => {
   expect(() => config(['--influx-url', 'localhost:8086'])).toThrow(/--influx-url/);
   expect(() => config(['--influx-api', 'v3'])).toThrow(/--influx-api/);
   expect(() => config(['--dlq-topic', 'nettally.records'])).toThrow(/--state-topic\/--dlq-topic/);
+  expect(() => config(['--points-dlq-topic', 'nettally.records'])).toThrow(/--points-dlq-topic/);
   expect(() => config(['--influx-username', 'u'])).toThrow(/--influx-username/);
   expect(() => config(['--brokers', 'nohost'])).toThrow(/--brokers/);
 });

@@ -1,13 +1,14 @@
 // `nettally consumer`: runs one member of the rollup consumer group until SIGINT/SIGTERM, with a status line.
-import { Kafka, logLevel } from 'kafkajs';
 import { type CommandSpec, type ParsedArgs } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError } from '../lib/errors';
-import { DEFAULT_DLQ_TOPIC, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
+import { createKafkaClient, DEFAULT_DLQ_TOPIC, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import { DEFAULT_AGG_OPTIONS } from './aggregator';
 import { createRollupConsumer, type RollupConsumerConfig } from './consumer';
 import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from './influx';
 import { DEFAULT_STATE_TOPIC } from './state-store';
+
+const DEFAULT_POINTS_DLQ_TOPIC = 'nettally.points.dlq';
 
 const spec: CommandSpec = {
   name: 'consumer',
@@ -16,20 +17,22 @@ const spec: CommandSpec = {
     'Decodes records by schema fingerprint, drops duplicates by (host_id, epoch, seq), turns cumulative counters into',
     'deltas per connection and writes event-time window totals (1 minute and 1 hour) as whole values, with the Kafka',
     'partition as a tag. Per partition: points are written, then a state snapshot, then the offset is committed, so a',
-    'crash or rebalance replays into identical points. Undecodable records go to the dead-letter topic.',
+    'crash or rebalance replays into identical points. Undecodable records go to the dead-letter topic, points',
+    'InfluxDB refuses (e.g. a field type conflict) to the points dead-letter topic; neither stops a partition.',
   ].join('\n'),
   options: [
     ...KAFKA_OPTIONS,
     { name: 'group', type: 'string', env: 'NETTALLY_CONSUMER_GROUP', default: 'nettally-consumer', help: 'Kafka consumer group id' },
     { name: 'state-topic', type: 'string', env: 'NETTALLY_STATE_TOPIC', default: DEFAULT_STATE_TOPIC, help: 'topic holding per-partition aggregation snapshots' },
     { name: 'dlq-topic', type: 'string', env: 'NETTALLY_DLQ_TOPIC', default: DEFAULT_DLQ_TOPIC, help: 'dead-letter topic for undecodable records' },
+    { name: 'points-dlq-topic', type: 'string', env: 'NETTALLY_POINTS_DLQ_TOPIC', default: DEFAULT_POINTS_DLQ_TOPIC, help: 'dead-letter topic for points InfluxDB refuses (line protocol + reason)' },
     { name: 'window', type: 'duration', env: 'NETTALLY_WINDOW', default: 60_000, min: 1000, help: 'tumbling window size (the rollup is 1h)' },
     { name: 'allowed-lateness', type: 'duration', env: 'NETTALLY_ALLOWED_LATENESS', default: 120_000, min: 0, help: 'event-time lateness a window waits for before it is final' },
     { name: 'idle-timeout', type: 'duration', env: 'NETTALLY_IDLE_TIMEOUT', default: 86_400_000, min: 60_000, help: 'host event time after which a silent connection keeps only its counters (dormant) and a dedupe mark is dropped' },
     { name: 'max-clock-ahead', type: 'duration', env: 'NETTALLY_MAX_CLOCK_AHEAD', default: 300_000, min: 1000, help: 'a record whose time is further ahead of its Kafka timestamp is placed at that timestamp (logged)' },
     { name: 'forget-host-after', type: 'duration', env: 'NETTALLY_FORGET_HOST_AFTER', default: 30 * 86_400_000, min: 3_600_000, help: 'partition event time after which a silent host\'s state (connection baselines) is forgotten' },
     { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: 5000, min: 100, help: 'how often window totals are written and offsets committed' },
-    { name: 'session-timeout', type: 'duration', env: 'NETTALLY_SESSION_TIMEOUT', default: 30_000, min: 3000, help: 'group session timeout (a dead member is replaced after this)' },
+    { name: 'session-timeout', type: 'duration', env: 'NETTALLY_SESSION_TIMEOUT', default: 30_000, min: 6000, help: 'group session timeout (a dead member is replaced after this); Kafka brokers accept 6s..30m (group.min/max.session.timeout.ms)' },
     { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: 10_000, min: 0, help: 'status line period (0 = off)' },
     {
       name: 'shutdown-timeout',
@@ -52,11 +55,11 @@ const spec: CommandSpec = {
 export function consumerConfigFrom(args: ParsedArgs): RollupConsumerConfig {
   const windowMs = args.num('window');
   if (3_600_000 % windowMs !== 0) throw configError('--window (env NETTALLY_WINDOW)', 'must divide one hour evenly (e.g. 10s, 1m, 5m, 15m)');
-  for (const name of ['group', 'topic', 'state-topic', 'dlq-topic']) {
+  for (const name of ['group', 'topic', 'state-topic', 'dlq-topic', 'points-dlq-topic']) {
     if (args.str(name) === '') throw configError(`--${name}`, 'must not be empty');
   }
-  if (args.str('state-topic') === args.str('topic') || args.str('dlq-topic') === args.str('topic')) {
-    throw configError('--state-topic/--dlq-topic', 'must differ from --topic');
+  if (['state-topic', 'dlq-topic', 'points-dlq-topic'].some((t) => args.str(t) === args.str('topic'))) {
+    throw configError('--state-topic/--dlq-topic/--points-dlq-topic', 'must differ from --topic');
   }
   return {
     kafka: kafkaConfigFrom(args),
@@ -64,6 +67,7 @@ export function consumerConfigFrom(args: ParsedArgs): RollupConsumerConfig {
     group: args.str('group'),
     stateTopic: args.str('state-topic'),
     dlqTopic: args.str('dlq-topic'),
+    pointsDlqTopic: args.str('points-dlq-topic'),
     aggregation: {
       ...DEFAULT_AGG_OPTIONS,
       windowMs,
@@ -101,11 +105,27 @@ export function redactUrl(url: string): string {
 async function check(config: RollupConsumerConfig, ctx: CommandContext): Promise<number> {
   let ok = true;
   const brokers = Array.isArray(config.kafka.brokers) ? config.kafka.brokers.join(',') : 'brokers';
-  const admin = new Kafka({ ...config.kafka, logLevel: logLevel.NOTHING, retry: { retries: 2 } }).admin();
+  const admin = createKafkaClient(config.kafka, { retry: { retries: 2 } }).admin();
   try {
     await admin.connect();
     const topics = await admin.listTopics();
     ctx.stdout.write(`kafka ok: ${brokers} (topic ${config.topic} ${topics.includes(config.topic) ? 'exists' : 'does not exist yet'})\n`);
+    if (topics.includes(config.topic)) {
+      // Retention past the group's position: records deleted before they were read (the consumer reports and
+      // skips this gap when it runs; until then an operator should know).
+      const ends = await admin.fetchTopicOffsets(config.topic);
+      const committed = (await admin.fetchOffsets({ groupId: config.group, topics: [config.topic] }))[0]?.partitions ?? [];
+      for (const c of committed) {
+        const low = ends.find((e) => e.partition === c.partition)?.low;
+        if (low === undefined || BigInt(c.offset) < 0n || BigInt(c.offset) >= BigInt(low)) continue;
+        ok = false;
+        ctx.stdout.write(
+          `kafka GAP: ${config.topic} partition ${c.partition}: committed offset ${c.offset} is below the earliest available offset ${low}; ` +
+            `${BigInt(low) - BigInt(c.offset)} records were deleted by retention before group ${config.group} read them ` +
+            '(the consumer continues after the gap and writes the affected windows with gap=true; raise retention.ms above the longest consumer downtime)\n',
+        );
+      }
+    }
   } catch (e) {
     ok = false;
     ctx.stdout.write(`kafka FAILED: ${brokers}: ${(e as Error).message}\n`);
@@ -152,8 +172,10 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
             partitions: s.partitions,
             last_window: s.last_window_ms === undefined ? null : new Date(s.last_window_ms).toISOString(),
             dlq: s.dlq,
+            points_dlq: s.points_dlq,
             duplicates: s.duplicates,
             too_late: s.too_late,
+            retention_gaps: s.retention_gaps,
             points_written: s.points_written,
             influx: s.influx_down_since === undefined ? 'ok' : `down ${Math.round((now - s.influx_down_since) / 1000)}s`,
           },

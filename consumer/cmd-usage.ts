@@ -3,7 +3,7 @@ import type { CommandSpec, ParsedArgs } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError } from '../lib/errors';
 import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from './influx';
-import { GROUP_BY_TAGS, IFACE_SUM_FIELDS, TRAFFIC_SUM_FIELDS, flatten, formatRows, groupTags, parseTime, runUsage, type GroupKey, type UsageQuery } from './usage';
+import { GROUP_BY_TAGS, IFACE_SUM_FIELDS, TRAFFIC_SUM_FIELDS, billingCsv, billingQuery, flatten, formatRows, groupTags, parseGroupBy, parseTime, runUsage, type UsageQuery } from './usage';
 
 const spec: CommandSpec = {
   name: 'usage',
@@ -40,30 +40,17 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const client = new InfluxClient(influxConfigFrom(args));
   const billing = args.bool('billing');
   const measurement = billing ? 'traffic' : (args.str('measurement') as 'traffic' | 'iface');
-  let groupBy: GroupKey[];
-  if (billing) groupBy = [args.str('per') as GroupKey];
-  else {
-    groupBy = args.list('group-by') as GroupKey[];
-    for (const g of groupBy) {
-      if (!(g in GROUP_BY_TAGS)) throw configError('--group-by', `unknown group ${JSON.stringify(g)}; choose from ${Object.keys(GROUP_BY_TAGS).join(', ')}`);
-      const ifaceOnly = g === 'iface';
-      const trafficOnly = !['host', 'netns', 'iface'].includes(g);
-      if ((measurement === 'traffic' && ifaceOnly) || (measurement === 'iface' && trafficOnly)) {
-        throw configError('--group-by', `${g} does not apply to --measurement ${measurement}`);
-      }
-    }
-  }
-  const q: UsageQuery = { measurement, fromMs, toMs, windowMs: billing || args.str('window') === '1h' ? 3_600_000 : 60_000, groupBy };
+  const groupBy = billing ? [] : parseGroupBy('--group-by', args.list('group-by'), measurement);
+  const q: UsageQuery = billing ? billingQuery(fromMs, toMs, args.str('per') as 'host' | 'netns') : { measurement, fromMs, toMs, windowMs: args.str('window') === '1h' ? 3_600_000 : 60_000, groupBy };
   ctx.logger.debug({ query: q }, 'querying InfluxDB');
   const rows = await runUsage(client, q);
   const tags = groupTags(q);
   if (billing) {
-    const recs = flatten(rows, (r) => ({ total_bytes: (r.fields.tx_bytes ?? 0) + (r.fields.rx_bytes ?? 0) })).map(({ window, ...rest }) => ({ hour: window, ...rest }));
-    ctx.stdout.write(formatRows(recs, ['hour', ...tags, 'tx_bytes', 'rx_bytes', 'total_bytes', 'final'], 'csv'));
+    ctx.stdout.write(billingCsv(rows, q));
     return 0;
   }
   const fields = measurement === 'traffic' ? TRAFFIC_SUM_FIELDS : IFACE_SUM_FIELDS;
-  ctx.stdout.write(formatRows(flatten(rows), ['window', ...tags, ...fields, 'final'], args.str('format') as 'table' | 'csv' | 'json'));
+  ctx.stdout.write(formatRows(flatten(rows), ['window', ...tags, ...fields, 'final', 'gap'], args.str('format') as 'table' | 'csv' | 'json'));
   return 0;
 }
 

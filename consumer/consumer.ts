@@ -1,93 +1,22 @@
 // The rollup consumer: a kafkajs group member that decodes records, aggregates them exactly per partition and
 // writes window totals to InfluxDB; per partition it writes points, then a state snapshot, then commits.
-import { Kafka, Partitioners, logLevel, type Consumer, type EachBatchPayload, type KafkaConfig, type Producer, type Admin, type KafkaMessage, type IHeaders } from 'kafkajs';
+import { Partitioners, type Kafka, type Consumer, type EachBatchPayload, type Producer, type Admin, type KafkaMessage, type Message } from 'kafkajs';
 import { configError, NettallyError } from '../lib/errors';
+import { createKafkaClient } from '../lib/kafka';
 import type { Logger } from '../lib/log';
+import { retry, sleep } from '../lib/retry';
 import { createCodec, malformedReason, type Codec } from '../schemas';
-import { PartitionAggregator, type AggregatorOptions } from './aggregator';
-import { InfluxClient, type InfluxConfig } from './influx';
+import { PartitionAggregator, sizeName, type OutPoint } from './aggregator';
+import { InfluxClient, type RejectedPoint } from './influx';
 import { toAggInput } from './records';
-import { StateStore, parseCommitMetadata } from './state-store';
+import { deadLetterRequests, pointDeadLetter, recordDeadLetter } from './dead-letters';
+import { lookUpFinal } from './finality';
+import { BoundedSet, plus1, Revoked, windowKey, type PartitionState } from './partition-state';
+import { linkedSignal, withHeartbeat } from './signals';
+import { StateStore, parseCommitMetadata, type GapMark } from './state-store';
+import type { ConsumerStats, RollupConsumerConfig } from './types';
 
-export interface RollupConsumerConfig {
-  kafka: KafkaConfig;
-  topic: string;
-  group: string;
-  stateTopic: string;
-  dlqTopic: string;
-  aggregation: Omit<AggregatorOptions, 'partition'>;
-  influx: InfluxConfig;
-  /** How often dirty windows are written and the state snapshotted + committed. */
-  flushIntervalMs: number;
-  retryInitialMs: number;
-  retryMaxMs: number;
-  sessionTimeoutMs: number;
-  /** Create the InfluxDB database at start (1.x CREATE DATABASE). */
-  createDatabase: boolean;
-}
-
-export interface ConsumerStats {
-  records: number;
-  duplicates: number;
-  too_late: number;
-  dlq: number;
-  points_written: number;
-  flushes: number;
-  /** Sum over assigned partitions of high watermark − next offset, as of each partition's last batch. */
-  lag: number;
-  partitions: number[];
-  last_window_ms: number | undefined;
-  influx_down_since: number | undefined;
-}
-
-interface PartitionState {
-  partition: number;
-  agg: PartitionAggregator;
-  /** Next data offset to process (everything before it is in agg); undefined until known. */
-  next: string | undefined;
-  /** `next` as of the last snapshot. */
-  snapshotted: string | undefined;
-  dlq: { message: KafkaMessage; reason: string; error: string }[];
-  lastFlush: number;
-  high: string | undefined;
-  /** Too-late records since the last flush (logged once per flush), with the first one as an example. */
-  late: { n: number; host_id?: string; time_ms?: number };
-  /** Serializes batch processing and timer flushes of this partition. */
-  lock: Promise<void>;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
-  });
-}
-
-function plus1(offset: string): string {
-  return (BigInt(offset) + 1n).toString();
-}
-
-/** Awaits `p`, calling heartbeat every few seconds so the group keeps this member during long waits. */
-async function withHeartbeat<T>(p: Promise<T>, heartbeat: (() => Promise<void>) | undefined, everyMs: number): Promise<T> {
-  if (!heartbeat) return p;
-  let settled = false;
-  const result = p.finally(() => {
-    settled = true;
-  });
-  // If a heartbeat throws (rebalance) we leave before `p` settles; its rejection must not go unhandled.
-  result.catch(() => undefined);
-  while (!settled) {
-    let timer: NodeJS.Timeout | undefined;
-    const tick = new Promise<void>((r) => (timer = setTimeout(r, everyMs)));
-    await Promise.race([result.then(() => undefined, () => undefined), tick]);
-    clearTimeout(timer);
-    if (!settled) await heartbeat();
-  }
-  return result;
-}
+export type { ConsumerStats, RollupConsumerConfig } from './types';
 
 export class RollupConsumer {
   private readonly log: Logger;
@@ -104,7 +33,11 @@ export class RollupConsumer {
   private timer: NodeJS.Timeout | undefined;
   private readonly stopCtl = new AbortController();
   private stopped = false;
-  private readonly totals = { dlq: 0, points: 0, flushes: 0, records: 0, duplicates: 0, too_late: 0 };
+  private readonly totals = { dlq: 0, points_dlq: 0, points: 0, flushes: 0, records: 0, duplicates: 0, too_late: 0, gaps: 0, gap_records: 0 };
+  /** When the group last confirmed this member (join or heartbeat); ownership is a lease from here (see owns()). */
+  private confirmedAt = 0;
+  /** Counts assignments and revocations; a partition state of an older generation never writes again. */
+  private generation = 0;
   private lastWindowMs: number | undefined;
   private influxDownSince: number | undefined;
   private fatal: ((e: unknown) => void) | undefined;
@@ -113,16 +46,10 @@ export class RollupConsumer {
 
   constructor(readonly config: RollupConsumerConfig, logger: Logger) {
     this.log = logger.child({ component: 'consumer' });
-    this.kafka = new Kafka({
-      ...config.kafka,
-      logLevel: logLevel.WARN,
-      logCreator: () => ({ level, log }) => {
-        const { message, ...extra } = log as { message: string } & Record<string, unknown>;
-        // kafkajs logs refused requests at error level; the state-topic creation with compaction is allowed to fail.
-        const expected = typeof message === 'string' && message.startsWith('Response CreateTopics');
-        const l = expected ? 'debug' : level <= logLevel.ERROR ? 'error' : level === logLevel.WARN ? 'warn' : 'debug';
-        this.log[l]({ kafkajs: extra }, message);
-      },
+    this.kafka = createKafkaClient(config.kafka, {
+      logger: this.log,
+      // kafkajs logs refused requests at error level; the state-topic creation with compaction is allowed to fail.
+      expected: (message) => message.startsWith('Response CreateTopics'),
     });
     this.consumer = this.kafka.consumer({
       groupId: config.group,
@@ -152,12 +79,15 @@ export class RollupConsumer {
       duplicates,
       too_late: tooLate,
       dlq: this.totals.dlq,
+      points_dlq: this.totals.points_dlq,
       points_written: this.totals.points,
       flushes: this.totals.flushes,
       lag,
       partitions: [...this.assigned],
       last_window_ms: this.lastWindowMs,
       influx_down_since: this.influxDownSince,
+      retention_gaps: this.totals.gaps,
+      retention_gap_records: this.totals.gap_records,
     };
   }
 
@@ -189,8 +119,9 @@ export class RollupConsumer {
       if (this.stopCtl.signal.aborted) return;
     }
     const existing = await this.admin.listTopics();
-    if (!existing.includes(c.dlqTopic)) {
-      await this.admin.createTopics({ topics: [{ topic: c.dlqTopic, numPartitions: 1 }], waitForLeaders: true }).catch((e: unknown) => this.log.debug({ err: e }, 'create DLQ topic'));
+    for (const topic of [c.dlqTopic, c.pointsDlqTopic]) {
+      if (existing.includes(topic)) continue;
+      await this.admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true }).catch((e: unknown) => this.log.debug({ err: e, topic }, 'create DLQ topic'));
     }
     await this.store.init(dataPartitions);
 
@@ -198,10 +129,18 @@ export class RollupConsumer {
       const mine = (e.payload.memberAssignment[c.topic] ?? []).slice().sort((a, b) => a - b);
       this.log.info({ partitions: mine, generation_member: e.payload.memberId }, 'partitions assigned');
       this.assigned = mine;
-      // Another member may have moved these partitions on: every assignment starts from the stored snapshots.
+      this.confirmedAt = Date.now();
+      // Another member may have moved these partitions on: every assignment starts from the stored snapshots, and
+      // whatever the old states were still writing (a flush retrying through an InfluxDB outage) stops now.
+      this.revokeAll('new assignment');
       this.parts.clear();
       this.loading = this.loadPartitions(mine);
       this.loading.catch(() => undefined);
+    });
+    // A rebalance revokes every partition of this member until the new assignment (eager protocol): stop writing.
+    this.consumer.on(this.consumer.events.REBALANCING, () => this.revokeAll('group rebalancing'));
+    this.consumer.on(this.consumer.events.HEARTBEAT, () => {
+      this.confirmedAt = Date.now();
     });
     this.consumer.on(this.consumer.events.CRASH, (e) => {
       const err = e.payload.error;
@@ -248,7 +187,38 @@ export class RollupConsumer {
       high: undefined,
       late: { n: 0 },
       lock: Promise.resolve(),
+      generation: this.generation,
+      fence: new AbortController(),
+      finalWindows: new BoundedSet(),
+      checkedWindows: new BoundedSet(),
+      gaps: [],
     };
+  }
+
+  /** Ends the ownership of every partition state (those still loading too): a new assignment starts anew. */
+  private revokeAll(why: string): void {
+    this.generation++;
+    this.loading = undefined;
+    for (const ps of this.parts.values()) {
+      if (!ps.fence.signal.aborted) this.log.info({ partition: ps.partition, why }, 'partition revoked');
+      ps.fence.abort(new Revoked(ps.partition, why));
+    }
+  }
+
+  /**
+   * Ownership fence, checked before every InfluxDB write, dead-letter write, snapshot and commit of a partition:
+   * the state must be the current one for the partition (not revoked by a rebalance) and the group must have
+   * confirmed this member recently. The group drops a member `--session-timeout` after its last heartbeat and only
+   * then gives its partitions to another one; a member that cannot reach the broker therefore stops writing after
+   * 2/3 of the session timeout, before anyone else can own its partitions. Returns how long the lease still runs.
+   */
+  private owns(ps: PartitionState): number {
+    if (ps.fence.signal.aborted) throw ps.fence.signal.reason as Revoked;
+    if (this.parts.get(ps.partition) !== ps || ps.generation !== this.generation) throw new Revoked(ps.partition, 'state replaced');
+    const left = this.confirmedAt + (this.config.sessionTimeoutMs * 2) / 3 - Date.now();
+    // not revoked: the group may still confirm us (a heartbeat is due); the retry loop tries again
+    if (left <= 0) throw new NettallyError('KAFKA_UNAVAILABLE', `partition ${ps.partition}: no heartbeat confirmed for ${Date.now() - this.confirmedAt} ms; not writing until the group confirms this member`, { retriable: true });
+    return left;
   }
 
   private async loadPartitions(partitions: number[]): Promise<Map<number, PartitionState>> {
@@ -277,10 +247,14 @@ export class RollupConsumer {
         }
         ps.next = snap.offset;
         ps.snapshotted = snap.offset;
+        ps.gaps = snap.gaps ?? [];
       } else if (committed.has(p)) {
         // Offsets were committed but no snapshot survives (state topic lost or retention): exactness for windows
         // still open at that point cannot be recovered; continue from the commit and say so.
         this.log.warn({ partition: p, offset: committed.get(p) }, 'no state snapshot for a committed partition; open windows restart from zero');
+        // Still the position this group reached: if retention deleted past it, the gap is found and reported.
+        ps.next = committed.get(p);
+        ps.snapshotted = ps.next;
       }
       out.set(p, ps);
     }
@@ -316,17 +290,34 @@ export class RollupConsumer {
   }
 
   private async onBatch(p: EachBatchPayload): Promise<void> {
-    const { batch, resolveOffset, heartbeat, isRunning, isStale } = p;
+    const { batch, resolveOffset, isRunning, isStale } = p;
+    // A heartbeat answered "rebalance" means our partitions are being taken away: stop writing them right away (the
+    // REBALANCING event comes only after this batch has returned).
+    const heartbeat = async (): Promise<void> => {
+      try {
+        await p.heartbeat();
+      } catch (e) {
+        const type = (e as { type?: string }).type;
+        if (type === 'REBALANCE_IN_PROGRESS' || type === 'ILLEGAL_GENERATION' || type === 'UNKNOWN_MEMBER_ID') this.revokeAll(`heartbeat: ${type}`);
+        throw e;
+      }
+    };
     const ps = await this.partitionState(batch.partition, heartbeat);
     if (this.parts.get(batch.partition) !== ps) return; // reassigned while loading
     await this.locked(ps, async () => {
       ps.high = batch.highWatermark;
       const first = batch.messages[0]?.offset;
       if (first !== undefined && ps.next !== undefined && BigInt(first) > BigInt(ps.next)) {
-        // The fetch position is past the snapshot (its commit was newer than the state we hold): go back.
-        this.log.info({ partition: ps.partition, from: first, to: ps.next }, 'seeking to the snapshot offset');
-        this.consumer.seek({ topic: batch.topic, partition: batch.partition, offset: ps.next });
-        return;
+        // Either retention deleted records we have not read (kafkajs then answered OFFSET_OUT_OF_RANGE and reset to
+        // the earliest offset), or the fetch position is past the snapshot (its commit was newer than our state).
+        const low = await this.retry('read earliest offset', () => this.admin.fetchTopicOffsets(batch.topic), heartbeat);
+        const earliest = low.find((o) => o.partition === batch.partition)?.low;
+        if (earliest !== undefined && BigInt(earliest) > BigInt(ps.next)) this.retentionGap(ps, ps.next, earliest);
+        if (BigInt(first) > BigInt(ps.next)) {
+          this.log.info({ partition: ps.partition, from: first, to: ps.next }, 'seeking to the snapshot offset');
+          this.consumer.seek({ topic: batch.topic, partition: batch.partition, offset: ps.next });
+          return;
+        }
       }
       let n = 0;
       for (const m of batch.messages) {
@@ -337,12 +328,18 @@ export class RollupConsumer {
         }
         this.apply(ps, m);
         ps.next = plus1(m.offset);
+        const open = ps.gaps.length > 0 ? ps.gaps[ps.gaps.length - 1] : undefined;
+        if (open && open.to_ms === null && Number.isFinite(ps.agg.maxEventTimeMs)) open.to_ms = ps.agg.maxEventTimeMs + this.config.aggregation.allowedLatenessMs;
         resolveOffset(m.offset);
         if (++n % 2000 === 0) await heartbeat();
         if (Date.now() - ps.lastFlush >= this.config.flushIntervalMs) await this.flush(ps, heartbeat);
       }
       if (Date.now() - ps.lastFlush >= this.config.flushIntervalMs) await this.flush(ps, heartbeat);
-    }, heartbeat);
+    }, heartbeat).catch((e: unknown) => {
+      // lost the partition mid-batch: the new owner replays from the last snapshot; kafkajs is rejoining anyway
+      if (!(e instanceof Revoked)) throw e;
+      this.log.info({ partition: ps.partition, err: e.message }, 'batch abandoned');
+    });
   }
 
   private apply(ps: PartitionState, m: KafkaMessage): void {
@@ -371,44 +368,97 @@ export class RollupConsumer {
     }
   }
 
+  /**
+   * Records [from, to) of this partition were deleted by retention before this group read them: report it, continue
+   * at `to`, and remember which windows miss records (their points get `gap=true` until they are final).
+   */
+  private retentionGap(ps: PartitionState, from: string, to: string): void {
+    const wm = ps.agg.watermarkMs;
+    const windowMs = this.config.aggregation.windowMs;
+    const mark: GapMark = { from_offset: from, to_offset: to, from_ms: Number.isFinite(wm) ? Math.floor(wm / windowMs) * windowMs : null, to_ms: null, found_ms: Date.now() };
+    ps.gaps.push(mark);
+    const lost = Number(BigInt(to) - BigInt(from));
+    this.totals.gaps++;
+    this.totals.gap_records += lost;
+    this.log.error(
+      { partition: ps.partition, from_offset: from, to_offset: to, records_lost: lost, windows_from: mark.from_ms === null ? null : new Date(mark.from_ms).toISOString() },
+      'retention deleted records before this consumer group read them; continuing after the gap, the affected windows are written with gap=true (not exact)',
+    );
+    ps.next = to;
+  }
+
+  /** Sets `gap=true` on points whose window overlaps a retention gap; forgets gaps whose windows are all final. */
+  private markGaps(ps: PartitionState, points: readonly OutPoint[]): void {
+    if (ps.gaps.length === 0) return;
+    const { windowMs, rollupMs } = this.config.aggregation;
+    const rollupSuffix = `_${sizeName(rollupMs)}`;
+    for (const pt of points) {
+      const size = pt.measurement.endsWith(rollupSuffix) ? rollupMs : windowMs;
+      const hit = ps.gaps.some((g) => (g.from_ms === null || pt.time_ms + size > g.from_ms) && (g.to_ms === null || pt.time_ms <= g.to_ms));
+      if (hit) pt.fields.gap = true;
+    }
+    // Once the rollup window holding a gap's end is final, every window it touches was written final (above).
+    const wm = ps.agg.watermarkMs;
+    ps.gaps = ps.gaps.filter((g) => g.to_ms === null || Math.floor(g.to_ms / rollupMs) * rollupMs + rollupMs > wm);
+  }
+
   /** Partitions with unflushed work and no batch arriving still get written on time. */
   private async flushIdle(): Promise<void> {
     for (const ps of [...this.parts.values()]) {
       if (this.stopped) return;
       if (Date.now() - ps.lastFlush < this.config.flushIntervalMs) continue;
       await this.locked(ps, async () => {
-        if (this.parts.get(ps.partition) !== ps || this.stopped) return;
+        if (this.parts.get(ps.partition) !== ps || ps.fence.signal.aborted || this.stopped) return;
         if (Date.now() - ps.lastFlush >= this.config.flushIntervalMs) await this.flush(ps, undefined);
-      }).catch((e: unknown) => this.log.warn({ err: e, partition: ps.partition }, 'flush failed'));
+      }).catch((e: unknown) => {
+        if (e instanceof Revoked) this.log.info({ partition: ps.partition, err: e.message }, 'flush abandoned');
+        else this.log.warn({ err: e, partition: ps.partition }, 'flush failed');
+      });
     }
   }
 
-  /** Retries `fn` with exponential backoff until it succeeds or the consumer stops. */
-  private async retry<T>(what: string, fn: () => Promise<T>, heartbeat?: () => Promise<void>, onFail?: (e: unknown, attempt: number) => void): Promise<T> {
-    let delay = this.config.retryInitialMs;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await withHeartbeat(fn(), heartbeat, 3000);
-      } catch (e) {
+  /**
+   * Retries `fn` with exponential backoff until it succeeds or the consumer stops; with a partition state `ps`, also
+   * until that state is revoked (Revoked is thrown at once, even from the backoff sleep, and never retried).
+   */
+  private async retry<T>(what: string, fn: () => Promise<T>, heartbeat?: () => Promise<void>, onFail?: (e: unknown, attempt: number) => void, ps?: PartitionState): Promise<T> {
+    return retry(() => withHeartbeat(fn(), heartbeat, 3000), {
+      initialMs: this.config.retryInitialMs,
+      maxMs: this.config.retryMaxMs,
+      // Non-retriable failures that get here (InfluxDB refusing the request itself: HTTP 401/403/404; refused
+      // points do not, they are dead-lettered) still block rather than drop data, but loudly: fix the cause.
+      retryPermanent: true,
+      // (errors of other libraries, kafkajs's included, count as transient here: logged as warnings)
+      retriable: (e) => !(e instanceof NettallyError && !e.retriable),
+      // a revoked state stops at once, even from the backoff wait, with the fence's Revoked
+      ...(ps ? { signal: ps.fence.signal } : {}),
+      onAttempt: ({ error: e, attempt, retriable, delayMs }) => {
+        if (e instanceof Revoked) throw e;
+        // stopping: the wait below ends at once; one more attempt (the final flush's), then give up
         if (this.stopCtl.signal.aborted && attempt > 1) throw e;
         onFail?.(e, attempt);
-        // Non-retriable failures (e.g. InfluxDB refusing points with HTTP 400) still block rather than drop data,
-        // but loudly: an operator has to fix the cause.
-        const level = e instanceof NettallyError && !e.retriable ? 'error' : 'warn';
-        this.log[level]({ err: e instanceof Error ? e.message : String(e), attempt, retry_in_ms: delay }, `${what} failed; retrying`);
-        await withHeartbeat(sleep(delay, this.stopCtl.signal), heartbeat, 3000);
-        delay = Math.min(this.config.retryMaxMs, delay * 2);
-      }
-    }
+        this.log[retriable ? 'warn' : 'error']({ err: e instanceof Error ? e.message : String(e), attempt, retry_in_ms: delayMs }, `${what} failed; retrying`);
+      },
+      wait: async (ms) => {
+        const wake = linkedSignal(ps ? [this.stopCtl.signal, ps.fence.signal] : [this.stopCtl.signal]);
+        try {
+          await withHeartbeat(sleep(ms, wake.signal), heartbeat, 3000);
+        } finally {
+          wake.dispose();
+        }
+      },
+    });
   }
 
   /**
    * Writes this partition's dirty windows, its dead letters, then its snapshot, then commits the offset.
    * Called with the partition lock held. While InfluxDB is down the partition is paused and nothing is committed.
+   * Every step is fenced by ownership (owns()): a revoked state throws Revoked and writes nothing more.
    */
   private async flush(ps: PartitionState, heartbeat: (() => Promise<void>) | undefined, final = false): Promise<void> {
     const c = this.config;
     const pending = ps.agg.pending();
+    this.markGaps(ps, pending.points);
     ps.lastFlush = Date.now();
     if (ps.late.n > 0) {
       this.log.warn(
@@ -425,39 +475,25 @@ export class RollupConsumer {
     const tp = [{ topic: c.topic, partitions: [ps.partition] }];
     try {
       if (pending.points.length > 0) {
-        await this.retry('InfluxDB write', () => this.influx.write(pending.points), heartbeat, () => {
-          this.influxDownSince ??= Date.now();
+        const { written, rejected } = await this.retry('InfluxDB write', () => this.writePoints(ps, pending.points), heartbeat, (e) => {
+          // (a lapsed ownership lease also lands here: it pauses the partition but is not an InfluxDB outage)
+          if (e instanceof NettallyError && e.code === 'INFLUX_UNAVAILABLE') this.influxDownSince ??= Date.now();
           if (!paused && !final) {
             paused = true;
             this.consumer.pause(tp);
           }
-        });
-        this.totals.points += pending.points.length;
+        }, ps);
+        this.totals.points += written;
         for (const pt of pending.points) if (this.lastWindowMs === undefined || pt.time_ms > this.lastWindowMs) this.lastWindowMs = pt.time_ms;
         if (this.influxDownSince !== undefined) {
           this.log.info({ down_ms: Date.now() - this.influxDownSince }, 'InfluxDB writes succeed again');
           this.influxDownSince = undefined;
         }
+        if (rejected.length > 0) await this.deadLetterPoints(ps, rejected, heartbeat);
       }
       if (ps.dlq.length > 0) {
         const dead = ps.dlq;
-        await this.retry('dead-letter write', () =>
-          this.producer.send({
-            topic: c.dlqTopic,
-            acks: -1,
-            messages: dead.map((d) => ({
-              key: d.message.key,
-              value: d.message.value,
-              headers: {
-                ...(d.message.headers as IHeaders | undefined),
-                'nettally-dlq-reason': d.reason,
-                'nettally-dlq-error': d.error.slice(0, 500),
-                'nettally-source-topic': c.topic,
-                'nettally-source-partition': String(ps.partition),
-                'nettally-source-offset': d.message.offset,
-              },
-            })),
-          }), heartbeat);
+        await this.sendDeadLetters(ps, 'dead-letter write', c.dlqTopic, dead.map((d) => recordDeadLetter(d, c.topic, ps.partition)), heartbeat);
         for (const d of dead) this.log.warn({ partition: ps.partition, offset: d.message.offset, reason: d.reason }, 'poison record sent to the dead-letter topic');
         this.totals.dlq += dead.length;
         ps.dlq = [];
@@ -465,16 +501,76 @@ export class RollupConsumer {
       pending.commit();
       if (ps.next === undefined) return;
       const next = ps.next;
-      const meta = await this.retry('state snapshot write', () => this.store.save(ps.partition, { offset: next, state: ps.agg.snapshot() }), heartbeat);
+      const meta = await this.retry('state snapshot write', () => {
+        this.owns(ps);
+        return this.store.save(ps.partition, { offset: next, state: ps.agg.snapshotLazy(), gaps: ps.gaps });
+      }, heartbeat, undefined, ps);
       ps.snapshotted = next;
       this.totals.flushes++;
-      // The commit only mirrors the snapshot (for lag tools and as a pointer to it); losing it loses nothing.
-      await this.consumer.commitOffsets([{ topic: c.topic, partition: ps.partition, offset: next, metadata: meta }]).catch((e: unknown) => {
+      // The commit only mirrors the snapshot (for lag tools and as a pointer to it); losing it loses nothing. A
+      // revoked state never commits (Revoked goes up); with the lease run out the commit is skipped, not retried.
+      await (async () => {
+        this.owns(ps);
+        await this.consumer.commitOffsets([{ topic: c.topic, partition: ps.partition, offset: next, metadata: meta }]);
+      })().catch((e: unknown) => {
+        if (e instanceof Revoked) throw e;
         this.log.warn({ err: e instanceof Error ? e.message : String(e), partition: ps.partition }, 'offset commit failed (snapshot is stored; continuing)');
       });
     } finally {
       if (paused) this.consumer.resume(tp);
     }
+  }
+
+  /**
+   * One fenced write attempt. The rule that keeps billing rows final: a window known to be final in InfluxDB is never
+   * written with final=false again. A stale non-final point can only come from state older than the last write of
+   * that window: an old owner still retrying after a rebalance (stopped by the fence: owns() before the attempt,
+   * the request aborted on revocation or when the lease runs out) or a new owner replaying from a snapshot taken
+   * before the previous owner's last (final) write. So before a window is first written non-final by this state,
+   * InfluxDB is asked whether this partition already has it final; windows found final, and those this state wrote
+   * final, only ever get final points (the replay reaches the same final totals, deterministically).
+   */
+  private async writePoints(ps: PartitionState, points: readonly OutPoint[]): Promise<{ written: number; rejected: RejectedPoint[] }> {
+    // the request is aborted when the state is revoked or the ownership lease runs out while it is in flight
+    const attempt = linkedSignal([ps.fence.signal], this.owns(ps));
+    let rejected: RejectedPoint[];
+    let send: OutPoint[];
+    try {
+      await lookUpFinal({ influx: this.influx, aggregation: this.config.aggregation, log: this.log }, ps, points, attempt.signal);
+      send = points.filter((p) => p.fields.final === true || !ps.finalWindows.has(windowKey(p)));
+      if (send.length < points.length) {
+        this.log.info({ partition: ps.partition, skipped: points.length - send.length }, 'not rewriting windows that are already final as non-final');
+      }
+      rejected = await this.influx.write(send, attempt.signal);
+    } finally {
+      attempt.dispose();
+    }
+    const refused = new Set(rejected.map((r) => r.point));
+    for (const p of send) if (p.fields.final === true && !refused.has(p)) ps.finalWindows.add(windowKey(p));
+    return { written: send.length - rejected.length, rejected };
+  }
+
+  /**
+   * Sends dead letters in requests of at most DEAD_LETTER_REQUEST_BYTES (one send of them all can exceed the
+   * broker's message.max.bytes and would then be refused forever), each retried and fenced.
+   */
+  private async sendDeadLetters(ps: PartitionState, what: string, topic: string, messages: readonly Message[], heartbeat: (() => Promise<void>) | undefined): Promise<void> {
+    for (const chunk of deadLetterRequests(messages)) {
+      await this.retry(what, () => {
+        this.owns(ps);
+        return this.producer.send({ topic, acks: -1, messages: chunk });
+      }, heartbeat, undefined, ps);
+    }
+  }
+
+  /** Sends points InfluxDB refused to the points dead-letter topic (line protocol + reason), so the partition goes on. */
+  private async deadLetterPoints(ps: PartitionState, rejected: readonly RejectedPoint[], heartbeat: (() => Promise<void>) | undefined): Promise<void> {
+    const c = this.config;
+    await this.sendDeadLetters(ps, 'points dead-letter write', c.pointsDlqTopic, rejected.map((r) => pointDeadLetter(r, c.topic, ps.partition)), heartbeat);
+    for (const r of rejected) {
+      this.log.error({ partition: ps.partition, reason: r.reason, status: r.status, error: r.error.slice(0, 300), line: r.line.slice(0, 500) }, 'InfluxDB refused a point; sent to the points dead-letter topic');
+    }
+    this.totals.points_dlq += rejected.length;
   }
 }
 

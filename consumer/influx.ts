@@ -1,9 +1,10 @@
 // InfluxDB access for the consumer and `nettally usage`: line-protocol writes (v1 /write or v2 /api/v2/write) with
 // batching and retries, and InfluxQL /query (1.x, 2.x's v1 API, 3.x). Credentials go in headers, never in logs.
-import { InfluxDB, Point, HttpError } from '@influxdata/influxdb-client';
+import { InfluxDB, HttpError } from '@influxdata/influxdb-client';
 import type { OptionSpec, ParsedArgs } from '../lib/args';
 import { configError, NettallyError } from '../lib/errors';
 import type { OutPoint } from './aggregator';
+import { escapeControls, hexEscape } from '../lib/text';
 
 export interface InfluxConfig {
   url: string;
@@ -67,18 +68,88 @@ export function influxConfigFrom(args: ParsedArgs, batchSize = 5000): InfluxConf
   });
 }
 
-/** Line protocol of one point with the client's escaping; integers stay integers (`i` suffix). */
+// Tag text. InfluxDB 1.x cannot store every string as a tag value: a newline ends the line, and a backslash right
+// before `,`, `=`, a space or the end of the value is always read as an escape, however many backslashes precede it
+// (`x\` wrote `comm=x\,direction=…`: HTTP 400 "invalid tag format", and the partition stalled). So tag values are
+// stored in a reversible text encoding that leaves ordinary names as they are: the backslash itself, control
+// characters (C0, DEL, C1) and nothing else become `\xHH` (two lower-case hex digits), so every stored backslash is
+// followed by `x`; lone UTF-16 surrogates become U+FFFD (UTF-8 cannot carry them; a decoded Avro string never has
+// one). Readers undo it with decodeTagText (`nettally usage` does). test/influx-write.test.ts checks it byte by byte
+// against influxd.
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+// Shared with the terminal log formatter (lib/log.ts); re-exported because callers import it from here.
+export { escapeControls };
+
+/** A tag value as stored in InfluxDB (before line-protocol escaping): see the contract in consumer/README.md. */
+export function encodeTagText(s: string): string {
+  return escapeControls(s.replace(LONE_SURROGATE, '\ufffd').replace(/\\/g, hexEscape));
+}
+
+/** Inverse of encodeTagText; a backslash not starting `\xHH` (tags written before the encoding existed) stays. */
+export function decodeTagText(s: string): string {
+  if (!s.includes('\\')) return s;
+  return s.replace(/\\x([0-9a-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+}
+
+/** Line-protocol escaping of a tag key/value or field key (`,`, `=` and space; after encodeTagText no newline is left). */
+function lp(s: string): string {
+  return encodeTagText(s).replace(/[,= ]/g, '\\$&');
+}
+
+/**
+ * Line protocol of one point: tags sorted by key (what InfluxDB prefers), empty tag values left out (InfluxDB has no
+ * empty tag; it reads back as ''), integers in exact decimal with the `i` suffix. A field that is not an integer or
+ * boolean cannot be written (a bug upstream): INTERNAL; the writer dead-letters that point instead of stalling.
+ */
 export function toLine(p: OutPoint): string {
-  const pt = new Point(p.measurement);
-  for (const [k, v] of Object.entries(p.tags)) pt.tag(k, v);
-  for (const [k, v] of Object.entries(p.fields)) {
-    if (typeof v === 'boolean') pt.booleanField(k, v);
-    else pt.intField(k, v);
-  }
-  pt.timestamp(String(p.time_ms));
-  const line = pt.toLineProtocol();
-  if (line === undefined) throw new NettallyError('INTERNAL', `point ${p.measurement} has no fields`);
-  return line;
+  const tags = Object.keys(p.tags)
+    .filter((k) => p.tags[k] !== '')
+    .sort()
+    .map((k) => `,${lp(k)}=${lp(p.tags[k])}`)
+    .join('');
+  const fields = Object.keys(p.fields)
+    .sort()
+    .map((k) => {
+      const v = p.fields[k];
+      if (typeof v === 'boolean') return `${lp(k)}=${v ? 'T' : 'F'}`;
+      // BigInt: String(1e21) is "1e+21", which is not line protocol; beyond int64 InfluxDB refuses it (dead letter)
+      if (!Number.isInteger(v)) throw new NettallyError('INTERNAL', `point ${p.measurement} field ${k} is ${v}, not an integer`);
+      return `${lp(k)}=${BigInt(v)}i`;
+    });
+  if (fields.length === 0) throw new NettallyError('INTERNAL', `point ${p.measurement} has no fields`);
+  if (!Number.isSafeInteger(p.time_ms)) throw new NettallyError('INTERNAL', `point ${p.measurement} has time ${p.time_ms}`);
+  return `${p.measurement.replace(/[, ]/g, '\\$&')}${tags} ${fields.join(',')} ${p.time_ms}`;
+}
+
+/** A point InfluxDB refused for its content (or that could not be encoded): the consumer dead-letters it. */
+export interface RejectedPoint {
+  point: OutPoint;
+  /** The line-protocol line as sent ('' when it could not be encoded). */
+  line: string;
+  status: number | undefined;
+  /** field_type_conflict, too_large, beyond_retention, limit_exceeded, invalid_line, unencodable, refused. */
+  reason: string;
+  error: string;
+}
+
+/**
+ * 4xx answers that refuse the *content* of a write (a bad or conflicting point, a too large body): the batch is split
+ * to find the refused points. 401/403/404 (credentials, permissions, missing database/bucket) refuse the request
+ * itself: every point would be refused alike, so they block and retry like an outage (loudly) instead of
+ * dead-lettering all data; 408/429 are transient.
+ */
+function refusesContent(status: number | undefined): boolean {
+  return status !== undefined && status >= 400 && status < 500 && ![401, 403, 404, 407, 408, 429].includes(status);
+}
+
+function refusalReason(status: number | undefined, body: string): string {
+  if (status === 413) return 'too_large';
+  if (/field type conflict/i.test(body)) return 'field_type_conflict';
+  if (/beyond retention/i.test(body)) return 'beyond_retention';
+  if (/max-(values-per-tag|series-per-database)/i.test(body)) return 'limit_exceeded';
+  if (/unable to parse|invalid/i.test(body)) return 'invalid_line';
+  return 'refused';
 }
 
 function unavailable(what: string, err: unknown): NettallyError {
@@ -89,7 +160,7 @@ function unavailable(what: string, err: unknown): NettallyError {
   return new NettallyError('INFLUX_UNAVAILABLE', `InfluxDB ${what} failed: ${status ? `HTTP ${status} ` : ''}${body ?? (err as Error).message}`, {
     retriable,
     cause: err,
-    context: { status },
+    context: { status, refusesContent: what === 'write' && refusesContent(status) },
   });
 }
 
@@ -125,21 +196,54 @@ export class InfluxClient {
     return `/api/v2/write?${q}`;
   }
 
-  /** Writes all points (in batches); resolves once InfluxDB acknowledged every one. Throws INFLUX_UNAVAILABLE. */
-  async write(points: readonly OutPoint[], signal?: AbortSignal): Promise<void> {
-    const path = this.writePath();
-    for (let i = 0; i < points.length; i += this.config.batchSize) {
-      const body = points.slice(i, i + this.config.batchSize).map(toLine).join('\n');
+  /**
+   * Writes all points in batches and resolves once InfluxDB acknowledged every one it accepts. A batch refused for
+   * its content is bisected down to the refused points, which are returned (the others are written; rewriting a
+   * point InfluxDB already took from a partial write is idempotent). Throws INFLUX_UNAVAILABLE for anything else
+   * (outage, 5xx, timeout, 401/403/404, or `signal` aborted): the caller retries the whole call.
+   */
+  async write(points: readonly OutPoint[], signal?: AbortSignal): Promise<RejectedPoint[]> {
+    const rejected: RejectedPoint[] = [];
+    const lines: { point: OutPoint; line: string }[] = [];
+    for (const point of points) {
       try {
-        await this.client.transport.request(path, body, {
-          method: 'POST',
-          headers: { 'content-type': 'text/plain; charset=utf-8', ...this.headers() },
-          gzipThreshold: 64 * 1024,
-          ...(signal ? { signal } : {}),
-        });
+        lines.push({ point, line: toLine(point) });
       } catch (e) {
-        throw unavailable('write', e);
+        rejected.push({ point, line: '', status: undefined, reason: 'unencodable', error: (e as Error).message });
       }
+    }
+    for (let i = 0; i < lines.length; i += this.config.batchSize) await this.writeSplitting(lines.slice(i, i + this.config.batchSize), rejected, signal);
+    return rejected;
+  }
+
+  private async writeSplitting(batch: readonly { point: OutPoint; line: string }[], rejected: RejectedPoint[], signal: AbortSignal | undefined): Promise<void> {
+    try {
+      await this.post(batch.map((b) => b.line).join('\n'), signal);
+    } catch (e) {
+      if (!(e instanceof NettallyError) || e.context.refusesContent !== true) throw e;
+      if (batch.length === 1) {
+        const status = e.context.status as number | undefined;
+        rejected.push({ ...batch[0], status, reason: refusalReason(status, e.message), error: e.message });
+        return;
+      }
+      // Halves until the refused points are alone: k bad points in a batch of n cost about 2·k·log2(n) requests.
+      const mid = batch.length >> 1;
+      await this.writeSplitting(batch.slice(0, mid), rejected, signal);
+      await this.writeSplitting(batch.slice(mid), rejected, signal);
+    }
+  }
+
+  private async post(body: string, signal: AbortSignal | undefined): Promise<void> {
+    if (signal?.aborted) throw new NettallyError('INFLUX_UNAVAILABLE', 'InfluxDB write aborted', { retriable: true });
+    try {
+      await this.client.transport.request(this.writePath(), body, {
+        method: 'POST',
+        headers: { 'content-type': 'text/plain; charset=utf-8', ...this.headers() },
+        gzipThreshold: 64 * 1024,
+        ...(signal ? { signal } : {}),
+      });
+    } catch (e) {
+      throw unavailable('write', e);
     }
   }
 
@@ -183,8 +287,4 @@ export interface InfluxQLResult {
 
 export function quoteIdent(s: string): string {
   return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
-}
-
-export function quoteString(s: string): string {
-  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }

@@ -166,18 +166,6 @@ export function synthesize(o: SynthOptions): SynthData {
   return { byHost, traffic: [...traffic.values()], iface: [...iface.values()] };
 }
 
-export type GroupBy = 'host' | 'netns' | 'port' | 'process' | 'protocol' | 'direction';
-
-/** Tag names a --group-by choice stands for (same mapping as `nettally usage`). */
-export const GROUP_TAGS: Record<GroupBy, string[]> = {
-  host: ['host_id'],
-  netns: ['host_id', 'netns'],
-  port: ['service_port', 'protocol'],
-  process: ['host_id', 'comm'],
-  protocol: ['protocol'],
-  direction: ['direction'],
-};
-
 /** Sums truth rows by window size and tag set: key `${window_ms}|${tag values joined by |}` → fields. */
 export function sumTruth(rows: readonly TruthRow[], windowMs: number, tagNames: readonly string[]): Map<string, Record<string, number>> {
   const out = new Map<string, Record<string, number>>();

@@ -1,7 +1,7 @@
 // Unit tests of the usage queries/formatting, the line protocol of points and the state-store commit pointer.
 import { toLine } from './influx';
 import { parseCommitMetadata, commitMetadata } from './state-store';
-import { buildQueries, formatRows, groupTags, measurementName, parseTime } from './usage';
+import { billingQuery, buildQueries, formatRows, groupTags, measurementName, parseTime } from './usage';
 import { nsToMs } from './records';
 
 test('parseTime accepts now, relative durations, ISO dates and Unix seconds/ms, and names the setting otherwise', () => {
@@ -26,6 +26,16 @@ test('queries sum across partitions per window and group, and find non-final gro
   );
   expect(open).toContain('"final" = false');
   expect(measurementName({ measurement: 'iface', windowMs: 3_600_000 })).toBe('nettally_iface_1h');
+});
+
+test('a query can sum fewer fields in coarser buckets (dashboard charts, billing)', () => {
+  const q = { measurement: 'traffic' as const, fromMs: 0, toMs: 3_600_000, windowMs: 60_000, stepMs: 600_000, groupBy: ['host' as const], fields: ['tx_bytes', 'rx_bytes'] };
+  const { sums, open } = buildQueries(q);
+  expect(sums).toBe('SELECT sum("tx_bytes") AS "tx_bytes", sum("rx_bytes") AS "rx_bytes" FROM "nettally_traffic_1m" WHERE time >= 0ms AND time < 3600000ms GROUP BY time(600000ms), "host_id", "hostname" fill(none)');
+  expect(open).toBe('SELECT count("tx_bytes") AS n FROM "nettally_traffic_1m" WHERE time >= 0ms AND time < 3600000ms AND "final" = false GROUP BY time(600000ms), "host_id", "hostname" fill(none)');
+  expect(buildQueries(billingQuery(0, 3_600_000, 'netns')).sums).toBe(
+    'SELECT sum("tx_bytes") AS "tx_bytes", sum("rx_bytes") AS "rx_bytes" FROM "nettally_traffic_1h" WHERE time >= 0ms AND time < 3600000ms GROUP BY time(3600000ms), "host_id", "hostname", "netns" fill(none)',
+  );
 });
 
 test('formats: aligned table, CSV with quoting, JSON', () => {
@@ -57,4 +67,11 @@ test('nanosecond event times become ms exactly, also past 2^53', () => {
   expect(nsToMs(1_795_316_707_609_123_456n)).toBe(1_795_316_707_609);
   expect(nsToMs(-1n)).toBe(-1);
   expect(nsToMs(5_000_000)).toBe(5);
+});
+
+test('a table shows control characters in names as \\xHH; csv and json keep the exact text', () => {
+  const recs = [{ comm: 'a\x1b]0;x\x07', tx_bytes: 1 }];
+  expect(formatRows(recs, ['comm', 'tx_bytes'], 'table')).toContain('a\\x1b]0;x\\x07');
+  expect(formatRows(recs, ['comm', 'tx_bytes'], 'json')).toContain('a\\u001b]0;x\\u0007');
+  expect(formatRows(recs, ['comm', 'tx_bytes'], 'csv')).toContain('a\x1b]0;x\x07');
 });

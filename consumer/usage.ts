@@ -2,7 +2,7 @@
 import { configError } from '../lib/errors';
 import { parseDuration } from '../lib/args';
 import { sizeName } from './aggregator';
-import { quoteIdent, type InfluxClient, type InfluxQLResult } from './influx';
+import { decodeTagText, escapeControls, quoteIdent, type InfluxClient, type InfluxQLResult } from './influx';
 
 export type GroupKey = 'host' | 'netns' | 'port' | 'process' | 'protocol' | 'direction' | 'iface';
 
@@ -26,6 +26,10 @@ export interface UsageQuery {
   toMs: number;
   windowMs: number;
   groupBy: GroupKey[];
+  /** Sum consecutive windows into buckets of this size (a multiple of windowMs; default windowMs): charts over long ranges. */
+  stepMs?: number;
+  /** Sum only these fields (default: all of the measurement's): each field read costs InfluxDB a full scan of it. */
+  fields?: readonly string[];
 }
 
 export interface UsageRow {
@@ -35,6 +39,8 @@ export interface UsageRow {
   fields: Record<string, number>;
   /** Every point summed into this row is final (its window is past the consumer's watermark). */
   final: boolean;
+  /** Some point summed into this row is marked `gap`: records of its partition were deleted by retention unread. */
+  gap: boolean;
 }
 
 /** Time from `now`, `-1h`/`-30m` (relative), an ISO 8601 date, or Unix seconds/milliseconds. */
@@ -52,6 +58,19 @@ export function parseTime(setting: string, text: string, now = Date.now()): numb
   return ms;
 }
 
+/** Validated group-by choices for a measurement; the error names `setting` and the accepted values. */
+export function parseGroupBy(setting: string, groups: readonly string[], measurement: UsageQuery['measurement']): GroupKey[] {
+  for (const g of groups) {
+    if (!(g in GROUP_BY_TAGS)) throw configError(setting, `unknown group ${JSON.stringify(g)}; choose from ${Object.keys(GROUP_BY_TAGS).join(', ')}`);
+    const ifaceOnly = g === 'iface';
+    const trafficOnly = !['host', 'netns', 'iface'].includes(g);
+    if ((measurement === 'traffic' && ifaceOnly) || (measurement === 'iface' && trafficOnly)) {
+      throw configError(setting, `${g} does not apply to --measurement ${measurement}`);
+    }
+  }
+  return groups as GroupKey[];
+}
+
 export function measurementName(q: Pick<UsageQuery, 'measurement' | 'windowMs'>): string {
   return `nettally_${q.measurement}_${sizeName(q.windowMs)}`;
 }
@@ -62,16 +81,17 @@ export function groupTags(q: Pick<UsageQuery, 'groupBy'>): string[] {
   return out;
 }
 
-/** The InfluxQL statements: sums per window and group, and which of those groups still hold non-final points. */
-export function buildQueries(q: UsageQuery): { sums: string; open: string } {
-  const fields = q.measurement === 'traffic' ? TRAFFIC_SUM_FIELDS : IFACE_SUM_FIELDS;
+/** The InfluxQL statements: sums per window and group, and which of those groups hold non-final or gap points. */
+export function buildQueries(q: UsageQuery): { sums: string; open: string; gaps: string } {
+  const fields = q.fields ?? (q.measurement === 'traffic' ? TRAFFIC_SUM_FIELDS : IFACE_SUM_FIELDS);
   const m = quoteIdent(measurementName(q));
   const where = `time >= ${q.fromMs}ms AND time < ${q.toMs}ms`;
-  const group = [`time(${q.windowMs}ms)`, ...groupTags(q).map(quoteIdent)].join(', ');
+  const group = [`time(${q.stepMs ?? q.windowMs}ms)`, ...groupTags(q).map(quoteIdent)].join(', ');
   const sel = fields.map((f) => `sum(${quoteIdent(f)}) AS ${quoteIdent(f)}`).join(', ');
   return {
     sums: `SELECT ${sel} FROM ${m} WHERE ${where} GROUP BY ${group} fill(none)`,
     open: `SELECT count(${quoteIdent(fields[0])}) AS n FROM ${m} WHERE ${where} AND "final" = false GROUP BY ${group} fill(none)`,
+    gaps: `SELECT count(${quoteIdent(fields[0])}) AS n FROM ${m} WHERE ${where} AND "gap" = true GROUP BY ${group} fill(none)`,
   };
 }
 
@@ -80,11 +100,16 @@ function rowKey(time: number, tags: Record<string, string>, names: readonly stri
 }
 
 export async function runUsage(client: InfluxClient, q: UsageQuery): Promise<UsageRow[]> {
-  const { sums, open } = buildQueries(q);
+  const { sums, open, gaps } = buildQueries(q);
   const names = groupTags(q);
-  const [sumRes, openRes] = await Promise.all([client.query(sums), client.query(open)]);
-  const notFinal = new Set<string>();
-  for (const s of series(openRes)) for (const v of s.values) notFinal.add(rowKey(v[0] as number, s.tags ?? {}, names));
+  const [sumRes, openRes, gapRes] = await Promise.all([client.query(sums), client.query(open), client.query(gaps)]);
+  const keysOf = (res: InfluxQLResult[]): Set<string> => {
+    const out = new Set<string>();
+    for (const s of series(res)) for (const v of s.values) out.add(rowKey(v[0] as number, s.tags ?? {}, names));
+    return out;
+  };
+  const notFinal = keysOf(openRes);
+  const withGap = keysOf(gapRes);
   const rows: UsageRow[] = [];
   for (const s of series(sumRes)) {
     for (const v of s.values) {
@@ -92,10 +117,15 @@ export async function runUsage(client: InfluxClient, q: UsageQuery): Promise<Usa
       s.columns.forEach((c, i) => {
         if (i > 0) fields[c] = typeof v[i] === 'number' ? (v[i] as number) : 0;
       });
-      const tags: Record<string, string> = {};
-      for (const n of names) tags[n] = s.tags?.[n] ?? '';
+      const stored: Record<string, string> = {};
+      for (const n of names) stored[n] = s.tags?.[n] ?? '';
       const time = v[0] as number;
-      rows.push({ time_ms: time, tags, fields, final: !notFinal.has(rowKey(time, tags, names)) });
+      const key = rowKey(time, stored, names);
+      const final = !notFinal.has(key);
+      const gap = withGap.has(key);
+      // back from the stored tag text to the names as the producers sent them (influx.ts encodeTagText)
+      const tags = Object.fromEntries(names.map((n) => [n, decodeTagText(stored[n])]));
+      rows.push({ time_ms: time, tags, fields, final, gap });
     }
   }
   rows.sort((a, b) => a.time_ms - b.time_ms || rowKey(0, a.tags, names).localeCompare(rowKey(0, b.tags, names)));
@@ -106,9 +136,9 @@ function series(res: InfluxQLResult[]): NonNullable<InfluxQLResult['series']> {
   return res.flatMap((r) => r.series ?? []);
 }
 
-/** Flat records for output: window start (ISO), group tags, summed fields, final. */
+/** Flat records for output: window start (ISO), group tags, summed fields, final, gap. */
 export function flatten(rows: readonly UsageRow[], extra?: (r: UsageRow) => Record<string, number>): Record<string, string | number | boolean>[] {
-  return rows.map((r) => ({ window: new Date(r.time_ms).toISOString(), ...r.tags, ...r.fields, ...(extra ? extra(r) : {}), final: r.final }));
+  return rows.map((r) => ({ window: new Date(r.time_ms).toISOString(), ...r.tags, ...r.fields, ...(extra ? extra(r) : {}), final: r.final, gap: r.gap }));
 }
 
 function csvCell(v: string | number | boolean): string {
@@ -116,11 +146,24 @@ function csvCell(v: string | number | boolean): string {
   return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
+/** Billing rows (`usage --billing`): one per hour and group of an hourly query, with total_bytes. */
+export function billingCsv(rows: readonly UsageRow[], q: Pick<UsageQuery, 'groupBy'>): string {
+  const recs = flatten(rows, (r) => ({ total_bytes: (r.fields.tx_bytes ?? 0) + (r.fields.rx_bytes ?? 0) })).map(({ window, ...rest }) => ({ hour: window, ...rest }));
+  return formatRows(recs, ['hour', ...groupTags(q), 'tx_bytes', 'rx_bytes', 'total_bytes', 'final', 'gap'], 'csv');
+}
+
+/** The billing query of `usage --billing --per host|netns`: the 1-hour traffic rollup per host or namespace. */
+export function billingQuery(fromMs: number, toMs: number, per: 'host' | 'netns'): UsageQuery {
+  return { measurement: 'traffic', fromMs, toMs, windowMs: 3_600_000, groupBy: [per], fields: ['tx_bytes', 'rx_bytes'] };
+}
+
 export function formatRows(recs: readonly Record<string, string | number | boolean>[], columns: readonly string[], format: 'table' | 'csv' | 'json'): string {
   if (format === 'json') return JSON.stringify(recs.map((r) => Object.fromEntries(columns.map((c) => [c, r[c]]))), null, 2) + '\n';
   if (format === 'csv') return [columns.join(','), ...recs.map((r) => columns.map((c) => csvCell(r[c] ?? '')).join(','))].join('\n') + '\n';
   if (recs.length === 0) return '(no data in this time range)\n';
-  const cells = [columns.map(String), ...recs.map((r) => columns.map((c) => String(r[c] ?? '')))];
+  // a table is for a terminal: control characters in names (any local user picks a process name) are shown as \xHH
+  // instead of being sent to it; csv and json carry the exact text
+  const cells = [columns.map(String), ...recs.map((r) => columns.map((c) => escapeControls(String(r[c] ?? ''))))];
   const widths = columns.map((_, i) => Math.max(...cells.map((row) => row[i].length)));
   const numeric = columns.map((c) => recs.every((r) => typeof r[c] === 'number'));
   return cells.map((row) => row.map((v, i) => (numeric[i] ? v.padStart(widths[i]) : v.padEnd(widths[i]))).join('  ').trimEnd()).join('\n') + '\n';

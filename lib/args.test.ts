@@ -1,6 +1,6 @@
 import { CommandSpec, formatHelp, parseArgs, parseBytes, parseDuration } from './args';
 import { NettallyError } from './errors';
-import { unlinkSync, writeFileSync } from 'fs';
+import { chmodSync, unlinkSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 
 const spec: CommandSpec = {
@@ -57,7 +57,98 @@ describe('parseArgs', () => {
       unlinkSync(path);
     }
     expect(formatHelp(spec)).toContain('INFLUX_TOKEN_FILE');
+    expect(formatHelp(spec)).toMatch(/LOG_FORMAT {2}json\|pretty/);
     expect(parseArgs(spec, ['-h'], {})).toBe('help');
+  });
+
+  it('warns about a secret given as a flag (visible in /proc/<pid>/cmdline) and points to the _FILE variant', () => {
+    const a = parseArgs(spec, ['--token', 'hunter2'], {});
+    if (a === 'help') throw new Error('unexpected help');
+    expect(a.str('token')).toBe('hunter2');
+    expect(a.warnings).toHaveLength(1);
+    expect(a.warnings[0]).toMatch(/--token was given on the command line/);
+    expect(a.warnings[0]).toContain('/proc/<pid>/cmdline');
+    expect(a.warnings[0]).toContain('INFLUX_TOKEN_FILE');
+    expect(a.warnings[0]).not.toContain('hunter2');
+    // From the environment or a private file: nothing to warn about.
+    const b = parseArgs(spec, [], { INFLUX_TOKEN: 'hunter2' });
+    if (b === 'help') throw new Error('unexpected help');
+    expect(b.warnings).toEqual([]);
+  });
+
+  it('warns about a secret file that group or others can read, naming the file and the fix', () => {
+    const path = `${tmpdir()}/nettally-args-loose-${process.pid}`;
+    writeFileSync(path, 's3cret\n', { mode: 0o600 });
+    try {
+      const ok = parseArgs(spec, [], { INFLUX_TOKEN_FILE: path });
+      if (ok === 'help') throw new Error('unexpected help');
+      expect(ok.warnings).toEqual([]);
+      for (const [mode, who] of [[0o644, 'all users'], [0o640, 'its group']] as const) {
+        chmodSync(path, mode);
+        for (const [argv, env] of [[[], { INFLUX_TOKEN_FILE: path }], [['--token-file', path], {}]] as const) {
+          const a = parseArgs(spec, argv, env);
+          if (a === 'help') throw new Error('unexpected help');
+          expect(a.str('token')).toBe('s3cret');
+          expect(a.warnings).toEqual([expect.stringContaining(`secret file ${path}`)]);
+          expect(a.warnings[0]).toContain(who);
+          expect(a.warnings[0]).toContain(`chmod 600 ${path}`);
+          expect(a.warnings[0]).not.toContain('s3cret');
+        }
+      }
+    } finally {
+      unlinkSync(path);
+    }
+  });
+
+  describe('deprecated names', () => {
+    const renamed: CommandSpec = {
+      name: 'demo',
+      summary: 's',
+      options: [{ name: 'ring-buffer-bytes', type: 'bytes', env: 'NT_RING_BUFFER_BYTES', default: 4096, min: 4096, help: 'r', deprecated: { flags: ['ring-buffer'], env: ['NT_RING_BUFFER'] } }],
+    };
+    const parsed = (argv: string[], env: NodeJS.ProcessEnv = {}) => {
+      const a = parseArgs(renamed, argv, env);
+      if (a === 'help') throw new Error('unexpected help');
+      return a;
+    };
+
+    it('an old flag still sets the option, with a warning naming the new flag', () => {
+      const a = parsed(['--ring-buffer', '64KiB']);
+      expect(a.num('ring-buffer-bytes')).toBe(65536);
+      expect(a.sources['ring-buffer-bytes']).toBe('flag');
+      expect(a.warnings).toEqual([expect.stringMatching(/^--ring-buffer is deprecated .*use --ring-buffer-bytes \(env NT_RING_BUFFER_BYTES\)/)]);
+      expect(parsed(['--ring-buffer=8KiB']).num('ring-buffer-bytes')).toBe(8192);
+    });
+
+    it('an old env var still sets the option, with a warning; the new names win over it silently', () => {
+      const a = parsed([], { NT_RING_BUFFER: '8KiB' });
+      expect(a.num('ring-buffer-bytes')).toBe(8192);
+      expect(a.sources['ring-buffer-bytes']).toBe('env');
+      expect(a.warnings).toEqual([expect.stringMatching(/^env NT_RING_BUFFER is deprecated .*use --ring-buffer-bytes/)]);
+      for (const b of [parsed([], { NT_RING_BUFFER: '8KiB', NT_RING_BUFFER_BYTES: '16KiB' }), parsed(['--ring-buffer-bytes', '16KiB'], { NT_RING_BUFFER: '8KiB' })]) {
+        expect(b.num('ring-buffer-bytes')).toBe(16384);
+        expect(b.warnings).toEqual([]);
+      }
+    });
+
+    it('the last of old and new flag wins, as for any repeated flag; the warning only when the old one did', () => {
+      expect(parsed(['--ring-buffer', '8KiB', '--ring-buffer-bytes', '16KiB'])).toMatchObject({ values: { 'ring-buffer-bytes': 16384 }, warnings: [] });
+      expect(parsed(['--ring-buffer-bytes', '16KiB', '--ring-buffer', '8KiB']).num('ring-buffer-bytes')).toBe(8192);
+    });
+
+    it('a bad value under an old name is reported under the name typed and the new one', () => {
+      const e = configErrorOf(() => parseArgs(renamed, ['--ring-buffer', '1000'], {}));
+      expect(e.message).toMatch(/--ring-buffer \(now --ring-buffer-bytes \(env NT_RING_BUFFER_BYTES\)\).*at least 4096/);
+      expect(configErrorOf(() => parseArgs(renamed, [], { NT_RING_BUFFER: 'big' })).message).toMatch(/env NT_RING_BUFFER \(now --ring-buffer-bytes/);
+    });
+
+    it('--help shows only the new names', () => {
+      const help = formatHelp(renamed);
+      expect(help).toContain('--ring-buffer-bytes');
+      expect(help).toContain('NT_RING_BUFFER_BYTES');
+      expect(help).not.toMatch(/--ring-buffer\b(?!-)/);
+      expect(help).not.toMatch(/NT_RING_BUFFER\b(?!_)/);
+    });
   });
 
   it('parses durations and sizes', () => {

@@ -2,6 +2,7 @@
 // validation with messages that name the setting, secrets from files, and generated --help.
 import { readFileSync } from 'fs';
 import { configError } from './errors';
+import { secretFileWarning } from './private-files';
 
 export type OptionType = 'string' | 'int' | 'number' | 'bool' | 'duration' | 'bytes' | 'list' | 'enum';
 
@@ -20,6 +21,11 @@ export interface OptionSpec {
   /** Never shown or logged; may also come from `<ENV>_FILE` or `--<name>-file`. */
   secret?: boolean;
   short?: string;
+  /**
+   * Former flag names (without dashes) and env vars that still set this option for one release: using one logs a
+   * deprecation warning naming the new name. --help shows only the new names.
+   */
+  deprecated?: { flags?: readonly string[]; env?: readonly string[] };
 }
 
 export interface CommandSpec {
@@ -42,6 +48,8 @@ export class ParsedArgs {
     readonly positionals: readonly string[],
     /** Where each value came from: 'flag', 'env', 'file' or 'default'. */
     readonly sources: Readonly<Record<string, string>>,
+    /** Things the user should fix that do not stop the command (a secret on the command line, a readable secret file). */
+    readonly warnings: readonly string[] = [],
   ) {
     Object.freeze(this);
   }
@@ -101,8 +109,11 @@ function settingName(o: OptionSpec): string {
   return o.env ? `--${o.name} (env ${o.env})` : `--${o.name}`;
 }
 
-function convert(o: OptionSpec, raw: string | boolean): OptionValue {
-  const where = settingName(o);
+function deprecation(old: string, o: OptionSpec): string {
+  return `${old} is deprecated and will be removed in the next release: use ${settingName(o)} instead (same values)`;
+}
+
+function convert(o: OptionSpec, raw: string | boolean, where = settingName(o)): OptionValue {
   if (o.type === 'bool') {
     if (typeof raw === 'boolean') return raw;
     if (/^(1|true|yes|on)$/i.test(raw)) return true;
@@ -153,8 +164,11 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[], env: NodeJ
     byName.set(o.name, o);
     if (o.short) byName.set(o.short, o);
     if (o.secret) byName.set(`${o.name}-file`, { ...o, name: `${o.name}-file`, type: 'string', secret: false });
+    for (const old of o.deprecated?.flags ?? []) byName.set(old, o);
   }
   const raw = new Map<string, string | boolean>();
+  /** The deprecated flag name that gave an option its value (the last occurrence wins, as for any flag). */
+  const viaOld = new Map<string, string>();
   const positionals: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -183,6 +197,8 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[], env: NodeJ
       else throw configError(`--${o.name}`, 'needs a value');
     }
     raw.set(o.name, value);
+    if (o.deprecated?.flags?.includes(key)) viaOld.set(o.name, key);
+    else viaOld.delete(o.name);
   }
   if (positionals.length > 0 && !spec.positionals?.length) {
     throw configError(JSON.stringify(positionals[0]), `'nettally ${spec.name}' takes no positional arguments (see nettally ${spec.name} --help)`);
@@ -190,12 +206,15 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[], env: NodeJ
 
   const values: Record<string, OptionValue> = {};
   const sources: Record<string, string> = {};
+  const warnings: string[] = [];
   for (const o of spec.options) {
     let v: string | boolean | undefined = raw.get(o.name);
     let source = 'flag';
     if (o.secret && v === undefined) {
       const file = (raw.get(`${o.name}-file`) as string | undefined) ?? (o.env ? env[`${o.env}_FILE`] : undefined);
       if (file !== undefined) {
+        const loose = secretFileWarning(file, o.env ? `${o.env}_FILE / --${o.name}-file` : `--${o.name}-file`);
+        if (loose) warnings.push(loose);
         try {
           v = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
           source = 'file';
@@ -208,6 +227,14 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[], env: NodeJ
       v = env[o.env] as string;
       source = 'env';
     }
+    const oldEnv = v === undefined ? o.deprecated?.env?.find((e) => env[e] !== undefined && env[e] !== '') : undefined;
+    if (oldEnv !== undefined) {
+      v = env[oldEnv] as string;
+      source = 'env';
+      warnings.push(deprecation(`env ${oldEnv}`, o));
+    }
+    const oldFlag = viaOld.get(o.name);
+    if (oldFlag !== undefined && raw.has(o.name)) warnings.push(deprecation(`--${oldFlag}`, o));
     if (v === undefined) {
       if (o.required) throw configError(settingName(o), 'is required');
       // String defaults of typed options ('5s', '64KiB') go through the same conversion as user input.
@@ -222,10 +249,18 @@ export function parseArgs(spec: CommandSpec, argv: readonly string[], env: NodeJ
       sources[o.name] = 'default';
       continue;
     }
-    values[o.name] = convert(o, v);
+    // A bad value given under an old name is reported under the name the user typed, and the one to use.
+    const typed = oldEnv !== undefined ? `env ${oldEnv}` : oldFlag !== undefined && raw.has(o.name) ? `--${oldFlag}` : undefined;
+    values[o.name] = convert(o, v, typed ? `${typed} (now ${settingName(o)})` : undefined);
     sources[o.name] = source;
+    if (o.secret && source === 'flag') {
+      warnings.push(
+        `--${o.name} was given on the command line, where every local user can read it (ps, /proc/<pid>/cmdline); ` +
+          `put it in a file only this user can read (chmod 600) and pass ${o.env ? `${o.env}_FILE=<file> or ` : ''}--${o.name}-file <file> instead`,
+      );
+    }
   }
-  return new ParsedArgs(values, positionals, sources);
+  return new ParsedArgs(values, positionals, sources, warnings);
 }
 
 /** A default as a person would write it: 60000 ms as `1m`, 16777216 bytes as `16MiB`. */
@@ -261,5 +296,12 @@ export function formatHelp(spec: CommandSpec): string {
   const width = Math.min(34, Math.max(...rows.map((r) => r[0].length)) + 2);
   for (const [flag, text] of rows) lines.push(`  ${flag.padEnd(width)}${flag.length >= width ? '\n  ' + ' '.repeat(width) : ''}${text}`);
   if (spec.examples?.length) lines.push('', 'Examples:', ...spec.examples.map((e) => `  ${e}`));
+  // Read by the logger (lib/log.ts), not by an option: the same for every command.
+  lines.push(
+    '',
+    'Logging (env, every command):',
+    '  LOG_LEVEL   trace|debug|info|warn|error (default info)',
+    '  LOG_FORMAT  json|pretty (default: pretty, readable lines, when stdout and stderr are a terminal; else json)',
+  );
   return lines.join('\n') + '\n';
 }

@@ -1,10 +1,12 @@
-// Kafka connection settings shared by producer and consumer: brokers, TLS, SASL (secrets from env or files).
+// Kafka connection settings shared by producer and consumer: brokers, TLS, SASL (secrets from env or files), and
+// the factory that builds every kafkajs client from them.
 import { readFileSync } from 'fs';
-import type { KafkaConfig, SASLOptions } from 'kafkajs';
+import { Kafka, logLevel, type KafkaConfig, type RetryOptions, type SASLOptions } from 'kafkajs';
 import type { OptionSpec, ParsedArgs } from './args';
 import { configError } from './errors';
+import type { Logger } from './log';
 
-export const DEFAULT_TOPIC = 'nettally.records';
+const DEFAULT_TOPIC = 'nettally.records';
 export const DEFAULT_DLQ_TOPIC = 'nettally.records.dlq';
 
 /** Options every Kafka-speaking command accepts; spread into a CommandSpec's options. */
@@ -67,4 +69,46 @@ export function kafkaConfigFrom(args: ParsedArgs): KafkaConfig {
     sasl = { mechanism: mechanism as 'plain' | 'scram-sha-256' | 'scram-sha-512', username, password } as SASLOptions;
   }
   return { clientId: args.str('client-id'), brokers, ...(ssl ? { ssl } : {}), ...(sasl ? { sasl } : {}) };
+}
+
+/** How a client's kafkajs log lines reach our logger. */
+export interface KafkaClientOptions {
+  /** Where kafkajs logs (a child with component kafkajs lines); without one kafkajs logs nothing. */
+  logger?: Logger;
+  /**
+   * 'debug': every kafkajs line at debug, for clients whose owner reports Kafka state itself (kafkajs repeats every
+   * connection failure). 'level' (default): kafkajs errors as errors, warnings as warnings, the rest at debug.
+   */
+  levels?: 'debug' | 'level';
+  /** kafkajs lines that are expected here (a refusal we handle) and go to debug whatever their level. */
+  expected?: (message: string) => boolean;
+  /** kafkajs's own retry of each request (below our retry loops). */
+  retry?: RetryOptions;
+  connectionTimeout?: number;
+}
+
+/**
+ * The one place a kafkajs client is built: the configured --client-id for every role (quotas and ACLs keyed by
+ * client id apply to all of a host's clients alike) and one mapping of kafkajs log levels onto pino.
+ */
+export function createKafkaClient(config: KafkaConfig, opts: KafkaClientOptions = {}): Kafka {
+  const { logger, expected } = opts;
+  return new Kafka({
+    ...config,
+    clientId: config.clientId ?? 'nettally',
+    logLevel: logger ? logLevel.WARN : logLevel.NOTHING,
+    ...(logger
+      ? {
+          logCreator: () => ({ namespace, level, log }) => {
+            const { message, ...rest } = log;
+            const text = String(message);
+            const l = opts.levels === 'debug' || expected?.(text) ? 'debug' : level <= logLevel.ERROR ? 'error' : level === logLevel.WARN ? 'warn' : 'debug';
+            // (not `level`: that key would overwrite pino's own level in the JSON line)
+            logger[l]({ kafkajs: namespace, kafkajs_level: level, ...rest }, text);
+          },
+        }
+      : {}),
+    ...(opts.retry ? { retry: opts.retry } : {}),
+    ...(opts.connectionTimeout !== undefined ? { connectionTimeout: opts.connectionTimeout } : {}),
+  });
 }

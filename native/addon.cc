@@ -170,9 +170,11 @@ class Capture : public Napi::ObjectWrap<Capture> {
     if (!o.Get("onBatch").IsFunction() || !o.Get("onClosed").IsFunction()) {
       throw Napi::TypeError::New(env, "Capture(options): onBatch and onClosed must be functions");
     }
-    auto num = [&](const char *k, double def) {
+    // Every setting is passed explicitly (defaults: producer/capture-options.ts), so none here can disagree.
+    auto num = [&](const char *k) {
       Napi::Value v = o.Get(k);
-      return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : def;
+      if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("Capture(options): ") + k + " must be a number");
+      return v.As<Napi::Number>().DoubleValue();
     };
     on_closed_ = Napi::Persistent(o.Get("onClosed").As<Napi::Function>());
     libbpf_set_print(LibbpfPrint);
@@ -210,17 +212,17 @@ class Capture : public Napi::ObjectWrap<Capture> {
  private:
   template <typename Num>
   void Setup(Napi::Env env, Napi::Object o, Num num) {
-    skel_->rodata->flush_interval_ns = (__u64)num("flushIntervalNs", 5e9);
-    skel_->rodata->flush_threshold_bytes = (__u64)num("flushThresholdBytes", 16.0 * 1024 * 1024);
+    skel_->rodata->flush_interval_ns = (__u64)num("flushIntervalNs");
+    skel_->rodata->flush_threshold_bytes = (__u64)num("flushThresholdBytes");
     // the TCP hot path looks at a connection every 2^gate_shift bytes per direction: about a quarter of the threshold
     __u8 shift = 0;
     while (shift < 30 && (2ULL << shift) <= skel_->rodata->flush_threshold_bytes / 4) shift++;
     skel_->rodata->gate_shift = shift;
     skel_->rodata->naive = o.Get("naive").ToBoolean().Value() ? 1 : 0;
     skel_->rodata->hooks_only = o.Get("hooksOnly").ToBoolean().Value() ? 1 : 0;
-    int err = bpf_map__set_max_entries(skel_->maps.events, (__u32)num("ringBufferBytes", 4.0 * 1024 * 1024));
+    int err = bpf_map__set_max_entries(skel_->maps.events, (__u32)num("ringBufferBytes"));
     if (err) ThrowCoded(env, "CONFIG_INVALID", std::string("invalid ring buffer size: ") + strerror(-err));
-    err = bpf_map__set_max_entries(skel_->maps.conns, (__u32)num("maxConnections", 1048576));
+    err = bpf_map__set_max_entries(skel_->maps.conns, (__u32)num("maxConnections"));
     if (err) ThrowCoded(env, "CONFIG_INVALID", std::string("invalid connection map size: ") + strerror(-err));
 
     Napi::Value pin = o.Get("pinDir");

@@ -2,22 +2,23 @@
 import { NettallyError, configError } from '../lib/errors';
 import { silentLogger, type Logger } from '../lib/log';
 import { loadNative, type NativeCapture } from '../native/index';
-import { ConnFlag, LAYOUT, RecordKind, decodeBatch, decodeConnEntries, decodeIfaces } from './records';
+import { CAPTURE_DEFAULTS, CAPTURE_LIMITS, checkRingBufferBytes } from './capture-options';
+import { ConnFlag, LAYOUT, KernelKind, decodeBatch, decodeConnEntries, decodeIfaces } from './records';
 import type { ConnRecord, IfaceRecord, KernelRecord } from './records';
 
 export type { ConnRecord, IfaceRecord, KernelRecord, ListenRecord, FlushReason } from './records';
-export { RecordKind, Direction } from './records';
+export { KernelKind, Direction } from './records';
 
 export interface CaptureOptions {
-  /** A connection with unflushed bytes older than this gets a CONN_SAMPLE (kernel on its next event, else the sweep). Default 5000. */
+  /** A connection with unflushed bytes older than this gets a CONN_SAMPLE (kernel on its next event, else the sweep). Default: CAPTURE_DEFAULTS. */
   flushIntervalMs?: number;
-  /** A connection with more unflushed bytes than this gets a CONN_SAMPLE on its next event. Default 16 MiB. */
+  /** A connection with more unflushed bytes than this gets a CONN_SAMPLE on its next event. Default: CAPTURE_DEFAULTS. */
   flushThresholdBytes?: number;
-  /** Ring buffer size in bytes (power of two, ≥ 4096 and a multiple of the page size). Default 4 MiB. */
+  /** Ring buffer size in bytes (power of two, ≥ 4096 and a multiple of the page size). Default: CAPTURE_DEFAULTS. */
   ringBufferBytes?: number;
   /** bpffs directory for pinned maps (e.g. /sys/fs/bpf/nettally): reused when present, so counters continue across restarts. */
   pinDir?: string;
-  /** How often IFACE records (per netns+ifindex wire counters) are emitted. 0 disables. Default 10000. */
+  /** How often IFACE records (per netns+ifindex wire counters) are emitted. 0 disables. Default: CAPTURE_DEFAULTS. */
   ifaceIntervalMs?: number;
   /** Benchmark only: one ring-buffer record per send/recv syscall. Default false. */
   naive?: boolean;
@@ -30,7 +31,7 @@ export interface CaptureOptions {
   maxQueuedRecords?: number;
   /**
    * Size of the kernel's connection map (open connections plus closed ones not yet forgotten). A full map is the one
-   * way bytes go uncounted (stats conn_map_full), so it is sized for bursts while the reader lags. Default 1048576.
+   * way bytes go uncounted (stats conn_map_full), so it is sized for bursts while the reader lags. Default: CAPTURE_DEFAULTS.
    */
   maxConnections?: number;
 }
@@ -71,11 +72,8 @@ export interface Capture {
 const REFRESH_CPU_FACTOR = 100;
 
 const DEFAULTS = {
-  flushIntervalMs: 5000,
-  flushThresholdBytes: 16 * 1024 * 1024,
-  ringBufferBytes: 4 * 1024 * 1024,
-  ifaceIntervalMs: 10000,
-  maxConnections: 1 << 20,
+  // The one table (producer/capture-options.ts): the flags, this API and the native addon agree on every default.
+  ...CAPTURE_DEFAULTS,
 } as const;
 
 function checkInt(name: string, v: number | undefined, min: number, max: number): void {
@@ -85,14 +83,10 @@ function checkInt(name: string, v: number | undefined, min: number, max: number)
 
 /** Validates options (naming the bad one) and applies defaults. */
 export function resolveCaptureOptions(o: CaptureOptions): Required<Omit<CaptureOptions, 'pinDir'>> & { pinDir?: string; maxConnections: number } {
-  checkInt('flushIntervalMs', o.flushIntervalMs, 10, 86_400_000);
-  checkInt('flushThresholdBytes', o.flushThresholdBytes, 1, Number.MAX_SAFE_INTEGER);
-  checkInt('ringBufferBytes', o.ringBufferBytes, 4096, 2 ** 30);
-  checkInt('ifaceIntervalMs', o.ifaceIntervalMs, 0, 86_400_000);
+  for (const k of Object.keys(CAPTURE_LIMITS) as (keyof typeof CAPTURE_LIMITS)[]) checkInt(k, o[k], CAPTURE_LIMITS[k].min, CAPTURE_LIMITS[k].max);
   checkInt('maxQueuedRecords', o.maxQueuedRecords, 1, 100_000_000);
-  checkInt('maxConnections', o.maxConnections, 1024, 1 << 24);
   const rb = o.ringBufferBytes ?? DEFAULTS.ringBufferBytes;
-  if ((rb & (rb - 1)) !== 0) throw configError('capture option ringBufferBytes', `must be a power of two (e.g. 4194304), got ${rb}`);
+  checkRingBufferBytes('capture option ringBufferBytes', rb);
   if (o.pinDir !== undefined && !o.pinDir.startsWith('/')) throw configError('capture option pinDir', `must be an absolute path on bpffs (e.g. /sys/fs/bpf/nettally), got ${o.pinDir}`);
   return {
     flushIntervalMs: o.flushIntervalMs ?? DEFAULTS.flushIntervalMs,
@@ -301,7 +295,7 @@ class KernelCapture implements Capture {
       const prev = this.seen.get(c);
       const idle = prev !== undefined && prev.tx === tx && prev.rx === rx;
       if (dirty && (idle || final) && !(prev?.emitted && idle)) {
-        out.push({ ...e.record, kind: RecordKind.CONN_SAMPLE, ts_ns: now, flush_reason: 'interval' });
+        out.push({ ...e.record, kind: KernelKind.CONN_SAMPLE, ts_ns: now, flush_reason: 'interval' });
         this.seen.set(c, { tx, rx, emitted: true });
       } else if (!idle) {
         this.seen.set(c, { tx, rx, emitted: false });

@@ -1,7 +1,8 @@
 // `nettally capture`: dumps decoded kernel records (JSON lines or one readable line each) straight from the capture API.
 import type { CommandSpec } from '../lib/args';
 import type { Command } from '../lib/command';
-import { openCapture, type Capture, type KernelRecord } from './capture';
+import { KernelKind, openCapture, type Capture, type KernelRecord } from './capture';
+import { CAPTURE_OPTIONS, captureSettingsFrom, checkSettings, pinDirOption } from './capture-options';
 
 const spec: CommandSpec = {
   name: 'capture',
@@ -14,18 +15,16 @@ const spec: CommandSpec = {
     { name: 'json', type: 'bool', help: 'one JSON object per line (otherwise one readable line per record)', default: false },
     { name: 'duration', type: 'duration', help: 'stop after this long (0 = until SIGINT/SIGTERM)', default: 0, min: 0 },
     { name: 'count', type: 'int', help: 'stop after this many records (0 = no limit)', default: 0, min: 0 },
-    { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', help: 'flush connections with unflushed bytes older than this', default: 5000, min: 10 },
-    { name: 'flush-threshold', type: 'bytes', env: 'NETTALLY_FLUSH_THRESHOLD', help: 'flush a connection once it has this many unflushed bytes', default: 16 * 1024 * 1024, min: 1 },
-    { name: 'ring-buffer', type: 'bytes', env: 'NETTALLY_RING_BUFFER', help: 'kernel ring buffer size (power of two)', default: 4 * 1024 * 1024, min: 4096 },
-    { name: 'iface-interval', type: 'duration', env: 'NETTALLY_IFACE_INTERVAL', help: 'emit per-interface counters this often (0 = never)', default: 10000, min: 0 },
-    { name: 'pin-dir', type: 'string', env: 'NETTALLY_PIN_DIR', help: 'bpffs directory for pinned maps (reused when present: counters continue)' },
+    ...CAPTURE_OPTIONS,
+    pinDirOption(undefined, 'bpffs directory for pinned maps, reused when present (counters continue); unset or "none": no pinning'),
     { name: 'snapshot', type: 'bool', help: 'print every tracked connection (flush_reason snapshot) first', default: false },
-    { name: 'check', type: 'bool', help: 'load and attach the kernel programs, then exit 0 (or fail saying why)', default: false },
+    { name: 'check', type: 'bool', help: 'load and attach the kernel programs with the settings above, then exit 0 (or fail saying why)', default: false },
   ],
   examples: ['sudo nettally capture --json --duration 10s', 'sudo nettally capture --check', 'sudo nettally capture --json --count 100 | jq .'],
 };
 
-const KIND_NAMES = ['?', 'OPEN', 'SAMPLE', 'CLOSE', 'LISTEN', 'IFACE'];
+/** Kernel kind -> its readable name: CONN_OPEN -> OPEN (the NT_KIND_* name without the CONN_ prefix). */
+const KIND_NAMES: Record<number, string> = Object.fromEntries(Object.entries(KernelKind).map(([name, kind]) => [kind, name.replace(/^CONN_/, '')]));
 
 function hostPort(addr: string, port: number, family: number): string {
   return family === 10 ? `[${addr}]:${port}` : `${addr}:${port}`;
@@ -34,15 +33,15 @@ function hostPort(addr: string, port: number, family: number): string {
 /** One readable line per record (the JSON form is the contract; this is for eyes). */
 export function formatRecord(r: KernelRecord): string {
   const kind = KIND_NAMES[r.kind] ?? String(r.kind);
-  if (r.kind === 4) {
+  if (r.kind === KernelKind.LISTEN) {
     return `${kind.padEnd(6)} tcp ${hostPort(r.addr, r.port, r.family)} backlog=${r.backlog} netns=${r.netns} pid=${r.pid} comm=${r.comm}`;
   }
-  if (r.kind === 5) {
+  if (r.kind === KernelKind.IFACE) {
     return `${kind.padEnd(6)} netns=${r.netns} ifindex=${r.ifindex} rx=${r.rx_bytes}B/${r.rx_packets}p tx=${r.tx_bytes}B/${r.tx_packets}p`;
   }
   const proto = r.protocol === 6 ? 'tcp' : 'udp';
   const dir = ['?', 'out', 'in'][r.direction];
-  const dur = r.kind === 3 ? ` duration=${(r.duration_ns / 1e9).toFixed(3)}s` : '';
+  const dur = r.kind === KernelKind.CONN_CLOSE ? ` duration=${(r.duration_ns / 1e9).toFixed(3)}s` : '';
   return (
     `${kind.padEnd(6)} ${proto} ${hostPort(r.saddr, r.sport, r.family)} ${dir === 'in' ? '<-' : '->'} ${hostPort(r.daddr, r.dport, r.family)} ` +
     `tx=${r.tx_bytes} rx=${r.rx_bytes} retrans=${r.retransmits} pid=${r.pid} comm=${r.comm} netns=${r.netns} reason=${r.flush_reason}${dur}`
@@ -53,21 +52,14 @@ export const command: Command = {
   spec,
   async run(args, ctx) {
     const log = ctx.logger;
-    const cap: Capture = await openCapture(
-      {
-        flushIntervalMs: args.num('flush-interval'),
-        flushThresholdBytes: args.num('flush-threshold'),
-        ringBufferBytes: args.num('ring-buffer'),
-        ifaceIntervalMs: args.num('iface-interval'),
-        pinDir: args.optStr('pin-dir'),
-      },
-      log,
-    );
+    const settings = captureSettingsFrom(args);
     if (args.bool('check')) {
-      await cap.close();
-      ctx.stdout.write('nettally capture: kernel programs load and attach\n');
+      const check = checkSettings(settings);
+      await (await openCapture(check.settings, log)).close();
+      ctx.stdout.write(`nettally capture: kernel programs load and attach${check.note ? ` (${check.note})` : ''}\n`);
       return 0;
     }
+    const cap: Capture = await openCapture(settings, log);
     const json = args.bool('json');
     const limit = args.num('count');
     let printed = 0;
@@ -102,7 +94,7 @@ export const command: Command = {
       for await (const batch of cap.records()) {
         print(batch);
         // printed is as durable as this command gets: let the kernel drop closed connections
-        const closed = batch.filter((r) => r.kind === 3).map((r) => (r.kind === 3 ? r.cookie : 0));
+        const closed = batch.flatMap((r) => (r.kind === KernelKind.CONN_CLOSE ? [r.cookie] : []));
         if (closed.length > 0 && !stopping) cap.forget(closed);
       }
     } finally {

@@ -6,6 +6,9 @@ import { configError, NettallyError } from '../lib/errors';
 import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import type { ParsedArgs } from '../lib/args';
 import { parseListen, serveMetrics } from './metrics';
+import { CAPTURE_OPTIONS, captureSettingsFrom, checkSettings, pinDirOption } from './capture-options';
+import { KAFKA_DEFAULT_MAX_MESSAGE_BYTES } from './kafka-batch';
+import { checkKafka } from './kafka-check';
 import { createProducer, type ProducerConfig } from './producer';
 import type { FsyncPolicy } from './spool';
 
@@ -27,7 +30,7 @@ export function checkPrivileges(caps = effectiveCaps()): void {
   const missing = [has(CAP_BPF) ? '' : 'CAP_BPF', has(CAP_PERFMON) ? '' : 'CAP_PERFMON'].filter(Boolean).join('+');
   throw new NettallyError(
     'PRIVILEGES',
-    `loading the eBPF programs needs root, or CAP_BPF+CAP_PERFMON (missing: ${missing}; CAP_NET_ADMIN too for the interface counters, ` +
+    `loading the eBPF programs needs root, or CAP_BPF+CAP_PERFMON (missing: ${missing}; CAP_NET_ADMIN too for the cgroup programs, ` +
       `CAP_SYS_ADMIN to mount bpffs for pinned maps). Run it as root (sudo nettally producer …), or grant the capabilities, e.g. ` +
       `systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN, or: sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep "$(readlink -f "$(command -v node)")". ` +
       `Nothing else in the producer needs privileges.`,
@@ -61,29 +64,33 @@ export function ensureMounts(pinDir: string | undefined, logger: { info(o: objec
 }
 
 function configFrom(args: ParsedArgs): ProducerConfig {
-  const pin = args.str('pin-dir');
-  const batchMaxBytes = args.num('batch-max-bytes');
+  const maxMessageBytes = args.num('max-message-bytes');
+  let batchMaxBytes = args.num('batch-max-bytes');
+  if (batchMaxBytes > maxMessageBytes) {
+    // The default batch size follows a lowered broker limit; one the operator chose must agree with it.
+    if (args.sources['batch-max-bytes'] === 'default') batchMaxBytes = maxMessageBytes;
+    else {
+      throw configError(
+        '--batch-max-bytes (env NETTALLY_BATCH_MAX_BYTES)',
+        `${batchMaxBytes} is more than --max-message-bytes (env NETTALLY_MAX_MESSAGE_BYTES) ${maxMessageBytes}, the largest record batch the broker accepts; lower --batch-max-bytes or raise --max-message-bytes to the topic's max.message.bytes`,
+      );
+    }
+  }
   const spoolMaxBytes = args.num('spool-max-bytes');
   if (batchMaxBytes * 2 > spoolMaxBytes) {
     throw configError('--spool-max-bytes (env NETTALLY_SPOOL_MAX_BYTES)', `must be at least twice --batch-max-bytes (${batchMaxBytes}), got ${spoolMaxBytes}`);
   }
-  if (pin !== 'none' && !pin.startsWith('/')) throw configError('--pin-dir (env NETTALLY_PIN_DIR)', `expected an absolute bpffs path or "none", got ${JSON.stringify(pin)}`);
-  const ring = args.optNum('ring-buffer-bytes');
   return {
     stateDir: args.str('state-dir'),
     kafka: kafkaConfigFrom(args),
     topic: args.str('topic'),
-    pinDir: pin === 'none' ? undefined : pin,
     spoolMaxBytes,
     fsync: args.str('fsync') as FsyncPolicy,
     batchMaxRecords: args.num('batch-max-records'),
     batchMaxBytes,
-    batchMaxMs: args.num('batch-max-ms'),
-    flushIntervalMs: args.num('flush-interval'),
-    flushThresholdBytes: args.num('flush-threshold'),
-    ifaceIntervalMs: args.num('iface-interval'),
-    ...(ring ? { ringBufferBytes: ring } : {}),
-    maxConnections: args.num('max-connections'),
+    maxMessageBytes,
+    batchMaxMs: args.num('batch-max-wait'),
+    ...captureSettingsFrom(args),
     compression: args.str('compression') as 'gzip' | 'none',
     idempotent: args.bool('idempotent'),
     shutdownTimeoutMs: args.num('shutdown-timeout'),
@@ -102,23 +109,26 @@ export const command: Command = {
     options: [
       ...KAFKA_OPTIONS,
       { name: 'state-dir', type: 'string', env: 'NETTALLY_STATE_DIR', default: '/var/lib/nettally/producer', help: 'epoch file and spool directory' },
-      { name: 'pin-dir', type: 'string', env: 'NETTALLY_PIN_DIR', default: '/sys/fs/bpf/nettally', help: 'bpffs directory for pinned maps (counters survive restarts); "none" disables pinning' },
+      pinDirOption('/sys/fs/bpf/nettally', 'bpffs directory for pinned maps (counters survive restarts); "none" disables pinning'),
       { name: 'spool-max-bytes', type: 'bytes', env: 'NETTALLY_SPOOL_MAX_BYTES', default: '256MiB', min: 65536, help: 'spool size limit; when full the kernel drain pauses (bytes delayed, not lost)' },
       { name: 'fsync', type: 'enum', env: 'NETTALLY_FSYNC', choices: ['always', 'interval', 'never'], default: 'always', help: 'spool fsync: per appended batch, every 200ms, or never (the OS decides)' },
       { name: 'batch-max-records', type: 'int', env: 'NETTALLY_BATCH_MAX_RECORDS', default: 5000, min: 1, max: 100000, help: 'records per Kafka batch' },
-      { name: 'batch-max-bytes', type: 'bytes', env: 'NETTALLY_BATCH_MAX_BYTES', default: '2MiB', min: 1024, help: 'bytes per Kafka batch (about)' },
-      { name: 'batch-max-ms', type: 'duration', env: 'NETTALLY_BATCH_MAX_MS', default: '200ms', min: 0, help: 'longest a record waits for a fuller batch' },
-      { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: '5s', min: 100, help: 'kernel flushes a connection whose bytes are unflushed this long' },
-      { name: 'flush-threshold', type: 'bytes', env: 'NETTALLY_FLUSH_THRESHOLD', default: '16MiB', min: 1, help: 'kernel flushes a connection with more unflushed bytes than this' },
-      { name: 'iface-interval', type: 'duration', env: 'NETTALLY_IFACE_INTERVAL', default: '10s', min: 0, help: 'interface counter samples interval (0 = off)' },
-      { name: 'max-connections', type: 'int', env: 'NETTALLY_MAX_CONNECTIONS', default: 1 << 20, min: 1024, max: 1 << 24, help: 'kernel connection map size: open connections plus closed ones not yet shipped (a full map leaves new connections uncounted)' },
-      { name: 'ring-buffer-bytes', type: 'bytes', env: 'NETTALLY_RING_BUFFER_BYTES', help: 'kernel ring buffer size (power of two; default of the capture: 4MiB)' },
+      { name: 'batch-max-bytes', type: 'bytes', env: 'NETTALLY_BATCH_MAX_BYTES', default: '1MiB', min: 1024, help: 'spooled bytes per Kafka batch (about; at most --max-message-bytes)' },
+      {
+        name: 'max-message-bytes', type: 'bytes', env: 'NETTALLY_MAX_MESSAGE_BYTES', default: KAFKA_DEFAULT_MAX_MESSAGE_BYTES, min: 1024, max: 1 << 30,
+        help: "the broker's limit on one record batch: the topic's max.message.bytes (Kafka's default 1048588); every batch, header included, is cut to fit",
+      },
+      {
+        name: 'batch-max-wait', type: 'duration', env: 'NETTALLY_BATCH_MAX_WAIT', default: '200ms', min: 0,
+        deprecated: { flags: ['batch-max-ms'], env: ['NETTALLY_BATCH_MAX_MS'] }, help: 'longest a record waits for a fuller batch',
+      },
+      ...CAPTURE_OPTIONS,
       { name: 'compression', type: 'enum', env: 'NETTALLY_COMPRESSION', choices: ['none', 'gzip'], default: 'none', help: 'Kafka batch compression' },
       { name: 'idempotent', type: 'bool', env: 'NETTALLY_IDEMPOTENT', default: false, help: 'use the Kafka idempotent producer (consumers dedupe by host/epoch/seq either way)' },
       { name: 'shutdown-timeout', type: 'duration', env: 'NETTALLY_SHUTDOWN_TIMEOUT', default: '10s', min: 0, help: 'on SIGTERM, how long to keep sending before leaving the rest in the spool' },
       { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: '30s', min: 0, help: 'one status log line this often (0 = off)' },
       { name: 'metrics-listen', type: 'string', env: 'NETTALLY_METRICS_LISTEN', help: 'serve Prometheus metrics on [host:]port (off by default; host defaults to 127.0.0.1)' },
-      { name: 'check', type: 'bool', default: false, help: 'load and attach the eBPF programs, report, and exit' },
+      { name: 'check', type: 'bool', default: false, help: 'load and attach the eBPF programs with the settings of a real run (but unpinned; pinned maps are compared, not shared), connect to Kafka and look up the topic, report, and exit (1 if anything failed)' },
     ],
     examples: [
       'sudo nettally producer --brokers kafka1:9092,kafka2:9092 --state-dir /var/lib/nettally/producer',
@@ -132,15 +142,26 @@ export const command: Command = {
     const metricsListen = args.optStr('metrics-listen');
     const listen = metricsListen ? parseListen(metricsListen) : undefined;
     checkPrivileges();
+    // A check changes nothing on the host: no mount, no pins (see checkSettings).
     ensureMounts(args.bool('check') ? undefined : config.pinDir, ctx.logger);
 
     if (args.bool('check')) {
-      const { openCapture } = await import('./capture');
-      const cap = await openCapture({ flushIntervalMs: config.flushIntervalMs, flushThresholdBytes: config.flushThresholdBytes, ifaceIntervalMs: 0 }, ctx.logger);
-      const stats = cap.stats();
-      await cap.close();
-      ctx.stdout.write(`ok: eBPF programs loaded and attached (tracked connections: ${stats.tracked_conns})\n`);
-      return 0;
+      // Both halves are checked and reported, so one run tells an operator everything that is wrong.
+      let failed = false;
+      try {
+        const { openCapture } = await import('./capture');
+        const check = checkSettings(captureSettingsFrom(args));
+        const cap = await openCapture(check.settings, ctx.logger);
+        const stats = cap.stats();
+        await cap.close();
+        ctx.stdout.write(`ok: eBPF programs loaded and attached (tracked connections: ${stats.tracked_conns}${check.note ? `; ${check.note}` : ''})\n`);
+      } catch (e) {
+        failed = true;
+        ctx.stdout.write(`FAILED: eBPF programs: ${(e as Error).message}\n`);
+      }
+      const kafka = await checkKafka(config.kafka, config.topic, ctx.logger);
+      ctx.stdout.write(`${kafka.ok ? 'ok' : 'FAILED'}: Kafka: ${kafka.message}\n`);
+      return failed || !kafka.ok ? 1 : 0;
     }
 
     const producer = createProducer({ config, logger: ctx.logger });

@@ -2,6 +2,7 @@
 import type { CommandSpec } from '../lib/args';
 import type { Command } from '../lib/command';
 import { openCapture } from './capture';
+import { captureOptions, ringBufferBytesFrom } from './capture-options';
 import { TopModel, renderFrame } from './top';
 
 const spec: CommandSpec = {
@@ -18,6 +19,8 @@ const spec: CommandSpec = {
     { name: 'netns', type: 'int', help: 'only connections in this network namespace (inode, as in `stat -Lc %i /proc/<pid>/ns/net`)', min: 0 },
     { name: 'json', type: 'bool', help: 'one JSON document per interval (same field names as the records)', default: false },
     { name: 'limit', type: 'int', help: 'rows per table in the text view', default: 20, min: 1 },
+    // Of the capture settings only the map sizes apply: top reads the connection map and discards the records.
+    ...captureOptions('max-connections', 'ring-buffer-bytes'),
   ],
   examples: ['sudo nettally top', 'sudo nettally top --json --interval 5s --count 12', 'sudo nettally top --netns 4026532256'],
 };
@@ -31,7 +34,10 @@ export const command: Command = {
     const limit = args.num('limit');
     const model = new TopModel({ pid: args.optNum('pid'), netns: args.optNum('netns') });
     // top reads the maps; records are not needed, so flush rarely and ignore the ring buffer's contents
-    const cap = await openCapture({ flushIntervalMs: 3_600_000, flushThresholdBytes: Number.MAX_SAFE_INTEGER, ifaceIntervalMs: 0 }, ctx.logger);
+    const cap = await openCapture(
+      { flushIntervalMs: 3_600_000, flushThresholdBytes: Number.MAX_SAFE_INTEGER, ifaceIntervalMs: 0, maxConnections: args.num('max-connections'), ringBufferBytes: ringBufferBytesFrom(args) },
+      ctx.logger,
+    );
     const drain = (async () => {
       for await (const _batch of cap.records()) {
         // discarded: the snapshots carry the same cumulative counters

@@ -22,6 +22,9 @@ const HELP: Array<[keyof ProducerStatus, string, 'counter' | 'gauge']> = [
   ['spool_max_bytes', 'Spool size limit in bytes', 'gauge'],
   ['spool_full_events', 'Times the spool filled up and the kernel drain paused', 'counter'],
   ['kafka_errors', 'Failed Kafka sends (retried)', 'counter'],
+  ['batches_split', 'Batches the broker refused as too large (MESSAGE_TOO_LARGE), split and resent', 'counter'],
+  ['records_dead_lettered', 'Records too large for any Kafka batch, kept in <state-dir>/dead-letter.jsonl instead of sent', 'counter'],
+  ['max_batch_bytes', 'Largest record batch the producer builds now (bytes; below --max-message-bytes once a broker refused one)', 'gauge'],
   ['send_latency_ms_last', 'Latency of the last acknowledged Kafka batch in ms', 'gauge'],
   ['epoch', 'Producer epoch', 'gauge'],
   ['seq', 'Last sequence number assigned in this epoch', 'gauge'],
@@ -33,9 +36,19 @@ export function renderMetrics(s: ProducerStatus): string {
   const put = (name: string, help: string, type: string, value: number): void => {
     out.push(`# HELP nettally_producer_${name} ${help}`, `# TYPE nettally_producer_${name} ${type}`, `nettally_producer_${name} ${value}`);
   };
-  for (const [key, help, type] of HELP) put(key === 'records_in' || key === 'records_out' || key === 'records_spooled' || key === 'batches_out' || key === 'kafka_errors' || key === 'spool_full_events' ? `${key}_total` : key, help, type, Number(s[key]));
+  for (const [key, help, type] of HELP) put(type === 'counter' ? `${key}_total` : key, help, type, Number(s[key]));
   put('spool_full', '1 while the spool is full (kernel drain paused)', 'gauge', s.spool_full ? 1 : 0);
   put('kafka_up', '1 when the last Kafka send succeeded', 'gauge', s.kafka_ok ? 1 : 0);
+  // One series per state (1 for the current one), so an alert can fire on kafka_state{state="error"} == 1.
+  out.push('# HELP nettally_producer_kafka_state Kafka state: connecting, ok, retrying (transient) or error (needs an operator: authorization, missing topic, config)');
+  out.push('# TYPE nettally_producer_kafka_state gauge');
+  for (const state of ['connecting', 'ok', 'retrying', 'error']) out.push(`nettally_producer_kafka_state{state="${state}"} ${s.kafka_state === state ? 1 : 0}`);
+  if (s.kafka_error_code !== null) {
+    out.push('# HELP nettally_producer_kafka_error Kafka error code of the current retrying/error state, with the Unix time it began as the value');
+    out.push('# TYPE nettally_producer_kafka_error gauge');
+    const since = s.kafka_error_since ? Math.floor(Date.parse(s.kafka_error_since) / 1000) : 0;
+    out.push(`nettally_producer_kafka_error{code="${s.kafka_error_code.replace(/[\\"\n]/g, '_')}"} ${since}`);
+  }
   if (s.kernel) {
     put('kernel_ringbuf_drops_total', 'Ring-buffer reservations that failed in the kernel (records delayed, counters kept)', 'counter', s.kernel.ringbuf_drops);
     put('kernel_conn_map_full_total', 'Connections not tracked because the kernel connection map was full', 'counter', s.kernel.conn_map_full);

@@ -1,155 +1,40 @@
 // The producer daemon's core: capture → wire record (host, epoch, seq, enrichment) → Avro → durable spool →
 // Kafka (sendBatch, acks=-1, batched by size and time). Nothing leaves the spool before Kafka acknowledged it.
-import { EventEmitter } from 'events';
+// This file is the lifecycle (start, stop, status); producer/ingest.ts turns kernel records into spooled ones,
+// producer/sender.ts sends the spool to Kafka; producer/types.ts is the public contract.
 import { join } from 'path';
-import { CompressionTypes, Kafka, logLevel, type KafkaConfig, type Producer as KafkaProducer } from 'kafkajs';
+import { createKafkaClient } from '../lib/kafka';
 import { NettallyError } from '../lib/errors';
+import { ensurePrivateDir } from '../lib/private-files';
 import type { Logger } from '../lib/log';
-import { createCodec, type Codec } from '../schemas/index';
 import type { Capture, CaptureOptions, KernelRecord, KernelStats } from './capture';
-import { BootClock, ProcessEnricher, readHostIdentity, type HostIdentity } from './host';
+import { BootClock, ProcessEnricher, readHostIdentity } from './host';
+import { IngestStage } from './ingest';
 import { claimEpoch, Sequencer } from './sequence';
-import { Spool, type FsyncPolicy, type SpoolEntry } from './spool';
-import { KIND_CONN_CLOSE, toWire, type WireContext } from './wire';
+import { KAFKA_DEFAULT_MAX_MESSAGE_BYTES } from './kafka-batch';
+import { Spool } from './spool';
+import type { NettallyProducer, ProducerConfig, ProducerStatus } from './types';
 
-export interface ProducerConfig {
-  /** Holds the epoch file and the spool (spool/ under it). */
-  stateDir: string;
-  kafka: KafkaConfig;
-  topic: string;
-  /** bpffs directory for pinned maps; undefined = no pins (counters restart with the process). */
-  pinDir?: string;
-  spoolMaxBytes: number;
-  fsync: FsyncPolicy;
-  batchMaxRecords: number;
-  batchMaxBytes: number;
-  /** Longest a record waits for a fuller batch (kafkajs has no linger). */
-  batchMaxMs: number;
-  flushIntervalMs: number;
-  flushThresholdBytes: number;
-  ifaceIntervalMs: number;
-  ringBufferBytes?: number;
-  /** Kernel connection map size (capture default when absent). */
-  maxConnections?: number;
-  compression: 'gzip' | 'none';
-  /** Kafka idempotent producer (one awaited batch at a time either way). */
-  idempotent: boolean;
-  /** How long stop() keeps sending before leaving the rest in the spool. */
-  shutdownTimeoutMs: number;
-  /** Emit a 'status' event (and log line) this often; 0 = never. */
-  statusIntervalMs: number;
-  /** Opens the kernel capture; defaults to producer/capture's openCapture (tests and benches may supply another source). */
-  openCapture?: (options: CaptureOptions, logger: Logger) => Promise<Capture>;
-  /** Host identity override (defaults to /etc/machine-id, boot id, hostname). */
-  host?: HostIdentity;
-}
+export type { NettallyProducer, ProducerConfig, ProducerEvents, ProducerStatus } from './types';
 
-export interface ProducerStatus {
-  host_id: string;
-  epoch: number;
-  /** Last seq assigned in this epoch. */
-  seq: number;
-  /** Kernel records received from the capture (snapshot included). */
-  records_in: number;
-  /** Records appended to the spool. */
-  records_spooled: number;
-  /** Kernel records skipped because they did not fit their schema (a bug; logged). */
-  records_invalid: number;
-  /** Records Kafka acknowledged. */
-  records_out: number;
-  batches_out: number;
-  spool_records: number;
-  spool_bytes: number;
-  spool_max_bytes: number;
-  /** The spool is full: the capture is not drained (the kernel keeps counting; bytes are delayed, not lost). */
-  spool_full: boolean;
-  spool_full_events: number;
-  kafka_ok: boolean;
-  kafka_errors: number;
-  kafka_last_error: string | null;
-  /** Send latency (sendBatch → ack) of the last batch and the max since the previous status, ms. */
-  send_latency_ms_last: number;
-  send_latency_ms_max: number;
-  send_latency_ms_avg: number;
-  kernel: KernelStats | null;
-}
-
-export interface ProducerEvents {
-  status: [ProducerStatus];
-  sent: [{ records: number; bytes: number; latencyMs: number }];
-  'spool-full': [{ spool_bytes: number }];
-  'spool-resumed': [{ spool_bytes: number }];
-  'kafka-error': [Error];
-  'kafka-ok': [];
-  /** The pipeline cannot go on (spool I/O error, capture gone): call stop() and exit non-zero. */
-  fatal: [Error];
-}
-
-export interface NettallyProducer {
-  on<E extends keyof ProducerEvents>(event: E, listener: (...args: ProducerEvents[E]) => void): this;
-  off<E extends keyof ProducerEvents>(event: E, listener: (...args: ProducerEvents[E]) => void): this;
-  /** Opens state, spool and capture; replays the spool, snapshots the kernel, then streams live records. */
-  start(): Promise<void>;
-  /** Final snapshot, releases the capture (pins stay), sends what it can within shutdownTimeoutMs, closes. */
-  stop(): Promise<void>;
-  status(): ProducerStatus;
-  /** Resolves once the spool is empty (everything so far acknowledged by Kafka). */
-  drained(timeoutMs?: number): Promise<boolean>;
-}
-
-type Waiter = () => void;
-
-/** Most kernel records ingested (encoded, spooled) in one round. */
-const COALESCE_RECORDS = 20_000;
-
-class Producer extends EventEmitter implements NettallyProducer {
-  private readonly log: Logger;
-  private readonly codec: Codec = createCodec();
-  private host!: HostIdentity;
+class Producer extends IngestStage implements NettallyProducer {
   private epoch = 0;
   private seq!: Sequencer;
-  private spool!: Spool;
   private clock!: BootClock;
   /** The capture's own CLOCK_BOOTTIME → Unix conversion (exact, from the addon) when the kernel capture is used. */
   private kernelClock?: (ts: number) => bigint;
   private readonly enricher = new ProcessEnricher();
-  private capture?: Capture;
-  private kafka!: KafkaProducer;
-  private kafkaConnected = false;
-  private wire!: WireContext;
-
-  private stopping = false;
-  private senderStop = false;
   private captureLoop?: Promise<void>;
   private senderLoop?: Promise<void>;
-  private ingestChain: Promise<void> = Promise.resolve();
-  private dataWaiters: Waiter[] = [];
-  private spaceWaiters: Waiter[] = [];
-  private stopWaiters: Waiter[] = [];
-  private spoolClosed = false;
-  /** When stopping: the time after which ingests waiting for spool room give up. */
-  private stopDeadline = Infinity;
-  private lastFullLog = 0;
-  private readonly pendingForgets = new Set<Promise<void>>();
-  private oldestPendingAt = 0;
   private statusTimer?: NodeJS.Timeout;
-
   /** conn_map_full as of the last status line, so each increase is reported once. */
   private mapFullReported = 0;
-  private counters = {
-    records_in: 0, records_spooled: 0, records_invalid: 0, records_out: 0, batches_out: 0, spool_full_events: 0, kafka_errors: 0,
-    kafka_last_error: null as string | null, kafka_ok: false, spool_full: false,
-    lat_last: 0, lat_max: 0, lat_sum: 0, lat_n: 0,
-  };
-
-  constructor(private readonly config: ProducerConfig, logger: Logger) {
-    super();
-    this.log = logger.child({ component: 'producer' });
-  }
 
   async start(): Promise<void> {
     const c = this.config;
     this.host = c.host ?? readHostIdentity();
+    // The state dir holds the spool and dead letters: connection metadata of every process on the host.
+    ensurePrivateDir(c.stateDir, this.log);
     this.epoch = claimEpoch(c.stateDir);
     this.seq = new Sequencer(this.epoch);
     this.clock = new BootClock();
@@ -166,16 +51,8 @@ class Producer extends EventEmitter implements NettallyProducer {
       'producer starting',
     );
 
-    const kafka = new Kafka({
-      ...c.kafka,
-      logLevel: logLevel.WARN,
-      logCreator: () => ({ namespace, level, log }) => {
-        // kafkajs repeats every connection failure; our send loop reports Kafka state changes once.
-        const { message, ...rest } = log;
-        this.log.debug({ kafkajs: namespace, level, ...rest }, String(message));
-      },
-      retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 },
-    });
+    // kafkajs repeats every connection failure; our send loop reports Kafka state changes once.
+    const kafka = createKafkaClient(c.kafka, { logger: this.log, levels: 'debug', retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 } });
     this.kafka = kafka.producer({
       idempotent: c.idempotent,
       maxInFlightRequests: 1,
@@ -214,7 +91,7 @@ class Producer extends EventEmitter implements NettallyProducer {
       // Leave nothing running: the spool keeps its records for the next start.
       this.senderStop = true;
       this.wake(this.dataWaiters);
-      this.wake(this.stopWaiters);
+      this.senderStopCtl.abort();
       await Promise.race([this.senderLoop, new Promise((r) => setTimeout(r, 2000).unref())]);
       this.spoolClosed = true;
       this.spool.close();
@@ -255,7 +132,7 @@ class Producer extends EventEmitter implements NettallyProducer {
     const drained = await this.drained(Math.max(0, deadline - Date.now()));
     this.senderStop = true;
     this.wake(this.dataWaiters);
-    this.wake(this.stopWaiters);
+    this.senderStopCtl.abort();
     // A send still in flight (a hung broker) must not hold shutdown: its records stay spooled and are re-sent.
     await Promise.race([this.senderLoop, new Promise((r) => setTimeout(r, 2000).unref())]);
     const left = { spool_records: this.spool.records, spool_bytes: this.spool.bytes };
@@ -307,8 +184,14 @@ class Producer extends EventEmitter implements NettallyProducer {
       spool_full: k.spool_full,
       spool_full_events: k.spool_full_events,
       kafka_ok: k.kafka_ok,
+      kafka_state: k.kafka_state,
       kafka_errors: k.kafka_errors,
       kafka_last_error: k.kafka_last_error,
+      kafka_error_code: k.kafka_error_code,
+      kafka_error_since: k.kafka_error_since,
+      batches_split: k.batches_split,
+      max_batch_bytes: this.maxBatchBytes,
+      records_dead_lettered: k.records_dead_lettered,
       send_latency_ms_last: k.lat_last,
       send_latency_ms_max: k.lat_max,
       send_latency_ms_avg: k.lat_n ? Math.round((k.lat_sum / k.lat_n) * 10) / 10 : 0,
@@ -332,238 +215,13 @@ class Producer extends EventEmitter implements NettallyProducer {
     this.counters.lat_sum = 0;
     this.counters.lat_n = 0;
   }
-
-  private async runCapture(cap: Capture): Promise<void> {
-    try {
-      // The drain thread hands over small batches (one per ring-buffer poll); under churn that is thousands per
-      // second. Coalesce whatever is already queued into one ingest: one spool write and one fsync per round.
-      const it = cap.records()[Symbol.asyncIterator]();
-      const NOT_YET = Symbol('not yet');
-      let next: Promise<IteratorResult<KernelRecord[]>> | undefined;
-      let done = false;
-      while (!done) {
-        const first = await (next ?? it.next());
-        next = undefined;
-        if (first.done) break;
-        let batch = first.value;
-        while (batch.length < COALESCE_RECORDS) {
-          const pending = it.next();
-          const more = await Promise.race([pending, new Promise<typeof NOT_YET>((r) => setImmediate(() => r(NOT_YET)))]);
-          if (more === NOT_YET) {
-            next = pending;
-            break;
-          }
-          if (more.done) {
-            done = true;
-            break;
-          }
-          batch = batch.length === 0 ? more.value : batch.concat(more.value);
-        }
-        await this.ingest(batch);
-      }
-      if (!this.stopping) throw new NettallyError('INTERNAL', 'the kernel capture ended unexpectedly');
-    } catch (e) {
-      if (this.stopping) throw e;
-      // Spool I/O errors or a dead capture: nothing sensible to do but stop; the kernel keeps counting (pinned maps).
-      this.log.fatal({ err: e }, 'producer pipeline failed');
-      this.emit('fatal', e as Error);
-    }
-  }
-
-  /** Encodes and spools one batch (serialised with other ingests), then forgets closed connections once durable. */
-  private ingest(records: readonly KernelRecord[], deadline = Infinity): Promise<void> {
-    const run = this.ingestChain.then(() => this.ingestNow(records, deadline));
-    this.ingestChain = run.catch(() => undefined);
-    return run;
-  }
-
-  private async ingestNow(records: readonly KernelRecord[], deadline: number): Promise<void> {
-    if (records.length === 0) return;
-    this.counters.records_in += records.length;
-    const key = Buffer.from(this.host.host_id);
-    // Chunks small enough to fit a partly full spool; closed cookies are forgotten per chunk once it is durable.
-    const chunkBytes = Math.max(1, Math.floor(this.spool.maxBytes / 4));
-    let chunk: SpoolEntry[] = [];
-    let chunkClosed: number[] = [];
-    let size = 0;
-    for (const r of records) {
-      const w = toWire(r, this.wire);
-      if (!w) continue;
-      let value: Buffer;
-      try {
-        value = this.codec.encode(w.kind, w.record as never);
-      } catch (e) {
-        // A kernel record that does not fit the schema is a bug to report, not a reason to stop counting the rest.
-        this.counters.records_invalid += 1;
-        this.log.error({ err: e, kind: w.kind }, 'record does not fit its schema; skipped');
-        continue;
-      }
-      const entry = { key, value };
-      const entryBytes = Spool.sizeOf([entry]);
-      if (size + entryBytes > chunkBytes && chunk.length > 0) {
-        if (!(await this.spoolChunk(chunk, chunkClosed, deadline))) return;
-        // Let Kafka acks and sends run between chunks: a burst from the kernel must not starve the sender.
-        await new Promise((r) => setImmediate(r));
-        chunk = [];
-        chunkClosed = [];
-        size = 0;
-      }
-      chunk.push(entry);
-      size += entryBytes;
-      if (r.kind === KIND_CONN_CLOSE) chunkClosed.push((r as { cookie: number }).cookie);
-    }
-    await this.spoolChunk(chunk, chunkClosed, deadline);
-    await new Promise((r) => setImmediate(r));
-  }
-
-  /** Appends one chunk, waiting while the spool is full; false if stopping made us give up (the kernel keeps those counters). */
-  private async spoolChunk(entries: SpoolEntry[], closed: number[], deadline: number): Promise<boolean> {
-    if (entries.length === 0) return true;
-    while (!this.spool.append(entries)) {
-      if (!this.counters.spool_full) {
-        this.counters.spool_full = true;
-        this.counters.spool_full_events += 1;
-        // At equilibrium (Kafka slower than the kernel) this flips many times a second: log it every 10 s at most.
-        if (Date.now() - this.lastFullLog > 10_000) {
-          this.lastFullLog = Date.now();
-          this.log.warn(
-            { spool_bytes: this.spool.bytes, spool_max_bytes: this.spool.maxBytes, spool_full_events: this.counters.spool_full_events },
-            'spool full: pausing the kernel drain until Kafka takes records (the kernel keeps counting; bytes are delayed, not lost)',
-          );
-        }
-        this.emit('spool-full', { spool_bytes: this.spool.bytes });
-      }
-      if (Date.now() >= Math.min(deadline, this.stopDeadline) || this.senderStop) {
-        this.log.warn({ records: entries.length }, 'stopping with a full spool: these records stay with the kernel (pinned counters) for the next start');
-        return false;
-      }
-      await this.waitFor(this.spaceWaiters, Math.min(1000, Math.max(1, Math.min(deadline, this.stopDeadline) - Date.now())));
-    }
-    if (this.counters.spool_full) {
-      this.counters.spool_full = false;
-      this.log.debug({ spool_bytes: this.spool.bytes }, 'spool has room again: draining the kernel');
-      this.emit('spool-resumed', { spool_bytes: this.spool.bytes });
-    }
-    this.counters.records_spooled += entries.length;
-    if (this.oldestPendingAt === 0) this.oldestPendingAt = Date.now();
-    this.wake(this.dataWaiters);
-    if (closed.length > 0 && this.capture) {
-      // Off the ingest path: waiting for each fsync here would throttle the kernel drain to the disk's fsync rate.
-      const cap = this.capture;
-      const p = this.spool.whenDurable().then(() => {
-        try {
-          cap.forget(closed);
-        } catch (e) {
-          // Harmless: the entries stay in the kernel map and the next snapshot re-sends their (unchanged) final counters.
-          this.log.debug({ err: e, cookies: closed.length }, 'forget failed');
-        }
-      });
-      this.pendingForgets.add(p);
-      void p.finally(() => this.pendingForgets.delete(p));
-    }
-    return true;
-  }
-
-  private async runSender(): Promise<void> {
-    const c = this.config;
-    let backoff = 100;
-    const compression = c.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
-    while (!this.senderStop) {
-      const batch = this.spool.peek(c.batchMaxRecords, c.batchMaxBytes);
-      if (batch.entries.length === 0) {
-        this.oldestPendingAt = 0;
-        await this.waitFor(this.dataWaiters, 1000);
-        continue;
-      }
-      const lingerLeft = this.oldestPendingAt + c.batchMaxMs - Date.now();
-      if (batch.entries.length < c.batchMaxRecords && batch.bytes < c.batchMaxBytes && lingerLeft > 0 && !this.stopping) {
-        await this.waitFor(this.dataWaiters, lingerLeft);
-        continue;
-      }
-      const t0 = Date.now();
-      try {
-        if (!this.kafkaConnected) {
-          await this.kafka.connect();
-          this.kafkaConnected = true;
-        }
-        await this.kafka.sendBatch({
-          topicMessages: [{ topic: c.topic, messages: batch.entries.map((e) => ({ key: e.key, value: e.value })) }],
-          acks: -1,
-          timeout: 30_000,
-          compression,
-        });
-      } catch (e) {
-        this.onKafkaError(e as Error);
-        await this.waitFor(this.stopWaiters, backoff);
-        backoff = Math.min(backoff * 2, 5000);
-        continue;
-      }
-      const latency = Date.now() - t0;
-      if (this.spoolClosed) return;
-      this.spool.ack(batch);
-      this.wake(this.spaceWaiters);
-      backoff = 100;
-      const k = this.counters;
-      k.records_out += batch.entries.length;
-      k.batches_out += 1;
-      k.lat_last = latency;
-      k.lat_max = Math.max(k.lat_max, latency);
-      k.lat_sum += latency;
-      k.lat_n += 1;
-      // Whatever is still spooled has waited long enough: send it without lingering.
-      this.oldestPendingAt = this.spool.records > 0 ? 1 : 0;
-      if (!k.kafka_ok) {
-        k.kafka_ok = true;
-        this.log.info({ spool_records: this.spool.records, spool_bytes: this.spool.bytes }, k.kafka_errors ? 'Kafka reachable again: draining the spool' : 'Kafka connected');
-        this.emit('kafka-ok');
-      }
-      this.emit('sent', { records: batch.entries.length, bytes: batch.bytes, latencyMs: latency });
-    }
-  }
-
-  private onKafkaError(err: Error): void {
-    const k = this.counters;
-    k.kafka_errors += 1;
-    k.kafka_last_error = err.message;
-    if (k.kafka_ok || k.kafka_errors === 1) {
-      this.log.warn(
-        { err: { message: err.message, name: err.name }, spool_records: this.spool.records, spool_bytes: this.spool.bytes },
-        'Kafka unavailable: keeping records in the spool and retrying with backoff',
-      );
-    }
-    k.kafka_ok = false;
-    // Reconnect from scratch next time: kafkajs may hold a half-dead connection after a broker restart.
-    if (this.kafkaConnected) {
-      this.kafkaConnected = false;
-      this.kafka.disconnect().catch(() => undefined);
-    }
-    this.emit('kafka-error', err);
-  }
-
-  private waitFor(list: Waiter[], ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(t);
-        resolve();
-      };
-      const t = setTimeout(() => {
-        const i = list.indexOf(done);
-        if (i >= 0) list.splice(i, 1);
-        resolve();
-      }, Math.min(Math.max(1, ms), 60_000));
-      list.push(done);
-    });
-  }
-
-  private wake(list: Waiter[]): void {
-    for (const w of list.splice(0)) w();
-  }
 }
 
 /** The producer factory: `{ config, logger }` like the consumer's; nothing runs until start(). */
 export function createProducer({ config, logger }: { config: ProducerConfig; logger: Logger }): NettallyProducer {
-  for (const [name, v] of Object.entries({ batchMaxRecords: config.batchMaxRecords, batchMaxBytes: config.batchMaxBytes, spoolMaxBytes: config.spoolMaxBytes })) {
+  for (const [name, v] of Object.entries({ batchMaxRecords: config.batchMaxRecords, batchMaxBytes: config.batchMaxBytes, spoolMaxBytes: config.spoolMaxBytes, maxMessageBytes: config.maxMessageBytes ?? 1 })) {
     if (!(v > 0)) throw new NettallyError('CONFIG_INVALID', `producer setting ${name} must be positive, got ${v}`, { context: { setting: name } });
   }
-  return new Producer(Object.freeze({ ...config }), logger);
+  return new Producer(Object.freeze({ ...config, maxMessageBytes: config.maxMessageBytes ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES }), logger);
 }
+

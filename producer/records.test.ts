@@ -1,5 +1,5 @@
 // Unit tests of the packed-record decoder (producer/records.ts) against buffers laid out as bpf/nettally.h says.
-import { LAYOUT, decodeBatch, decodeConnEntries, decodeIfaces, formatAddr } from './records';
+import { LAYOUT, commText, decodeBatch, decodeConnEntries, decodeIfaces, formatAddr } from './records';
 
 function addr(bytes: number[]): DataView {
   const dv = new DataView(new ArrayBuffer(16));
@@ -101,4 +101,21 @@ test('decodeIfaces', () => {
   dv.setUint32(4, 2, true);
   [1000, 10, 2000, 20].forEach((v, i) => dv.setBigUint64(8 + 8 * i, BigInt(v), true));
   expect(decodeIfaces(buf, 55)).toEqual([{ kind: 5, ts_ns: 55, netns: 123, ifindex: 2, rx_bytes: 1000, rx_packets: 10, tx_bytes: 2000, tx_packets: 20 }]);
+});
+
+test('commText: ASCII as is, UTF-8 as text (a character the kernel cut off is left out), other bytes one per character', () => {
+  // the kernel's 16-byte comm buffer, NUL-padded
+  const b = (...x: (number | string)[]): Uint8Array => {
+    const out = new Uint8Array(16);
+    out.set(x.flatMap((v) => (typeof v === 'string' ? [...Buffer.from(v, 'utf8')] : [v])));
+    return out;
+  };
+  expect(commText(b('nginx', 0, 'junk'))).toBe('nginx');
+  expect(commText(b('café', 0))).toBe('café');
+  // a 16-byte kernel comm buffer: "日本語のプ" (15 bytes) + NUL, and a 3-byte character cut after its first byte
+  expect(commText(b('日本語のプ', 0))).toBe('日本語のプ');
+  expect(commText(b('ab日本語の', 0xe3, 0))).toBe('ab日本語の');
+  // not UTF-8: every byte kept (Latin-1), so two different names never merge and nothing is replaced
+  expect(commText(b('bad', 0xff, 0xfe, 0x80, 0x0a, 0x5c))).toBe('bad\u00ff\u00fe\u0080\n\\');
+  expect(commText(b('caf', 0xe9))).toBe('caf\u00e9');
 });

@@ -1,103 +1,136 @@
-// Kernel record types and the DataView decoder of the packed records defined in bpf/nettally.h.
-// Field for field with that header (offsets in the comments there): change both together.
+// Kernel record types and the DataView decoder of the packed records defined in bpf/nettally.h. Offsets, sizes, C types
+// and constants come from producer/layout.generated.ts (generated from the header, checked against the compiled
+// object's BTF by scripts/build.sh): a field moved in the header moves here; a field whose C type changes no longer
+// type-checks against the reader below, which is typed by the C type it reads.
 import { NettallyError } from '../lib/errors';
+import {
+  ConnFlag, Direction, FlushReasonCode, KernelKind, nt_conn, nt_conn_record, nt_hdr, nt_iface_entry, nt_iface_key, nt_iface_val, nt_listen_record, nt_naive_record,
+} from './layout.generated';
 
-export const RecordKind = { CONN_OPEN: 1, CONN_SAMPLE: 2, CONN_CLOSE: 3, LISTEN: 4, IFACE: 5 } as const;
-export const Direction = { UNKNOWN: 0, OUTBOUND: 1, INBOUND: 2 } as const;
-export type DirectionValue = 0 | 1 | 2;
-export type FlushReason = 'open' | 'interval' | 'threshold' | 'close' | 'snapshot';
+export { ConnFlag, Direction, KernelKind };
+export type DirectionValue = (typeof Direction)[keyof typeof Direction];
+export type FlushReason = Lowercase<keyof typeof FlushReasonCode>;
+export type ConnKind = typeof KernelKind.CONN_OPEN | typeof KernelKind.CONN_SAMPLE | typeof KernelKind.CONN_CLOSE;
 
-const FLUSH_REASONS: readonly FlushReason[] = ['open', 'open', 'interval', 'threshold', 'close', 'snapshot'];
-const KIND_NAIVE = 6;
+/** flush_reason byte -> name; 0 (never written by the kernel) reads as 'open', an unknown code as 'interval'. */
+const FLUSH_REASONS: FlushReason[] = ['open'];
+for (const [name, code] of Object.entries(FlushReasonCode)) FLUSH_REASONS[code] = name.toLowerCase() as FlushReason;
+
+// The decoded records' types are derived from the generated layout: every integer field of the struct is a number,
+// every char[]/u8[] a string; header (`hdr`) and padding (`_*`) fields are not part of a record. A field added to the
+// header is therefore a required property here, and decodeConn/decodeListen do not compile until they read it.
+type CScalar = 'u8' | 'u16' | 'u32' | 'u64';
+type StructFields<S extends { fields: object }> = {
+  -readonly [K in keyof S['fields'] as K extends `_${string}` ? never : S['fields'][K] extends { type: CScalar | `${string}[${number}]` } ? K : never]:
+    S['fields'][K] extends { type: CScalar } ? number : string;
+};
 
 /** One connection's identity and cumulative payload counters (kinds CONN_OPEN, CONN_SAMPLE, CONN_CLOSE). */
-export interface ConnRecord {
-  kind: 1 | 2 | 3;
+export interface ConnRecord extends Omit<StructFields<typeof nt_conn_record>, 'direction' | 'flush_reason'> {
+  kind: ConnKind;
   /** CLOCK_BOOTTIME ns when emitted (may lose sub-2ns precision after 104 days of uptime). */
   ts_ns: number;
-  cookie: number;
-  start_ns: number;
   /** ts_ns - start_ns on CONN_CLOSE; 0 otherwise. */
   duration_ns: number;
-  /** Cumulative payload bytes the application sent/received through the socket since the connection started. */
-  tx_bytes: number;
-  rx_bytes: number;
-  retransmits: number;
-  cgroup_id: number;
-  netns: number;
-  netns_cookie: number;
-  pid: number;
-  uid: number;
-  comm: string;
-  family: number;
-  protocol: number;
   direction: DirectionValue;
-  saddr: string;
-  daddr: string;
-  sport: number;
-  dport: number;
   flush_reason: FlushReason;
 }
 
-export interface ListenRecord {
-  kind: 4;
+export interface ListenRecord extends StructFields<typeof nt_listen_record> {
+  kind: typeof KernelKind.LISTEN;
   ts_ns: number;
-  cookie: number;
-  netns: number;
-  netns_cookie: number;
-  pid: number;
-  uid: number;
-  comm: string;
-  family: number;
-  addr: string;
-  port: number;
-  backlog: number;
-  protocol: number;
 }
 
 /** Cumulative wire counters of one interface (IP packets incl. headers and retransmits), built from the iface map. */
-export interface IfaceRecord {
-  kind: 5;
+export interface IfaceRecord extends StructFields<typeof nt_iface_key>, StructFields<typeof nt_iface_val> {
+  kind: typeof KernelKind.IFACE;
   ts_ns: number;
-  netns: number;
-  ifindex: number;
-  rx_bytes: number;
-  rx_packets: number;
-  tx_bytes: number;
-  tx_packets: number;
 }
 
 export type KernelRecord = ConnRecord | ListenRecord | IfaceRecord;
 
 /** Sizes in bytes, asserted against the addon's sizeof() at open. */
-export const LAYOUT = { conn_record: 144, listen_record: 88, naive_record: 32, conn: 192, iface_entry: 40 } as const;
+export const LAYOUT = {
+  conn_record: nt_conn_record.size,
+  listen_record: nt_listen_record.size,
+  naive_record: nt_naive_record.size,
+  conn: nt_conn.size,
+  iface_entry: nt_iface_entry.size,
+} as const;
 
-/** nt_conn.flags */
-export const ConnFlag = { ESTABLISHED: 0x01, FIN_SENT: 0x02, CLOSED: 0x04, CLOSE_EMITTED: 0x08 } as const;
+// Readers typed by the C type of the field they read (a generated field descriptor): reading a __u32 as a u64 or a
+// char[] as an address does not compile.
+type Field<T extends string> = { readonly off: number; readonly type: T; readonly len?: number };
+const C = nt_conn_record.fields;
+const L = nt_listen_record.fields;
+const M = nt_conn.fields;
+const K = nt_iface_key.fields;
+const V = nt_iface_val.fields;
+
+const u8 = (dv: DataView, base: number, f: Field<'u8'>): number => dv.getUint8(base + f.off);
+const u16 = (dv: DataView, base: number, f: Field<'u16'>): number => dv.getUint16(base + f.off, true);
+const u32 = (dv: DataView, base: number, f: Field<'u32'>): number => dv.getUint32(base + f.off, true);
 
 const TWO32 = 2 ** 32;
 
 /** u64 that must be exact (counters, cookies): beyond 2^53 it cannot be a JS number. */
-function u64(dv: DataView, off: number, field: string): number {
-  const lo = dv.getUint32(off, true);
-  const hi = dv.getUint32(off + 4, true);
+function u64(dv: DataView, base: number, f: Field<'u64'>, field: string): number {
+  const lo = dv.getUint32(base + f.off, true);
+  const hi = dv.getUint32(base + f.off + 4, true);
   if (hi >= 0x200000) throw new NettallyError('RECORD_MALFORMED', `kernel record field ${field} exceeds 2^53`, { context: { field } });
   return hi * TWO32 + lo;
 }
 
 /** u64 timestamps: rounded to the nearest double past 2^53 ns (104 days of uptime). */
-function u64ts(dv: DataView, off: number): number {
-  return dv.getUint32(off + 4, true) * TWO32 + dv.getUint32(off, true);
+function u64ts(dv: DataView, base: number, f: Field<'u64'>): number {
+  return dv.getUint32(base + f.off + 4, true) * TWO32 + dv.getUint32(base + f.off, true);
 }
 
-function cstr(dv: DataView, off: number, len: number): string {
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A kernel name (comm: up to 15 bytes, NUL-terminated) as text: UTF-8 when the bytes are UTF-8 (a multi-byte
+ * character the kernel cut off at 15 bytes is left out), otherwise one character per byte (Latin-1), so that a name
+ * with invalid bytes is still kept byte for byte. ASCII, by far the most common, takes the first loop only.
+ */
+export function commText(bytes: Uint8Array): string {
   let s = '';
-  for (let i = 0; i < len; i++) {
-    const c = dv.getUint8(off + i);
-    if (c === 0) break;
+  let end = bytes.length;
+  let high = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i];
+    if (c === 0) {
+      end = i;
+      break;
+    }
+    if (c >= 0x80) high = true;
     s += String.fromCharCode(c);
   }
-  return s;
+  if (!high) return s;
+  // The kernel cuts a longer name at 15 bytes (the buffer's last byte is the NUL): only a name that fills the buffer
+  // can end in a character cut short, and only there is an incomplete trailing sequence left out.
+  let cut = end;
+  for (let k = 1; k <= 3 && end >= bytes.length - 1 && end - k >= 0; k++) {
+    const b = bytes[end - k];
+    if ((b & 0xc0) === 0x80) continue;
+    const need = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    if (need > k) cut = end - k;
+    break;
+  }
+  try {
+    return UTF8.decode(bytes.subarray(0, cut));
+  } catch {
+    return s;
+  }
+}
+
+/** A NUL-terminated char[len] (see commText). */
+function cstr(dv: DataView, base: number, f: Field<`char[${number}]`> & { readonly len: number }): string {
+  return commText(new Uint8Array(dv.buffer, dv.byteOffset + base + f.off, f.len));
+}
+
+function addr(dv: DataView, base: number, f: Field<'u8[16]'>, family: number): string {
+  return formatAddr(dv, base + f.off, family);
 }
 
 /** IPv4 dotted quad, or IPv6 in RFC 5952 form (longest zero run compressed, IPv4-mapped as ::ffff:a.b.c.d). */
@@ -128,53 +161,53 @@ export function formatAddr(dv: DataView, off: number, family: number): string {
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
 
-/** Decodes struct nt_conn_record at `off` (also the first 144 bytes of a struct nt_conn map value). */
-export function decodeConn(dv: DataView, off: number, kind: 1 | 2 | 3, reason?: FlushReason): ConnRecord {
-  const ts = u64ts(dv, off);
-  const start = u64ts(dv, off + 24);
-  const family = dv.getUint16(off + 116, true);
+/** Decodes struct nt_conn_record at `off` (also the first bytes of a struct nt_conn map value). */
+export function decodeConn(dv: DataView, off: number, kind: ConnKind, reason?: FlushReason): ConnRecord {
+  const ts = u64ts(dv, off + C.hdr.off, nt_hdr.fields.ts_ns);
+  const start = u64ts(dv, off, C.start_ns);
+  const family = u16(dv, off, C.family);
   return {
     kind,
     ts_ns: ts,
-    cookie: u64(dv, off + 16, 'cookie'),
+    cookie: u64(dv, off, C.cookie, 'cookie'),
     start_ns: start,
-    duration_ns: kind === RecordKind.CONN_CLOSE && ts > start ? ts - start : 0,
-    tx_bytes: u64(dv, off + 32, 'tx_bytes'),
-    rx_bytes: u64(dv, off + 40, 'rx_bytes'),
-    retransmits: dv.getUint32(off + 64, true),
-    cgroup_id: u64ts(dv, off + 48),
-    netns: dv.getUint32(off + 68, true),
-    netns_cookie: u64(dv, off + 56, 'netns_cookie'),
-    pid: dv.getUint32(off + 72, true),
-    uid: dv.getUint32(off + 76, true),
-    comm: cstr(dv, off + 120, 16),
+    duration_ns: kind === KernelKind.CONN_CLOSE && ts > start ? ts - start : 0,
+    tx_bytes: u64(dv, off, C.tx_bytes, 'tx_bytes'),
+    rx_bytes: u64(dv, off, C.rx_bytes, 'rx_bytes'),
+    retransmits: u32(dv, off, C.retransmits),
+    cgroup_id: u64ts(dv, off, C.cgroup_id),
+    netns: u32(dv, off, C.netns),
+    netns_cookie: u64(dv, off, C.netns_cookie, 'netns_cookie'),
+    pid: u32(dv, off, C.pid),
+    uid: u32(dv, off, C.uid),
+    comm: cstr(dv, off, C.comm),
     family,
-    protocol: dv.getUint8(off + 118),
-    direction: (dv.getUint8(off + 119) % 3) as DirectionValue,
-    saddr: formatAddr(dv, off + 80, family),
-    daddr: formatAddr(dv, off + 96, family),
-    sport: dv.getUint16(off + 112, true),
-    dport: dv.getUint16(off + 114, true),
-    flush_reason: reason ?? FLUSH_REASONS[dv.getUint8(off + 136)] ?? 'interval',
+    protocol: u8(dv, off, C.protocol),
+    direction: (u8(dv, off, C.direction) % 3) as DirectionValue,
+    saddr: addr(dv, off, C.saddr, family),
+    daddr: addr(dv, off, C.daddr, family),
+    sport: u16(dv, off, C.sport),
+    dport: u16(dv, off, C.dport),
+    flush_reason: reason ?? FLUSH_REASONS[u8(dv, off, C.flush_reason)] ?? 'interval',
   };
 }
 
 export function decodeListen(dv: DataView, off: number): ListenRecord {
-  const family = dv.getUint16(off + 66, true);
+  const family = u16(dv, off, L.family);
   return {
-    kind: 4,
-    ts_ns: u64ts(dv, off),
-    cookie: u64(dv, off + 16, 'cookie'),
-    netns_cookie: u64(dv, off + 24, 'netns_cookie'),
-    netns: dv.getUint32(off + 32, true),
-    pid: dv.getUint32(off + 36, true),
-    backlog: dv.getUint32(off + 40, true),
-    uid: dv.getUint32(off + 44, true),
-    addr: formatAddr(dv, off + 48, family),
-    port: dv.getUint16(off + 64, true),
+    kind: KernelKind.LISTEN,
+    ts_ns: u64ts(dv, off + L.hdr.off, nt_hdr.fields.ts_ns),
+    cookie: u64(dv, off, L.cookie, 'cookie'),
+    netns_cookie: u64(dv, off, L.netns_cookie, 'netns_cookie'),
+    netns: u32(dv, off, L.netns),
+    pid: u32(dv, off, L.pid),
+    backlog: u32(dv, off, L.backlog),
+    uid: u32(dv, off, L.uid),
+    addr: addr(dv, off, L.addr, family),
+    port: u16(dv, off, L.port),
     family,
-    protocol: dv.getUint8(off + 68),
-    comm: cstr(dv, off + 72, 16),
+    protocol: u8(dv, off, L.protocol),
+    comm: cstr(dv, off, L.comm),
   };
 }
 
@@ -190,15 +223,16 @@ export function decodeBatch(buf: ArrayBuffer): DecodedBatch {
   const records: KernelRecord[] = [];
   let naive = 0;
   let off = 0;
-  while (off + 16 <= buf.byteLength) {
-    const kind = dv.getUint32(off + 8, true);
-    const size = dv.getUint32(off + 12, true);
-    if (size < 16 || off + size > buf.byteLength) {
+  while (off + nt_hdr.size <= buf.byteLength) {
+    const kind = u32(dv, off, nt_hdr.fields.kind);
+    const size = u32(dv, off, nt_hdr.fields.size_bytes);
+    if (size < nt_hdr.size || off + size > buf.byteLength) {
       throw new NettallyError('RECORD_MALFORMED', `kernel record of kind ${kind} at ${off} has bad size ${size}`);
     }
-    if (kind >= 1 && kind <= 3 && size === LAYOUT.conn_record) records.push(decodeConn(dv, off, kind as 1 | 2 | 3));
-    else if (kind === RecordKind.LISTEN && size === LAYOUT.listen_record) records.push(decodeListen(dv, off));
-    else if (kind === KIND_NAIVE) naive++;
+    if ((kind === KernelKind.CONN_OPEN || kind === KernelKind.CONN_SAMPLE || kind === KernelKind.CONN_CLOSE) && size === LAYOUT.conn_record) {
+      records.push(decodeConn(dv, off, kind));
+    } else if (kind === KernelKind.LISTEN && size === LAYOUT.listen_record) records.push(decodeListen(dv, off));
+    else if (kind === KernelKind.NAIVE) naive++;
     else throw new NettallyError('RECORD_MALFORMED', `unknown kernel record kind ${kind} (size ${size})`);
     off += size;
   }
@@ -218,15 +252,15 @@ export function decodeConnEntries(buf: ArrayBuffer): ConnEntry[] {
   const dv = new DataView(buf);
   const out: ConnEntry[] = [];
   for (let off = 0; off + LAYOUT.conn <= buf.byteLength; off += LAYOUT.conn) {
-    const flags = dv.getUint32(off + 184, true);
+    const flags = u32(dv, off, M.flags);
     const closed = (flags & ConnFlag.CLOSED) !== 0;
-    const record = decodeConn(dv, off, closed ? RecordKind.CONN_CLOSE : RecordKind.CONN_SAMPLE, 'snapshot');
-    const closedNs = u64ts(dv, off + 168);
+    const record = decodeConn(dv, off + M.rec.off, closed ? KernelKind.CONN_CLOSE : KernelKind.CONN_SAMPLE, 'snapshot');
+    const closedNs = u64ts(dv, off, M.closed_ns);
     if (closed) {
       record.ts_ns = closedNs;
       record.duration_ns = closedNs > record.start_ns ? closedNs - record.start_ns : 0;
     }
-    out.push({ record, flushed_tx: u64(dv, off + 144, 'flushed_tx'), flushed_rx: u64(dv, off + 152, 'flushed_rx'), closed_ns: closedNs, flags });
+    out.push({ record, flushed_tx: u64(dv, off, M.flushed_tx, 'flushed_tx'), flushed_rx: u64(dv, off, M.flushed_rx, 'flushed_rx'), closed_ns: closedNs, flags });
   }
   return out;
 }
@@ -235,15 +269,17 @@ export function decodeIfaces(buf: ArrayBuffer, tsNs: number): IfaceRecord[] {
   const dv = new DataView(buf);
   const out: IfaceRecord[] = [];
   for (let off = 0; off + LAYOUT.iface_entry <= buf.byteLength; off += LAYOUT.iface_entry) {
+    const key = off + nt_iface_entry.fields.key.off;
+    const val = off + nt_iface_entry.fields.val.off;
     out.push({
-      kind: 5,
+      kind: KernelKind.IFACE,
       ts_ns: tsNs,
-      netns: dv.getUint32(off, true),
-      ifindex: dv.getUint32(off + 4, true),
-      rx_bytes: u64(dv, off + 8, 'rx_bytes'),
-      rx_packets: u64(dv, off + 16, 'rx_packets'),
-      tx_bytes: u64(dv, off + 24, 'tx_bytes'),
-      tx_packets: u64(dv, off + 32, 'tx_packets'),
+      netns: u32(dv, key, K.netns),
+      ifindex: u32(dv, key, K.ifindex),
+      rx_bytes: u64(dv, val, V.rx_bytes, 'rx_bytes'),
+      rx_packets: u64(dv, val, V.rx_packets, 'rx_packets'),
+      tx_bytes: u64(dv, val, V.tx_bytes, 'tx_bytes'),
+      tx_packets: u64(dv, val, V.tx_packets, 'tx_packets'),
     });
   }
   return out;

@@ -2,11 +2,12 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'fs';
 import { dirname, join } from 'path';
 import { NettallyError } from '../lib/errors';
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../lib/private-files';
 
 /** Writes a small file so that after a crash it holds either the old or the new content, never a mix. */
-export function writeFileAtomic(path: string, content: string): void {
+function writeFileAtomic(path: string, content: string): void {
   const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w', 0o644);
+  const fd = openSync(tmp, 'w', PRIVATE_FILE_MODE);
   try {
     writeSync(fd, content);
     fsyncSync(fd);
@@ -28,7 +29,7 @@ export function writeFileAtomic(path: string, content: string): void {
  * duplicates of the old one's). The new value is durable before it is used.
  */
 export function claimEpoch(stateDir: string, nowMs = Date.now()): number {
-  mkdirSync(stateDir, { recursive: true });
+  mkdirSync(stateDir, { recursive: true, mode: PRIVATE_DIR_MODE });
   const path = join(stateDir, 'epoch');
   let last = 0;
   try {

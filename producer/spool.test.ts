@@ -1,8 +1,9 @@
 // Unit tests of the on-disk spool: order, bounds, acknowledgement, restart, torn tails and SIGKILL mid-write.
 import { spawn } from 'child_process';
-import { appendFileSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, readFileSync } from 'fs';
+import { appendFileSync, chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, readFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
+import { silentLogger, type Logger } from '../lib/log';
 import { Spool, SpoolEntry } from './spool';
 
 const dirs: string[] = [];
@@ -150,5 +151,61 @@ describe('Spool', () => {
     expect(got.length).toBeGreaterThanOrEqual(10_000);
     expect(got).toEqual(Array.from({ length: got.length }, (_, i) => i));
     s.close();
+  });
+
+  it('peek with a size check ends the batch before the first entry that does not fit, but always returns one', () => {
+    const s = Spool.open({ dir: tempDir(), maxBytes: 1 << 20, segmentBytes: 700 });
+    const all = Array.from({ length: 40 }, (_, i) => entry(i, i === 10 ? 5000 : 50));
+    for (const e of all) s.append([e]);
+    const budget = (limit: number) => {
+      let used = 0;
+      return (e: SpoolEntry): boolean => (used + e.value.length <= limit ? ((used += e.value.length), true) : false);
+    };
+    const got: number[][] = [];
+    for (;;) {
+      const b = s.peek(1000, 1 << 20, budget(300));
+      if (b.entries.length === 0) break;
+      got.push(ids(b.entries));
+      s.ack(b);
+    }
+    // In order, nothing twice, nothing lost; every batch within the budget except the big entry, alone.
+    expect(got.flat()).toEqual(all.map((_, i) => i));
+    expect(got.find((g) => g.includes(10))).toEqual([10]);
+    for (const g of got.filter((x) => !x.includes(10))) expect(g.length).toBeLessThanOrEqual(5);
+    expect(s.records).toBe(0);
+    expect(s.bytes).toBe(0);
+    s.close();
+  });
+
+  it('creates its directory 0700 and files 0600, and tightens an existing spool made with a loose umask', () => {
+    const old = process.umask(0o022);
+    try {
+      const parent = tempDir();
+      const dir = join(parent, 'spool');
+      const s = Spool.open({ dir, maxBytes: 1 << 20, segmentBytes: 200 });
+      for (let i = 0; i < 10; i++) s.append([entry(i)]);
+      s.ack(s.peek(3, 1 << 20));
+      s.close();
+      const mode = (p: string): number => statSync(p).mode & 0o777;
+      expect(mode(dir)).toBe(0o700);
+      const files = readdirSync(dir);
+      expect(files).toContain('head');
+      for (const f of files) expect([f, mode(join(dir, f))]).toEqual([f, 0o600]);
+      // An older version's spool: world-readable dir and segments.
+      chmodSync(dir, 0o755);
+      for (const f of files) chmodSync(join(dir, f), 0o644);
+      const warnings: Array<{ obj: { fixed?: string[] }; msg: string }> = [];
+      const logger = { ...silentLogger, warn: (obj: object, msg: string) => warnings.push({ obj, msg }) } as unknown as Logger;
+      const again = Spool.open({ dir, maxBytes: 1 << 20, segmentBytes: 200, logger });
+      expect(again.records).toBe(7);
+      again.close();
+      expect(mode(dir)).toBe(0o700);
+      for (const f of readdirSync(dir)) expect([f, mode(join(dir, f))]).toEqual([f, 0o600]);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0].msg).toMatch(/readable by other users/);
+      expect(warnings[0].obj.fixed).toEqual(expect.arrayContaining([expect.stringContaining(`${dir} (was 0755)`)]));
+    } finally {
+      process.umask(old);
+    }
   });
 });

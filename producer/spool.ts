@@ -1,12 +1,13 @@
 // Bounded on-disk write-ahead spool of Kafka messages: append-only segments of length+CRC framed entries,
 // replayed in order, dropped only once Kafka acknowledged them; survives SIGKILL (torn tails are cut off).
 import {
-  closeSync, existsSync, fstatSync, fsync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync,
+  closeSync, existsSync, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readdirSync, readFileSync,
   readSync, renameSync, unlinkSync, writeSync,
 } from 'fs';
 import { join } from 'path';
 import { crc32 } from 'zlib';
 import { NettallyError } from '../lib/errors';
+import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../lib/private-files';
 import type { Logger } from '../lib/log';
 import { silentLogger } from '../lib/log';
 
@@ -101,7 +102,8 @@ export class Spool {
   /** Opens (creating it if needed) and recovers the spool in `dir`. */
   static open(opts: SpoolOptions): Spool {
     if (!(opts.maxBytes > 0)) throw new NettallyError('CONFIG_INVALID', 'spool max bytes must be positive', { context: { setting: '--spool-max-bytes' } });
-    mkdirSync(opts.dir, { recursive: true });
+    // Connection metadata of every process on the host: only the service user may read it.
+    ensurePrivateDir(opts.dir, opts.logger ?? silentLogger);
     return new Spool(opts);
   }
 
@@ -208,37 +210,53 @@ export class Spool {
     });
   }
 
-  /** Reads up to maxRecords entries (and about maxBytes) from the oldest unacknowledged one, without removing them. */
-  peek(maxRecords: number, maxBytes: number): SpoolBatch {
+  /**
+   * Reads up to maxRecords entries (and about maxBytes) from the oldest unacknowledged one, without removing them.
+   * `fits`, if given, is asked about each entry in order; the batch ends before the first entry it refuses, except
+   * that a batch always holds at least one entry: a first entry it refuses comes alone (the caller decides what to do
+   * with it).
+   */
+  peek(maxRecords: number, maxBytes: number, fits?: (e: SpoolEntry) => boolean): SpoolBatch {
     const entries: SpoolEntry[] = [];
     let pos = { ...this.head };
     let bytes = 0;
+    let full = false;
+    const take = (e: SpoolEntry): boolean => {
+      if (fits && !fits(e)) {
+        full = true;
+        // A first entry that does not fit alone is returned alone.
+        if (entries.length > 0) return false;
+      }
+      entries.push(e);
+      return true;
+    };
     for (const s of this.segments) {
       if (s.seg < pos.seg) continue;
       if (s.seg > pos.seg) pos = { seg: s.seg, off: 0 };
-      while (pos.off < s.size && entries.length < maxRecords && (bytes < maxBytes || entries.length === 0)) {
+      while (!full && pos.off < s.size && entries.length < maxRecords && (bytes < maxBytes || entries.length === 0)) {
         const want = Math.min(s.size - pos.off, Math.max(maxBytes - bytes, FRAME_HEADER));
         const chunk = this.readAt(s, pos.off, want);
         let at = 0;
         while (at + FRAME_HEADER <= chunk.length && entries.length < maxRecords) {
           const len = chunk.readUInt32LE(at);
           if (at + FRAME_HEADER + len > chunk.length) break;
-          entries.push(this.entryOf(chunk.subarray(at + FRAME_HEADER, at + FRAME_HEADER + len)));
+          if (!take(this.entryOf(chunk.subarray(at + FRAME_HEADER, at + FRAME_HEADER + len)))) break;
           at += FRAME_HEADER + len;
           bytes += FRAME_HEADER + len;
-          if (bytes >= maxBytes) break;
+          if (bytes >= maxBytes || full) break;
         }
-        if (at === 0) {
+        if (at === 0 && !full) {
           // One frame larger than the chunk: read exactly it.
           const len = this.readAt(s, pos.off, FRAME_HEADER).readUInt32LE(0);
           const frame = this.readAt(s, pos.off, FRAME_HEADER + len);
-          entries.push(this.entryOf(frame.subarray(FRAME_HEADER)));
-          at = frame.length;
-          bytes += frame.length;
+          if (take(this.entryOf(frame.subarray(FRAME_HEADER)))) {
+            at = frame.length;
+            bytes += frame.length;
+          }
         }
         pos = { seg: s.seg, off: pos.off + at };
       }
-      if (entries.length >= maxRecords || bytes >= maxBytes) break;
+      if (full || entries.length >= maxRecords || bytes >= maxBytes) break;
     }
     return { entries, bytes, end: pos };
   }
@@ -302,7 +320,7 @@ export class Spool {
       this.synced(this.appendGen);
     }
     const seg: Segment = { seg: (last?.seg ?? 0) + 1, size: 0 };
-    this.appendFd = openSync(join(this.opts.dir, segName(seg.seg)), 'a');
+    this.appendFd = openSync(join(this.opts.dir, segName(seg.seg)), 'a', PRIVATE_FILE_MODE);
     fsyncDir(this.opts.dir);
     this.segments.push(seg);
     return seg;
@@ -407,7 +425,7 @@ function fsyncDir(dir: string): void {
 /** The head only saves re-sending (downstream dedupes), so it is renamed into place without fsync. */
 function writeFileAtomicNoSync(path: string, content: string): void {
   const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w');
+  const fd = openSync(tmp, 'w', PRIVATE_FILE_MODE);
   try {
     writeSync(fd, content);
   } finally {

@@ -1,7 +1,7 @@
 // A synthetic capture source (no kernel): connections with known cumulative counters, for the producer benchmark
 // and for exercising the producer's Kafka/spool paths at rates the kernel path cannot be driven to on demand.
 import type { Capture, ConnRecord, KernelRecord, KernelStats } from './capture';
-import { KIND_CONN_CLOSE, KIND_CONN_OPEN, KIND_CONN_SAMPLE } from './wire';
+import { KernelKind, type ConnKind, type FlushReason } from './records';
 
 export interface SyntheticOptions {
   /** Connections opened (and closed) per second. */
@@ -37,13 +37,13 @@ export function syntheticCapture(opts: SyntheticOptions): Capture & { truth: Syn
   const t0 = process.hrtime.bigint();
   const boot = (): number => Number(process.hrtime.bigint() - t0) + 1_000_000_000;
 
-  const conn = (cookie: number, kind: number, n: number, reason: string): ConnRecord =>
-    ({
-      kind, ts_ns: boot(), cookie, start_ns: 1_000_000_000, tx_bytes: n * per, rx_bytes: n * per, retransmits: 0,
-      cgroup_id: 1, netns: 4026531840, netns_cookie: 1, pid: process.pid, uid: 0, comm: 'synthetic', family: 2,
-      protocol: 6, direction: 1, saddr: '10.0.0.1', daddr: '10.0.0.2', sport: 40000 + (cookie % 20000), dport: 443,
-      flush_reason: reason,
-    }) as unknown as ConnRecord;
+  // duration_ns 0: toWire derives it from ts_ns - start_ns on close, as for a kernel record without one.
+  const conn = (cookie: number, kind: ConnKind, n: number, reason: FlushReason): ConnRecord => ({
+    kind, ts_ns: boot(), cookie, start_ns: 1_000_000_000, duration_ns: 0, tx_bytes: n * per, rx_bytes: n * per, retransmits: 0,
+    cgroup_id: 1, netns: 4026531840, netns_cookie: 1, pid: process.pid, uid: 0, comm: 'synthetic', family: 2,
+    protocol: 6, direction: 1, saddr: '10.0.0.1', daddr: '10.0.0.2', sport: 40000 + (cookie % 20000), dport: 443,
+    flush_reason: reason,
+  });
 
   async function* gen(): AsyncGenerator<KernelRecord[]> {
     const start = Date.now();
@@ -55,9 +55,9 @@ export function syntheticCapture(opts: SyntheticOptions): Capture & { truth: Syn
       const batch: KernelRecord[] = [];
       for (let i = 0; i < due; i++) {
         const cookie = nextCookie++;
-        batch.push(conn(cookie, KIND_CONN_OPEN, 0, 'open'));
-        for (let s = 1; s <= samples; s++) batch.push(conn(cookie, KIND_CONN_SAMPLE, s, 'interval'));
-        batch.push(conn(cookie, KIND_CONN_CLOSE, samples, 'close'));
+        batch.push(conn(cookie, KernelKind.CONN_OPEN, 0, 'open'));
+        for (let s = 1; s <= samples; s++) batch.push(conn(cookie, KernelKind.CONN_SAMPLE, s, 'interval'));
+        batch.push(conn(cookie, KernelKind.CONN_CLOSE, samples, 'close'));
         truth.conns += 1;
         truth.tx_bytes += samples * per;
         truth.rx_bytes += samples * per;

@@ -1,5 +1,5 @@
 // `nettally top`'s model: per-connection / per-process / per-netns totals and rates from successive kernel snapshots.
-import type { ConnRecord } from './records';
+import { KernelKind, type ConnRecord } from './records';
 
 export interface TopConn {
   cookie: number;
@@ -67,7 +67,7 @@ export class TopModel {
     const conns: TopConn[] = [];
     const closed: number[] = [];
     for (const r of snapshot) {
-      const isClosed = r.kind === 3;
+      const isClosed = r.kind === KernelKind.CONN_CLOSE;
       if (isClosed) closed.push(r.cookie);
       if (this.filter.pid !== undefined && r.pid !== this.filter.pid) continue;
       if (this.filter.netns !== undefined && r.netns !== this.filter.netns) continue;

@@ -5,83 +5,21 @@ import { readdirSync, readFileSync, existsSync } from 'fs';
 import { join } from 'path';
 import { NettallyError } from '../lib/errors';
 
-/** The record kinds on the topic; each has one schema file `schemas/<kind>.avsc`. */
-export const RECORD_KINDS = ['conn_sample', 'conn_event', 'listen', 'iface'] as const;
-export type RecordKind = (typeof RECORD_KINDS)[number];
+// The wire record types are generated from the .avsc files (schemas/types.generated.ts, `node scripts/gen-records.js`):
+// the .avsc stay the one hand-written definition of the contract; scripts/build.sh fails when the types are stale.
+import { RECORD_KINDS, type AvscRecordByKind, type RecordKind } from './types.generated';
+export { RECORD_KINDS, type RecordKind };
 
-/** Fields the producer adds to every record (same names as in the .avsc files). */
-export interface ProducerFields {
-  host_id: string;
-  hostname: string;
-  boot_id: string;
-  epoch: number;
-  seq: number;
-  /** Unix epoch nanoseconds; a bigint because it exceeds 2^53. */
-  time_ns: bigint;
-  /** CLOCK_BOOTTIME nanoseconds when the kernel emitted the record. */
-  ts_ns: number;
-}
-
-export interface Enrichment {
-  cgroup_path: string | null;
-  container_id: string | null;
-}
-
-interface ConnFields extends ProducerFields, Enrichment {
-  cookie: number;
-  start_ns: number;
-  tx_bytes: number;
-  rx_bytes: number;
-  retransmits: number;
-  cgroup_id: number;
-  netns: number;
-  netns_cookie: number;
-  pid: number;
-  uid: number;
-  comm: string;
-  family: number;
-  protocol: number;
-  direction: number;
-  saddr: string;
-  daddr: string;
-  sport: number;
-  dport: number;
-  flush_reason: string;
-}
-
-// Keep these interfaces in step with the .avsc files (a test checks every schema field is declared here).
-export type ConnSampleRecord = ConnFields;
-export interface ConnEventRecord extends ConnFields {
+export type ConnSampleRecord = AvscRecordByKind['conn_sample'];
+/** `event` is a string in the schema (open to new values for third-party readers); nettally writes only these two. */
+export interface ConnEventRecord extends Omit<AvscRecordByKind['conn_event'], 'event'> {
   event: 'established' | 'closed';
-  duration_ns: number;
 }
-export interface ListenRecord extends ProducerFields, Enrichment {
-  cookie: number;
-  netns: number;
-  netns_cookie: number;
-  pid: number;
-  uid: number;
-  comm: string;
-  family: number;
-  addr: string;
-  port: number;
-  backlog: number;
-  protocol: number;
-}
-export interface IfaceRecord extends ProducerFields {
-  netns: number;
-  ifindex: number;
-  rx_bytes: number;
-  rx_packets: number;
-  tx_bytes: number;
-  tx_packets: number;
-}
+export type ListenRecord = AvscRecordByKind['listen'];
+export type IfaceRecord = AvscRecordByKind['iface'];
 
-export interface RecordByKind {
-  conn_sample: ConnSampleRecord;
+export interface RecordByKind extends Omit<AvscRecordByKind, 'conn_event'> {
   conn_event: ConnEventRecord;
-  listen: ListenRecord;
-  iface: IfaceRecord;
 }
 
 /** A decoded message: the kind, the record in the reader's schema, and the writer schema's fingerprint (hex of the 8 wire bytes). */

@@ -3,7 +3,8 @@
 set -euo pipefail
 
 PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3
-      iproute2 iperf3 tcpdump kcat influxdb influxdb-client procps psmisc util-linux curl)
+      iproute2 iperf3 tcpdump kcat influxdb influxdb-client procps psmisc util-linux curl
+      chromium)  # chromium: the dashboard test loads the page in a real (headless) browser
 
 missing=()
 for p in "${PKGS[@]}"; do

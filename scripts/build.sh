@@ -4,7 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # npm install, not npm ci: npm 11 writes lock files that its own `npm ci` rejects (optional platform packages).
-[ -d node_modules ] || npm install --no-audit --no-fund
+# Also after a pull or merge that changed the dependencies (npm writes node_modules/.package-lock.json).
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm install --no-audit --no-fund
+  touch node_modules/.package-lock.json  # an install that changed nothing must not run again on every build
+fi
 
 mkdir -p build
 # CO-RE: the kernel's own BTF gives vmlinux.h; the objects then relocate on any BTF kernel.
@@ -24,6 +28,11 @@ for src in bpf/*.bpf.c; do
     bpftool gen skeleton "$obj" name "$name" > "build/$name.skel.h"
   fi
 done
+
+# Generated record definitions (producer/layout.generated.ts, schemas/types.generated.ts) are committed so a fresh
+# clone type-checks; fail here when one is stale, and when bpf/nettally.h does not describe what clang laid out.
+btf=(); [ -e build/nettally.bpf.o ] && btf=(--btf build/nettally.bpf.o)
+node scripts/gen-records.js --check "${btf[@]}"
 
 if [ -f native/binding.gyp ]; then
   addon=native/build/Release/nettally.node

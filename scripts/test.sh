@@ -12,7 +12,11 @@ bash scripts/bootstrap.sh
 # Scenario tests pin maps.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 # npm install, not npm ci: npm 11 writes lock files that its own `npm ci` rejects (optional platform packages).
-[ -d node_modules ] || npm install --no-audit --no-fund
+# Also after a pull or merge that changed the dependencies (npm writes node_modules/.package-lock.json).
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm install --no-audit --no-fund
+  touch node_modules/.package-lock.json  # an install that changed nothing must not run again on every build
+fi
 NETTALLY_BUILD_STRICT=1 bash scripts/build.sh
 ./node_modules/.bin/eslint .
 

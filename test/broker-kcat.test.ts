@@ -1,5 +1,6 @@
 // Scenario: interoperability with an independent client, Debian's kcat (librdkafka 2.0.2): kcat produces and
-// consumes (also as a group member), reads what kafkajs wrote, and kafkajs reads what kcat wrote.
+// consumes (also as a group member), reads what kafkajs wrote, and kafkajs reads what kcat wrote; and kcat
+// sees the broker refuse an oversize message as Apache Kafka does.
 import { spawn } from 'child_process';
 import { Kafka, logLevel } from 'kafkajs';
 import { startTestBroker, type InProcessBroker } from './helpers/broker';
@@ -15,7 +16,8 @@ afterAll(async () => {
   await b?.stop();
 });
 
-function kcat(args: string[], input?: string, timeoutMs = 30_000): Promise<string> {
+/** kcat's exit code and output, whatever the exit code. */
+function kcatRun(args: string[], input?: string, timeoutMs = 30_000): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn('kcat', ['-b', b.address, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
@@ -28,11 +30,16 @@ function kcat(args: string[], input?: string, timeoutMs = 30_000): Promise<strin
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));
     p.on('exit', (code) => {
       clearTimeout(timer);
-      if (code === 0) resolve(out);
-      else reject(new Error(`kcat ${args.join(' ')} exited ${code}: ${err}`));
+      resolve({ code, out, err });
     });
     p.stdin.end(input ?? '');
   });
+}
+
+async function kcat(args: string[], input?: string, timeoutMs = 30_000): Promise<string> {
+  const r = await kcatRun(args, input, timeoutMs);
+  if (r.code !== 0) throw new Error(`kcat ${args.join(' ')} exited ${r.code}: ${r.err}`);
+  return r.out;
 }
 
 test('kcat reads what kafkajs wrote (keys, values, offsets, partitions)', async () => {
@@ -95,3 +102,20 @@ test('kcat as a balanced consumer-group member (librdkafka join/sync/commit) rea
   const out = await kcat(['-G', 'kcat-g', '-o', 'beginning', '-e', '-q', '-f', '%s\\n', '-X', 'enable.auto.commit=true', '-X', 'auto.commit.interval.ms=100', 'kcat-group']);
   expect(out.trim().split('\n')).toEqual(values);
 });
+
+test('kcat producing a 1.2 MB message is refused with "Message size too large" and nothing is stored', async () => {
+  // librdkafka's own limit (message.max.bytes 1000000) is raised so that the broker is what refuses.
+  const big = 'b'.repeat(1_200_000);
+  const res = await kcatRun(['-P', '-t', 'too-big', '-X', 'message.max.bytes=2000000'], big + '\n', 60_000);
+  expect(res.code).not.toBe(0);
+  expect(res.err).toMatch(/Message size too large/);
+  // Nothing stored: earliest and latest offsets are both 0, and a consumer reads nothing.
+  const earliest = await kcat(['-Q', '-t', 'too-big:0:-2']);
+  const latest = await kcat(['-Q', '-t', 'too-big:0:-1']);
+  expect(earliest.trim()).toBe('too-big [0] offset 0');
+  expect(latest.trim()).toBe('too-big [0] offset 0');
+  expect(await kcat(['-C', '-t', 'too-big', '-o', 'beginning', '-e', '-q'])).toBe('');
+  // A message under the limit on the same topic goes through (the broker refused the size, not the topic).
+  await kcat(['-P', '-t', 'too-big', '-X', 'message.max.bytes=2000000'], 's'.repeat(900_000) + '\n', 60_000);
+  expect((await kcat(['-Q', '-t', 'too-big:0:-1'])).trim()).toBe('too-big [0] offset 1');
+}, 120_000);

@@ -1,90 +1,11 @@
 // Scenario, on the raw wire: idempotent-producer dedup and sequence errors, CRC rejection, and Fetch
 // honouring max wait and min bytes (woken early by a produce).
-import * as net from 'net';
 import { BATCH, crc32c } from '../broker/batch';
-import { Reader, Writer } from '../broker/protocol';
 import { makeBatch } from './helpers/broker-batches';
+import { Conn, createTopic as createTopicRaw, fetch, produce } from './helpers/broker-wire';
 import { startTestBroker, type InProcessBroker } from './helpers/broker';
 
 let b: InProcessBroker;
-
-/** One connection speaking request/response pairs in order. */
-class Conn {
-  private buf = Buffer.alloc(0);
-  private waiting: ((b: Buffer) => void)[] = [];
-  private corr = 0;
-  private constructor(private readonly s: net.Socket) {
-    s.on('data', (d) => {
-      this.buf = Buffer.concat([this.buf, d]);
-      while (this.buf.length >= 4 && this.buf.length >= 4 + this.buf.readInt32BE(0)) {
-        const size = this.buf.readInt32BE(0);
-        const frame = this.buf.subarray(4, 4 + size);
-        this.buf = this.buf.subarray(4 + size);
-        this.waiting.shift()?.(frame);
-      }
-    });
-  }
-  static open(port: number): Promise<Conn> {
-    return new Promise((resolve, reject) => {
-      const s = net.connect(port, '127.0.0.1', () => resolve(new Conn(s)));
-      s.on('error', reject);
-    });
-  }
-  /** Sends a request; resolves to a Reader positioned after the correlation id. */
-  call(apiKey: number, version: number, body: (w: Writer) => void): Promise<Reader> {
-    const corr = ++this.corr;
-    const w = new Writer().int32(0).int16(apiKey).int16(version).int32(corr).string('raw-test');
-    body(w);
-    const out = Buffer.from(w.toBuffer());
-    out.writeInt32BE(out.length - 4, 0);
-    this.s.write(out);
-    return new Promise((resolve) =>
-      this.waiting.push((frame) => {
-        const r = new Reader(frame);
-        expect(r.int32()).toBe(corr);
-        resolve(r);
-      }),
-    );
-  }
-  close(): void {
-    this.s.destroy();
-  }
-}
-
-async function produce(c: Conn, topic: string, records: Buffer): Promise<{ error: number; baseOffset: number }> {
-  const r = await c.call(0, 7, (w) =>
-    w.string(null).int16(-1).int32(5000).array([0], (w2) => w2.string(topic).array([0], (w3) => w3.int32(0).bytes(records))),
-  );
-  r.int32(); // topics
-  r.string();
-  r.int32(); // partitions
-  r.int32();
-  const error = r.int16();
-  const baseOffset = r.int64();
-  return { error, baseOffset };
-}
-
-async function fetch(c: Conn, topic: string, offset: number, maxWaitMs: number, minBytes: number): Promise<{ error: number; hw: number; records: Buffer }> {
-  const r = await c.call(1, 4, (w) =>
-    w
-      .int32(-1)
-      .int32(maxWaitMs)
-      .int32(minBytes)
-      .int32(1 << 20)
-      .int8(0)
-      .array([0], (w2) => w2.string(topic).array([0], (w3) => w3.int32(0).int64(offset).int32(1 << 20))),
-  );
-  r.int32(); // throttle
-  r.int32();
-  r.string();
-  r.int32();
-  r.int32();
-  const error = r.int16();
-  const hw = r.int64();
-  r.int64();
-  r.array((x) => [x.int64(), x.int64()]);
-  return { error, hw, records: r.nullableBytes() ?? Buffer.alloc(0) };
-}
 
 beforeAll(async () => {
   b = await startTestBroker();
@@ -94,10 +15,7 @@ afterAll(async () => {
 });
 
 async function createTopic(c: Conn, name: string): Promise<void> {
-  const r = await c.call(19, 0, (w) => w.array([name], (w2, n) => w2.string(n).int32(1).int16(1).int32(0).int32(0)).int32(1000));
-  r.int32();
-  r.string();
-  expect(r.int16()).toBe(0);
+  expect((await createTopicRaw(c, name)).error).toBe(0);
 }
 
 test('idempotent producer: a retried batch is acknowledged with its original offset and stored once', async () => {

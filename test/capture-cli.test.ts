@@ -1,13 +1,15 @@
 // Scenario: `nettally capture --json` prints the records of a known transfer as JSON lines; --check and bad flags.
 import { spawn, spawnSync } from 'child_process';
+import { existsSync, rmSync } from 'fs';
 import path from 'path';
+import pino from 'pino';
 import { Writable } from 'stream';
 import { parseArgs, type ParsedArgs } from '../lib/args';
 import { silentLogger } from '../lib/log';
 import { command } from '../producer/cmd-capture';
 import { command as top } from '../producer/cmd-top';
 import type { TopFrame } from '../producer/top';
-import { bootTimeNs, unixNsFromBootNs, type ConnRecord } from '../producer/capture';
+import { bootTimeNs, openCapture, unixNsFromBootNs, type ConnRecord } from '../producer/capture';
 import { transfer } from './helpers/capture';
 import { createNetnsPair, type NetnsPair } from './helpers/netns';
 
@@ -96,6 +98,32 @@ test('--check loads, attaches and exits 0', async () => {
   const out = sink();
   expect(await command.run(args(['--check']), { logger: silentLogger, signal: new AbortController().signal, stdout: out.stream })).toBe(0);
   expect(out.text()).toMatch(/load and attach/);
+});
+
+test('--check loads with the settings given and pins nothing; a pinned map the run could not reuse fails it', async () => {
+  const pinDir = `/sys/fs/bpf/nettally-test-ccheck-${process.pid}-${Date.now()}`;
+  const fresh = `${pinDir}-fresh`;
+  try {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+    const check = (argv: string[]) => command.run(args(['--check', ...argv]), { logger, signal: new AbortController().signal, stdout: sink().stream });
+    expect(await check(['--pin-dir', fresh, '--max-connections', '4096', '--ring-buffer-bytes', '8KiB', '--flush-threshold-bytes', '1MiB', '--flush-interval', '2s'])).toBe(0);
+    expect(lines.find((l) => l.msg === 'kernel capture attached')).toMatchObject({ maxConnections: 4096, ringBufferBytes: 8192, flushThresholdBytes: 1 << 20, flushIntervalMs: 2000 });
+    expect(existsSync(fresh)).toBe(false);
+    // ground truth: maps pinned by a capture with 4096 connections
+    await (await openCapture({ pinDir, maxConnections: 4096, ifaceIntervalMs: 0 })).close();
+    await expect(check(['--pin-dir', pinDir])).rejects.toThrow(/--max-connections .*has 4096 entries/);
+    expect(await check(['--pin-dir', pinDir, '--max-connections', '4096'])).toBe(0);
+  } finally {
+    rmSync(pinDir, { recursive: true, force: true });
+    rmSync(fresh, { recursive: true, force: true });
+  }
+});
+
+test('old flag names still work, with a warning naming the new one', () => {
+  const a = args(['--ring-buffer', '8KiB', '--flush-threshold', '1MiB']);
+  expect([a.num('ring-buffer-bytes'), a.num('flush-threshold-bytes')]).toEqual([8192, 1 << 20]);
+  expect(a.warnings.join('\n')).toMatch(/--ring-buffer is deprecated.*--ring-buffer-bytes[^]*--flush-threshold is deprecated.*--flush-threshold-bytes|--flush-threshold is deprecated[^]*--ring-buffer is deprecated/);
 });
 
 test('bad settings are rejected naming the flag', () => {

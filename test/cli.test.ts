@@ -9,7 +9,7 @@ import { ensureBuilt } from './helpers/broker';
 import { spawnUp, waitReady } from './helpers/up';
 
 const CLI = resolve(__dirname, '../dist/bin/nettally.js');
-const SUBCOMMANDS = ['up', 'producer', 'consumer', 'broker', 'top', 'usage', 'capture'];
+const SUBCOMMANDS = ['up', 'producer', 'consumer', 'broker', 'top', 'usage', 'dashboard', 'capture'];
 
 function run(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 30_000 });

@@ -1,42 +1,22 @@
 // Scenario: the consumer survives SIGKILL mid-window, a second member joining (and the first leaving) mid-stream,
 // and InfluxDB down for 30 s — each ends with exactly the produced totals: nothing lost, nothing counted twice.
 import type { Admin, Kafka } from 'kafkajs';
-import { parseArgs } from '../lib/args';
-import { silentLogger } from '../lib/log';
-import { consumerConfigFrom, command as consumerCommand } from '../consumer/cmd-consumer';
-import { createRollupConsumer, type RollupConsumer } from '../consumer/consumer';
 import { synthesize } from '../consumer/synthetic';
-import type { GroupKey } from '../consumer/usage';
-import { startTestBroker, type InProcessBroker } from './helpers/broker';
-import { startInflux, type TestInflux } from './helpers/influx';
-import {
-  createTopic, kafkaClient, messagesOf, produce, startConsumerProcess, truthByGroup, usageByGroup, waitCaughtUp, type ConsumerProcess,
-} from './helpers/consumer';
+import type { InProcessBroker } from './helpers/broker';
+import type { TestInflux } from './helpers/influx';
+import { consumerScenario, createTopic, messagesOf, produce, waitCaughtUp } from './helpers/consumer';
 
 const START = Date.UTC(2026, 0, 6, 8, 0, 0);
 const FROM = START - 3_600_000;
 const TO = START + 3 * 3_600_000;
 
+const scenario = consumerScenario();
 let broker: InProcessBroker;
 let influx: TestInflux;
 let kafka: Kafka;
 let admin: Admin;
-const inProcess: RollupConsumer[] = [];
-const children: ConsumerProcess[] = [];
-
-beforeAll(async () => {
-  [broker, influx] = await Promise.all([startTestBroker(), startInflux()]);
-  kafka = kafkaClient(broker.address);
-  admin = kafka.admin();
-  await admin.connect();
-});
-
-afterAll(async () => {
-  for (const c of children) await c.kill();
-  for (const c of inProcess) await c.stop().catch(() => undefined);
-  await admin?.disconnect().catch(() => undefined);
-  await broker?.stop();
-  await influx?.destroy();
+beforeAll(() => {
+  ({ broker, influx, kafka, admin } = scenario);
 });
 
 function baseArgs(name: string): string[] {
@@ -47,24 +27,10 @@ function baseArgs(name: string): string[] {
   ];
 }
 
-function startInProcess(argv: string[]): RollupConsumer {
-  const args = parseArgs(consumerCommand.spec, argv, {});
-  if (args === 'help') throw new Error('help');
-  const c = createRollupConsumer({ config: consumerConfigFrom(args), logger: silentLogger });
-  inProcess.push(c);
-  return c;
-}
+const startInProcess = (argv: string[]): ReturnType<typeof scenario.inProcess> => scenario.inProcess(argv);
 
 async function expectExact(name: string, data: ReturnType<typeof synthesize>): Promise<void> {
-  const influxArgs = ['--influx-url', influx.url, '--influx-db', `nt_${name}_${process.pid}`];
-  for (const window of ['1m', '1h'] as const) {
-    for (const g of ['host', 'port', 'process'] as GroupKey[]) {
-      const got = await usageByGroup(influxArgs, FROM, TO, g, window);
-      expect(got.size).toBeGreaterThan(0);
-      expect({ g, window, rows: got }).toEqual({ g, window, rows: truthByGroup(data.traffic, g, window) });
-    }
-  }
-  expect(await usageByGroup(influxArgs, FROM, TO, 'iface', '1m', 'iface')).toEqual(truthByGroup(data.iface, 'iface', '1m'));
+  await scenario.expectExact(`nt_${name}_${process.pid}`, data, FROM, TO, ['host', 'port', 'process']);
 }
 
 async function committedTotal(group: string, topic: string): Promise<bigint> {
@@ -84,8 +50,7 @@ test('consumer killed with SIGKILL mid-window and restarted: exact totals', asyn
   // credentials reach the consumer from env/files and must never show up in its logs
   const secret = `pw-${process.pid}-never-logged`;
   const env = { INFLUX_USERNAME: 'nettally', INFLUX_PASSWORD: secret };
-  let c = startConsumerProcess(baseArgs(name), env);
-  children.push(c);
+  let c = scenario.child(baseArgs(name), env);
   await produce(kafka, topic, msgs.slice(0, half));
   await waitCaughtUp(admin, group, topic, 90_000, () => c.stderr().slice(-3000));
   // Second half in small sends; kill while it is being consumed (after some commits, before the end).
@@ -102,8 +67,7 @@ test('consumer killed with SIGKILL mid-window and restarted: exact totals', asyn
   expect(atKill).toBeLessThan(BigInt(msgs.length));
 
   expect(c.stderr()).not.toContain(secret);
-  c = startConsumerProcess(baseArgs(name), env);
-  children.push(c);
+  c = scenario.child(baseArgs(name), env);
   await waitCaughtUp(admin, group, topic, 90_000, () => c.stderr().slice(-3000));
   // the restarted member resumed from stored snapshots (not from scratch)
   expect(c.stderr()).toMatch(/"snapshots":[1-9].*"msg":"partition state loaded"/);

@@ -4,13 +4,16 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
+import { parseArgs } from '../lib/args';
 import { createLogger, silentLogger } from '../lib/log';
+import { command as producerCommand } from '../producer/cmd-producer';
+import { KAFKA_DEFAULT_MAX_MESSAGE_BYTES } from '../producer/kafka-batch';
 import { createProducer, type ProducerConfig } from '../producer/producer';
 import type { Decoded } from '../schemas/index';
 import { startBrokerProcess, startTestBroker } from './helpers/broker';
 import { movedOf, randomPort, startClient, startServer, transfer, type Moved } from './helpers/capture';
 import { createNetnsPair, type NetnsPair } from './helpers/netns';
-import { readTopic, seqGaps, startProducerProcess, totals, type Totals } from './helpers/producer';
+import { batchSizesOnDisk, readTopic, seqGaps, startProducerProcess, totals, type Totals } from './helpers/producer';
 
 const TCP = 6;
 const TOPIC = 'nettally.records';
@@ -203,3 +206,60 @@ test('producer SIGKILLed during traffic and restarted: totals exact after dedupe
   expect(await p.exited).toBe(0);
   expect(p.stderr()).toContain('everything acknowledged by Kafka');
 }, 180_000);
+
+test('broker down while 6000 short connections are made: the backlog (>= 12k records) drains exactly with the daemon defaults', async () => {
+  const dataDir = tempDir('pbroker');
+  let broker = await startTestBroker({ logger: silentLogger, dataDir });
+  const port = broker.port;
+  cleanups.push(() => broker.stop());
+  // The daemon's own batching defaults (records, bytes, --max-message-bytes) as `nettally producer` parses them.
+  const defaults = parseArgs(producerCommand.spec, [], {});
+  if (defaults === 'help') throw new Error('unexpected help');
+  const batching = { batchMaxRecords: defaults.num('batch-max-records'), batchMaxBytes: defaults.num('batch-max-bytes'), maxMessageBytes: defaults.values['max-message-bytes'] as number | undefined };
+  const producer = createProducer({ config: config(broker.address, { ...batching, batchMaxMs: 200 }), logger: LOG });
+  cleanups.push(() => producer.stop());
+  await producer.start();
+  await broker.stop(); // Kafka goes away before the connections are made
+
+  const many = await transfer(pair, 'tcp', 4, ['--conns', '6000', '--reply', '100'], ['--conns', '6000', '--bytes', '1000']);
+  const want = [...clientSide(many.client), ...serverSide(many.server)];
+  // Every socket's close record is spooled while Kafka is down.
+  const until = Date.now() + 120_000;
+  while (producer.status().spool_records < 2 * want.length) {
+    if (Date.now() > until) throw new Error(`backlog not spooled: ${JSON.stringify(producer.status())}`);
+    await sleep(200);
+  }
+  expect(producer.status()).toMatchObject({ records_out: 0, kafka_ok: false });
+  const backlog = producer.status().spool_records;
+  expect(backlog).toBeGreaterThanOrEqual(12_000);
+
+  broker = await startTestBroker({ logger: silentLogger, dataDir, port });
+  cleanups.push(() => broker.stop());
+  expect(await producer.drained(180_000)).toBe(true);
+  const recs = await readTopic(broker.address, TOPIC, { timeoutMs: 120_000 });
+  // Every record once, in seq order (one host and epoch, one partition).
+  const t = totals(recs);
+  expect(t.duplicates).toBe(0);
+  expect(t.unique).toBe(recs.length);
+  expect(recs.length).toBeGreaterThanOrEqual(backlog);
+  expect(new Set(recs.map((d) => d.record.epoch)).size).toBe(1);
+  expect(recs.every((d, i) => i === 0 || d.record.seq > recs[i - 1].record.seq)).toBe(true);
+  expect(seqGaps(recs)).toEqual([]);
+  // Exact per socket (indexed: 12000 sockets) and per netns.
+  const byKey = new Map<string, { tx: number; rx: number; closed: boolean }>();
+  for (const c of t.conns.values()) if (c.protocol === TCP) byKey.set(`${c.netns}/${c.sport}/${c.dport}`, c);
+  const keys = want.map((w) => `${w.netns}/${w.m.sport}/${w.m.dport}`);
+  expect(new Set(keys).size).toBe(want.length); // each socket is told apart by its ports
+  const wrong = want
+    .map((w, i) => ({ want: { key: keys[i], tx: w.m.tx, rx: w.m.rx }, got: byKey.get(keys[i]) }))
+    .filter(({ want: w, got }) => !got || got.tx !== w.tx || got.rx !== w.rx || !got.closed);
+  expect({ wrong: wrong.length, first: wrong.slice(0, 3) }).toEqual({ wrong: 0, first: [] });
+  for (const ns of [pair.a.inode, pair.b.inode]) {
+    const mine = want.filter((w) => w.netns === ns);
+    expect({ ns, ...t.netns.get(ns) }).toEqual({ ns, tx: mine.reduce((a, w) => a + w.m.tx, 0), rx: mine.reduce((a, w) => a + w.m.rx, 0) });
+  }
+  // Each record batch the broker stored fits Kafka's default message.max.bytes.
+  expect(Math.max(...batchSizesOnDisk(dataDir, TOPIC))).toBeLessThanOrEqual(KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
+  expect(producer.status()).toMatchObject({ batches_split: 0, records_dead_lettered: 0, kafka_state: 'ok' });
+  await producer.stop();
+}, 420_000);

@@ -5,13 +5,13 @@ import { execFileSync, spawnSync } from 'child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'fs';
 import { connect } from 'net';
 import { tmpdir } from 'os';
-import { Kafka, logLevel } from 'kafkajs';
+import { ConfigResourceTypes, Kafka, logLevel } from 'kafkajs';
 import { join, resolve } from 'path';
 import { freePort } from '../bin/influxd';
 import { startTestBroker } from './helpers/broker';
 import { startInflux } from './helpers/influx';
 import { createNetnsPair, nsSpawn, type NetnsPair } from './helpers/netns';
-import { spawnUp, spawnUpIntoPipe, waitReady, type UpProcess } from './helpers/up';
+import { spawnInTerminal, spawnUp, spawnUpIntoPipe, waitReady, type UpProcess } from './helpers/up';
 
 const ROOT = resolve(__dirname, '..');
 const BIN = join(ROOT, 'dist/bin/nettally.js');
@@ -137,10 +137,10 @@ function usageByNetns(influxUrl: string): Map<string, { tx: number; rx: number; 
 test('up --help; bad settings named at start; without root it says so', () => {
   const help = spawnSync(process.execPath, [BIN, 'up', '--help'], { encoding: 'utf8' });
   expect(help.status).toBe(0);
-  for (const s of ['--data-dir', '--kafka-listen', 'KAFKA_BROKERS', 'INFLUX_URL', '--influx-port', '--pin-dir']) expect(help.stdout).toContain(s);
+  for (const s of ['--data-dir', '--kafka-listen', 'KAFKA_BROKERS', 'INFLUX_URL', '--influx-port', '--pin-dir', '--ring-buffer-bytes', '--max-connections', 'NETTALLY_FLUSH_THRESHOLD_BYTES']) expect(help.stdout).toContain(s);
   const dir = mkdtempSync(join(tmpdir(), 'nettally-up-bad-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  for (const [flag, value] of [['--kafka-listen', 'nonsense'], ['--pin-dir', '/tmp/not-bpffs'], ['--brokers', 'no-port'], ['--flush-interval', 'soon']]) {
+  for (const [flag, value] of [['--kafka-listen', 'nonsense'], ['--pin-dir', '/tmp/not-bpffs'], ['--brokers', 'no-port'], ['--flush-interval', 'soon'], ['--ring-buffer-bytes', '12KiB'], ['--max-connections', '10']]) {
     const r = spawnSync(process.execPath, [BIN, 'up', '--data-dir', dir, flag, value], { encoding: 'utf8', timeout: 30_000 });
     expect({ flag, code: r.status, err: r.stderr }).toEqual({ flag, code: 2, err: expect.stringContaining(flag) });
   }
@@ -172,7 +172,8 @@ test('traffic in namespaces reaches `nettally usage` exactly; Ctrl-C leaves noth
 
   // Started like a terminal would: its own process group, which gets the Ctrl-C.
   const upProc = spawnUp(
-    ['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--flush-interval', '1s', '--status-interval', '1s'],
+    ['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--flush-interval', '1s', '--status-interval', '1s',
+      '--max-connections', '65536', '--ring-buffer-bytes', '1MiB'],
     { wrapper: ['nsenter', `--mount=${nsFile}`] },
   );
   const up = upProc.child;
@@ -183,6 +184,16 @@ test('traffic in namespaces reaches `nettally usage` exactly; Ctrl-C leaves noth
     for (const p of processesMentioning([dataDir, `127.0.0.1:${kafkaPort}`, `127.0.0.1:${influxPort}`])) process.kill(Number(p.split(':')[0]), 'SIGKILL');
   });
   await waitReady(upProc);
+  // up hands its capture settings to the producer: its kernel capture opened with them.
+  const attached = async (): Promise<unknown[]> => {
+    const file = join(dataDir, 'logs', 'producer.log');
+    for (const until = Date.now() + 15_000; Date.now() < until; await sleep(200)) {
+      const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l.includes('"kernel capture attached"')) : [];
+      if (lines.length > 0) return lines.map((l) => JSON.parse(l) as unknown);
+    }
+    return [];
+  };
+  expect(await attached()).toEqual([expect.objectContaining({ maxConnections: 65536, ringBufferBytes: 1 << 20, flushIntervalMs: 1000, pinDir })]);
   // up mounted bpffs in its namespace (and only there), and nothing it does not need: no tracefs.
   expect(mountsOf(nsFile)).toEqual(expect.arrayContaining(['/sys/fs/bpf bpf']));
   expect(mountsOf(nsFile).filter((m) => / (tracefs|debugfs)$/.test(m))).toEqual([]);
@@ -489,8 +500,11 @@ test('KAFKA_BROKERS and INFLUX_URL: up uses those servers, starts neither, and l
   // up created the records topic with the partitions asked for (the broker auto-creates nothing here).
   const admin = new Kafka({ brokers: [broker.address], logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
-  const md = await admin.fetchTopicMetadata({ topics: [topic] }).finally(() => admin.disconnect());
+  const md = await admin.fetchTopicMetadata({ topics: [topic] });
   expect(md.topics[0]?.partitions.length).toBe(2);
+  // ... with the broker's clock as every record's Kafka timestamp (the consumer's bound on forged/ahead times).
+  const cfg = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['message.timestamp.type'] }] }).finally(() => admin.disconnect());
+  expect(cfg.resources[0]?.configEntries.map((e) => e.configValue)).toEqual(['LogAppendTime']);
   // Records flow into the external InfluxDB (the producer's own Kafka connection is traffic too).
   let points = 0;
   while (points === 0 && Date.now() < by) {
@@ -511,3 +525,84 @@ test('KAFKA_BROKERS and INFLUX_URL: up uses those servers, starts neither, and l
   expect(kernelMounts()).toEqual(mountsBefore);
   expect(existsSync(pinDir)).toBe(false);
 }, 180_000);
+
+// On a terminal (a real pseudo-terminal): readable lines, not JSON, and one status line redrawn in place; Ctrl-C
+// typed there still stops everything. Its log file stays JSON.
+const STATUS_DRAW = /\r\x1b\[K\[up \d\d:\d\d:\d\d\]/g; // eslint-disable-line no-control-regex -- the redraw sequence is the point
+
+test('up on a terminal: readable lines, one status line redrawn in place, Ctrl-C leaves nothing behind', async () => {
+  const { dataDir, pinDir, kafkaPort, influxPort } = await scratch('tty');
+  const dashboardPort = await freePort();
+  const env = { ...process.env };
+  delete env.LOG_FORMAT;
+  const up = spawnInTerminal(
+    ['up', '--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--dashboard-listen', `127.0.0.1:${dashboardPort}`, '--status-interval', '300ms'],
+    { env, columns: 100 },
+  );
+  cleanups.push(async () => {
+    await up.kill();
+    for (const p of processesMentioning([dataDir])) process.kill(Number(p.split(':')[0]), 'SIGKILL');
+  });
+  await waitReady(up);
+  // Enough ticks to tell a line redrawn in place from one line per tick.
+  const deadline = Date.now() + 60_000;
+  while ((up.out.match(STATUS_DRAW) ?? []).length < 5 && Date.now() < deadline) await sleep(200);
+
+  up.ctrlC();
+  const code = await Promise.race([up.exited, sleep(90_000).then(() => 'timeout')]);
+  const out = up.out;
+  expect({ code, tail: code === 0 ? '' : out.slice(-3000) }).toEqual({ code: 0, tail: '' });
+  expect(await waitGone(childPids(readFileSync(join(dataDir, 'logs', 'up.log'), 'utf8')), 60_000)).toEqual([]);
+  expect(processesMentioning([dataDir])).toEqual([]);
+  expect(existsSync(pinDir)).toBe(false);
+
+  // Readable: no JSON line, a timestamped level and component, the ready line with the dashboard's URL.
+  expect(out).not.toContain('{"level"');
+  expect(out).toMatch(/\d\d:\d\d:\d\d INFO {2}producer: started producer child_pid=\d+/);
+  expect(out).toMatch(new RegExp(`nettally up: ready — .* Dashboard: http://127\\.0\\.0\\.1:${dashboardPort}/`));
+  // Nothing but line ends and the status line's own carriage-return + erase-line reaches the terminal as control.
+  // eslint-disable-next-line no-control-regex -- asserting that none reach the terminal
+  expect(out.replace(/\r\x1b\[K/g, '').replace(/\r\n/g, '').match(/[\x00-\x1f\x7f-\x9f]/g)).toBeNull();
+
+  // In place: at least 5 draws, and some terminal row received several of them (one line per tick would give each
+  // draw a row of its own).
+  const draws = (out.match(STATUS_DRAW) ?? []).length;
+  const rowsWithStatus = out.split('\n').filter((row) => /\[up \d\d:\d\d:\d\d\]/.test(row)).length;
+  expect(draws).toBeGreaterThanOrEqual(5);
+  expect(rowsWithStatus).toBeLessThan(draws);
+  // Cut to the terminal's 100 columns (the full line is longer): a wrapped line could not be redrawn in place.
+  const drawn = out.split('\r\x1b[K').filter((d) => d.startsWith('[up ')).map((d) => d.split(/[\r^]/)[0]);
+  expect(drawn.filter((d) => d.length > 99)).toEqual([]);
+  expect(drawn.some((d) => d.endsWith('…'))).toBe(true);
+  // The last status stays as an ordinary line above the stop messages, and the screen ends with a whole line.
+  expect(out).toMatch(/\[up \d\d:\d\d:\d\d\][^\r\n]*\r\nnettally up: stopping/);
+  expect(out.slice(out.indexOf('nettally up: stopping'))).not.toContain('\x1b[K');
+  expect(out.endsWith('nettally up: stopped\r\n')).toBe(true);
+
+  // The log file stays JSON, the status lines included.
+  const log = readFileSync(join(dataDir, 'logs', 'up.log'), 'utf8').trim().split('\n');
+  expect(log.filter((l) => !l.startsWith('{"level":'))).toEqual([]);
+  expect(log.some((l) => l.includes('"out":"[up '))).toBe(true);
+}, 240_000);
+
+test('LOG_FORMAT on a terminal: json keeps JSON lines, pretty is readable, anything else is a clear error', async () => {
+  // A deprecated flag makes the dispatcher log a warning; the bad --pin-dir then ends up before it starts anything.
+  const run = async (logFormat: string | undefined): Promise<{ code: number | null; out: string }> => {
+    const env = { ...process.env };
+    if (logFormat === undefined) delete env.LOG_FORMAT;
+    else env.LOG_FORMAT = logFormat;
+    const p = spawnInTerminal(['up', '--ring-buffer', '256KiB', '--pin-dir', '/tmp/not-bpffs'], { env });
+    cleanups.push(() => p.kill());
+    return { code: await p.exited, out: p.out };
+  };
+  const auto = await run(undefined);
+  expect(auto.out).toMatch(/^\d\d:\d\d:\d\d WARN {2}.*--ring-buffer/m);
+  expect(auto.out).not.toContain('{"level"');
+  expect(auto.code).toBe(2);
+  const json = await run('json');
+  expect(json.out).toMatch(/^\{"level":40,.*--ring-buffer/m);
+  expect((await run('pretty')).out).toMatch(/^\d\d:\d\d:\d\d WARN /m);
+  const bad = await run('yaml');
+  expect(bad.code).toBe(2);
+  expect(bad.out).toContain('nettally up: invalid setting LOG_FORMAT: must be json or pretty');
+}, 120_000);

@@ -11,6 +11,11 @@ import { command as usageCommand } from '../../consumer/cmd-usage';
 import { encode } from '../../schemas';
 import { sumTruth, type SynthData, type SynthMessage, type TruthRow } from '../../consumer/synthetic';
 import { GROUP_BY_TAGS, type GroupKey } from '../../consumer/usage';
+import { consumerConfigFrom, command as consumerCommand } from '../../consumer/cmd-consumer';
+import { createRollupConsumer, type RollupConsumer } from '../../consumer/consumer';
+import type { BrokerOptions } from '../../broker/index';
+import { startTestBroker, type InProcessBroker } from './broker';
+import { startInflux, type TestInflux } from './influx';
 
 const ROOT = resolve(__dirname, '../..');
 
@@ -152,6 +157,83 @@ export function startConsumerProcess(args: string[], env: NodeJS.ProcessEnv = {}
       const code = await exited;
       clearTimeout(t);
       return code;
+    },
+  };
+}
+
+export interface ConsumerScenario {
+  readonly broker: InProcessBroker;
+  readonly influx: TestInflux;
+  readonly kafka: Kafka;
+  readonly admin: Admin;
+  /** `nettally consumer <argv>` in this process (not started); stopped after all tests. */
+  inProcess(argv: string[]): RollupConsumer;
+  /** `nettally consumer <argv>` as a child process; killed after all tests. */
+  child(argv: string[], env?: NodeJS.ProcessEnv): ConsumerProcess;
+  /** The rollups in InfluxDB database `db` equal the truth, per `groups` (1m, 1h) and per interface (1m). */
+  expectExact(db: string, truth: Pick<SynthData, 'traffic' | 'iface'>, fromMs: number, toMs: number, groups?: GroupKey[]): Promise<void>;
+}
+
+/** Registers beforeAll/afterAll for a bundled broker + real influxd + the consumers a test starts; cleans up on failure. */
+export function consumerScenario(brokerOpts: Partial<BrokerOptions> = {}): ConsumerScenario {
+  let broker: InProcessBroker | undefined;
+  let influx: TestInflux | undefined;
+  let kafka: Kafka | undefined;
+  let admin: Admin | undefined;
+  const inProcess: RollupConsumer[] = [];
+  const children: ConsumerProcess[] = [];
+  const ready = <T>(v: T | undefined): T => {
+    if (v === undefined) throw new Error('consumerScenario used outside a test');
+    return v;
+  };
+  beforeAll(async () => {
+    [broker, influx] = await Promise.all([startTestBroker(brokerOpts), startInflux()]);
+    kafka = kafkaClient(broker.address);
+    admin = kafka.admin();
+    await admin.connect();
+  });
+  afterAll(async () => {
+    for (const c of children) await c.kill();
+    for (const c of inProcess) await c.stop().catch(() => undefined);
+    await admin?.disconnect().catch(() => undefined);
+    await broker?.stop();
+    await influx?.destroy();
+  });
+  return {
+    get broker() {
+      return ready(broker);
+    },
+    get influx() {
+      return ready(influx);
+    },
+    get kafka() {
+      return ready(kafka);
+    },
+    get admin() {
+      return ready(admin);
+    },
+    inProcess(argv) {
+      const args = parseArgs(consumerCommand.spec, argv, {});
+      if (args === 'help') throw new Error('help');
+      const c = createRollupConsumer({ config: consumerConfigFrom(args), logger: silentLogger });
+      inProcess.push(c);
+      return c;
+    },
+    child(argv, env = {}) {
+      const c = startConsumerProcess(argv, env);
+      children.push(c);
+      return c;
+    },
+    async expectExact(db, truth, fromMs, toMs, groups = ['host', 'port']) {
+      const influxArgs = ['--influx-url', ready(influx).url, '--influx-db', db];
+      for (const window of ['1m', '1h'] as const) {
+        for (const g of groups) {
+          const got = await usageByGroup(influxArgs, fromMs, toMs, g, window);
+          expect(got.size).toBeGreaterThan(0);
+          expect({ g, window, rows: got }).toEqual({ g, window, rows: truthByGroup(truth.traffic, g, window) });
+        }
+      }
+      expect(await usageByGroup(influxArgs, fromMs, toMs, 'iface', '1m', 'iface')).toEqual(truthByGroup(truth.iface, 'iface', '1m'));
     },
   };
 }

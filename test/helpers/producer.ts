@@ -1,7 +1,7 @@
 // Test helpers for the producer: a kafkajs reader that decodes every record on the topic, per-connection and
 // per-netns totals with dedupe by (host, epoch, seq), and a child-process producer (`nettally producer`).
 import { spawn, spawnSync, type ChildProcess } from 'child_process';
-import { existsSync, statSync, readdirSync } from 'fs';
+import { existsSync, readFileSync, statSync, readdirSync } from 'fs';
 import { join, resolve } from 'path';
 import { Kafka, logLevel } from 'kafkajs';
 import { decode, type Decoded } from '../../schemas/index';
@@ -151,4 +151,26 @@ export function startProducerProcess(args: string[], env: NodeJS.ProcessEnv = {}
   });
   ready.catch(() => undefined);
   return { child, stderr: () => err, exited, ready };
+}
+
+/**
+ * Sizes (bytes, log overhead included: what Kafka compares with message.max.bytes) of every record batch the broker
+ * stored for `topic`, read from its log segment files: ground truth of what the producer sent, whatever the broker
+ * enforces.
+ */
+export function batchSizesOnDisk(dataDir: string, topic: string): number[] {
+  const sizes: number[] = [];
+  // The bundled broker's layout: <data-dir>/topics/<topic>/<partition>/<base offset>.log
+  const topicDir = join(dataDir, 'topics', topic);
+  for (const part of readdirSync(topicDir).filter((d) => /^\d+$/.test(d)).sort((a, b) => Number(a) - Number(b))) {
+    for (const f of readdirSync(join(topicDir, part)).filter((x) => x.endsWith('.log')).sort()) {
+      const buf = readFileSync(join(topicDir, part, f));
+      for (let at = 0; at + 12 <= buf.length; ) {
+        const size = 12 + buf.readInt32BE(at + 8);
+        sizes.push(size);
+        at += size;
+      }
+    }
+  }
+  return sizes;
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # Traffic generator for the capture scenario tests: moves known payload bytes and prints what each socket moved (JSON).
 import argparse
+import ctypes
 import json
 import os
 import socket
@@ -193,7 +194,14 @@ def main():
     p.add_argument('--pause-dir', default='')
     p.add_argument('--send-mode', default='send', choices=['send', 'sendfile', 'splice', 'sendmsg'])
     p.add_argument('--recv-mode', default='recv', choices=['recv', 'splice', 'peek'])
+    p.add_argument('--comm', default='', help='process name to take first, as hex bytes (prctl PR_SET_NAME: any bytes a user picks)')
     a = p.parse_args()
+    if a.comm:
+        name = bytes.fromhex(a.comm)
+        ctypes.CDLL(None, use_errno=True).prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
+        with open('/proc/self/comm', 'rb') as f:
+            if f.read()[:-1] != name[:15]:
+                sys.exit('prctl(PR_SET_NAME) did not set the name')
     {'tcp-server': tcp_server, 'tcp-client': tcp_client, 'udp-server': udp_server, 'udp-client': udp_client}[a.role](a)
 
 

@@ -93,3 +93,23 @@ export async function waitReady(up: UpProcess, timeoutMs = 90_000): Promise<void
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** One shell word: `script -c` takes a command line. */
+function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * `nettally <args>` on a real pseudo-terminal (util-linux `script`): stdout and stderr are the terminal, `out` is
+ * what the terminal received (\n arrives as \r\n), and ctrlC() types Ctrl-C, which the terminal turns into SIGINT
+ * for its foreground process group, as when a user presses it.
+ */
+export function spawnInTerminal(args: string[], opts: { env?: NodeJS.ProcessEnv; columns?: number } = {}): UpProcess & { ctrlC(): void } {
+  // exec: the command itself, not a shell, is the terminal's foreground process.
+  const command = `${opts.columns ? `stty cols ${opts.columns}; ` : ''}exec ${[process.execPath, BIN, ...args].map(shellQuote).join(' ')}`;
+  const child = spawn('script', ['-qfec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: opts.env ?? process.env });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  return Object.assign(upProcess(child, () => out, () => ''), { ctrlC: () => void child.stdin?.write('\x03') });
+}

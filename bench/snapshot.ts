@@ -1,0 +1,107 @@
+// `npm run bench:consumer` (second part; alone: `node dist/bench/snapshot.js`): one partition's state snapshot at
+// 10k and 100k live connections — wall time, the longest event-loop block while it is encoded, gzip'd size and the
+// chunk count the state store writes (median of BENCH_ROUNDS=3 rounds) — for the previous encoding (one gzipSync(JSON.stringify())) and the sliced,
+// async one the consumer uses (consumer/state-store.ts encodeSnapshot).
+import { gzipSync } from 'zlib';
+import { monitorEventLoopDelay } from 'perf_hooks';
+import { PartitionAggregator, type ConnInput } from '../consumer/aggregator';
+import { DEFAULT_CHUNK_BYTES, decodeSnapshot, encodeSnapshot } from '../consumer/state-store';
+
+const SIZES = (process.env.BENCH_CONNECTIONS ?? '10000,100000').split(',').map(Number);
+const START = Date.UTC(2026, 0, 1);
+const COMMS = ['curl', 'nginx', 'postgres', 'ssh', 'java', 'python3'];
+
+/** An aggregator holding `n` live connections of 100 hosts (open + one sample each, 3 minutes of event time). */
+function liveState(n: number): PartitionAggregator {
+  const agg = new PartitionAggregator({ partition: 0 });
+  const hosts = 100;
+  for (let i = 0; i < n; i++) {
+    const h = i % hosts;
+    const base: ConnInput = {
+      kind: 'conn', event: 'open', host_id: `${h.toString(16).padStart(32, '0')}`, hostname: `host-${h}`, boot_id: `00000000-0000-4000-8000-${h.toString(16).padStart(12, '0')}`,
+      epoch: 1, seq: 2 * Math.floor(i / hosts) + 1, time_ms: START + Math.floor((i / n) * 150_000), cookie: String(1_000_000 + i), tx_bytes: 0, rx_bytes: 0,
+      retransmits: 0, netns: 4026531840 + (i % 3), comm: COMMS[i % COMMS.length], protocol: 6, direction: 1 + (i % 2), sport: 32768 + (i % 20000), dport: [443, 80, 5432, 8080][i % 4], flush_reason: 'open',
+    };
+    agg.add(base);
+    agg.add({ ...base, event: 'sample', seq: base.seq + 1, time_ms: base.time_ms + 20_000, tx_bytes: 1000 + i, rx_bytes: 5000 + i * 3, flush_reason: 'interval' });
+  }
+  const p = agg.pending();
+  p.commit();
+  return agg;
+}
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+
+interface Measured {
+  label: string;
+  wallMs: number;
+  maxBlockMs: number;
+  bytes: number;
+}
+
+/** Median wall time and median longest block over the rounds. */
+function median(rounds: Measured[]): Measured {
+  const mid = <T>(xs: T[], key: (x: T) => number): number => xs.map(key).sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  return { label: rounds[0].label, wallMs: mid(rounds, (r) => r.wallMs), maxBlockMs: mid(rounds, (r) => r.maxBlockMs), bytes: rounds[0].bytes };
+}
+
+async function measure(label: string, fn: () => Promise<number>): Promise<Measured> {
+  // Longest gap between two runs of a 1 ms timer: what other partitions and heartbeats would wait.
+  let last = performance.now();
+  let maxGap = 0;
+  const probe = setInterval(() => {
+    const now = performance.now();
+    if (now - last > maxGap) maxGap = now - last;
+    last = now;
+  }, 1);
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  await new Promise((r) => setTimeout(r, 20));
+  last = performance.now();
+  maxGap = 0;
+  h.reset();
+  const t0 = performance.now();
+  const bytes = await fn();
+  const wallMs = performance.now() - t0;
+  await new Promise((r) => setTimeout(r, 5));
+  h.disable();
+  clearInterval(probe);
+  return { label, wallMs, maxBlockMs: Math.max(maxGap, h.max / 1e6), bytes };
+}
+
+export async function snapshotBench(): Promise<void> {
+  process.stdout.write(`\nstate snapshot of one partition (one Node thread), median of ${ROUNDS} rounds\n`);
+  process.stdout.write('live conns  encoding                                   wall ms  longest event-loop block ms  gzip KiB  chunks of 512 KiB\n');
+  for (const n of SIZES) {
+    process.stderr.write(`bench:snapshot: building ${n} live connections...\n`);
+    const agg = liveState(n);
+    const offset = String(n * 2);
+    // Rounds alternate the two encodings; each row is the median round (the machine is shared: single runs are noisy).
+    const before: Measured[] = [];
+    const after: Measured[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      before.push(await measure('before: gzipSync(JSON.stringify(snapshot()))', async () => gzipSync(JSON.stringify({ offset, state: agg.snapshot() })).length));
+      after.push(await measure('after: lazy snapshot, sliced JSON, async gzip', async () => (await encodeSnapshot({ offset, state: agg.snapshotLazy() })).length));
+    }
+    const rows = [median(before), median(after)];
+    // the two encodings must carry the same state
+    const back = await decodeSnapshot(await encodeSnapshot({ offset, state: agg.snapshotLazy() }));
+    if (JSON.stringify(back) !== JSON.stringify({ offset, state: agg.snapshot() })) throw new Error('encodeSnapshot does not round-trip');
+    const t = performance.now();
+    agg.snapshot();
+    const snapMs = performance.now() - t;
+    for (const r of rows) {
+      process.stdout.write(
+        `${String(agg.sizes.connections).padStart(10)}  ${r.label.padEnd(43)}${r.wallMs.toFixed(0).padStart(7)}  ${r.maxBlockMs.toFixed(0).padStart(27)}  ${(r.bytes / 1024).toFixed(0).padStart(8)}  ${String(Math.ceil(r.bytes / DEFAULT_CHUNK_BYTES)).padStart(17)}\n`,
+      );
+    }
+    process.stdout.write(`${''.padStart(10)}  (aggregator snapshot() alone, synchronous: ${snapMs.toFixed(0)} ms)\n`);
+  }
+}
+
+if (require.main === module) {
+  snapshotBench().catch((e: unknown) => {
+    process.stderr.write(`bench:snapshot failed: ${e instanceof Error ? e.stack : String(e)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,43 @@
+// The consumer's public contract: its settings and the counters it reports.
+import type { KafkaConfig } from 'kafkajs';
+import type { AggregatorOptions } from './aggregator';
+import type { InfluxConfig } from './influx';
+
+export interface RollupConsumerConfig {
+  kafka: KafkaConfig;
+  topic: string;
+  group: string;
+  stateTopic: string;
+  dlqTopic: string;
+  /** Dead-letter topic for points InfluxDB refuses (field type conflict, too large, …). */
+  pointsDlqTopic: string;
+  aggregation: Omit<AggregatorOptions, 'partition'>;
+  influx: InfluxConfig;
+  /** How often dirty windows are written and the state snapshotted + committed. */
+  flushIntervalMs: number;
+  retryInitialMs: number;
+  retryMaxMs: number;
+  sessionTimeoutMs: number;
+  /** Create the InfluxDB database at start (1.x CREATE DATABASE). */
+  createDatabase: boolean;
+}
+
+export interface ConsumerStats {
+  records: number;
+  duplicates: number;
+  too_late: number;
+  dlq: number;
+  /** Points InfluxDB refused, sent to the points dead-letter topic. */
+  points_dlq: number;
+  points_written: number;
+  flushes: number;
+  /** Sum over assigned partitions of high watermark − next offset, as of each partition's last batch. */
+  lag: number;
+  partitions: number[];
+  last_window_ms: number | undefined;
+  influx_down_since: number | undefined;
+  /** Retention gaps found by this process: records deleted before they were read (see consumer/README.md). */
+  retention_gaps: number;
+  /** Offsets lost in those gaps. */
+  retention_gap_records: number;
+}

@@ -1,0 +1,297 @@
+// Scenario: consumer state at scale and retention gaps, against the bundled broker and a real influxd.
+// - A partition with 100k live connections: every state-topic record batch stays under Apache Kafka's default
+//   message.max.bytes (1048588), the state is saved and restored across SIGKILL, and the totals are exact.
+// - Retention deletes records the group has not read: the gap is reported with its offsets, the consumer moves on
+//   (no OFFSET_OUT_OF_RANGE loop), records after the gap are counted exactly, affected windows carry gap=true.
+import { randomBytes } from 'crypto';
+import * as fs from 'fs';
+import { join } from 'path';
+import { Writable } from 'stream';
+import { gzipSync } from 'zlib';
+import { parseArgs } from '../lib/args';
+import { silentLogger } from '../lib/log';
+import { command as consumerCommand } from '../consumer/cmd-consumer';
+import { PartitionAggregator } from '../consumer/aggregator';
+import { InfluxClient } from '../consumer/influx';
+import { toAggInput } from '../consumer/records';
+import { StateStore, decodeSnapshot, encodeSnapshot, parseCommitMetadata } from '../consumer/state-store';
+import { runUsage } from '../consumer/usage';
+import { synthesize } from '../consumer/synthetic';
+import { decode } from '../schemas';
+import { consumerScenario, createTopic, messagesOf, produce, waitCaughtUp } from './helpers/consumer';
+
+/** Apache Kafka's default message.max.bytes: the largest record batch a default broker accepts. */
+const KAFKA_MAX_BATCH = 1048588;
+const START = Date.UTC(2026, 0, 7, 8, 0, 0);
+const FROM = START - 3_600_000;
+const TO = START + 3 * 3_600_000;
+
+const env = consumerScenario({ retentionCheckMs: 3_600_000 });
+
+function names(name: string): { topic: string; group: string; stateTopic: string; db: string; args: string[] } {
+  const topic = `records-${name}-${process.pid}`;
+  const group = `g-${name}-${process.pid}`;
+  const db = `nt_${name}_${process.pid}`;
+  const args = [
+    '--brokers', env.broker.address, '--topic', topic, '--group', group, '--state-topic', `${topic}.state`, '--dlq-topic', `${topic}.dlq`,
+    '--influx-url', env.influx.url, '--influx-db', db, '--session-timeout', '6s',
+  ];
+  return { topic, group, stateTopic: `${topic}.state`, db, args };
+}
+
+/** Sizes of the record batches the broker stored for a topic (its segment files: baseOffset int64, length int32, ...). */
+function storedBatchSizes(topic: string): number[] {
+  const out: number[] = [];
+  const walk = (dir: string): void => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.log')) {
+        const buf = fs.readFileSync(p);
+        for (let at = 0; at + 12 <= buf.length; ) {
+          const size = 12 + buf.readInt32BE(at + 8);
+          out.push(size);
+          at += size;
+        }
+      }
+    }
+  };
+  walk(join(env.broker.dataDir, 'topics', topic));
+  return out;
+}
+
+async function runCheck(argv: string[]): Promise<{ code: number; out: string }> {
+  let out = '';
+  const stdout = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      out += chunk.toString();
+      cb();
+    },
+  });
+  const args = parseArgs(consumerCommand.spec, [...argv, '--check'], {});
+  if (args === 'help') throw new Error('help');
+  const code = await consumerCommand.run(args, { logger: silentLogger, signal: new AbortController().signal, stdout });
+  return { code, out };
+}
+
+test('a partition with 100k live connections: snapshots fit 1 MiB batches, restored after SIGKILL, exact totals', async () => {
+  const n = names('big');
+  await createTopic(env.admin, n.topic, 1);
+  // 100 hosts × 1000 connections, all inside 4 minutes of event time: none is forgotten before the end.
+  const data = synthesize({ hosts: 100, connsPerHost: 1000, startMs: START, minutes: 4, seed: 1010, sampleEverySec: 120 });
+  const msgs = messagesOf(data, { dupEvery: 200, seed: 3 });
+  const cut = Math.floor(msgs.length * 0.9);
+  await produce(env.kafka, n.topic, msgs.slice(0, cut), 2000);
+
+  let c = env.child([...n.args, '--flush-interval', '2s']);
+    await waitCaughtUp(env.admin, n.group, n.topic, 600_000, () => c.stderr().slice(-3000));
+  // the snapshot of ~90k connections takes several chunks, each its own batch under the limit
+  const sizes = storedBatchSizes(n.stateTopic);
+  expect(sizes.reduce((a, b) => a + b, 0)).toBeGreaterThan(KAFKA_MAX_BATCH);
+  expect(Math.max(...sizes)).toBeLessThanOrEqual(KAFKA_MAX_BATCH);
+  await c.kill();
+
+  await produce(env.kafka, n.topic, msgs.slice(cut), 2000);
+  c = env.child([...n.args, '--flush-interval', '2s']);
+    await waitCaughtUp(env.admin, n.group, n.topic, 600_000, () => c.stderr().slice(-3000));
+  expect(c.stderr()).toMatch(/"snapshots":1.*"msg":"partition state loaded"/);
+  expect(await c.stop()).toBe(0);
+  const after = storedBatchSizes(n.stateTopic);
+  expect(Math.max(...after)).toBeLessThanOrEqual(KAFKA_MAX_BATCH);
+  await env.expectExact(n.db, data, FROM, TO);
+}, 1_200_000);
+
+test('retention deletes unread records: the gap is reported once, the consumer moves on, the rest is exact', async () => {
+  const n = names('gap');
+  const retentionMs = 60_000;
+  // Small segments so retention can delete part of the log (each produce below stays under the segment size).
+  await env.admin.createTopics({
+    topics: [{ topic: n.topic, numPartitions: 1, configEntries: [{ name: 'retention.ms', value: String(retentionMs) }, { name: 'segment.bytes', value: '16384' }] }],
+    waitForLeaders: true,
+  });
+  // A is read before the consumer stops; B is deleted by retention unread; C arrives after. Different hosts and
+  // event times, so the truth of A + C is exactly what must be stored.
+  const a = synthesize({ hosts: 2, connsPerHost: 15, startMs: START, minutes: 6, seed: 2101 });
+  const b = synthesize({ hosts: 2, connsPerHost: 15, startMs: START + 10 * 60_000, minutes: 6, seed: 2102 });
+  const cData = synthesize({ hosts: 2, connsPerHost: 15, startMs: START + 20 * 60_000, minutes: 6, seed: 2103 });
+  const ma = messagesOf(a, { seed: 1 });
+  const mb = messagesOf(b, { seed: 2 });
+  const mc = messagesOf(cData, { seed: 3 });
+
+  let c = env.inProcess([...n.args, '--flush-interval', '300ms']);
+  await c.start();
+  await produce(env.kafka, n.topic, ma, 50);
+  await waitCaughtUp(env.admin, n.group, n.topic);
+  await c.stop();
+
+  await produce(env.kafka, n.topic, mb, 50);
+  // Retention as if the consumer had been down for longer than retention.ms: every segment goes (the active one is
+  // rolled first), so the log starts at the end of B.
+  const endA = BigInt(ma.length);
+  const endB = endA + BigInt(mb.length);
+  expect(env.broker.broker.applyRetention(Date.now() + 2 * retentionMs)).toBeGreaterThan(0);
+  const offs = await env.admin.fetchTopicOffsets(n.topic);
+  expect(offs[0]).toMatchObject({ low: String(endB), high: String(endB) });
+  await produce(env.kafka, n.topic, mc, 50);
+
+  // `nettally consumer --check` sees the pending gap
+  const check = await runCheck(n.args);
+  expect(check.code).toBe(1);
+  expect(check.out).toContain(`partition 0: committed offset ${endA} is below the earliest available offset ${endB}`);
+
+  c = env.inProcess([...n.args, '--flush-interval', '300ms']);
+  await c.start();
+  await waitCaughtUp(env.admin, n.group, n.topic);
+  const s = c.stats();
+  expect({ gaps: s.retention_gaps, lost: s.retention_gap_records }).toEqual({ gaps: 1, lost: Number(endB - endA) });
+  expect(s.records).toBe(mc.length);
+  await c.stop();
+  expect((await runCheck(n.args)).code).toBe(0);
+
+  // exact for A and C (B's hosts never appear)
+  await env.expectExact(n.db, { traffic: [...a.traffic, ...cData.traffic], iface: [...a.iface, ...cData.iface] }, FROM, TO);
+  // Marked: windows from the oldest one open at the gap (A's watermark) to C's first record + allowed lateness.
+  const lateness = 120_000;
+  const maxA = Math.max(...ma.map((m) => toAggInput(decode(m.value)).time_ms));
+  const fromMs = Math.floor((maxA - lateness) / 60_000) * 60_000;
+  const toMs = Math.max(maxA, toAggInput(decode(mc[0].value)).time_ms) + lateness;
+  const [res] = await new InfluxClient({ url: env.influx.url, api: 'v1', db: n.db, batchSize: 5000, timeoutMs: 30_000 }).query('SELECT tx_bytes, gap FROM nettally_traffic_1m');
+  const points = (res.series?.[0]?.values ?? []).map((v) => ({ t: typeof v[0] === 'number' ? v[0] : Date.parse(String(v[0])), gap: v[2] === true }));
+  expect(points.length).toBeGreaterThan(0);
+  const wrong = points.filter((pt) => pt.gap !== (pt.t + 60_000 > fromMs && pt.t <= toMs));
+  expect(wrong).toEqual([]);
+  // and `nettally usage` / the billing export show it per row
+  const rows = await runUsage(new InfluxClient({ url: env.influx.url, api: 'v1', db: n.db, batchSize: 5000, timeoutMs: 30_000 }), { measurement: 'traffic', fromMs: FROM, toMs: TO, windowMs: 60_000, groupBy: [] });
+  expect(rows.filter((r) => r.gap).map((r) => r.time_ms)).toEqual(rows.map((r) => r.time_ms).filter((t) => t + 60_000 > fromMs && t <= toMs));
+  expect(rows.some((r) => !r.gap)).toBe(true);
+  expect(points.some((pt) => pt.gap)).toBe(true);
+  expect(points.some((pt) => !pt.gap && pt.t > toMs)).toBe(true);
+  expect(points.some((pt) => !pt.gap && pt.t < fromMs)).toBe(true);
+}, 600_000);
+
+test('state store: a save cut off between chunks leaves the previous snapshot; slots keep compaction keys apart', async () => {
+  const stateTopic = `state-unit-${process.pid}`;
+  const producer = env.kafka.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 1 });
+  await producer.connect();
+  try {
+    // Fault injection on the real producer: the broker stores what was sent before the "crash", nothing after.
+    let failAfter = Infinity;
+    let sends = 0;
+    const crashing = Object.create(producer) as typeof producer;
+    crashing.send = async (rec) => {
+      if (sends++ >= failAfter) throw new Error('crashed between chunks');
+      return producer.send(rec);
+    };
+    const store = new StateStore({ kafka: env.kafka, admin: env.admin, producer: crashing, logger: silentLogger, group: 'g-unit', topic: 'records-unit', stateTopic, chunkBytes: 1024 });
+    await store.init(1);
+    // incompressible state: several 1 KiB chunks per snapshot
+    const state = (tag: string): Record<string, unknown> => ({ tag, blob: randomBytes(3000).toString('base64') });
+    const keysOf = async (): Promise<{ key: string; id: string }[]> => {
+      const out: { key: string; id: string }[] = [];
+      const reader = env.kafka.consumer({ groupId: `unit-reader-${process.pid}-${Math.random()}`, maxWaitTimeInMs: 100 });
+      await reader.connect();
+      await reader.subscribe({ topics: [stateTopic], fromBeginning: true });
+      const end = Number((await env.admin.fetchTopicOffsets(stateTopic))[0].high);
+      await new Promise<void>((resolve) => {
+        void reader.run({
+          eachMessage: async ({ message }) => {
+            out.push({ key: String(message.key), id: String(message.headers?.['nettally-snapshot']) });
+            if (Number(message.offset) >= end - 1) resolve();
+          },
+        });
+      });
+      await reader.disconnect();
+      return out;
+    };
+
+    const meta1 = await store.save(0, { offset: '100', state: state('one') });
+    const hint = new Map([[0, parseCommitMetadata(meta1)?.offset]]);
+    failAfter = sends + 2; // the next save stores 2 of its chunks, then "crashes"
+    await expect(store.save(0, { offset: '200', state: state('two') })).rejects.toThrow('crashed between chunks');
+    const loaded = await store.load([0], hint);
+    expect(loaded.get(0)).toMatchObject({ offset: '100', state: { tag: 'one' } });
+
+    // A snapshot completed after the crash but named by no commit (the member died before committing, or anyone who
+    // can write to the state topic planted it) is not taken over the committed one; without a commit, the newest is.
+    failAfter = Infinity;
+    await store.save(0, { offset: '300', state: state('three') });
+    expect((await store.load([0], hint)).get(0)).toMatchObject({ offset: '100', state: { tag: 'one' } });
+    expect((await store.load([0], new Map())).get(0)).toMatchObject({ offset: '300', state: { tag: 'three' } });
+    const keys = await keysOf();
+    const slotOf = (first: number): Set<string> => new Set(keys.filter((k) => k.id === keys[first].id).map((k) => k.key.replace(/\d+$/, '')));
+    const firstOfEach = [...new Set(keys.map((k) => k.id))].map((id) => keys.findIndex((k) => k.id === id));
+    expect(firstOfEach).toHaveLength(3);
+    const [s1, s2, s3] = firstOfEach.map(slotOf);
+    expect([...s1]).toEqual(['g-unit/records-unit/0#a']);
+    // the interrupted save and the one after it both wrote slot b: a compacted topic keeps slot a = snapshot one intact
+    expect([...s2]).toEqual(['g-unit/records-unit/0#b']);
+    expect([...s3]).toEqual(['g-unit/records-unit/0#b']);
+    // next complete snapshot flips back to a
+    await store.save(0, { offset: '400', state: state('four') });
+    const after = await keysOf();
+    expect(after[after.length - 1].key).toMatch(/#a\d+$/);
+    expect(Math.max(...storedBatchSizes(stateTopic))).toBeLessThan(2048);
+    // a forger's store (same group, topic and key, as any client of the broker can write) plants a newer snapshot
+    const forger = new StateStore({ kafka: env.kafka, admin: env.admin, producer, logger: silentLogger, group: 'g-unit', topic: 'records-unit', stateTopic, chunkBytes: 1024 });
+    await forger.init(1);
+    await forger.save(0, { offset: '999999', state: state('planted') });
+    expect((await store.load([0], hint)).get(0)).toMatchObject({ offset: '100', state: { tag: 'one' } });
+
+    // snapshots written before slots existed (keys `<key>#<chunk>`, one request) still load, with an aggregator v1 state
+    const agg = new PartitionAggregator({ partition: 1 });
+    const gz = gzipSync(JSON.stringify({ offset: '42', state: agg.snapshot() }));
+    await producer.send({
+      topic: stateTopic,
+      acks: -1,
+      messages: [{ key: 'g-unit/records-unit/1#0', value: gz, partition: 0, headers: { 'nettally-snapshot': 'old', 'nettally-chunk': '0/1', 'nettally-offset': '42' } }],
+    });
+    const old = (await store.load([1], new Map())).get(1);
+    expect(old?.offset).toBe('42');
+    expect(() => new PartitionAggregator({ partition: 1 }).restore(old!.state)).not.toThrow();
+  } finally {
+    await producer.disconnect();
+  }
+}, 300_000);
+
+test('the sliced encoder writes exactly the JSON of snapshot(), and it restores', async () => {
+  const data = synthesize({ hosts: 3, connsPerHost: 200, startMs: START, minutes: 5, seed: 3030 });
+  const agg = new PartitionAggregator({ partition: 0 });
+  for (const m of messagesOf(data, { dupEvery: 20, seed: 9 })) agg.add(toAggInput(decode(m.value)));
+  const expected = JSON.stringify({ offset: '7', state: agg.snapshot(), gaps: [] });
+  // a slice of 0 ms yields after every 128 elements: the most interleaving the encoder can see
+  const gz = await encodeSnapshot({ offset: '7', state: agg.snapshotLazy(), gaps: [] }, 0);
+  const back = await decodeSnapshot(gz);
+  expect(JSON.stringify(back)).toBe(expected);
+  const restored = new PartitionAggregator({ partition: 0 });
+  restored.restore(back.state);
+  expect(JSON.stringify(restored.snapshot())).toBe(JSON.stringify(agg.snapshot()));
+});
+
+test('state store: a hand-made state topic with a lower max.message.bytes gets smaller chunks, not endless retries', async () => {
+  const stateTopic = `state-small-${process.pid}`;
+  await env.admin.createTopics({ topics: [{ topic: stateTopic, numPartitions: 1, configEntries: [{ name: 'max.message.bytes', value: '100000' }] }], waitForLeaders: true });
+  const producer = env.kafka.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 1, retry: { retries: 0 } });
+  await producer.connect();
+  try {
+    const store = new StateStore({ kafka: env.kafka, admin: env.admin, producer, logger: silentLogger, group: 'g-small', topic: 'records-small', stateTopic });
+    await store.init(1);
+    const state = { blob: randomBytes(300_000).toString('base64') };
+    // what the consumer's retry loop does: each refusal halves the chunk size (512 → 256 → 128 → 64 KiB)
+    const errors: string[] = [];
+    let meta: string | undefined;
+    for (let attempt = 0; attempt < 6 && meta === undefined; attempt++) {
+      meta = await store.save(0, { offset: '9', state }).catch((e: unknown) => {
+        errors.push((e as Error).message);
+        return undefined;
+      });
+    }
+    expect(meta).toBeDefined();
+    expect(errors).toHaveLength(3);
+    expect(errors[0]).toContain('MESSAGE_TOO_LARGE');
+    expect(Math.max(...storedBatchSizes(stateTopic))).toBeLessThanOrEqual(100_000);
+    const loaded = await store.load([0], new Map([[0, parseCommitMetadata(meta)?.offset]]));
+    expect(loaded.get(0)).toEqual({ offset: '9', state });
+  } finally {
+    await producer.disconnect();
+  }
+});
