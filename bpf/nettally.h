@@ -125,7 +125,10 @@ struct nt_iface_val {
 	__u64 tx_packets;
 };
 
-/* Packed per (netns, ifindex) sum handed to user space by the addon. 40 bytes. */
+/* Packed per (netns, ifindex) sum handed to user space by the addon; also the value of the `iface_slots` per-CPU
+ * array (key 0 = a free slot). 40 bytes. */
+#define NT_IFACE_SLOTS_SHIFT 6
+#define NT_IFACE_SLOTS (1 << NT_IFACE_SLOTS_SHIFT)
 struct nt_iface_entry {
 	struct nt_iface_key key; /*  0 */
 	struct nt_iface_val val; /*  8 */

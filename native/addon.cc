@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -153,6 +154,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
                            InstanceMethod("ifaces", &Capture::Ifaces),
                            InstanceMethod("forget", &Capture::Forget),
                            InstanceMethod("refresh", &Capture::Refresh),
+                           InstanceMethod("refreshAsync", &Capture::RefreshAsync),
                            InstanceMethod("close", &Capture::Close),
                            InstanceMethod("programs", &Capture::Programs),
                            InstanceMethod("pause", &Capture::Pause),
@@ -228,7 +230,8 @@ class Capture : public Napi::ObjectWrap<Capture> {
       std::string dir = pin.As<Napi::String>().Utf8Value();
       err = MkdirAll(dir);
       if (err) ThrowCoded(env, "CONFIG_INVALID", "cannot create pin directory " + dir + ": " + strerror(-err));
-      struct bpf_map *maps[] = {skel_->maps.conns, skel_->maps.ifaces, skel_->maps.stats, skel_->maps.listeners};
+      struct bpf_map *maps[] = {skel_->maps.conns, skel_->maps.ifaces, skel_->maps.iface_slots, skel_->maps.stats,
+                                skel_->maps.listeners};
       for (struct bpf_map *m : maps) {
         std::string path = dir + "/" + bpf_map__name(m);
         bpf_map__set_pin_path(m, path.c_str());
@@ -410,12 +413,27 @@ class Capture : public Napi::ObjectWrap<Capture> {
     return ab;
   }
 
-  // Packed struct nt_iface_entry per (netns, ifindex), per-CPU values summed.
+  // Packed struct nt_iface_entry per (netns, ifindex): the per-CPU values of the `iface_slots` array (each CPU's
+  // slot has its own owner) and of the `ifaces` hash (interfaces whose slot another one owns), summed per key.
   Napi::Value Ifaces(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     Live(env);
+    std::map<std::pair<__u32, __u32>, nt_iface_val> sums;
+    auto add = [&](const nt_iface_key &k, const nt_iface_val &v) {
+      nt_iface_val &s = sums[{k.netns, k.ifindex}];
+      s.rx_bytes += v.rx_bytes;
+      s.rx_packets += v.rx_packets;
+      s.tx_bytes += v.tx_bytes;
+      s.tx_packets += v.tx_packets;
+    };
+    int slots_fd = bpf_map__fd(skel_->maps.iface_slots);
+    std::vector<nt_iface_entry> slots(ncpus_);
+    for (__u32 i = 0; i < NT_IFACE_SLOTS; i++) {
+      if (bpf_map_lookup_elem(slots_fd, &i, slots.data()) != 0) continue;
+      for (const nt_iface_entry &e : slots)
+        if (e.key.netns) add(e.key, e.val);
+    }
     int fd = bpf_map__fd(skel_->maps.ifaces);
-    std::vector<nt_iface_entry> out;
     std::vector<nt_iface_val> vals(ncpus_);
     struct nt_iface_key key, next;
     void *prev = nullptr;
@@ -423,14 +441,14 @@ class Capture : public Napi::ObjectWrap<Capture> {
       key = next;
       prev = &key;
       if (bpf_map_lookup_elem(fd, &key, vals.data()) != 0) continue;
+      for (const nt_iface_val &v : vals) add(key, v);
+    }
+    std::vector<nt_iface_entry> out;
+    for (const auto &kv : sums) {
       nt_iface_entry e = {};
-      e.key = key;
-      for (const nt_iface_val &v : vals) {
-        e.val.rx_bytes += v.rx_bytes;
-        e.val.rx_packets += v.rx_packets;
-        e.val.tx_bytes += v.tx_bytes;
-        e.val.tx_packets += v.tx_packets;
-      }
+      e.key.netns = kv.first.first;
+      e.key.ifindex = kv.first.second;
+      e.val = kv.second;
       out.push_back(e);
     }
     size_t bytes = out.size() * sizeof(nt_iface_entry);
@@ -440,23 +458,81 @@ class Capture : public Napi::ObjectWrap<Capture> {
   }
 
   // refresh(): runs nt_refresh over every open file of every process (TCP counters brought up to the sockets'
-  // sequence numbers, due flushes emitted into the ring buffer). Synchronous; a few hundred ns per open file.
-  // The iterator cannot create socket cookies (its socket pointer is untrusted): it lists the sockets that have
-  // none (they predate the capture and moved nothing since); their cookies are created here through the holder's
-  // fd and the iterator runs once more, so that they are counted from now on like every other connection.
+  // sequence numbers, due flushes emitted into the ring buffer), synchronously: for open, snapshots and close.
+  // refreshAsync(): the same on a libuv worker thread, resolving to the milliseconds it took. The walk costs ~0.3 µs
+  // per open file and ~1.7 µs per TCP socket (bench/RESULTS.md): at 100k sockets that would block the event loop
+  // for a quarter of a second every half flush interval, so the periodic refresh runs here.
   Napi::Value Refresh(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     Live(env);
     if (!refresh_link_) return env.Undefined();
-    std::vector<nt_refresh_miss> missing;
-    RunRefresh(env, &missing);
-    if (!missing.empty() && CreateCookies(missing) > 0) RunRefresh(env, nullptr);
+    std::string err;
+    const char *code = RefreshAll(bpf_link__fd(refresh_link_), &err);
+    if (code) ThrowCoded(env, code, err);
     return env.Undefined();
   }
 
-  void RunRefresh(Napi::Env env, std::vector<nt_refresh_miss> *missing) {
-    int fd = bpf_iter_create(bpf_link__fd(refresh_link_));
-    if (fd < 0) ThrowCoded(env, "KERNEL_UNSUPPORTED", std::string("cannot run the refresh iterator: ") + strerror(errno));
+  Napi::Value RefreshAsync(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Live(env);
+    auto deferred = Napi::Promise::Deferred::New(env);
+    if (!refresh_link_) {
+      deferred.Resolve(Napi::Number::New(env, 0));
+      return deferred.Promise();
+    }
+    // the worker holds its own reference to the iterator link: close() may destroy ours meanwhile
+    int fd = fcntl(bpf_link__fd(refresh_link_), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) ThrowCoded(env, "INTERNAL", std::string("cannot duplicate the refresh iterator link: ") + strerror(errno));
+    (new RefreshWorker(env, fd, deferred))->Queue();
+    return deferred.Promise();
+  }
+
+  class RefreshWorker : public Napi::AsyncWorker {
+   public:
+    RefreshWorker(Napi::Env env, int link_fd, Napi::Promise::Deferred deferred)
+        : Napi::AsyncWorker(env, "nettally-refresh"), link_fd_(link_fd), deferred_(deferred) {}
+    ~RefreshWorker() override { close(link_fd_); }
+    void Execute() override {
+      uint64_t t0 = ClockNs(CLOCK_MONOTONIC);
+      code_ = RefreshAll(link_fd_, &err_);
+      ms_ = (double)(ClockNs(CLOCK_MONOTONIC) - t0) / 1e6;
+    }
+    void OnOK() override {
+      Napi::Env env = Env();
+      if (!code_) {
+        deferred_.Resolve(Napi::Number::New(env, ms_));
+        return;
+      }
+      Napi::Error e = Napi::Error::New(env, err_);
+      e.Set("code", Napi::String::New(env, code_));
+      deferred_.Reject(e.Value());
+    }
+
+   private:
+    int link_fd_;
+    Napi::Promise::Deferred deferred_;
+    const char *code_ = nullptr;
+    std::string err_;
+    double ms_ = 0;
+  };
+
+  // The iterator cannot create socket cookies (its socket pointer is untrusted): it lists the sockets that have
+  // none (they predate the capture and moved nothing since); their cookies are created here through the holder's
+  // fd and the iterator runs once more, so that they are counted from now on like every other connection.
+  // Returns nullptr, or an error code with *err set. Touches no JS and no member: runs on any thread.
+  static const char *RefreshAll(int link_fd, std::string *err) {
+    std::vector<nt_refresh_miss> missing;
+    const char *code = RunIter(link_fd, &missing, err);
+    if (!code && !missing.empty() && CreateCookies(missing) > 0) code = RunIter(link_fd, nullptr, err);
+    return code;
+  }
+
+  static const char *RunIter(int link_fd, std::vector<nt_refresh_miss> *missing, std::string *err) {
+    int fd = bpf_iter_create(link_fd);
+    if (fd < 0) {
+      *err = std::string("cannot run the refresh iterator: ") + strerror(errno);
+      return "KERNEL_UNSUPPORTED";
+    }
     std::string out;
     char buf[4096];
     ssize_t n;
@@ -465,13 +541,17 @@ class Capture : public Napi::ObjectWrap<Capture> {
     }
     int e = errno;
     close(fd);
-    if (n < 0) ThrowCoded(env, "INTERNAL", std::string("refresh iterator failed: ") + strerror(e));
-    if (!missing) return;
+    if (n < 0) {
+      *err = std::string("refresh iterator failed: ") + strerror(e);
+      return "INTERNAL";
+    }
+    if (!missing) return nullptr;
     for (size_t off = 0; off + sizeof(nt_refresh_miss) <= out.size(); off += sizeof(nt_refresh_miss)) {
       nt_refresh_miss m;
       memcpy(&m, out.data() + off, sizeof(m));
       missing->push_back(m);
     }
+    return nullptr;
   }
 
   // SO_COOKIE on a duplicate of the holder's fd creates the socket's cookie (pidfd_getfd, Linux 5.6+; root or

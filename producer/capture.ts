@@ -68,6 +68,9 @@ export interface Capture {
   programs?(): { name: string; id: number }[];
 }
 
+/** The periodic refresh waits at least this many times as long as the last one took: ≤ ~1% of a CPU. */
+const REFRESH_CPU_FACTOR = 100;
+
 const DEFAULTS = {
   // The one table (producer/capture-options.ts): the flags, this API and the native addon agree on every default.
   ...CAPTURE_DEFAULTS,
@@ -179,16 +182,53 @@ class KernelCapture implements Capture {
     // connections and listeners that predate the capture: counted from here on, owned by the process holding them
     this.native.refresh();
     log.info({ ...opts }, 'kernel capture attached');
-    // The kernel flushes TCP connections whose unflushed bytes are older than the interval when the refresh finds
-    // them (the hot path only checks the threshold): a refresh twice per interval keeps that within ~1.5 intervals.
-    // Every other one is followed by the sweep, which reads the map the refresh just brought up to date.
-    let ticks = 0;
-    const tick = (): void => {
-      this.native.refresh();
-      if (++ticks % 2 === 0) this.sweep(false);
-    };
-    this.timers.push(setInterval(() => this.guard(tick), Math.max(1, Math.floor(opts.flushIntervalMs / 2))));
+    this.refreshEveryMs = Math.max(1, Math.floor(opts.flushIntervalMs / 2));
+    this.scheduleRefresh(this.refreshEveryMs);
     if (opts.ifaceIntervalMs > 0) this.timers.push(setInterval(() => this.guard(() => this.emitIfaces()), opts.ifaceIntervalMs));
+  }
+
+  /**
+   * The kernel flushes TCP connections whose unflushed bytes are older than the interval when the refresh finds them
+   * (the hot path only checks the threshold): a refresh twice per interval keeps that within ~1.5 intervals. Every
+   * other one is followed by the sweep, which reads the map the refresh just brought up to date. The refresh walks
+   * every open file of every process on a worker thread (~0.2 s at 100k open TCP sockets, bench/RESULTS.md), and
+   * waits at least REFRESH_CPU_FACTOR times as long as the last one took before the next, so that it never takes
+   * more than ~1% of a CPU: on such hosts interval flushes come later; bytes stay exact (every counter is read
+   * again by the next refresh, snapshot and close).
+   */
+  private readonly refreshEveryMs: number;
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private refreshTicks = 0;
+  private refreshStretched = false;
+
+  private scheduleRefresh(delayMs: number): void {
+    this.refreshTimer = setTimeout(() => {
+      const next = (ms: number): void => {
+        if (this.closing) return;
+        const wait = Math.max(this.refreshEveryMs, Math.ceil(ms * REFRESH_CPU_FACTOR));
+        if ((wait > this.refreshEveryMs) !== this.refreshStretched) {
+          this.refreshStretched = !this.refreshStretched;
+          this.log.info({ refresh_ms: Math.round(ms), every_ms: wait }, this.refreshStretched ? 'the refresh is slow (many open files): running it less often than twice per flush interval' : 'the refresh runs twice per flush interval again');
+        }
+        this.scheduleRefresh(wait);
+      };
+      let run: Promise<number>;
+      try {
+        run = this.native.refreshAsync();
+      } catch (e) {
+        run = Promise.reject(e);
+      }
+      run.then(
+        (ms) => {
+          if (!this.closing && ++this.refreshTicks % 2 === 0) this.guard(() => this.sweep(false));
+          next(ms);
+        },
+        (e: unknown) => {
+          if (!this.closing) this.log.error({ err: e }, 'capture refresh failed');
+          next(0);
+        },
+      );
+    }, delayMs);
   }
 
   private guard(fn: () => void): void {
@@ -345,6 +385,7 @@ class KernelCapture implements Capture {
   close(): Promise<void> {
     this.closing ??= (async () => {
       for (const t of this.timers) clearInterval(t);
+      clearTimeout(this.refreshTimer);
       this.guard(() => {
         this.native.refresh();
         this.sweep(true);

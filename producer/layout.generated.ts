@@ -39,6 +39,10 @@ export const KernelStat = {
   MAX: 4,
 } as const;
 
+export const NT_IFACE = {
+  SLOTS_SHIFT: 6,
+} as const;
+
 // Per struct: its size and, per field, the offset in bytes and the C type (a nested struct's type is its name).
 export const nt_hdr = { size: 16, fields: { ts_ns: { off: 0, type: 'u64' }, kind: { off: 8, type: 'u32' }, size_bytes: { off: 12, type: 'u32' } } } as const;
 export const nt_conn_record = { size: 144, fields: { hdr: { off: 0, type: 'nt_hdr' }, cookie: { off: 16, type: 'u64' }, start_ns: { off: 24, type: 'u64' }, tx_bytes: { off: 32, type: 'u64' }, rx_bytes: { off: 40, type: 'u64' }, cgroup_id: { off: 48, type: 'u64' }, netns_cookie: { off: 56, type: 'u64' }, retransmits: { off: 64, type: 'u32' }, netns: { off: 68, type: 'u32' }, pid: { off: 72, type: 'u32' }, uid: { off: 76, type: 'u32' }, saddr: { off: 80, type: 'u8[16]', len: 16 }, daddr: { off: 96, type: 'u8[16]', len: 16 }, sport: { off: 112, type: 'u16' }, dport: { off: 114, type: 'u16' }, family: { off: 116, type: 'u16' }, protocol: { off: 118, type: 'u8' }, direction: { off: 119, type: 'u8' }, comm: { off: 120, type: 'char[16]', len: 16 }, flush_reason: { off: 136, type: 'u8' }, _pad: { off: 137, type: 'u8[7]', len: 7 } } } as const;

@@ -2,7 +2,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import path from 'path';
+import { loadNative } from '../native/index';
 import { openCapture } from '../producer/capture';
+import { decodeConnEntries } from '../producer/records';
 import { Collector, movedOf, randomPort, startClient, startServer, transfer } from './helpers/capture';
 import { createNetnsPair, nsSpawn, type NetnsPair } from './helpers/netns';
 
@@ -49,6 +51,45 @@ test('a 2nd listen() on a listener that stays open is reported by the next refre
     await srv.done;
   } finally {
     await col.end();
+  }
+});
+
+test('the refresh on a worker thread finds a connection that predates the capture; close() may run meanwhile', async () => {
+  const go = mkdtempSync(path.join(tmpdir(), 'nettally-go-'));
+  cleanups.push(() => rmSync(go, { recursive: true, force: true }));
+  const port = randomPort();
+  const srv = await startServer(pair, 'tcp', 4, port, []);
+  const cli = startClient(pair, 'tcp', 4, port, ['--parts', '5000,7', '--pause-dir', go]);
+  await cli.waitLine('PART1');
+  let closed!: () => void;
+  const done = new Promise<void>((r) => (closed = r));
+  const { Capture } = loadNative();
+  const cap = new Capture({
+    flushIntervalNs: 5e9, flushThresholdBytes: 1 << 20, ringBufferBytes: 1 << 20, maxConnections: 1 << 16,
+    naive: false, hooksOnly: false, onBatch: () => undefined, onClosed: () => closed(),
+  });
+  let open = true;
+  try {
+    // the sockets moved nothing since the capture attached, so they have no cookie: the worker creates them
+    // (SO_COOKIE through the holder's fd) and walks again, and both ends are tracked from now on
+    expect(await cap.refreshAsync()).toBeGreaterThanOrEqual(0);
+    const ends = decodeConnEntries(cap.conns()).filter((e) => e.record.protocol === TCP && (e.record.dport === port || e.record.sport === port));
+    expect(ends.map((e) => e.record.netns).sort()).toEqual([pair.a.inode, pair.b.inode].sort());
+    for (const e of ends) expect(e.record).toMatchObject({ tx_bytes: 0, rx_bytes: 0, direction: 0 });
+    // one more refresh in flight while the capture closes: it holds its own reference to the iterator
+    const inFlight = cap.refreshAsync();
+    cap.close();
+    open = false;
+    await done;
+    expect(await inFlight).toBeGreaterThanOrEqual(0);
+  } finally {
+    if (open) {
+      cap.close();
+      await done;
+    }
+    writeFileSync(path.join(go, 'go1'), '');
+    await cli.done;
+    await srv.done;
   }
 });
 
