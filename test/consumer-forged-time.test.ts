@@ -3,51 +3,28 @@
 // (message.timestamp.type=LogAppendTime) the broker stamps the append time, the consumer places the forged record
 // there (--max-clock-ahead), and an honest host sharing the partition keeps exact totals in exact windows.
 // Real parts: up's topic creation, the bundled broker, kafkajs, the consumer, a real influxd, `nettally usage`.
-import type { Admin, Kafka } from 'kafkajs';
 import { ConfigResourceTypes } from 'kafkajs';
 import { parseArgs } from '../lib/args';
 import pino from 'pino';
 import { silentLogger } from '../lib/log';
 import { command as upCommand, ensureTopic } from '../bin/up';
-import { consumerConfigFrom, command as consumerCommand } from '../consumer/cmd-consumer';
-import { createRollupConsumer, type RollupConsumer } from '../consumer/consumer';
 import { hostIdOf, synthesize } from '../consumer/synthetic';
 import { encode } from '../schemas';
-import { startTestBroker, type InProcessBroker } from './helpers/broker';
-import { startInflux, type TestInflux } from './helpers/influx';
-import { kafkaClient, messagesOf, produce, truthByGroup, usageByGroup, waitCaughtUp } from './helpers/consumer';
+import { consumerScenario, messagesOf, produce, truthByGroup, usageByGroup, waitCaughtUp } from './helpers/consumer';
 
 const MINUTE = 60_000;
 const MONTH = 30 * 24 * 3_600_000;
 
-let broker: InProcessBroker;
-let influx: TestInflux;
-let kafka: Kafka;
-let admin: Admin;
-let consumer: RollupConsumer | undefined;
-
-beforeAll(async () => {
-  [broker, influx] = await Promise.all([startTestBroker(), startInflux()]);
-  kafka = kafkaClient(broker.address);
-  admin = kafka.admin();
-  await admin.connect();
-});
-
-afterAll(async () => {
-  await consumer?.stop().catch(() => undefined);
-  await admin?.disconnect().catch(() => undefined);
-  await broker?.stop();
-  await influx?.destroy();
-});
+const env = consumerScenario();
 
 test('a record forged a month ahead (time_ns and CreateTime) on the topic up created is placed at the append time; the honest host stays exact', async () => {
   const topic = `records-forged-${process.pid}`;
   const db = `nt_forged_${process.pid}`;
   // The records topic exactly as `nettally up` creates it (one partition: forger and honest host share it).
-  const upArgs = parseArgs(upCommand.spec, ['--brokers', broker.address, '--topic', topic], {});
+  const upArgs = parseArgs(upCommand.spec, ['--brokers', env.broker.address, '--topic', topic], {});
   if (upArgs === 'help') throw new Error('help');
-  await ensureTopic(upArgs, [broker.address], topic, 1, silentLogger, new AbortController().signal);
-  const described = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['message.timestamp.type'] }] });
+  await ensureTopic(upArgs, [env.broker.address], topic, 1, silentLogger, new AbortController().signal);
+  const described = await env.admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['message.timestamp.type'] }] });
   expect(described.resources[0].configEntries.map((e) => [e.configName, e.configValue])).toEqual([['message.timestamp.type', 'LogAppendTime']]);
 
   // The honest host's clock is right: its records span a few minutes around now (none more than --max-clock-ahead
@@ -64,34 +41,30 @@ test('a record forged a month ahead (time_ns and CreateTime) on the topic up cre
   const forged = [...forgedData.byHost.values()].flat().map((m) => ({ key: forgedHost, value: encode(m.kind, m.record as never), timestamp: String(forgedAt) }));
 
   const group = `g-forged-${process.pid}`;
-  const args = parseArgs(
-    consumerCommand.spec,
-    ['--brokers', broker.address, '--topic', topic, '--group', group, '--influx-url', influx.url, '--influx-db', db, '--state-topic', `${topic}.state`, '--dlq-topic', `${topic}.dlq`, '--flush-interval', '300ms', '--session-timeout', '6s', '--allowed-lateness', '10m'],
-    {},
-  );
-  if (args === 'help') throw new Error('help');
   const logLines: string[] = [];
-  // The consumer's own warnings, to see it clamp the forged records (and say so).
-  const logger = pino({ level: 'warn' }, { write: (l: string) => logLines.push(l) });
-  consumer = createRollupConsumer({ config: consumerConfigFrom(args), logger });
+  const consumer = env.inProcess(
+    ['--brokers', env.broker.address, '--topic', topic, '--group', group, '--influx-url', env.influx.url, '--influx-db', db, '--state-topic', `${topic}.state`, '--dlq-topic', `${topic}.dlq`, '--flush-interval', '300ms', '--session-timeout', '6s', '--allowed-lateness', '10m'],
+    // The consumer's own warnings, to see it clamp the forged records (and say so).
+    { logger: pino({ level: 'warn' }, { write: (l: string) => logLines.push(l) }) },
+  );
   await consumer.start();
 
   // Honest records before and after the forged ones: the later ones must not be judged "too late".
   const half = Math.floor(honestMsgs.length / 2);
   const beforeAppend = Date.now();
-  await produce(kafka, topic, honestMsgs.slice(0, half));
-  const p = kafka.producer({ allowAutoTopicCreation: false });
+  await produce(env.kafka, topic, honestMsgs.slice(0, half));
+  const p = env.kafka.producer({ allowAutoTopicCreation: false });
   await p.connect();
   try {
     await p.send({ topic, acks: -1, messages: forged });
   } finally {
     await p.disconnect();
   }
-  await produce(kafka, topic, honestMsgs.slice(half));
+  await produce(env.kafka, topic, honestMsgs.slice(half));
   const afterAppend = Date.now();
-  await waitCaughtUp(admin, group, topic);
+  await waitCaughtUp(env.admin, group, topic);
 
-  const influxArgs = ['--influx-url', influx.url, '--influx-db', db];
+  const influxArgs = ['--influx-url', env.influx.url, '--influx-db', db];
   const from = start - 60 * MINUTE;
   const to = forgedAt + 60 * MINUTE;
   // The honest host: exactly its truth in every 1-minute and 1-hour window.
@@ -113,14 +86,14 @@ test('a record forged a month ahead (time_ns and CreateTime) on the topic up cre
 
 test("up leaves an existing records topic as it is and warns when it is not LogAppendTime", async () => {
   const topic = `records-existing-${process.pid}`;
-  await admin.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true });
-  const upArgs = parseArgs(upCommand.spec, ['--brokers', broker.address, '--topic', topic], {});
+  await env.admin.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true });
+  const upArgs = parseArgs(upCommand.spec, ['--brokers', env.broker.address, '--topic', topic], {});
   if (upArgs === 'help') throw new Error('help');
   const lines: string[] = [];
-  await ensureTopic(upArgs, [broker.address], topic, 4, pino({ level: 'info' }, { write: (l: string) => lines.push(l) }), new AbortController().signal);
-  const described = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['message.timestamp.type'] }] });
+  await ensureTopic(upArgs, [env.broker.address], topic, 4, pino({ level: 'info' }, { write: (l: string) => lines.push(l) }), new AbortController().signal);
+  const described = await env.admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['message.timestamp.type'] }] });
   expect(described.resources[0].configEntries.map((e) => e.configValue)).toEqual(['CreateTime']);
-  expect((await admin.fetchTopicMetadata({ topics: [topic] })).topics[0].partitions.length).toBe(2);
+  expect((await env.admin.fetchTopicMetadata({ topics: [topic] })).topics[0].partitions.length).toBe(2);
   const warning = lines.map((l) => JSON.parse(l) as { level: number; msg: string; timestampType?: string }).find((l) => l.level === 40);
   expect(warning).toMatchObject({ timestampType: 'CreateTime' });
   expect(warning?.msg).toContain('message.timestamp.type=LogAppendTime');

@@ -6,13 +6,13 @@ import { join, resolve } from 'path';
 import { Writable } from 'stream';
 import { Kafka, logLevel, type Admin } from 'kafkajs';
 import { parseArgs } from '../../lib/args';
-import { silentLogger } from '../../lib/log';
+import { silentLogger, type Logger } from '../../lib/log';
 import { command as usageCommand } from '../../consumer/cmd-usage';
 import { encode } from '../../schemas';
 import { sumTruth, type SynthData, type SynthMessage, type TruthRow } from '../../consumer/synthetic';
 import { GROUP_BY_TAGS, type GroupKey } from '../../consumer/usage';
 import { consumerConfigFrom, command as consumerCommand } from '../../consumer/cmd-consumer';
-import { createRollupConsumer, type RollupConsumer } from '../../consumer/consumer';
+import { createRollupConsumer, type RollupConsumer, type RollupConsumerConfig } from '../../consumer/consumer';
 import type { BrokerOptions } from '../../broker/index';
 import { startTestBroker, type InProcessBroker } from './broker';
 import { startInflux, type TestInflux } from './influx';
@@ -167,7 +167,8 @@ export interface ConsumerScenario {
   readonly kafka: Kafka;
   readonly admin: Admin;
   /** `nettally consumer <argv>` in this process (not started); stopped after all tests. */
-  inProcess(argv: string[]): RollupConsumer;
+  /** A consumer built like `nettally consumer <argv>` (optionally with its own logger, or config fields replaced), stopped after all. */
+  inProcess(argv: string[], opts?: { logger?: Logger; tweak?: Partial<RollupConsumerConfig> }): RollupConsumer;
   /** `nettally consumer <argv>` as a child process; killed after all tests. */
   child(argv: string[], env?: NodeJS.ProcessEnv): ConsumerProcess;
   /** The rollups in InfluxDB database `db` equal the truth, per `groups` (1m, 1h) and per interface (1m). */
@@ -212,10 +213,10 @@ export function consumerScenario(brokerOpts: Partial<BrokerOptions> = {}): Consu
     get admin() {
       return ready(admin);
     },
-    inProcess(argv) {
+    inProcess(argv, opts = {}) {
       const args = parseArgs(consumerCommand.spec, argv, {});
       if (args === 'help') throw new Error('help');
-      const c = createRollupConsumer({ config: consumerConfigFrom(args), logger: silentLogger });
+      const c = createRollupConsumer({ config: { ...consumerConfigFrom(args), ...opts.tweak }, logger: opts.logger ?? silentLogger });
       inProcess.push(c);
       return c;
     },
