@@ -81,7 +81,7 @@ export function synthesize(o: SynthOptions): SynthData {
     const netnsList = [4026531840, 4026532000 + h];
     const events: { t: number; order: number; msg: SynthMessage }[] = [];
     let order = 0;
-    const base = { host_id, hostname, boot_id, epoch, seq: 0, time_ns: 0n, ts_ns: 0 };
+    const base = { host_id, hostname, boot_id, epoch, seq: 0, time_ns: 0n, ts_ns: 0, workload: 'host' };
     const push = (t: number, msg: SynthMessage): void => {
       events.push({ t, order: order++, msg });
     };

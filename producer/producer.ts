@@ -45,6 +45,7 @@ class Producer extends IngestStage implements NettallyProducer {
       nextSeq: () => this.seq.next(),
       toUnixNs: (ts) => (this.kernelClock ? this.kernelClock(ts) : this.clock.toUnixNs(ts)),
       enrich: (pid) => this.enricher.lookup(pid),
+      workload: () => 'host',
     };
     this.log.info(
       { host_id: this.host.host_id, boot_id: this.host.boot_id, epoch: this.epoch, topic: c.topic, spool_records: this.spool.records, spool_bytes: this.spool.bytes },

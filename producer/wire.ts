@@ -12,6 +12,8 @@ export interface WireContext {
   nextSeq(): number;
   toUnixNs(ts_ns: number): bigint;
   enrich(pid: number): ProcessInfo;
+  /** The workload a record is billed to, from its process's cgroup (null for interfaces) and its network namespace. */
+  workload(info: ProcessInfo | null, netns: number): string;
 }
 
 export type WireRecord = { [K in WireKind]: { kind: K; record: RecordByKind[K] } }[WireKind];
@@ -31,11 +33,11 @@ function common(ctx: WireContext, ts_ns: number): Common {
   };
 }
 
-type Enrichment = Pick<RecordByKind['listen'], 'cgroup_path' | 'container_id'>;
+type Enrichment = Pick<RecordByKind['listen'], 'cgroup_path' | 'container_id' | 'workload'>;
 
-function enrichment(ctx: WireContext, pid: number): Enrichment {
+function enrichment(ctx: WireContext, pid: number, netns: number): Enrichment {
   const info = ctx.enrich(pid);
-  return { cgroup_path: info.cgroup_path, container_id: info.container_id };
+  return { cgroup_path: info.cgroup_path, container_id: info.container_id, workload: ctx.workload(info, netns) };
 }
 
 type KernelOf<W extends WireKind> = W extends 'listen' ? ListenRecord : W extends 'iface' ? IfaceRecord : never;
@@ -86,6 +88,7 @@ function connFields(r: ConnRecord, ctx: WireContext): RecordByKind['conn_sample'
     flush_reason: r.flush_reason,
     cgroup_path: info.cgroup_path,
     container_id: info.container_id,
+    workload: ctx.workload(info, r.netns),
   };
 }
 
@@ -109,11 +112,11 @@ export function toWire(r: KernelRecord, ctx: WireContext): WireRecord | undefine
       return { kind: 'conn_event', record };
     }
     case KernelKind.LISTEN: {
-      const record: RecordByKind['listen'] = { ...common(ctx, r.ts_ns), ...sameFields<'listen'>(r, true), ...enrichment(ctx, r.pid) };
+      const record: RecordByKind['listen'] = { ...common(ctx, r.ts_ns), ...sameFields<'listen'>(r, true), ...enrichment(ctx, r.pid, r.netns) };
       return { kind: 'listen', record };
     }
     case KernelKind.IFACE: {
-      const record: RecordByKind['iface'] = { ...common(ctx, r.ts_ns), ...sameFields<'iface'>(r, true) };
+      const record: RecordByKind['iface'] = { ...common(ctx, r.ts_ns), ...sameFields<'iface'>(r, true), workload: ctx.workload(null, r.netns) };
       return { kind: 'iface', record };
     }
     default:

@@ -17,6 +17,8 @@ export interface CommonFields {
   time_ns: bigint;
   /** Kernel time the record was emitted: CLOCK_BOOTTIME nanoseconds (since boot, counting suspend). */
   ts_ns: number;
+  /** Workload the traffic is billed to, resolved on the host (schema revision r2): a user rule name, Kubernetes namespace/pod, container name or id, `ip netns` name, systemd unit, else "host" (order and cap in producer/README.md). Empty string: written by a producer that did not resolve workloads (revision r1). */
+  workload: string;
 }
 
 /** Fields declared alike in several records. */
