@@ -8,7 +8,7 @@ import { decode_nt_conn_record, decode_nt_iface_entry, decode_nt_listen_record }
 import { u64, u64ts } from './layout-readers';
 
 export { ConnFlag, Direction, KernelKind };
-export { commText, formatAddr, type DirectionValue, type FlushReason } from './layout-readers';
+export { commText, formatAddr, type FlushReason } from './layout-readers';
 export type ConnKind = typeof KernelKind.CONN_OPEN | typeof KernelKind.CONN_SAMPLE | typeof KernelKind.CONN_CLOSE;
 
 /** One connection's identity and cumulative payload counters (kinds CONN_OPEN, CONN_SAMPLE, CONN_CLOSE). */
