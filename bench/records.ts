@@ -71,6 +71,7 @@ function refDecode(buf: ArrayBuffer): ConnRecord[] {
     const ts = u64ts(dv, off, F.hdr);
     const start = u64ts(dv, off, F.start_ns);
     const family = u16(dv, off, F.family);
+    // `as`: the reference is frozen as it was; a field added to the header since is not in it (nor timed).
     out.push({
       kind, ts_ns: ts, cookie: u64(dv, off, F.cookie, 'cookie'), start_ns: start,
       duration_ns: kind === KernelKind.CONN_CLOSE && ts > start ? ts - start : 0,
@@ -80,7 +81,7 @@ function refDecode(buf: ArrayBuffer): ConnRecord[] {
       direction: (u8(dv, off, F.direction) % 3) as ConnRecord['direction'],
       saddr: formatAddr(dv, off + F.saddr.off, family), daddr: formatAddr(dv, off + F.daddr.off, family),
       sport: u16(dv, off, F.sport), dport: u16(dv, off, F.dport), flush_reason: FLUSH[u8(dv, off, F.flush_reason)] ?? 'interval',
-    });
+    } as ConnRecord);
   }
   return out;
 }
@@ -104,7 +105,7 @@ function refLiteral(r: ConnRecord, ctx: WireContext): RecordByKind['conn_sample'
     comm: r.comm, family: r.family, protocol: r.protocol, direction: r.direction, saddr: r.saddr, daddr: r.daddr, sport: r.sport,
     dport: r.dport, flush_reason: r.flush_reason, cgroup_path: info.cgroup_path, container_id: info.container_id,
     workload: ctx.workload(info, r.netns),
-  };
+  } as RecordByKind['conn_sample'];
 }
 
 // --- the run ---

@@ -274,7 +274,13 @@ function typesSource(schemaDir) {
       const doc = field.doc ? `  /** ${field.doc.replace(/\*\//g, '*\\/')} */\n` : '';
       return `${doc}  ${key(field.name)}: ${tsType(field.type, `schemas/${f} field ${field.name}`)};`;
     });
-    return { file: f, kind, name: schema.name, namespace: schema.namespace, fields };
+    const defaults = schema.fields
+      .filter((field) => 'default' in field)
+      .map((field) => {
+        const bigint = typeof field.type === 'object' && field.type?.logicalType === 'timestamp-nanos';
+        return `${key(field.name)}: ${bigint ? `${field.default}n` : JSON.stringify(field.default)}`;
+      });
+    return { file: f, kind, name: schema.name, namespace: schema.namespace, fields, defaults };
   });
   // declaration text -> names of the records declaring it, in file order
   const owners = new Map();
@@ -304,6 +310,12 @@ function typesSource(schemaDir) {
   lines.push('/** The generated type of each kind, as its .avsc declares it. */', 'export interface AvscRecordByKind {');
   for (const r of records) lines.push(`  ${r.kind}: ${r.name};`);
   lines.push('}', '');
+  // Fixtures and synthetic data start from these, so a field added with a default (as the evolution rules require)
+  // needs no edit in them.
+  lines.push('/** Per kind, every field its .avsc gives a default, with that default (what a reader fills in when a writer lacks it). */');
+  lines.push('export const AVSC_DEFAULTS = {');
+  for (const r of records) lines.push(`  ${r.kind}: { ${r.defaults.join(', ')} },`);
+  lines.push('} as const;', '');
   return lines.join('\n');
 }
 
