@@ -184,6 +184,10 @@ describe('rule file', () => {
     r.refresh();
     expect(r.resolve(null, blue)).toBe('two-two');
     expect(r.stats()).toMatchObject({ workload_rules: 1, workload_rules_reloads: 1, workload_rules_errors: 1 });
+    // SIGHUP: re-read whether or not the file looks changed
+    writeFileSync(f, 'netns blue three\n');
+    expect(r.reloadRules()).toBe(true);
+    expect(r.resolve(null, blue)).toBe('three');
   });
 });
 

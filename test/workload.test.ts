@@ -12,7 +12,7 @@ import { startTestBroker, type InProcessBroker } from './helpers/broker';
 import { movedOf, randomPort, startServer, transfer, TRAFFIC_PY, type Moved } from './helpers/capture';
 import { Cleanups } from './helpers/cleanups';
 import { createNetnsPair, type NetnsPair } from './helpers/netns';
-import { readTopic } from './helpers/producer';
+import { readTopic, startProducerProcess } from './helpers/producer';
 
 const TCP = 6;
 const cleanups = new Cleanups();
@@ -185,3 +185,14 @@ test('processes in a simulated pod and docker container cgroup are billed to the
   }
   await producer.stop();
 }, 180_000);
+
+test('nettally producer refuses a bad rule file at start, naming file:line, before it loads anything', async () => {
+  const dir = cleanups.tempDir('wlbad');
+  const bad = join(dir, 'workloads.rules');
+  writeFileSync(bad, '# tenants\nnetns blue tenant-blue\nnetns green\n');
+  const p = startProducerProcess(['--workload-rules', bad, '--brokers', broker.address, '--state-dir', join(dir, 'state'), '--pin-dir', 'none']);
+  cleanups.push(() => p.child.kill('SIGKILL'));
+  expect(await p.exited).toBe(2);
+  expect(p.stderr()).toContain(`workload rules ${bad}:3: expected "<cgroup|netns> <glob> <name>"`);
+  expect(existsSync(join(dir, 'state'))).toBe(false);
+}, 120_000);
