@@ -83,6 +83,11 @@ describe('resolution order', () => {
     t = 1500;
     expect(r.resolve(proc(POD_PATH), 1)).toBe('shop/checkout-5d9');
     expect(r.resolve(proc(`/kubepods/burstable/pod${UID}/${K}`), 1)).toBe('shop/checkout-5d9');
+    // a host-network pod's etc-hosts is the host's file: its last line is no pod name
+    const HN = '11111111-2222-4333-8444-555555555555';
+    write(`var/lib/kubelet/pods/${HN}/etc-hosts`, '# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n10.0.0.5 node-7\n');
+    write(`var/lib/kubelet/pods/${HN}/volumes/kubernetes.io~projected/kube-api-access-y/namespace`, 'kube-system\n');
+    expect(r.resolve(proc(`/kubepods/pod${HN}/${K}`), 1)).toBe(`pod/${HN}`);
 
     expect(r.resolve(proc(`/machine.slice/libpod-${D}.scope/container`), 1)).toBe(`container/${D.slice(0, 12)}`);
     const p = resolver();

@@ -44,7 +44,7 @@ export function workloadOptionsFrom(args: ParsedArgs): Pick<WorkloadOptions, 'ru
   return { rulesFile: args.optStr('workload-rules'), maxNames: args.num('max-workloads'), stateRoot: args.str('workload-state-root') };
 }
 
-/** Cached cgroup paths before the cache starts over (a host has far fewer live cgroups). */
+/** Cached cgroup paths (and netns inodes) before the cache starts over (a host has far fewer live ones). */
 const MAX_CGROUP_ENTRIES = 16_384;
 /** Runtime state files larger than this are not read (an OCI config.json is a few KiB). */
 const MAX_STATE_FILE_BYTES = 4 << 20;
@@ -245,6 +245,7 @@ export class WorkloadResolver {
     // A namespace created since the last scan: look now, not at the next refresh (its first records would be "host").
     if (!this.netnsNames.has(inode) && (this.netnsPending || this.dirSig(this.netnsDir()) !== this.netnsSig)) this.scanNetns();
     const name = this.netnsNames.get(inode) ?? null;
+    if (this.netns.size >= MAX_CGROUP_ENTRIES) this.netns.clear();
     const e: NetnsEntry = { rule: firstMatch(this.rules, 'netns', name !== null ? [name, String(inode)] : [String(inode)]), name };
     this.netns.set(inode, e);
     return e;
@@ -365,7 +366,9 @@ export class WorkloadResolver {
     const dir = join(this.root, 'var/lib/kubelet/pods', uid);
     try {
       const hosts = readFileSync(join(dir, 'etc-hosts'), 'utf8');
-      if (!hosts.startsWith('# Kubernetes-managed hosts file')) return null;
+      // A host-network pod's file is the host's /etc/hosts under another header: its last line names no pod.
+      const header = hosts.slice(0, hosts.indexOf('\n'));
+      if (!header.startsWith('# Kubernetes-managed hosts file') || header.includes('host network')) return null;
       const entries = hosts.split('\n').filter((l) => l.trim() !== '' && !l.trimStart().startsWith('#'));
       const fields = (entries[entries.length - 1] ?? '').trim().split(/\s+/);
       const pod = fields.length >= 2 ? fields[fields.length - 1] : '';
