@@ -183,10 +183,16 @@ export const command: Command = {
         resolve();
       }),
     );
-    await producer.start();
-    // SIGHUP re-reads the workload rule file (it is also re-read when it changes on disk).
+    // SIGHUP re-reads the workload rule file (it is also re-read when it changes on disk); installed before the
+    // start so that a SIGHUP sent as soon as the producer reports it streams cannot take node's default (exit).
     const onHup = (): void => producer.reloadWorkloadRules();
     process.on('SIGHUP', onHup);
+    try {
+      await producer.start();
+    } catch (e) {
+      process.off('SIGHUP', onHup);
+      throw e;
+    }
     let metrics: Awaited<ReturnType<typeof serveMetrics>> | undefined;
     try {
       if (listen) {

@@ -80,7 +80,7 @@ async function until(what: string, cond: () => boolean, timeoutMs = 30_000): Pro
 test('two named namespaces are their workloads; a rule file renames one, and an edited file renames the other live', async () => {
   const rules = join(cleanups.tempDir('wlrules'), 'workloads.rules');
   writeFileSync(rules, `# tenants by namespace\nnetns ${pair.a.name} tenant-a\n`);
-  const producer = await started(config('wl.names', { workloadRules: rules }));
+  const producer = await started(config('wl.names', { workloadRules: rules, ifaceIntervalMs: 500 }));
 
   const first = await transfer(pair, 'tcp', 4, ['--conns', '3', '--reply', '4567'], ['--conns', '3', '--bytes', '123457']);
   const recs = await expectWorkloads('wl.names', [
@@ -89,6 +89,10 @@ test('two named namespaces are their workloads; a rule file renames one, and an 
   ]);
   const listen = recs.find((d) => d.kind === 'listen' && d.record.netns === pair.b.inode && d.record.port === first.port);
   expect(listen?.record.workload).toBe(pair.b.name);
+  // Interface records have no process: the namespace's rule or name.
+  const ifaces = await readTopic(broker.address, 'wl.names', { until: (all) => [pair.a.inode, pair.b.inode].every((ns) => all.some((d) => d.kind === 'iface' && d.record.netns === ns)) });
+  const ifaceWorkloads = (ns: number): string[] => [...new Set(ifaces.filter((d) => d.kind === 'iface' && d.record.netns === ns).map((d) => d.record.workload))];
+  expect([ifaceWorkloads(pair.a.inode), ifaceWorkloads(pair.b.inode)]).toEqual([['tenant-a'], [pair.b.name]]);
 
   // The file changes under the running producer (by inode number this time): it is re-read, no restart.
   const reloads = producer.status().workload_rules_reloads;
@@ -186,7 +190,7 @@ test('processes in a simulated pod and docker container cgroup are billed to the
   await producer.stop();
 }, 180_000);
 
-test('nettally producer refuses a bad rule file at start, naming file:line, before it loads anything', async () => {
+test('nettally producer refuses a bad rule file at start naming file:line, before it loads anything; SIGHUP re-reads a good one', async () => {
   const dir = cleanups.tempDir('wlbad');
   const bad = join(dir, 'workloads.rules');
   writeFileSync(bad, '# tenants\nnetns blue tenant-blue\nnetns green\n');
@@ -195,4 +199,14 @@ test('nettally producer refuses a bad rule file at start, naming file:line, befo
   expect(await p.exited).toBe(2);
   expect(p.stderr()).toContain(`workload rules ${bad}:3: expected "<cgroup|netns> <glob> <name>"`);
   expect(existsSync(join(dir, 'state'))).toBe(false);
+
+  // A good file, and SIGHUP re-reads it (and does not stop the producer, as it would stop a node process by default).
+  writeFileSync(bad, '# tenants\nnetns blue tenant-blue\n');
+  const ok = startProducerProcess(['--workload-rules', bad, '--brokers', broker.address, '--state-dir', join(dir, 'state'), '--pin-dir', 'none', '--iface-interval', '0']);
+  cleanups.push(() => ok.child.kill('SIGKILL'));
+  await ok.ready;
+  ok.child.kill('SIGHUP');
+  await until('the reload after SIGHUP', () => ok.stderr().includes('workload rules reloaded')).catch((e: Error) => { throw new Error(`${e.message}: ${ok.stderr().slice(-3000)}`); });
+  ok.child.kill('SIGTERM');
+  expect(await ok.exited).toBe(0);
 }, 120_000);
