@@ -11,6 +11,8 @@ import { KAFKA_DEFAULT_MAX_MESSAGE_BYTES } from './kafka-batch';
 import { checkKafka } from './kafka-check';
 import { createProducer, type ProducerConfig } from './producer';
 import type { FsyncPolicy } from './spool';
+import { WORKLOAD_OPTIONS, workloadOptionsFrom } from './workload';
+import { loadRules } from './workload-rules';
 
 const CAP_NET_ADMIN = 12;
 const CAP_SYS_ADMIN = 21;
@@ -95,7 +97,15 @@ function configFrom(args: ParsedArgs): ProducerConfig {
     idempotent: args.bool('idempotent'),
     shutdownTimeoutMs: args.num('shutdown-timeout'),
     statusIntervalMs: args.num('status-interval'),
+    ...workloadConfigFrom(args),
   };
+}
+
+function workloadConfigFrom(args: ParsedArgs): Pick<ProducerConfig, 'workloadRules' | 'maxWorkloads' | 'workloadStateRoot'> {
+  const w = workloadOptionsFrom(args);
+  // Read once here so that a bad rule file stops the command before anything is mounted or loaded (naming file:line).
+  if (w.rulesFile !== undefined) loadRules(w.rulesFile);
+  return { workloadRules: w.rulesFile, maxWorkloads: w.maxNames, workloadStateRoot: w.stateRoot };
 }
 
 export const command: Command = {
@@ -123,6 +133,7 @@ export const command: Command = {
         deprecated: { flags: ['batch-max-ms'], env: ['NETTALLY_BATCH_MAX_MS'] }, help: 'longest a record waits for a fuller batch',
       },
       ...CAPTURE_OPTIONS,
+      ...WORKLOAD_OPTIONS,
       { name: 'compression', type: 'enum', env: 'NETTALLY_COMPRESSION', choices: ['none', 'gzip'], default: 'none', help: 'Kafka batch compression' },
       { name: 'idempotent', type: 'bool', env: 'NETTALLY_IDEMPOTENT', default: false, help: 'use the Kafka idempotent producer (consumers dedupe by host/epoch/seq either way)' },
       { name: 'shutdown-timeout', type: 'duration', env: 'NETTALLY_SHUTDOWN_TIMEOUT', default: '10s', min: 0, help: 'on SIGTERM, how long to keep sending before leaving the rest in the spool' },
@@ -172,7 +183,16 @@ export const command: Command = {
         resolve();
       }),
     );
-    await producer.start();
+    // SIGHUP re-reads the workload rule file (it is also re-read when it changes on disk); installed before the
+    // start so that a SIGHUP sent as soon as the producer reports it streams cannot take node's default (exit).
+    const onHup = (): void => producer.reloadWorkloadRules();
+    process.on('SIGHUP', onHup);
+    try {
+      await producer.start();
+    } catch (e) {
+      process.off('SIGHUP', onHup);
+      throw e;
+    }
     let metrics: Awaited<ReturnType<typeof serveMetrics>> | undefined;
     try {
       if (listen) {
@@ -188,6 +208,7 @@ export const command: Command = {
         }),
       ]);
     } finally {
+      process.off('SIGHUP', onHup);
       metrics?.server.close();
       await producer.stop();
     }
