@@ -5,11 +5,12 @@ import type { Command } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
 import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import type { ParsedArgs } from '../lib/args';
+import { processStatusReporter, type ProducerReport } from '../lib/status';
 import { parseListen, serveMetrics } from './metrics';
 import { CAPTURE_OPTIONS, captureSettingsFrom, checkSettings, pinDirOption } from './capture-options';
 import { KAFKA_DEFAULT_MAX_MESSAGE_BYTES } from './kafka-batch';
 import { checkKafka } from './kafka-check';
-import { createProducer, type ProducerConfig } from './producer';
+import { createProducer, type ProducerConfig, type ProducerStatus } from './producer';
 import type { FsyncPolicy } from './spool';
 import { WORKLOAD_OPTIONS, workloadOptionsFrom } from './workload';
 import { loadRules } from './workload-rules';
@@ -63,6 +64,23 @@ function ensureMounts(pinDir: string | undefined, logger: { info(o: object, m: s
     }
   };
   if (pinDir?.startsWith('/sys/fs/bpf/') && mountTypeAt('/sys/fs/bpf') !== 'bpf') mount('bpf', 'bpf', '/sys/fs/bpf');
+}
+
+/** What `nettally up` is told (the numbers of the status log line): degraded while Kafka fails, records spooled. */
+export function producerReport(s: ProducerStatus): ProducerReport {
+  const failing = s.kafka_state === 'retrying' || s.kafka_state === 'error';
+  return {
+    daemon: 'producer',
+    phase: failing ? 'degraded' : 'ready',
+    ...(failing && s.kafka_last_error !== null ? { error: `Kafka: ${s.kafka_last_error}` } : {}),
+    records_out: s.records_out,
+    kernel_drops: s.kernel?.ringbuf_drops,
+    conn_map_full: s.kernel?.conn_map_full,
+    iface_map_full: s.kernel?.iface_map_full,
+    spool_bytes: s.spool_bytes,
+    kafka_state: s.kafka_state,
+    kafka_error_code: s.kafka_error_code,
+  };
 }
 
 function configFrom(args: ParsedArgs): ProducerConfig {
@@ -192,6 +210,12 @@ export const command: Command = {
     } catch (e) {
       process.off('SIGHUP', onHup);
       throw e;
+    }
+    // Capture attached: up counts this producer as ready, and from now on gets each status it logs.
+    const reporter = processStatusReporter();
+    if (reporter.enabled) {
+      void reporter.report(producerReport(producer.status()));
+      producer.on('status', (s) => void reporter.report(producerReport(s)));
     }
     let metrics: Awaited<ReturnType<typeof serveMetrics>> | undefined;
     try {
