@@ -83,6 +83,18 @@ test('the header is checked against the BTF of an object compiled from it: a swa
   expect(good.stderr).not.toContain('does not describe');
 });
 
+test('a header member the decoder has no reader for fails the generator, naming the member and where to add one; nothing is written', () => {
+  const before = digest();
+  const h = join(dir, 'unreadable.h');
+  const src = readFileSync(HEADER, 'utf8');
+  writeFileSync(h, src.replace(/^(\s*)__u8 _pad\[7\];/m, '$1__u8 blob[7];'));
+  const r = gen('--check', '--header', h); // --check: even if it did not fail, the real tree is not written
+  expect(r.status).toBe(1);
+  expect(r.stderr).toContain('struct nt_conn_record.blob: no reader for C type u8[7]');
+  expect(r.stderr).toContain('readExpr');
+  expect(digest()).toEqual(before);
+});
+
 /** A copy of what tsc and the generator read (tsconfig's folders, the header, the generator), node_modules linked. */
 function copyTree(): string {
   const tree = join(dir, 'tree');
