@@ -21,13 +21,13 @@ const CAP_PERFMON = 38;
 const CAP_BPF = 39;
 
 /** Effective capabilities of this process (from /proc/self/status). */
-export function effectiveCaps(statusText = readFileSync('/proc/self/status', 'utf8')): bigint {
+function effectiveCaps(statusText = readFileSync('/proc/self/status', 'utf8')): bigint {
   const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(statusText);
   return m ? BigInt(`0x${m[1]}`) : 0n;
 }
 
 /** Throws PRIVILEGES with how to grant them unless this process may load and attach the BPF programs. */
-export function checkPrivileges(caps = effectiveCaps()): void {
+function checkPrivileges(caps = effectiveCaps()): void {
   const has = (c: number): boolean => (caps & (1n << BigInt(c))) !== 0n;
   if (has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) return;
   const missing = [has(CAP_BPF) ? '' : 'CAP_BPF', has(CAP_PERFMON) ? '' : 'CAP_PERFMON'].filter(Boolean).join('+');
@@ -54,7 +54,7 @@ function mountTypeAt(path: string): string | undefined {
  * Mounts what the capture needs and a fresh boot may lack: bpffs, for the pins (the programs need no tracefs).
  * It stays mounted: the pins must outlive this process. `nettally up` does its own mounting and cleanup.
  */
-export function ensureMounts(pinDir: string | undefined, logger: { info(o: object, m: string): void }): void {
+function ensureMounts(pinDir: string | undefined, logger: { info(o: object, m: string): void }): void {
   const mount = (type: string, source: string, target: string): void => {
     try {
       execFileSync('mount', ['-t', type, source, target], { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -1,13 +1,12 @@
 // Unit tests of `nettally top`'s model: rates from cumulative snapshots, closed connections kept in group totals.
-import type { ConnRecord } from './records';
+import { blankConn, type ConnRecord } from './records';
 import { TopModel, renderFrame } from './top';
 
 function conn(cookie: number, pid: number, netns: number, tx: number, rx: number, closed = false): ConnRecord {
-  return {
-    kind: closed ? 3 : 2, ts_ns: 0, cookie, start_ns: 0, duration_ns: 0, tx_bytes: tx, rx_bytes: rx, retransmits: 0,
-    cgroup_id: 1, netns, netns_cookie: 1, pid, uid: 0, comm: `p${pid}`, family: 2, protocol: 6, direction: 1,
-    saddr: '10.0.0.1', daddr: '10.0.0.2', sport: 1000 + cookie, dport: 80, flush_reason: 'snapshot',
-  };
+  return Object.assign(blankConn(closed ? 3 : 2), {
+    cookie, tx_bytes: tx, rx_bytes: rx, cgroup_id: 1, netns, netns_cookie: 1, pid, comm: `p${pid}`, family: 2, protocol: 6,
+    direction: 1, saddr: '10.0.0.1', daddr: '10.0.0.2', sport: 1000 + cookie, dport: 80, flush_reason: 'snapshot',
+  });
 }
 
 test('rates are deltas over the interval; totals survive a connection closing', () => {
