@@ -115,6 +115,7 @@ class Producer extends IngestStage implements NettallyProducer {
     this.stopDeadline = deadline;
     if (this.statusTimer) clearInterval(this.statusTimer);
     this.wake(this.spaceWaiters);
+    this.cancelHeldRelease();
     const cap = this.capture;
     if (cap) {
       // Ship what the kernel counted up to now (open connections' unflushed bytes) before letting go.
@@ -127,6 +128,8 @@ class Producer extends IngestStage implements NettallyProducer {
       await Promise.all([...this.pendingForgets]);
       await cap.close();
       await this.captureLoop?.catch((e: unknown) => this.log.error({ err: e }, 'capture loop failed'));
+      // `established` records still held back: ship them, or their connections would count as opened nowhere.
+      await this.ingest([], deadline, true).catch((e: unknown) => this.log.warn({ err: e }, 'could not spool the held-back established records'));
     }
     await this.ingestChain;
     this.wake(this.dataWaiters);
@@ -193,6 +196,7 @@ class Producer extends IngestStage implements NettallyProducer {
       batches_split: k.batches_split,
       max_batch_bytes: this.maxBatchBytes,
       records_dead_lettered: k.records_dead_lettered,
+      records_folded: k.records_folded,
       send_latency_ms_last: k.lat_last,
       send_latency_ms_max: k.lat_max,
       send_latency_ms_avg: k.lat_n ? Math.round((k.lat_sum / k.lat_n) * 10) / 10 : 0,
