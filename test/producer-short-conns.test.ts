@@ -2,55 +2,50 @@
 // bundled broker → the consumer's aggregator. A connection that closes before its `established` record is shipped is
 // shipped once, as its `closed` record, and the rollups still count it opened and closed exactly once (issue 13).
 // A connection that stays open is shipped as `established` once the producer stops holding it back.
-import { mkdtempSync, rmSync, writeFileSync } from 'fs';
-import { tmpdir } from 'os';
+import { rmSync, writeFileSync } from 'fs';
 import { join } from 'path';
 import { createLogger, silentLogger } from '../lib/log';
 import { PartitionAggregator } from '../consumer/aggregator';
 import { toAggInput } from '../consumer/records';
-import { createProducer, type ProducerConfig } from '../producer/producer';
+import { createProducer, type NettallyProducer, type ProducerConfig } from '../producer/producer';
 import type { Decoded } from '../schemas/index';
-import { startTestBroker } from './helpers/broker';
+import { startTestBroker, type TestBroker } from './helpers/broker';
 import { randomPort, startClient, startServer, transfer } from './helpers/capture';
+import { Cleanups } from './helpers/cleanups';
 import { createNetnsPair, type NetnsPair } from './helpers/netns';
 import { readTopic, seqGaps } from './helpers/producer';
 
 const TCP = 6;
 const TOPIC = 'nettally.records';
 const LOG = process.env.NT_DEBUG ? createLogger({ level: 'debug' }) : silentLogger;
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
+const cleanups = new Cleanups();
 let pair: NetnsPair;
 
 beforeAll(() => {
   pair = createNetnsPair('short');
   cleanups.push(() => pair.destroy());
 });
-afterAll(async () => {
-  for (const c of cleanups.reverse()) {
-    try {
-      await c();
-    } catch (e) {
-      process.stderr.write(`cleanup failed: ${String(e)}\n`);
-    }
-  }
-});
-
-function tempDir(tag: string): string {
-  const d = mkdtempSync(join(tmpdir(), `nettally-${tag}-`));
-  cleanups.push(() => rmSync(d, { recursive: true, force: true }));
-  return d;
-}
+afterAll(() => cleanups.run());
 
 function config(address: string): ProducerConfig {
   const pinDir = `/sys/fs/bpf/nettally-short-${process.pid}`;
   cleanups.push(() => rmSync(pinDir, { recursive: true, force: true }));
   return {
-    stateDir: tempDir('short'), kafka: { clientId: 'nettally-test', brokers: [address] }, topic: TOPIC, pinDir,
+    stateDir: cleanups.tempDir('short'), kafka: { clientId: 'nettally-test', brokers: [address] }, topic: TOPIC, pinDir,
     // the daemon's defaults where they matter here: batch linger 200 ms, kernel flush interval 5 s
     spoolMaxBytes: 64 << 20, fsync: 'always', batchMaxRecords: 5000, batchMaxBytes: 1 << 20, batchMaxMs: 200,
     flushIntervalMs: 5000, flushThresholdBytes: 16 << 20, ifaceIntervalMs: 0, compression: 'none', idempotent: false,
     shutdownTimeoutMs: 10_000, statusIntervalMs: 0,
   };
+}
+
+async function brokerAndProducer(): Promise<{ broker: TestBroker; producer: NettallyProducer }> {
+  const broker = await startTestBroker({ logger: silentLogger });
+  cleanups.push(() => broker.stop());
+  const producer = createProducer({ config: config(broker.address), logger: LOG });
+  cleanups.push(() => producer.stop());
+  await producer.start();
+  return { broker, producer };
 }
 
 const mine = (d: Decoded, netns: number, port: number): boolean =>
@@ -72,11 +67,7 @@ function rollups(recs: Decoded[]): Map<string, { opened: number; closed: number 
 }
 
 test('N short connections: N conn_event records per side (not 2N), and the rollups count N opened and N closed', async () => {
-  const broker = await startTestBroker({ logger: silentLogger });
-  cleanups.push(() => broker.stop());
-  const producer = createProducer({ config: config(broker.address), logger: LOG });
-  cleanups.push(() => producer.stop());
-  await producer.start();
+  const { broker, producer } = await brokerAndProducer();
 
   const N = 200;
   const t = await transfer(pair, 'tcp', 4, ['--conns', String(N)], ['--conns', String(N), '--bytes', '100']);
@@ -99,13 +90,9 @@ test('N short connections: N conn_event records per side (not 2N), and the rollu
 }, 180_000);
 
 test('a connection that stays open is shipped as established while open; counted opened once when it closes', async () => {
-  const broker = await startTestBroker({ logger: silentLogger });
-  cleanups.push(() => broker.stop());
-  const producer = createProducer({ config: config(broker.address), logger: LOG });
-  cleanups.push(() => producer.stop());
-  await producer.start();
+  const { broker } = await brokerAndProducer();
 
-  const go = tempDir('go');
+  const go = cleanups.tempDir('go');
   const port = randomPort();
   const srv = await startServer(pair, 'tcp', 4, port, []);
   const cli = startClient(pair, 'tcp', 4, port, ['--parts', '100,7', '--pause-dir', go]);
