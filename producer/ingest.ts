@@ -10,8 +10,17 @@ import { Spool, type SpoolEntry } from './spool';
 import { KernelKind } from './records';
 import { toWire, type WireContext } from './wire';
 
-/** Most kernel records ingested (encoded, spooled) in one round. */
-const COALESCE_RECORDS = 20_000;
+/**
+ * Most kernel records ingested (encoded, spooled) in one round: one Kafka batch's worth. A round's records, wire
+ * records and Avro values are alive together, so this bounds the ingest's memory (~5000 × ~1 KB).
+ */
+const COALESCE_RECORDS = 5_000;
+/**
+ * Records the capture may queue for us before it pauses the kernel drain (the ring buffer then holds, and drops,
+ * records; counters are kept). A kernel record is a fixed-size object (~0.4 KB: numbers and strings bounded by the
+ * kernel struct), so this bounds the queue at ~8 MiB; the capture's own default (100k) allowed ~150 MiB.
+ */
+export const CAPTURE_QUEUE_RECORDS = 20_000;
 
 /**
  * How long an `established` record is held back waiting for a later record of its connection, which makes it
@@ -143,8 +152,9 @@ export abstract class IngestStage extends SenderStage {
   protected async ingestNow(records: readonly KernelRecord[], deadline: number): Promise<void> {
     if (records.length === 0) return;
     const key = Buffer.from(this.host.host_id);
-    // Chunks small enough to fit a partly full spool; closed cookies are forgotten per chunk once it is durable.
-    const chunkBytes = Math.max(1, Math.floor(this.spool.maxBytes / 4));
+    // One spool write (and one group-committed fsync) per chunk of about a Kafka batch: small enough to fit a partly
+    // full spool and to bound the frames built at once; closed cookies are forgotten per chunk once it is durable.
+    const chunkBytes = Math.max(1, Math.min(Math.floor(this.spool.maxBytes / 4), this.config.batchMaxBytes));
     let chunk: SpoolEntry[] = [];
     let chunkClosed: number[] = [];
     let size = 0;

@@ -4,12 +4,13 @@
 // producer/sender.ts sends the spool to Kafka; producer/types.ts is the public contract.
 import { join } from 'path';
 import { createKafkaClient } from '../lib/kafka';
+import { samePartitionPerKey } from './kafka-batch';
 import { NettallyError } from '../lib/errors';
 import { ensurePrivateDir } from '../lib/private-files';
 import type { Logger } from '../lib/log';
 import type { Capture, CaptureOptions, KernelRecord, KernelStats } from './capture';
 import { BootClock, ProcessEnricher, readHostIdentity } from './host';
-import { IngestStage } from './ingest';
+import { CAPTURE_QUEUE_RECORDS, IngestStage } from './ingest';
 import { claimEpoch, Sequencer } from './sequence';
 import { KAFKA_DEFAULT_MAX_MESSAGE_BYTES } from './kafka-batch';
 import { Spool } from './spool';
@@ -55,6 +56,7 @@ class Producer extends IngestStage implements NettallyProducer {
     // kafkajs repeats every connection failure; our send loop reports Kafka state changes once.
     const kafka = createKafkaClient(c.kafka, { logger: this.log, levels: 'debug', retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 } });
     this.kafka = kafka.producer({
+      createPartitioner: samePartitionPerKey,
       idempotent: c.idempotent,
       maxInFlightRequests: 1,
       allowAutoTopicCreation: true,
@@ -79,6 +81,7 @@ class Producer extends IngestStage implements NettallyProducer {
           flushIntervalMs: c.flushIntervalMs,
           flushThresholdBytes: c.flushThresholdBytes,
           ifaceIntervalMs: c.ifaceIntervalMs,
+          maxQueuedRecords: CAPTURE_QUEUE_RECORDS,
           ...(c.ringBufferBytes ? { ringBufferBytes: c.ringBufferBytes } : {}),
           ...(c.maxConnections ? { maxConnections: c.maxConnections } : {}),
         },
