@@ -19,6 +19,8 @@ import { startProducerProcess } from '../test/helpers/producer';
 const ROOT = resolve(__dirname, '../..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const CHURN_RATE = Number(process.env.BENCH_CHURN_RATE ?? 10_000);
+/** The churn part's --flush-interval: 1s (as in earlier results) unless BENCH_FLUSH_INTERVAL says (the daemon's default is 5s). */
+const FLUSH_INTERVAL = process.env.BENCH_FLUSH_INTERVAL ?? '1s';
 const HOST = { host_id: 'be0cbe0cbe0cbe0cbe0cbe0cbe0cbe0c', hostname: 'bench', boot_id: '00000000-0000-4000-8000-00000000b0b0' };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const cleanups: Array<() => unknown> = [];
@@ -211,7 +213,7 @@ async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
   const stateDir = mkdtempSync(join(tmpdir(), 'nettally-bench-'));
   const pinDir = `/sys/fs/bpf/nettally-bench-${process.pid}`;
   cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }), () => rmSync(pinDir, { recursive: true, force: true }));
-  const prod = startProducerProcess(['--brokers', broker.address, '--state-dir', stateDir, '--pin-dir', pinDir, '--metrics-listen', '0', '--status-interval', process.env.BENCH_STATUS ?? '0', '--flush-interval', '1s']);
+  const prod = startProducerProcess(['--brokers', broker.address, '--state-dir', stateDir, '--pin-dir', pinDir, '--metrics-listen', '0', '--status-interval', process.env.BENCH_STATUS ?? '0', '--flush-interval', FLUSH_INTERVAL]);
   cleanups.push(() => prod.child.kill('SIGKILL'));
   await prod.ready;
   while (!/"metrics":"/.test(prod.stderr())) await sleep(50);
@@ -224,7 +226,7 @@ async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
   await new Promise<void>((r) => server.stdout?.on('data', (d: Buffer) => d.toString().includes('READY') && r()));
 
   const rows: ChurnRow[] = [];
-  void prod.exited.then((c) => process.stderr.write(`producer exited (${c}):\n${prod.stderr().split('\n').slice(-15).join('\n')}\n`));
+  void prod.exited.then((c) => c !== 0 && process.stderr.write(`producer exited (${c}):\n${prod.stderr().split('\n').slice(-15).join('\n')}\n`));
   for (const rate of [0, CHURN_RATE]) {
     const t0 = procTicks(pid);
     const o0 = await metric(url, 'records_out_total');
@@ -298,7 +300,7 @@ async function main(): Promise<void> {
   // BENCH_ONLY=throughput: part 1 only (the churn part loads both cores for a minute).
   if (process.env.BENCH_ONLY === 'throughput') return;
   const churnRows = await churn(broker);
-  process.stdout.write(`\nproducer (child process, real kernel capture) while a generator churns TCP connections in a netns, ${SECONDS}s each\n`);
+  process.stdout.write(`\nproducer (child process, real kernel capture, --flush-interval ${FLUSH_INTERVAL}) while a generator churns TCP connections in a netns, ${SECONDS}s each\n`);
   process.stdout.write(
     `${'load'.padEnd(16)}${'conns/s'.padStart(10)}${'cpu (cores)'.padStart(13)}${'cpu-s/1k conn'.padStart(15)}${'rec/conn'.padStart(10)}${'RSS MiB'.padStart(9)}${'peak MiB'.padStart(10)}` +
       `${'heap MiB'.padStart(10)}${'ext MiB'.padStart(9)}${'records out/s'.padStart(15)}${'drain s'.padStart(9)}${'rb drops'.padStart(10)}\n`,
