@@ -36,3 +36,18 @@ test('pid and netns filters', () => {
   const p = new TopModel({ pid: 10 }).update([conn(1, 10, 7, 1000, 0), conn(3, 20, 8, 300, 300)], 1000, 1).frame;
   expect(p.processes.map((x) => x.pid)).toEqual([10]);
 });
+
+test('workloads: each connection carries its workload; per-workload totals keep closed connections', () => {
+  const m = new TopModel({}, (r) => (r.netns === 7 ? 'tenant-a' : 'host'));
+  m.update([conn(1, 10, 7, 1000, 0), conn(2, 11, 7, 0, 500), conn(3, 20, 8, 300, 300)], 1000, 1);
+  const { frame } = m.update([conn(1, 10, 7, 1000, 0, true), conn(3, 20, 8, 600, 300)], 1000, 2);
+  expect(frame.connections.find((c) => c.cookie === 1)?.workload).toBe('tenant-a');
+  // connection 2 left the snapshot unclosed (forgotten): only closed connections stay in group totals
+  expect(frame.workloads).toEqual([
+    expect.objectContaining({ workload: 'host', tx_bytes: 600, rx_bytes: 300, conns: 1 }),
+    expect.objectContaining({ workload: 'tenant-a', tx_bytes: 1000, rx_bytes: 0, conns: 0 }),
+  ]);
+  const text = renderFrame(frame, 5);
+  expect(text).toMatch(/WORKLOAD/);
+  expect(text).toMatch(/tenant-a/);
+});

@@ -11,7 +11,8 @@ export interface WireContext {
   epoch: number;
   nextSeq(): number;
   toUnixNs(ts_ns: number): bigint;
-  enrich(pid: number): ProcessInfo;
+  /** The process's cgroup and container; `cgroupId` (the kernel's, when the record has one) wins over the pid. */
+  enrich(pid: number, cgroupId?: number): ProcessInfo;
   /** The workload a record is billed to, from its process's cgroup (null for interfaces) and its network namespace. */
   workload(info: ProcessInfo | null, netns: number): string;
 }
@@ -58,7 +59,7 @@ function sameFields<W extends 'listen' | 'iface'>(r: KernelOf<W>, same: SameKeys
 
 // Built as one literal (no spread): spreading the common fields into a 28-field object costs ~10x in V8.
 function connFields(r: ConnRecord, ctx: WireContext): RecordByKind['conn_sample'] {
-  const info = ctx.enrich(r.pid);
+  const info = ctx.enrich(r.pid, r.cgroup_id);
   return {
     host_id: ctx.host.host_id,
     hostname: ctx.host.hostname,
