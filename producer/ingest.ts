@@ -152,9 +152,11 @@ export abstract class IngestStage extends SenderStage {
   protected async ingestNow(records: readonly KernelRecord[], deadline: number): Promise<void> {
     if (records.length === 0) return;
     const key = Buffer.from(this.host.host_id);
-    // One spool write (and one group-committed fsync) per chunk of about a Kafka batch: small enough to fit a partly
-    // full spool and to bound the frames built at once; closed cookies are forgotten per chunk once it is durable.
-    const chunkBytes = Math.max(1, Math.min(Math.floor(this.spool.maxBytes / 4), this.config.batchMaxBytes));
+    // One spool write (fsyncs are group-committed) per chunk of a quarter of a Kafka batch (~20 ms of encoding), then
+    // the event loop turns: Kafka acks and the next send are not held up behind a whole round (measured: records/s
+    // vs bare kafkajs 0.57 with whole-batch chunks, 0.69 with quarters, 0.52 with eighths; bench/RESULTS.md). Also
+    // small enough to fit a partly full spool; closed cookies are forgotten per chunk once it is durable.
+    const chunkBytes = Math.max(1, Math.min(Math.floor(this.spool.maxBytes / 4), Math.floor(this.config.batchMaxBytes / 4)));
     let chunk: SpoolEntry[] = [];
     let chunkClosed: number[] = [];
     let size = 0;
