@@ -6,15 +6,21 @@ import { mkdtempSync, readFileSync, rmSync } from 'fs';
 import { get } from 'http';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
+import { createKafkaClient } from '../lib/kafka';
 import { silentLogger } from '../lib/log';
+import { BatchSizer, KAFKA_DEFAULT_MAX_MESSAGE_BYTES } from '../producer/kafka-batch';
 import { createProducer, type ProducerConfig } from '../producer/producer';
 import { syntheticCapture } from '../producer/synthetic';
+import { toWire, type WireContext } from '../producer/wire';
+import { createCodec } from '../schemas/index';
 import { createNetnsPair, type NetnsPair } from '../test/helpers/netns';
 import { startProducerProcess } from '../test/helpers/producer';
 
 const ROOT = resolve(__dirname, '../..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const CHURN_RATE = Number(process.env.BENCH_CHURN_RATE ?? 10_000);
+/** The churn part's --flush-interval: 1s (as in earlier results) unless BENCH_FLUSH_INTERVAL says (the daemon's default is 5s). */
+const FLUSH_INTERVAL = process.env.BENCH_FLUSH_INTERVAL ?? '1s';
 const HOST = { host_id: 'be0cbe0cbe0cbe0cbe0cbe0cbe0cbe0c', hostname: 'bench', boot_id: '00000000-0000-4000-8000-00000000b0b0' };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const cleanups: Array<() => unknown> = [];
@@ -55,39 +61,110 @@ interface Throughput {
   rps: number;
   cpu: number;
   latencyMs: number;
+  /** Heap used and external (Buffers) at the end of the window, MiB: the bench process's JS vs native memory. */
+  heapMiB?: number;
+  externalMiB?: number;
 }
+
+const memMiB = (): { heapMiB: number; externalMiB: number } => {
+  const m = process.memoryUsage();
+  return { heapMiB: m.heapUsed / 2 ** 20, externalMiB: m.external / 2 ** 20 };
+};
+
+/** Warm up 1.5 s, then measure records/s, CPU and batch latency over SECONDS. */
+async function window(label: string, counts: { records: () => number; latency: { ms: number; n: number } }): Promise<Throughput> {
+  await sleep(1500); // warm up, fill the pipeline
+  const r0 = counts.records();
+  const c0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  counts.latency.ms = 0;
+  counts.latency.n = 0;
+  await sleep(SECONDS * 1000);
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = process.cpuUsage(c0);
+  const { ms, n } = counts.latency;
+  return { label, rps: (counts.records() - r0) / wall, cpu: (cpu.user + cpu.system) / 1e6 / wall, latencyMs: n ? ms / n : 0, ...memMiB() };
+}
+
+/** The daemon's batching defaults (producer/cmd-producer.ts): 5000 records, 1 MiB, Kafka's 1048588-byte limit. */
+const DAEMON_BATCH = { batchMaxRecords: 5000, batchMaxBytes: 1 << 20, maxMessageBytes: KAFKA_DEFAULT_MAX_MESSAGE_BYTES };
 
 async function throughput(broker: BrokerProcess, label: string, over: Partial<ProducerConfig>): Promise<Throughput> {
   const stateDir = mkdtempSync(join(tmpdir(), 'nettally-bench-'));
-  const src = syntheticCapture({ connsPerSec: 50_000, samplesPerConn: 2, bytesPerSample: 1000 });
+  // Offer far more than the producer takes (its spool fills and pauses the source): at 50k connections/s the
+  // source's 10 ms ticks under load were what limited the rate (measured: 32k records/s at 50k, 46k at 200k).
+  const src = syntheticCapture({ connsPerSec: 200_000, samplesPerConn: 2, bytesPerSample: 1000 });
   const config: ProducerConfig = {
     stateDir, kafka: { clientId: 'nettally-bench', brokers: [broker.address] }, topic: `bench.${label.replace(/\W+/g, '-')}`,
-    spoolMaxBytes: 32 << 20, fsync: 'always', batchMaxRecords: 2000, batchMaxBytes: 1 << 20, batchMaxMs: 50, flushIntervalMs: 5000,
+    spoolMaxBytes: 32 << 20, fsync: 'always', ...DAEMON_BATCH, batchMaxMs: 200, flushIntervalMs: 5000,
     flushThresholdBytes: 1 << 24, ifaceIntervalMs: 0, compression: 'none', idempotent: false, shutdownTimeoutMs: 1000, statusIntervalMs: 0,
     host: HOST, openCapture: async () => src, ...over,
   };
   const p = createProducer({ config, logger: silentLogger });
-  let lat = 0;
-  let n = 0;
+  const latency = { ms: 0, n: 0 };
   p.on('sent', (e) => {
-    lat += e.latencyMs;
-    n++;
+    latency.ms += e.latencyMs;
+    latency.n++;
   });
   await p.start();
-  await sleep(1500); // warm up, fill the pipeline
-  const r0 = p.status().records_out;
-  const c0 = process.cpuUsage();
-  const t0 = process.hrtime.bigint();
-  lat = 0;
-  n = 0;
-  await sleep(SECONDS * 1000);
-  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-  const cpu = process.cpuUsage(c0);
-  const rps = (p.status().records_out - r0) / wall;
+  const row = await window(label, { records: () => p.status().records_out, latency });
   await src.close();
   await p.stop();
   rmSync(stateDir, { recursive: true, force: true });
-  return { label, rps, cpu: (cpu.user + cpu.system) / 1e6 / wall, latencyMs: n ? lat / n : 0 };
+  return row;
+}
+
+/**
+ * What kafkajs alone sends into the same broker: the same Avro messages (encoded once, before the clock starts), the
+ * same batches (cut by the same size arithmetic at the daemon's defaults), one awaited sendBatch at a time with
+ * acks=-1 — the ceiling the producer's own work (kernel record → Avro → spool → batch) is measured against.
+ */
+async function bareKafkajs(broker: BrokerProcess, label: string): Promise<Throughput> {
+  const codec = createCodec();
+  const key = Buffer.from(HOST.host_id);
+  const src = syntheticCapture({ connsPerSec: 1_000_000, samplesPerConn: 2, bytesPerSample: 1000, totalConns: 5000 });
+  const values: Buffer[] = [];
+  let seq = 0;
+  const ctx: WireContext = {
+    host: HOST, epoch: 1, nextSeq: () => ++seq, toUnixNs: (ts) => BigInt(Date.now()) * 1_000_000n + BigInt(ts % 1e6),
+    enrich: () => ({ cgroup_path: null, container_id: null }), workload: () => 'host',
+  };
+  for await (const batch of src.records()) {
+    for (const r of batch) {
+      const w = toWire(r, ctx);
+      if (w) values.push(codec.encode(w.kind, w.record as never));
+    }
+    if (src.truth.conns >= 5000) break;
+  }
+  await src.close();
+  const batches: Array<Array<{ key: Buffer; value: Buffer }>> = [];
+  for (let i = 0; i < values.length; ) {
+    const sizer = new BatchSizer(DAEMON_BATCH.maxMessageBytes, 'none');
+    const b: Array<{ key: Buffer; value: Buffer }> = [];
+    while (i < values.length && b.length < DAEMON_BATCH.batchMaxRecords && sizer.add(key.length, values[i].length)) b.push({ key, value: values[i++] });
+    batches.push(b);
+  }
+  const kafka = createKafkaClient({ clientId: 'nettally-bench-bare', brokers: [broker.address] });
+  const producer = kafka.producer({ allowAutoTopicCreation: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  const topic = `bench.${label.replace(/\W+/g, '-')}`;
+  let sent = 0;
+  const latency = { ms: 0, n: 0 };
+  let stop = false;
+  const loop = (async () => {
+    for (let i = 0; !stop; i = (i + 1) % batches.length) {
+      const t = Date.now();
+      await producer.sendBatch({ topicMessages: [{ topic, messages: batches[i] }], acks: -1, timeout: 30_000 });
+      latency.ms += Date.now() - t;
+      latency.n++;
+      sent += batches[i].length;
+    }
+  })();
+  const row = await window(label, { records: () => sent, latency });
+  stop = true;
+  await loop;
+  await producer.disconnect();
+  return row;
 }
 
 function procTicks(pid: number): number {
@@ -107,7 +184,7 @@ function metric(url: string, name: string): Promise<number> {
     get(url, { agent: false }, (r) => {
       let b = '';
       r.on('data', (d: Buffer) => (b += d.toString()));
-      r.on('end', () => res(Number(new RegExp(`^nettally_producer_${name} (\\S+)$`, 'm').exec(b)?.[1] ?? NaN)));
+      r.on('end', () => res(Number(new RegExp(`^nettally_producer_${name.replace(/[{}"]/g, '\\$&')} (\\S+)$`, 'm').exec(b)?.[1] ?? NaN)));
     }).on('error', rej),
   );
 }
@@ -122,6 +199,12 @@ interface ChurnRow {
   drainS: number;
   /** Kernel ring-buffer reservations that failed during the window (records delayed, counters kept). */
   drops: number;
+  /** Producer CPU-seconds per 1000 connections made (each is two sockets on this host: client and server). */
+  cpuPer1k: number;
+  /** Records the producer shipped (acknowledged, burst and drain) per connection made. */
+  recordsPerConn: number;
+  heapMiB: number;
+  externalMiB: number;
 }
 
 async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
@@ -132,7 +215,7 @@ async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
   const stateDir = mkdtempSync(join(tmpdir(), 'nettally-bench-'));
   const pinDir = `/sys/fs/bpf/nettally-bench-${process.pid}`;
   cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }), () => rmSync(pinDir, { recursive: true, force: true }));
-  const prod = startProducerProcess(['--brokers', broker.address, '--state-dir', stateDir, '--pin-dir', pinDir, '--metrics-listen', '0', '--status-interval', process.env.BENCH_STATUS ?? '0', '--flush-interval', '1s']);
+  const prod = startProducerProcess(['--brokers', broker.address, '--state-dir', stateDir, '--pin-dir', pinDir, '--metrics-listen', '0', '--status-interval', process.env.BENCH_STATUS ?? '0', '--flush-interval', FLUSH_INTERVAL]);
   cleanups.push(() => prod.child.kill('SIGKILL'));
   await prod.ready;
   while (!/"metrics":"/.test(prod.stderr())) await sleep(50);
@@ -145,7 +228,7 @@ async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
   await new Promise<void>((r) => server.stdout?.on('data', (d: Buffer) => d.toString().includes('READY') && r()));
 
   const rows: ChurnRow[] = [];
-  void prod.exited.then((c) => process.stderr.write(`producer exited (${c}):\n${prod.stderr().split('\n').slice(-15).join('\n')}\n`));
+  void prod.exited.then((c) => c !== 0 && process.stderr.write(`producer exited (${c}):\n${prod.stderr().split('\n').slice(-15).join('\n')}\n`));
   for (const rate of [0, CHURN_RATE]) {
     const t0 = procTicks(pid);
     const o0 = await metric(url, 'records_out_total');
@@ -166,9 +249,15 @@ async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
     // How long until the producer has shipped everything the burst produced.
     const drainStart = Date.now();
     while ((await metric(url, 'spool_records')) > 0 && Date.now() - drainStart < 60_000) await sleep(100);
+    const drainS = (Date.now() - drainStart) / 1000;
+    // CPU per connection counts the drain too: what the burst cost until its records were all shipped.
+    const cpuAll = (procTicks(pid) - t0) / hz;
+    const o2 = await metric(url, 'records_out_total');
     rows.push({
       label: rate ? `churn ${rate}/s` : 'idle', connsPerSec: conns / wall, cpu, ...mem,
-      recordsOutPerSec: (o1 - o0) / wall, drainS: (Date.now() - drainStart) / 1000, drops,
+      recordsOutPerSec: (o1 - o0) / wall, drainS, drops,
+      cpuPer1k: conns ? (cpuAll / conns) * 1000 : 0, recordsPerConn: conns ? (o2 - o0) / conns : 0,
+      heapMiB: (await metric(url, 'memory_bytes{kind="heap_used"}')) / 2 ** 20, externalMiB: (await metric(url, 'memory_bytes{kind="external"}')) / 2 ** 20,
     });
   }
   prod.child.kill('SIGTERM');
@@ -188,25 +277,41 @@ async function main(): Promise<void> {
     if (process.env.BENCH_STATUS) process.stdout.write(lastStderr);
     return;
   }
-  rows.push(await throughput(broker, 'fsync=always', {}));
-  rows.push(await throughput(broker, 'fsync=never', { fsync: 'never' }));
-  rows.push(await throughput(broker, 'fsync=always gzip', { compression: 'gzip' }));
-  // The daemon's batching defaults: 5000 records, cut by encoded size at Kafka's 1048588-byte message limit.
-  rows.push(await throughput(broker, 'defaults 5000/1MiB', { batchMaxRecords: 5000, batchMaxBytes: 1 << 20, maxMessageBytes: 1048588 }));
-  const base = rows[0].rps;
-  process.stdout.write(`\nproducer → broker, synthetic source, ${SECONDS}s each (producer in this process, broker a child process; load ${load0})\n`);
-  process.stdout.write(`${'config'.padEnd(22)}${'records/s'.padStart(12)}${'ratio'.padStart(8)}${'cpu (cores)'.padStart(13)}${'batch ack ms'.padStart(14)}\n`);
-  for (const r of rows) {
-    process.stdout.write(`${r.label.padEnd(22)}${Math.round(r.rps).toLocaleString('en').padStart(12)}${(r.rps / base).toFixed(2).padStart(8)}${r.cpu.toFixed(2).padStart(13)}${r.latencyMs.toFixed(1).padStart(14)}\n`);
+  // Side by side, alternating so that the machine's load drifts over both alike: bare kafkajs, then the producer.
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+  for (let i = 0; i < rounds; i++) {
+    rows.push(await bareKafkajs(broker, `bare kafkajs ${i + 1}`));
+    rows.push(await throughput(broker, `producer ${i + 1}`, {}));
   }
+  // BENCH_VARIANTS=1: the producer's durability / compression variants too.
+  if (process.env.BENCH_VARIANTS) {
+    rows.push(await throughput(broker, 'producer fsync=never', { fsync: 'never' }));
+    rows.push(await throughput(broker, 'producer gzip', { compression: 'gzip' }));
+  }
+  const sum = (prefix: string): number => rows.filter((r) => r.label.startsWith(prefix) && !r.label.includes('=') && !r.label.includes('gzip')).reduce((n, r) => n + r.rps, 0);
+  const base = sum('bare kafkajs') / rounds;
+  process.stdout.write(`\nproducer → broker, synthetic source, ${SECONDS}s each (producer and bare kafkajs in this process, broker a child process; load ${load0})\n`);
+  process.stdout.write(`${'config'.padEnd(24)}${'records/s'.padStart(12)}${'vs bare'.padStart(9)}${'cpu (cores)'.padStart(13)}${'cpu-s/1k rec'.padStart(14)}${'batch ack ms'.padStart(14)}${'heap MiB'.padStart(10)}${'ext MiB'.padStart(9)}\n`);
+  for (const r of rows) {
+    process.stdout.write(
+      `${r.label.padEnd(24)}${Math.round(r.rps).toLocaleString('en').padStart(12)}${(r.rps / base).toFixed(2).padStart(9)}${r.cpu.toFixed(2).padStart(13)}${((r.cpu / r.rps) * 1000).toFixed(4).padStart(14)}` +
+        `${r.latencyMs.toFixed(1).padStart(14)}${(r.heapMiB ?? 0).toFixed(0).padStart(10)}${(r.externalMiB ?? 0).toFixed(0).padStart(9)}\n`,
+    );
+  }
+  process.stdout.write(`producer / bare kafkajs (records/s, sum over ${rounds} alternating rounds): ${(sum('producer') / sum('bare kafkajs')).toFixed(2)}\n`);
   // BENCH_ONLY=throughput: part 1 only (the churn part loads both cores for a minute).
   if (process.env.BENCH_ONLY === 'throughput') return;
   const churnRows = await churn(broker);
-  process.stdout.write(`\nproducer (child process, real kernel capture) while a generator churns TCP connections in a netns, ${SECONDS}s each\n`);
-  process.stdout.write(`${'load'.padEnd(16)}${'conns/s'.padStart(10)}${'cpu (cores)'.padStart(13)}${'RSS MiB'.padStart(9)}${'peak MiB'.padStart(10)}${'records out/s'.padStart(15)}${'drain s'.padStart(9)}${'rb drops'.padStart(10)}\n`);
+  process.stdout.write(`\nproducer (child process, real kernel capture, --flush-interval ${FLUSH_INTERVAL}) while a generator churns TCP connections in a netns, ${SECONDS}s each\n`);
+  process.stdout.write(
+    `${'load'.padEnd(16)}${'conns/s'.padStart(10)}${'cpu (cores)'.padStart(13)}${'cpu-s/1k conn'.padStart(15)}${'rec/conn'.padStart(10)}${'RSS MiB'.padStart(9)}${'peak MiB'.padStart(10)}` +
+      `${'heap MiB'.padStart(10)}${'ext MiB'.padStart(9)}${'records out/s'.padStart(15)}${'drain s'.padStart(9)}${'rb drops'.padStart(10)}\n`,
+  );
   for (const r of churnRows) {
     process.stdout.write(
-      `${r.label.padEnd(16)}${Math.round(r.connsPerSec).toLocaleString('en').padStart(10)}${r.cpu.toFixed(2).padStart(13)}${r.rssMiB.toFixed(0).padStart(9)}${r.hwmMiB.toFixed(0).padStart(10)}${Math.round(r.recordsOutPerSec).toLocaleString('en').padStart(15)}${r.drainS.toFixed(1).padStart(9)}${String(r.drops).padStart(10)}\n`,
+      `${r.label.padEnd(16)}${Math.round(r.connsPerSec).toLocaleString('en').padStart(10)}${r.cpu.toFixed(3).padStart(13)}${r.cpuPer1k.toFixed(3).padStart(15)}${r.recordsPerConn.toFixed(2).padStart(10)}` +
+        `${r.rssMiB.toFixed(0).padStart(9)}${r.hwmMiB.toFixed(0).padStart(10)}${r.heapMiB.toFixed(0).padStart(10)}${r.externalMiB.toFixed(0).padStart(9)}` +
+        `${Math.round(r.recordsOutPerSec).toLocaleString('en').padStart(15)}${r.drainS.toFixed(1).padStart(9)}${String(r.drops).padStart(10)}\n`,
     );
   }
   process.stdout.write(`load average after: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);

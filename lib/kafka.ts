@@ -1,6 +1,8 @@
 // Kafka connection settings shared by producer and consumer: brokers, TLS, SASL (secrets from env or files), and
 // the factory that builds every kafkajs client from them.
 import { readFileSync } from 'fs';
+// First, before kafkajs loads: its per-send grouping of messages by partition in linear time (see the file).
+import './kafkajs-grouping';
 import { Kafka, logLevel, type KafkaConfig, type RetryOptions, type SASLOptions } from 'kafkajs';
 import type { OptionSpec, ParsedArgs } from './args';
 import { configError } from './errors';

@@ -4,7 +4,8 @@ import { randomBytes } from 'crypto';
 import { readFileSync } from 'fs';
 import { join } from 'path';
 import { createCodec, RECORD_KINDS, type RecordKind } from '../schemas/index';
-import { BatchSizer, fitsAlone, KAFKA_DEFAULT_MAX_MESSAGE_BYTES, kafkaRecordSize, RECORD_BATCH_OVERHEAD, recordsBudget, varintSize } from './kafka-batch';
+import { Partitioners } from 'kafkajs';
+import { BatchSizer, fitsAlone, KAFKA_DEFAULT_MAX_MESSAGE_BYTES, kafkaRecordSize, RECORD_BATCH_OVERHEAD, recordsBudget, samePartitionPerKey, varintSize } from './kafka-batch';
 import { WORKLOAD_MAX_BYTES } from './workload-rules';
 
 // kafkajs' internal encoders: exactly what producer.sendBatch puts on the wire for one partition (produce v3+).
@@ -102,4 +103,20 @@ describe('Kafka record batch sizes', () => {
     expect(largest).toBeLessThan(recordsBudget(KAFKA_DEFAULT_MAX_MESSAGE_BYTES, 'gzip') / 32);
     expect(largest).toBeGreaterThan(16_000); // the bounds above were really applied
   });
+});
+
+test('samePartitionPerKey picks the partition kafkajs DefaultPartitioner picks, for every key and partition count', () => {
+  const ours = samePartitionPerKey();
+  const theirs = Partitioners.DefaultPartitioner();
+  for (const n of [1, 3, 12, 64]) {
+    const partitionMetadata = Array.from({ length: n }, (_, partitionId) => ({ partitionErrorCode: 0, partitionId, leader: 0, replicas: [0], isr: [0] }));
+    for (let h = 0; h < 50; h++) {
+      // a fresh Buffer per message, as the spool hands them out after a key change
+      const key = Buffer.from(`${h.toString(16).padStart(2, '0')}1219c7c4c5404aaa1f6d2a48adfda4`);
+      for (let i = 0; i < 3; i++) {
+        const args = { topic: 't', partitionMetadata, message: { key: Buffer.from(key), value: 'v' } };
+        expect(ours(args)).toBe(theirs(args));
+      }
+    }
+  }
 });

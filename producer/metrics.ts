@@ -16,6 +16,7 @@ const HELP: Array<[keyof ProducerStatus, string, 'counter' | 'gauge']> = [
   ['records_in', 'Kernel records received from the capture', 'counter'],
   ['records_spooled', 'Records appended to the on-disk spool', 'counter'],
   ['records_out', 'Records acknowledged by Kafka', 'counter'],
+  ['records_folded', 'Established records not shipped: their connection closed (or sent a sample) first, and that record was shipped instead', 'counter'],
   ['batches_out', 'Batches acknowledged by Kafka', 'counter'],
   ['spool_records', 'Records in the spool not yet acknowledged', 'gauge'],
   ['spool_bytes', 'Bytes in the spool not yet acknowledged', 'gauge'],
@@ -53,6 +54,11 @@ export function renderMetrics(s: ProducerStatus): string {
     const since = s.kafka_error_since ? Math.floor(Date.parse(s.kafka_error_since) / 1000) : 0;
     out.push(`nettally_producer_kafka_error{code="${s.kafka_error_code.replace(/[\\"\n]/g, '_')}"} ${since}`);
   }
+  // Where the memory is: the JS heap vs native (Buffers and other allocations outside it) vs the whole process.
+  const m = process.memoryUsage();
+  out.push('# HELP nettally_producer_memory_bytes Process memory: rss (resident, all of it), heap_used (JS objects), external (Buffers and other native memory owned by JS objects)');
+  out.push('# TYPE nettally_producer_memory_bytes gauge');
+  for (const [kind, v] of [['rss', m.rss], ['heap_used', m.heapUsed], ['external', m.external]] as const) out.push(`nettally_producer_memory_bytes{kind="${kind}"} ${v}`);
   if (s.kernel) {
     put('kernel_ringbuf_drops_total', 'Ring-buffer reservations that failed in the kernel (records delayed, counters kept)', 'counter', s.kernel.ringbuf_drops);
     put('kernel_conn_map_full_total', 'Connections not tracked because the kernel connection map was full', 'counter', s.kernel.conn_map_full);

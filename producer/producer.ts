@@ -4,12 +4,13 @@
 // producer/sender.ts sends the spool to Kafka; producer/types.ts is the public contract.
 import { join } from 'path';
 import { createKafkaClient } from '../lib/kafka';
+import { samePartitionPerKey } from './kafka-batch';
 import { NettallyError } from '../lib/errors';
 import { ensurePrivateDir } from '../lib/private-files';
 import type { Logger } from '../lib/log';
 import type { Capture, CaptureOptions, KernelRecord, KernelStats } from './capture';
 import { BootClock, ProcessEnricher, readHostIdentity } from './host';
-import { IngestStage } from './ingest';
+import { CAPTURE_QUEUE_RECORDS, IngestStage } from './ingest';
 import { claimEpoch, Sequencer } from './sequence';
 import { KAFKA_DEFAULT_MAX_MESSAGE_BYTES } from './kafka-batch';
 import { Spool } from './spool';
@@ -62,6 +63,7 @@ class Producer extends IngestStage implements NettallyProducer {
     // kafkajs repeats every connection failure; our send loop reports Kafka state changes once.
     const kafka = createKafkaClient(c.kafka, { logger: this.log, levels: 'debug', retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 } });
     this.kafka = kafka.producer({
+      createPartitioner: samePartitionPerKey,
       idempotent: c.idempotent,
       maxInFlightRequests: 1,
       allowAutoTopicCreation: true,
@@ -86,6 +88,7 @@ class Producer extends IngestStage implements NettallyProducer {
           flushIntervalMs: c.flushIntervalMs,
           flushThresholdBytes: c.flushThresholdBytes,
           ifaceIntervalMs: c.ifaceIntervalMs,
+          maxQueuedRecords: CAPTURE_QUEUE_RECORDS,
           ...(c.ringBufferBytes ? { ringBufferBytes: c.ringBufferBytes } : {}),
           ...(c.maxConnections ? { maxConnections: c.maxConnections } : {}),
         },
@@ -123,6 +126,7 @@ class Producer extends IngestStage implements NettallyProducer {
     if (this.statusTimer) clearInterval(this.statusTimer);
     if (this.workloadTimer) clearInterval(this.workloadTimer);
     this.wake(this.spaceWaiters);
+    this.cancelHeldRelease();
     const cap = this.capture;
     if (cap) {
       // Ship what the kernel counted up to now (open connections' unflushed bytes) before letting go.
@@ -135,6 +139,8 @@ class Producer extends IngestStage implements NettallyProducer {
       await Promise.all([...this.pendingForgets]);
       await cap.close();
       await this.captureLoop?.catch((e: unknown) => this.log.error({ err: e }, 'capture loop failed'));
+      // `established` records still held back: ship them, or their connections would count as opened nowhere.
+      await this.ingest([], deadline, true).catch((e: unknown) => this.log.warn({ err: e }, 'could not spool the held-back established records'));
     }
     await this.ingestChain;
     this.wake(this.dataWaiters);
@@ -205,6 +211,7 @@ class Producer extends IngestStage implements NettallyProducer {
       batches_split: k.batches_split,
       max_batch_bytes: this.maxBatchBytes,
       records_dead_lettered: k.records_dead_lettered,
+      records_folded: k.records_folded,
       send_latency_ms_last: k.lat_last,
       send_latency_ms_max: k.lat_max,
       send_latency_ms_avg: k.lat_n ? Math.round((k.lat_sum / k.lat_n) * 10) / 10 : 0,

@@ -36,7 +36,7 @@ export abstract class SenderStage extends EventEmitter {
     records_in: 0, records_spooled: 0, records_invalid: 0, records_out: 0, batches_out: 0, spool_full_events: 0, kafka_errors: 0,
     kafka_last_error: null as string | null, kafka_ok: false, spool_full: false,
     kafka_state: 'connecting' as KafkaState, kafka_error_code: null as string | null, kafka_error_since: null as string | null,
-    batches_split: 0, records_dead_lettered: 0,
+    batches_split: 0, records_dead_lettered: 0, records_folded: 0,
     lat_last: 0, lat_max: 0, lat_sum: 0, lat_n: 0,
   };
 

@@ -294,10 +294,16 @@ export class Spool {
     this.appendFd = -1;
   }
 
+  /** The last key handed out: every record of a host has the same key, so peeks share one Buffer of it. */
+  private lastKey: Buffer = Buffer.alloc(0);
+
   private entryOf(payload: Buffer): SpoolEntry {
     const klen = payload.readUInt16LE(0);
-    // Copies: the chunk buffer is reused by nothing, but entries outlive it in kafkajs' queues.
-    return { key: Buffer.from(payload.subarray(2, 2 + klen)), value: Buffer.from(payload.subarray(2 + klen)) };
+    const key = payload.subarray(2, 2 + klen);
+    if (!key.equals(this.lastKey)) this.lastKey = Buffer.from(key);
+    // The value is a view of the chunk peek() read (a fresh buffer nobody else writes): no copy. The chunk lives as
+    // long as the batch's entries do (until Kafka acknowledged them), about the batch's size.
+    return { key: this.lastKey, value: payload.subarray(2 + klen) };
   }
 
   private readAt(s: Segment, off: number, len: number): Buffer {

@@ -21,14 +21,20 @@ export interface SyntheticTruth {
   conns: number;
   tx_bytes: number;
   rx_bytes: number;
+  /** Kernel records the source yielded (open, samples, close per connection). */
   records: number;
+  /**
+   * Records a producer ships for them: all but the `established` ones, which the producer folds into the later
+   * records of their connection in the same batch (producer/ingest.ts, one record per short connection).
+   */
+  shipped: number;
 }
 
 export function syntheticCapture(opts: SyntheticOptions): Capture & { truth: SyntheticTruth; done: Promise<void> } {
   const samples = opts.samplesPerConn ?? 2;
   const per = opts.bytesPerSample ?? 1000;
   const tick = opts.tickMs ?? 10;
-  const truth: SyntheticTruth = { conns: 0, tx_bytes: 0, rx_bytes: 0, records: 0 };
+  const truth: SyntheticTruth = { conns: 0, tx_bytes: 0, rx_bytes: 0, records: 0, shipped: 0 };
   let closed = false;
   let nextCookie = 1;
   let resolveDone!: () => void;
@@ -78,6 +84,7 @@ export function syntheticCapture(opts: SyntheticOptions): Capture & { truth: Syn
         truth.rx_bytes += samples * per;
       }
       truth.records += batch.length;
+      truth.shipped += batch.length - due;
       if (batch.length) yield batch;
       await new Promise((r) => setTimeout(r, tick));
     }

@@ -89,6 +89,8 @@ export interface ProducerStatus {
   max_batch_bytes: number;
   /** Records Kafka can never take (too large alone): kept in <state-dir>/dead-letter.jsonl, never sent. */
   records_dead_lettered: number;
+  /** `established` records not shipped because a later record of the same connection was (one record per short connection). */
+  records_folded: number;
   /** Send latency (sendBatch → ack) of the last batch and the max since the previous status, ms. */
   send_latency_ms_last: number;
   send_latency_ms_max: number;
