@@ -31,7 +31,14 @@ const spec: CommandSpec = {
     { name: 'idle-timeout', type: 'duration', env: 'NETTALLY_IDLE_TIMEOUT', default: 86_400_000, min: 60_000, help: 'host event time after which a silent connection keeps only its counters (dormant) and a dedupe mark is dropped' },
     { name: 'max-clock-ahead', type: 'duration', env: 'NETTALLY_MAX_CLOCK_AHEAD', default: 300_000, min: 1000, help: 'a record whose time is further ahead of its Kafka timestamp is placed at that timestamp (logged)' },
     { name: 'forget-host-after', type: 'duration', env: 'NETTALLY_FORGET_HOST_AFTER', default: 30 * 86_400_000, min: 3_600_000, help: 'partition event time after which a silent host\'s state (connection baselines) is forgotten' },
-    { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: 5000, min: 100, help: 'how often window totals are written and offsets committed' },
+    { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: 5000, min: 100, help: 'how often final windows are written, the state snapshotted and offsets committed' },
+    {
+      name: 'preview-interval',
+      type: 'duration',
+      env: 'NETTALLY_PREVIEW_INTERVAL',
+      min: 0,
+      help: 'while caught up, how often windows still open are written as previews (final=false; default: the --flush-interval); a final window is written once',
+    },
     { name: 'session-timeout', type: 'duration', env: 'NETTALLY_SESSION_TIMEOUT', default: 30_000, min: 6000, help: 'group session timeout (a dead member is replaced after this); Kafka brokers accept 6s..30m (group.min/max.session.timeout.ms)' },
     { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: 10_000, min: 0, help: 'status line period (0 = off)' },
     {
@@ -80,6 +87,7 @@ export function consumerConfigFrom(args: ParsedArgs): RollupConsumerConfig {
     },
     influx: influxConfigFrom(args),
     flushIntervalMs: args.num('flush-interval'),
+    previewIntervalMs: args.optNum('preview-interval') ?? args.num('flush-interval'),
     retryInitialMs: 500,
     retryMaxMs: 30_000,
     sessionTimeoutMs: args.num('session-timeout'),

@@ -185,6 +185,7 @@ export class RollupConsumer {
       snapshotted: undefined,
       dlq: [],
       lastFlush: Date.now(),
+      lastPreview: Date.now(),
       high: undefined,
       late: { n: 0 },
       lock: Promise.resolve(),
@@ -452,15 +453,19 @@ export class RollupConsumer {
   }
 
   /**
-   * Writes this partition's dirty windows, its dead letters, then its snapshot, then commits the offset.
+   * Writes this partition's newly final windows (and, when due, previews of changed open ones), its dead letters, then
+   * its snapshot, then commits the offset. The commit rests on the snapshot, which holds every open window: a crash
+   * after it loses no window that was not written, the next owner restores and finishes it.
    * Called with the partition lock held. While InfluxDB is down the partition is paused and nothing is committed.
    * Every step is fenced by ownership (owns()): a revoked state throws Revoked and writes nothing more.
    */
   private async flush(ps: PartitionState, heartbeat: (() => Promise<void>) | undefined, final = false): Promise<void> {
     const c = this.config;
-    const pending = ps.agg.pending();
+    const now = Date.now();
+    const preview = final || (this.caughtUp(ps) && now - ps.lastPreview >= c.previewIntervalMs);
+    const pending = ps.agg.pending(preview);
     this.markGaps(ps, pending.points);
-    ps.lastFlush = Date.now();
+    ps.lastFlush = now;
     if (ps.late.n > 0) {
       this.log.warn(
         { partition: ps.partition, too_late: ps.late.n, example_host_id: ps.late.host_id, example_time: new Date(ps.late.time_ms ?? 0).toISOString(), watermark: new Date(ps.agg.watermarkMs).toISOString() },
@@ -500,6 +505,7 @@ export class RollupConsumer {
         ps.dlq = [];
       }
       pending.commit();
+      if (preview) ps.lastPreview = now;
       if (ps.next === undefined) return;
       const next = ps.next;
       const meta = await this.retry('state snapshot write', () => {
@@ -520,6 +526,16 @@ export class RollupConsumer {
     } finally {
       if (paused) this.consumer.resume(tp);
     }
+  }
+
+  /**
+   * Previews are for people watching live traffic: while a partition is behind (its last batch did not reach the
+   * partition's end), the windows it is replaying become final within seconds, so previews would only multiply the
+   * points InfluxDB receives (each window rewritten at every flush of a backlog drain). Before the first batch of
+   * a restored state the end is unknown: its open windows wait for that batch (or for becoming final).
+   */
+  private caughtUp(ps: PartitionState): boolean {
+    return ps.high !== undefined && ps.next !== undefined && BigInt(ps.next) >= BigInt(ps.high);
   }
 
   /**

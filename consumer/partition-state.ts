@@ -16,6 +16,8 @@ export interface PartitionState {
   gaps: GapMark[];
   dlq: { message: KafkaMessage; reason: string; error: string }[];
   lastFlush: number;
+  /** When changed open windows were last written as previews (wall ms; see RollupConsumer.flush). */
+  lastPreview: number;
   high: string | undefined;
   /** Too-late records since the last flush (logged once per flush), with the first one as an example. */
   late: { n: number; host_id?: string; time_ms?: number };
