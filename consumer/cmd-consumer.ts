@@ -39,6 +39,15 @@ const spec: CommandSpec = {
       min: 0,
       help: 'while caught up, how often windows still open are written as previews (final=false; default: the --flush-interval); a final window is written once',
     },
+    {
+      name: 'partitions-concurrently',
+      type: 'int',
+      env: 'NETTALLY_PARTITIONS_CONCURRENTLY',
+      default: 4,
+      min: 1,
+      max: 64,
+      help: 'assigned partitions processed at the same time (one waits on InfluxDB or a snapshot while another decodes)',
+    },
     { name: 'session-timeout', type: 'duration', env: 'NETTALLY_SESSION_TIMEOUT', default: 30_000, min: 6000, help: 'group session timeout (a dead member is replaced after this); Kafka brokers accept 6s..30m (group.min/max.session.timeout.ms)' },
     { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: 10_000, min: 0, help: 'status line period (0 = off)' },
     {
@@ -88,6 +97,7 @@ export function consumerConfigFrom(args: ParsedArgs): RollupConsumerConfig {
     influx: influxConfigFrom(args),
     flushIntervalMs: args.num('flush-interval'),
     previewIntervalMs: args.optNum('preview-interval') ?? args.num('flush-interval'),
+    partitionsConcurrently: args.num('partitions-concurrently'),
     retryInitialMs: 500,
     retryMaxMs: 30_000,
     sessionTimeoutMs: args.num('session-timeout'),

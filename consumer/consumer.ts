@@ -155,7 +155,9 @@ export class RollupConsumer {
     await this.consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: 1,
+      // Each partition has its own lock and state; while one waits on InfluxDB or its snapshot, another decodes.
+      // Memory: fetched batches are bounded by kafkajs's fetch size whatever this says.
+      partitionsConsumedConcurrently: c.partitionsConcurrently,
       eachBatch: (p) => this.onBatch(p),
     });
     this.timer = setInterval(() => void this.flushIdle(), Math.max(100, Math.min(1000, c.flushIntervalMs)));

@@ -20,6 +20,8 @@ export interface RollupConsumerConfig {
    * caught up; final windows are written once, when final, whatever this says (consumer/README.md).
    */
   previewIntervalMs: number;
+  /** kafkajs partitionsConsumedConcurrently: partitions whose batches are processed at the same time. */
+  partitionsConcurrently: number;
   retryInitialMs: number;
   retryMaxMs: number;
   sessionTimeoutMs: number;
