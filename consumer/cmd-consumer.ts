@@ -37,7 +37,7 @@ const spec: CommandSpec = {
       type: 'duration',
       env: 'NETTALLY_PREVIEW_INTERVAL',
       min: 0,
-      help: 'while caught up, how often windows still open are written as previews (final=false; default: the --flush-interval); a final window is written once',
+      help: 'while following live traffic, how often windows still open are written as previews (final=false; default: the --flush-interval); a final window is written once',
     },
     {
       name: 'partitions-concurrently',
