@@ -2,6 +2,8 @@
 // bundled broker, drained by 1 and 2 `nettally consumer` processes into a real influxd, side by side with a raw read
 // of the same topic (kcat, kafkajs): events/s, events per CPU-second, ratio to the raw read, InfluxDB points/s and
 // write amplification, peak RSS, lag over time, and an exactness check against the generator's ground truth.
+// --baseline-bin drains the same backlog with another build first (before/after in one run); --live S follows a
+// second fleet whose records are produced as their event time comes (write amplification while following traffic).
 import { spawn, spawnSync, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import { join, resolve } from 'path';
