@@ -12,7 +12,7 @@ import { InfluxClient, type RejectedPoint } from './influx';
 import { toAggInput } from './records';
 import { deadLetterRequests, pointDeadLetter, recordDeadLetter } from './dead-letters';
 import { lookUpFinal } from './finality';
-import { BoundedSet, plus1, Revoked, windowKey, type PartitionState } from './partition-state';
+import { BoundedSet, plus1, previewable, Revoked, windowKey, type PartitionState } from './partition-state';
 import { linkedSignal, withHeartbeat } from './signals';
 import { StateStore, parseCommitMetadata, type GapMark } from './state-store';
 import type { ConsumerStats, RollupConsumerConfig } from './types';
@@ -464,7 +464,7 @@ export class RollupConsumer {
   private async flush(ps: PartitionState, heartbeat: (() => Promise<void>) | undefined, final = false): Promise<void> {
     const c = this.config;
     const now = Date.now();
-    const preview = final || (now - ps.lastPreview >= c.previewIntervalMs && this.previewable(ps));
+    const preview = final || (now - ps.lastPreview >= c.previewIntervalMs && previewable(ps, c.aggregation, now));
     const pending = ps.agg.pending(preview);
     this.markGaps(ps, pending.points);
     ps.lastFlush = now;
@@ -528,22 +528,6 @@ export class RollupConsumer {
     } finally {
       if (paused) this.consumer.resume(tp);
     }
-  }
-
-  /**
-   * Previews are for people watching live traffic. While a partition replays a backlog of older records (it is
-   * behind its end, and its newest event time is further back than a window plus the allowed lateness), the windows
-   * it replays become final within seconds, so previews would only multiply the points InfluxDB receives (each
-   * window rewritten at every flush of the drain). A partition that is behind on recent records (a burst, a loaded
-   * machine) keeps previewing: its windows become final no faster than real time. Before the first batch of a
-   * restored state the end is unknown: its open windows wait for that batch (or for becoming final). The wall clock
-   * decides only when previews are written, never a value.
-   */
-  private previewable(ps: PartitionState): boolean {
-    if (ps.high === undefined || ps.next === undefined) return false;
-    if (BigInt(ps.next) >= BigInt(ps.high)) return true;
-    const { windowMs, allowedLatenessMs } = this.config.aggregation;
-    return ps.agg.maxEventTimeMs >= Date.now() - windowMs - allowedLatenessMs;
   }
 
   /**
