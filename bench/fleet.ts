@@ -2,6 +2,8 @@
 // bundled broker, drained by 1 and 2 `nettally consumer` processes into a real influxd, side by side with a raw read
 // of the same topic (kcat, kafkajs): events/s, events per CPU-second, ratio to the raw read, InfluxDB points/s and
 // write amplification, peak RSS, lag over time, and an exactness check against the generator's ground truth.
+// --baseline-bin drains the same backlog with another build first (before/after in one run); --live S follows a
+// second fleet whose records are produced as their event time comes (write amplification while following traffic).
 import { spawn, spawnSync, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import { join, resolve } from 'path';
@@ -25,6 +27,9 @@ const spec: CommandSpec = {
     { name: 'partitions', type: 'int', default: 4, min: 1, help: 'partitions of the records topic' },
     { name: 'consumers', type: 'list', default: ['1', '2'], help: 'consumer process counts to compare' },
     { name: 'consumer-args', type: 'list', default: [], help: 'extra `nettally consumer` flags (comma separated)' },
+    { name: 'baseline-bin', type: 'string', default: '', help: 'another build\'s dist/bin/nettally.js, drained side by side (before/after a change)' },
+    { name: 'live', type: 'int', default: 0, min: 0, help: 'also follow live traffic for this many seconds (records produced as their event time comes; 0 = off)' },
+    { name: 'live-hosts', type: 'int', default: 100, min: 1, help: 'simulated hosts of the live run' },
   ],
 };
 
@@ -39,7 +44,7 @@ function fmt(n: number): string {
 
 /** Produces the fleet's records in event-time order across hosts (each host's own stream stays in seq order, as its
  * producer sends it), keyed by host; each request stays under a default Kafka's 1 MiB. */
-async function produceFleet(kafka: Kafka, streams: { t: number; v: Buffer }[][], keys: string[]): Promise<number> {
+async function produceFleet(kafka: Kafka, streams: { t: number; v: Buffer }[][], keys: string[], topic = TOPIC, paced = false): Promise<number> {
   const producer = kafka.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 1 });
   await producer.connect();
   const order: [number, number, number][] = [];
@@ -50,12 +55,17 @@ async function produceFleet(kafka: Kafka, streams: { t: number; v: Buffer }[][],
   let bytes = 0;
   const flush = async (): Promise<void> => {
     if (batch.length === 0) return;
-    await producer.send({ topic: TOPIC, acks: -1, messages: batch });
+    await producer.send({ topic, acks: -1, messages: batch });
     n += batch.length;
     batch = [];
     bytes = 0;
   };
-  for (const [, h, i] of order) {
+  for (const [t, h, i] of order) {
+    // paced: a record leaves when the wall clock reaches its event time (what a live fleet's producers do)
+    while (paced && t > Date.now()) {
+      await flush();
+      await sleep(Math.min(200, t - Date.now()));
+    }
     const v = streams[h][i].v;
     batch.push({ key: keys[h], value: v });
     bytes += v.length + keys[h].length + 16;
@@ -66,8 +76,8 @@ async function produceFleet(kafka: Kafka, streams: { t: number; v: Buffer }[][],
   return n;
 }
 
-async function highWatermarks(admin: Admin): Promise<Map<number, bigint>> {
-  const o = await admin.fetchTopicOffsets(TOPIC);
+async function highWatermarks(admin: Admin, topic = TOPIC): Promise<Map<number, bigint>> {
+  const o = await admin.fetchTopicOffsets(topic);
   return new Map(o.map((p) => [p.partition, BigInt(p.high)]));
 }
 
@@ -121,6 +131,7 @@ async function pointsReceived(influx: TestInflux): Promise<number> {
 }
 
 interface RunResult {
+  label: string;
   consumers: number;
   seconds: number;
   cpu: number;
@@ -132,18 +143,19 @@ interface RunResult {
   detail: string;
 }
 
-async function drain(address: string, admin: Admin, members: number, total: number, truth: { tx: number; rx: number }, extra: string[]): Promise<RunResult> {
+async function drain(address: string, admin: Admin, members: number, total: number, truth: { tx: number; rx: number }, extra: string[], live?: { topic: string; feed: () => Promise<void> }, bin = BIN): Promise<RunResult> {
+  const topic = live?.topic ?? TOPIC;
   const influx = await startInflux();
   const group = `bench-fleet-${members}-${Date.now()}`;
   const db = 'bench';
   const children: ChildProcess[] = [];
   const lagSeries: string[] = [];
   try {
-    const high = await highWatermarks(admin);
+    let high = await highWatermarks(admin, topic);
     const received0 = await pointsReceived(influx);
     const t0 = performance.now();
     for (let i = 0; i < members; i++) {
-      const child = spawn(process.execPath, [BIN, 'consumer', '--brokers', address, '--group', group, '--influx-url', influx.url, '--influx-db', db, '--status-interval', '0', ...extra], {
+      const child = spawn(process.execPath, [bin, 'consumer', '--brokers', address, '--topic', topic, '--group', group, '--influx-url', influx.url, '--influx-db', db, '--status-interval', '0', ...extra], {
         stdio: ['ignore', 'ignore', 'pipe'],
         env: { ...process.env, LOG_LEVEL: 'warn' },
       });
@@ -153,13 +165,20 @@ async function drain(address: string, admin: Admin, members: number, total: numb
     const cpu = new Map<number, number>();
     const rss = new Map<number, number>();
     let lastSample = 0;
+    // Live: records reach the topic as their event time comes; the drain ends once the consumers caught up after that.
+    let fed = live === undefined;
+    const feeding = live?.feed().then(async () => {
+      high = await highWatermarks(admin, topic);
+      fed = true;
+    });
+    feeding?.catch(() => undefined);
     for (;;) {
       for (const c of children) {
         if (c.exitCode !== null) throw new Error(`a consumer exited (${c.exitCode}) during the drain`);
         cpu.set(c.pid as number, cpuSeconds(c.pid as number));
         rss.set(c.pid as number, peakRss(c.pid as number) / 2 ** 20);
       }
-      const committed = await admin.fetchOffsets({ groupId: group, topics: [TOPIC] });
+      const committed = await admin.fetchOffsets({ groupId: group, topics: [topic] });
       let lag = 0n;
       for (const [p, h] of high) {
         const off = BigInt(committed[0]?.partitions.find((x) => x.partition === p)?.offset ?? '-1');
@@ -170,7 +189,8 @@ async function drain(address: string, admin: Admin, members: number, total: numb
         lagSeries.push(`${s.toFixed(0)}s:${fmt(Number(lag))}`);
         lastSample = s;
       }
-      if (lag === 0n) break;
+      if (lag === 0n && fed) break;
+      if (feeding && !fed) await Promise.race([feeding, sleep(0)]);
       if (s > 1800) throw new Error('drain did not finish within 30 minutes');
       await sleep(200);
     }
@@ -186,6 +206,7 @@ async function drain(address: string, admin: Admin, members: number, total: numb
     const rx = await influxScalar(influx, 'SELECT sum(rx_bytes) FROM nettally_traffic_1m', db);
     const exact = tx === truth.tx && rx === truth.rx;
     return {
+      label: bin === BIN ? 'this' : 'baseline',
       consumers: members,
       seconds,
       cpu: cpuTotal,
@@ -236,27 +257,61 @@ async function main(): Promise<void> {
     t = performance.now();
     const kjs = await kafkajsRead(kafka, produced);
     const results: RunResult[] = [];
-    for (const m of args.list('consumers').map(Number)) {
-      process.stderr.write(`bench:fleet: draining with ${m} consumer process(es)...\n`);
-      results.push(await drain(broker.address, admin, m, produced, truth, args.list('consumer-args')));
+    const baseline = args.str('baseline-bin');
+    for (const m of args.list('consumers').map(Number).filter((x) => x > 0)) {
+      for (const bin of baseline ? [resolve(baseline), BIN] : [BIN]) {
+        process.stderr.write(`bench:fleet: draining with ${m} consumer process(es) of ${bin}...\n`);
+        results.push(await drain(broker.address, admin, m, produced, truth, bin === BIN ? args.list('consumer-args') : [], undefined, bin));
+      }
+    }
+
+    let liveRun: { r: RunResult; events: number; hosts: number; seconds: number } | undefined;
+    const liveS = args.num('live');
+    if (liveS > 0) {
+      const liveTopic = `${TOPIC}.live`;
+      await admin.createTopics({ topics: [{ topic: liveTopic, numPartitions: args.num('partitions') }], waitForLeaders: true });
+      const liveHosts = args.num('live-hosts');
+      // event time = wall time: the records go out when their time comes (the consumer needs a few s to join first)
+      const startMs = Math.ceil((Date.now() + 8000) / 1000) * 1000;
+      const live = synthesize({ hosts: liveHosts, connsPerHost: args.num('conns-per-host'), startMs, minutes: Math.ceil(liveS / 60), seed: 8, sampleEverySec: args.num('sample-every') });
+      const liveKeys = [...live.byHost.keys()];
+      const liveStreams = [...live.byHost.values()].map((st) => st.map((m) => ({ t: Number((m.record as { time_ns: bigint }).time_ns / 1_000_000n), v: encode(m.kind, m.record as never) })));
+      const events = liveStreams.reduce((a, st) => a + st.length, 0);
+      const liveTruth = { tx: 0, rx: 0 };
+      for (const r of live.traffic) {
+        liveTruth.tx += r.fields.tx_bytes;
+        liveTruth.rx += r.fields.rx_bytes;
+      }
+      process.stderr.write(`bench:fleet: following ${liveHosts} hosts' live traffic for ${Math.ceil(liveS / 60)} min with 1 consumer...\n`);
+      const feed = (): Promise<number> => produceFleet(kafka, liveStreams, liveKeys, liveTopic, true);
+      const r = await drain(broker.address, admin, 1, events, liveTruth, args.list('consumer-args'), { topic: liveTopic, feed: async () => void (await feed()) });
+      liveRun = { r, events, hosts: liveHosts, seconds: Math.ceil(liveS / 60) * 60 };
     }
 
     const out = process.stdout;
     out.write(`\nfleet: ${hosts} hosts, ${fmt(total)} events (${avg.toFixed(0)} B avg), ${args.num('partitions')} partitions, ${args.num('minutes')} min of event time\n`);
     out.write(`raw read of the same topic: kcat ${fmt(kcat.rate)} msg/s, kafkajs ${fmt(kjs)} msg/s\n\n`);
-    out.write('consumers  drain s  events/s   ratio to kcat  events/CPU-s  points/s  write amp  peak RSS MiB  exact\n');
+    out.write('build     consumers  drain s  events/s   ratio to kcat  events/CPU-s  points/s  write amp  peak RSS MiB  exact\n');
     for (const r of results) {
       const rate = total / r.seconds;
       out.write(
-        `${String(r.consumers).padStart(9)}  ${r.seconds.toFixed(1).padStart(7)}  ${fmt(rate).padStart(8)}   ${(rate / kcat.rate).toFixed(3).padStart(13)}  ` +
+        `${r.label.padEnd(8)}  ${String(r.consumers).padStart(9)}  ${r.seconds.toFixed(1).padStart(7)}  ${fmt(rate).padStart(8)}   ${(rate / kcat.rate).toFixed(3).padStart(13)}  ` +
           `${fmt(total / r.cpu).padStart(12)}  ${fmt(r.pointsReceived / r.seconds).padStart(8)}  ${(r.pointsReceived / Math.max(1, r.pointsStored)).toFixed(2).padStart(9)}  ` +
           `${r.rssMiB.map((x) => x.toFixed(0)).join('+').padStart(12)}  ${r.exact ? 'yes' : 'NO'}\n`,
       );
     }
     out.write('\n');
-    for (const r of results) out.write(`${r.consumers} consumer(s): ${r.detail}; points received ${fmt(r.pointsReceived)}, stored ${fmt(r.pointsStored)}\n  lag: ${r.lag}\n`);
+    for (const r of results) out.write(`${r.label}, ${r.consumers} consumer(s): ${r.detail}; points received ${fmt(r.pointsReceived)}, stored ${fmt(r.pointsStored)}\n  lag: ${r.lag}\n`);
     out.write('(drain time ends at the commit that reaches the end: it includes up to one consumer flush interval)\n');
-    if (results.some((r) => !r.exact)) process.exitCode = 1;
+    if (liveRun) {
+      const { r, events, hosts: lh, seconds } = liveRun;
+      out.write(
+        `\nlive: ${lh} hosts, ${fmt(events)} events produced as their event time came over ${seconds} s, 1 consumer: ` +
+          `CPU ${r.cpu.toFixed(1)} s (${fmt(events / r.cpu)} events/CPU-s), points received ${fmt(r.pointsReceived)}, stored ${fmt(r.pointsStored)}, ` +
+          `write amp ${(r.pointsReceived / Math.max(1, r.pointsStored)).toFixed(2)}, peak RSS ${r.rssMiB.map((x) => x.toFixed(0)).join('+')} MiB, exact ${r.exact ? 'yes' : 'NO'}\n  ${r.detail}\n`,
+      );
+    }
+    if (results.some((r) => !r.exact) || (liveRun && !liveRun.r.exact)) process.exitCode = 1;
   } finally {
     await admin.disconnect().catch(() => undefined);
     await broker.stop();

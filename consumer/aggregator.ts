@@ -2,7 +2,7 @@
 // event-time tumbling windows (1 m + 1 h) with a watermark, and a JSON snapshot of all of it for crash recovery.
 // Deterministic: the same records in the same order give the same windows, whatever the wall clock says.
 
-import { IFACE_FIELDS, IFACE_TAGS, TRAFFIC_FIELDS, TRAFFIC_TAGS, WindowSet, lazyMap, sizeName, type OutPoint } from './windows';
+import { IFACE_FIELDS, IFACE_TAGS, TRAFFIC_FIELDS, TRAFFIC_TAGS, WindowSet, lazyMap, sizeName, type Cell, type OutPoint } from './windows';
 import type { AggInput, ConnInput, IfaceInput } from './records';
 
 export interface AggregatorOptions {
@@ -467,22 +467,27 @@ export class PartitionAggregator {
   }
 
   /**
-   * Points that must be written before the state can be snapshotted, and a `commit` to call once they are
-   * durably written (marks them clean, drops final windows and expired state). Nothing changes until then.
+   * Points to write at a flush, and a `commit` to call once they are durably written (drops final windows, marks
+   * previewed cells clean, drops expired state). Nothing changes until then. Final windows are always included (they
+   * must be written before the snapshot that no longer holds them); changed cells of open windows only with
+   * `preview` (the snapshot holds them either way, so skipping a preview loses nothing).
    */
-  pending(): { points: OutPoint[]; commit: () => void } {
+  pending(preview = true): { points: OutPoint[]; finals: number; commit: () => void } {
     const points: OutPoint[] = [];
     const wm = this.watermarkMs;
     const sets = [this.traffic1m, this.traffic1h, this.iface1m, this.iface1h];
-    const finals = sets.map((s) => {
+    const written: Cell[][] = sets.map(() => []);
+    const finals = sets.map((s, i) => {
       const f: number[] = [];
-      s.pending(wm, this.partitionTag, points, f);
+      s.pending(wm, this.partitionTag, points, f, preview, written[i]);
       return f;
     });
+    const previews = written.reduce((n, w) => n + w.length, 0);
     return {
       points,
+      finals: points.length - previews,
       commit: () => {
-        sets.forEach((s, i) => s.markWritten(finals[i]));
+        sets.forEach((s, i) => s.markWritten(finals[i], written[i]));
         this.sweep();
       },
     };

@@ -12,7 +12,7 @@ import { InfluxClient, type RejectedPoint } from './influx';
 import { toAggInput } from './records';
 import { deadLetterRequests, pointDeadLetter, recordDeadLetter } from './dead-letters';
 import { lookUpFinal } from './finality';
-import { BoundedSet, plus1, Revoked, windowKey, type PartitionState } from './partition-state';
+import { BoundedSet, plus1, previewable, Revoked, windowKey, type PartitionState } from './partition-state';
 import { linkedSignal, withHeartbeat } from './signals';
 import { StateStore, parseCommitMetadata, type GapMark } from './state-store';
 import type { ConsumerStats, RollupConsumerConfig } from './types';
@@ -157,7 +157,9 @@ export class RollupConsumer {
     await this.consumer.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: 1,
+      // Each partition has its own lock and state; while one waits on InfluxDB or its snapshot, another decodes.
+      // Memory: fetched batches are bounded by kafkajs's fetch size whatever this says.
+      partitionsConsumedConcurrently: c.partitionsConcurrently,
       eachBatch: (p) => this.onBatch(p),
     });
     this.timer = setInterval(() => void this.flushIdle(), Math.max(100, Math.min(1000, c.flushIntervalMs)));
@@ -187,6 +189,7 @@ export class RollupConsumer {
       snapshotted: undefined,
       dlq: [],
       lastFlush: Date.now(),
+      lastPreview: Date.now(),
       high: undefined,
       late: { n: 0 },
       lock: Promise.resolve(),
@@ -455,15 +458,19 @@ export class RollupConsumer {
   }
 
   /**
-   * Writes this partition's dirty windows, its dead letters, then its snapshot, then commits the offset.
+   * Writes this partition's newly final windows (and, when due, previews of changed open ones), its dead letters, then
+   * its snapshot, then commits the offset. The commit rests on the snapshot, which holds every open window: a crash
+   * after it loses no window that was not written, the next owner restores and finishes it.
    * Called with the partition lock held. While InfluxDB is down the partition is paused and nothing is committed.
    * Every step is fenced by ownership (owns()): a revoked state throws Revoked and writes nothing more.
    */
   private async flush(ps: PartitionState, heartbeat: (() => Promise<void>) | undefined, final = false): Promise<void> {
     const c = this.config;
-    const pending = ps.agg.pending();
+    const now = Date.now();
+    const preview = final || (now - ps.lastPreview >= c.previewIntervalMs && previewable(ps, c.aggregation, now));
+    const pending = ps.agg.pending(preview);
     this.markGaps(ps, pending.points);
-    ps.lastFlush = Date.now();
+    ps.lastFlush = now;
     if (ps.late.n > 0) {
       this.log.warn(
         { partition: ps.partition, too_late: ps.late.n, example_host_id: ps.late.host_id, example_time: new Date(ps.late.time_ms ?? 0).toISOString(), watermark: new Date(ps.agg.watermarkMs).toISOString() },
@@ -503,6 +510,7 @@ export class RollupConsumer {
         ps.dlq = [];
       }
       pending.commit();
+      if (preview) ps.lastPreview = now;
       if (ps.next === undefined) return;
       const next = ps.next;
       const meta = await this.retry('state snapshot write', () => {

@@ -1,7 +1,7 @@
 // A partition's state in the consumer (aggregator, offsets, gaps, dead letters) and its ownership fence: a state
 // this member no longer owns throws Revoked and writes nothing more.
 import type { KafkaMessage } from 'kafkajs';
-import type { PartitionAggregator } from './aggregator';
+import type { AggregatorOptions, PartitionAggregator } from './aggregator';
 import type { OutPoint } from './windows';
 import type { GapMark } from './state-store';
 
@@ -16,6 +16,8 @@ export interface PartitionState {
   gaps: GapMark[];
   dlq: { message: KafkaMessage; reason: string; error: string }[];
   lastFlush: number;
+  /** When changed open windows were last written as previews (wall ms; see RollupConsumer.flush). */
+  lastPreview: number;
   high: string | undefined;
   /** Too-late records since the last flush (logged once per flush), with the first one as an example. */
   late: { n: number; host_id?: string; time_ms?: number };
@@ -61,4 +63,19 @@ export function windowKey(p: Pick<OutPoint, 'measurement' | 'time_ms'>): string 
 
 export function plus1(offset: string): string {
   return (BigInt(offset) + 1n).toString();
+}
+
+/**
+ * Previews are for people watching live traffic. While a partition replays a backlog of older records (it is
+ * behind its end, and its newest event time is further back than a window plus the allowed lateness), the windows
+ * it replays become final within seconds, so previews would only multiply the points InfluxDB receives (each
+ * window rewritten at every flush of the drain). A partition that is behind on recent records (a burst, a loaded
+ * machine) keeps previewing: its windows become final no faster than real time. Before the first batch of a
+ * restored state the end is unknown: its open windows wait for that batch (or for becoming final). The wall clock
+ * decides only when previews are written, never a value.
+ */
+export function previewable(ps: PartitionState, agg: Pick<AggregatorOptions, 'windowMs' | 'allowedLatenessMs'>, nowMs: number): boolean {
+  if (ps.high === undefined || ps.next === undefined) return false;
+  if (BigInt(ps.next) >= BigInt(ps.high)) return true;
+  return ps.agg.maxEventTimeMs >= nowMs - agg.windowMs - agg.allowedLatenessMs;
 }

@@ -15,6 +15,13 @@ export interface RollupConsumerConfig {
   influx: InfluxConfig;
   /** How often dirty windows are written and the state snapshotted + committed. */
   flushIntervalMs: number;
+  /**
+   * Changed open windows are written as previews (final=false) at most this often, and only while the partition is
+   * caught up; final windows are written once, when final, whatever this says (consumer/README.md).
+   */
+  previewIntervalMs: number;
+  /** kafkajs partitionsConsumedConcurrently: partitions whose batches are processed at the same time. */
+  partitionsConcurrently: number;
   retryInitialMs: number;
   retryMaxMs: number;
   sessionTimeoutMs: number;

@@ -16,7 +16,7 @@ export const TRAFFIC_FIELDS = ['tx_bytes', 'rx_bytes', 'connections_opened', 'co
 export const IFACE_TAGS = ['host_id', 'hostname', 'netns', 'ifindex'] as const;
 export const IFACE_FIELDS = ['rx_bytes', 'rx_packets', 'tx_bytes', 'tx_packets'] as const;
 
-interface Cell {
+export interface Cell {
   tags: string[];
   v: number[];
   dirty: boolean;
@@ -53,13 +53,20 @@ export class WindowSet {
     c.dirty = true;
   }
 
-  /** Points to write now: dirty cells of open windows, every cell of windows that became final. */
-  pending(watermarkMs: number, partition: string, out: OutPoint[], finals: number[]): void {
+  /**
+   * Points to write now: every cell of windows that became final (written once, final=true, then dropped by
+   * markWritten) and, with `preview`, the cells of open windows changed since their last write (final=false).
+   * Cells put in `written` are the ones markWritten marks clean; cells not previewed stay dirty (and say so in the
+   * snapshot), so a later preview or their final write still carries them.
+   */
+  pending(watermarkMs: number, partition: string, out: OutPoint[], finals: number[], preview: boolean, written: Cell[]): void {
     for (const [start, w] of this.windows) {
       const final = start + this.sizeMs <= watermarkMs;
       if (final) finals.push(start);
+      else if (!preview) continue;
       for (const c of w.values()) {
         if (!final && !c.dirty) continue;
+        if (!final) written.push(c);
         const tags: Record<string, string> = { partition };
         for (let i = 0; i < this.tagNames.length; i++) tags[this.tagNames[i]] = c.tags[i];
         const fields: Record<string, number | boolean> = { final };
@@ -69,9 +76,10 @@ export class WindowSet {
     }
   }
 
-  markWritten(finals: readonly number[]): void {
+  /** After a durable write: final windows are dropped, previewed cells are clean until they change again. */
+  markWritten(finals: readonly number[], written: readonly Cell[]): void {
     for (const s of finals) this.windows.delete(s);
-    for (const w of this.windows.values()) for (const c of w.values()) c.dirty = false;
+    for (const c of written) c.dirty = false;
   }
 
   /** Windows as [start, cells] pairs; the cells lazily (see PartitionAggregator.snapshotLazy). */

@@ -126,13 +126,17 @@ test('InfluxDB stopped for 30 s: consumption pauses, nothing is committed, then 
 
   await influx.stop();
   await produce(kafka, topic, msgs.slice(half));
+  const end = (await admin.fetchTopicOffsets(topic)).reduce((s, p) => s + BigInt(p.high), 0n);
   const downUntil = Date.now() + 30_000;
   let sawDown = false;
   while (Date.now() < downUntil) {
     await new Promise((r) => setTimeout(r, 1000));
     if (c.stats().influx_down_since !== undefined) sawDown = true;
-    // nothing may be committed past what InfluxDB holds
-    expect(await committedTotal(group, topic)).toBe(committedBefore);
+    // A commit rests on the state snapshot (it holds the open windows), so it may move while no window needs writing;
+    // but a flush with windows to write (final ones, or previews once caught up) waits for InfluxDB: the end of the
+    // topic, whose windows changed, is not committed while InfluxDB is down.
+    const committed = await committedTotal(group, topic);
+    expect(committed >= committedBefore && committed < end).toBe(true);
   }
   expect(sawDown).toBe(true);
   await influx.start();
