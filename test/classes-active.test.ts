@@ -132,6 +132,15 @@ test('a class file splits a namespace\'s traffic by remote address with exact to
   expect(pick(got)).toEqual(want);
   expect(Object.keys(got).filter((k) => k.startsWith('a|') || k.startsWith('b|')).sort()).toEqual(['a|zone-b', 'a|zone-c', 'b|internal']);
 
+  // `--group-by netns,workload`: every connection of namespace a is one workload's (whatever name the host resolved
+  // for it: a named namespace, a unit, `host`), with all of its bytes; never empty (schema r2 producers fill it)
+  type WRow = { netns: string; workload: string; tx_bytes: number; rx_bytes: number };
+  const wrows = (JSON.parse(await usage([...influxArgs, '--group-by', 'netns,workload'])) as WRow[]).filter((r) => r.netns === String(pair.a.inode));
+  const workloads = [...new Set(wrows.map((r) => r.workload))];
+  expect(workloads.length).toBe(1);
+  expect(workloads[0]).not.toMatch(/^(|unknown)$/);
+  expect(wrows.reduce((a, r) => a + r.tx_bytes, 0)).toBe(truth['zone-b'].tx + truth['zone-c'].tx);
+
   // Active connections of the held group (namespace a, its port) per 10 s window, once the close is written final.
   const measurement = `nettally_traffic_${WINDOW_MS / 1000}s`;
   const perWindow = async (): Promise<{ t: number; active: number; peak: number; closed: number; final: boolean }[]> => {
