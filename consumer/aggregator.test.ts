@@ -457,5 +457,8 @@ describe('PartitionAggregator: clocks and counter restarts', () => {
     flush(agg, db);
     expect(perHost(db, 'tx_bytes').h).toEqual({ h: 1000 });
     expect(db.sum('nettally_iface_1h', ['host_id']).get(`${START}|h`)?.rx_bytes).toBe(5);
+    // cells of the old snapshot (fewer fields and tags) are written with their old tag set and no NaN anywhere
+    for (const p of db.points.values()) for (const v of Object.values(p.fields)) if (typeof v === 'number') expect(Number.isFinite(v)).toBe(true);
+    for (const p of db.points.values()) expect(Object.values(p.tags).every((t) => typeof t === 'string')).toBe(true);
   });
 });
