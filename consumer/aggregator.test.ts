@@ -7,6 +7,7 @@ import { synthesize, sumTruth, type SynthData, type TruthRow } from './synthetic
 import type { Decoded } from '../schemas';
 
 const START = Date.UTC(2026, 0, 5, 10, 0, 0);
+const ACTIVE_FIELDS = ['active_connections', 'peak_connections'];
 
 /** What InfluxDB would hold: last write per (measurement, tags, time) wins. */
 class FakeInflux {
@@ -14,14 +15,14 @@ class FakeInflux {
   write(ps: readonly OutPoint[]): void {
     for (const p of ps) this.points.set(`${p.measurement}|${JSON.stringify(p.tags)}|${p.time_ms}`, p);
   }
-  /** Sum over partitions by window and tags, like `nettally usage` does. */
-  sum(measurement: string, tagNames: readonly string[]): Map<string, Record<string, number>> {
+  /** Sum over partitions by window and tags, like `nettally usage` does (the open-connection counts only if asked). */
+  sum(measurement: string, tagNames: readonly string[], withActive = false): Map<string, Record<string, number>> {
     const out = new Map<string, Record<string, number>>();
     for (const p of this.points.values()) {
       if (p.measurement !== measurement) continue;
       const key = [String(p.time_ms), ...tagNames.map((t) => p.tags[t])].join('|');
       const f = out.get(key) ?? {};
-      for (const [k, v] of Object.entries(p.fields)) if (typeof v === 'number') f[k] = (f[k] ?? 0) + v;
+      for (const [k, v] of Object.entries(p.fields)) if (typeof v === 'number' && (withActive || !ACTIVE_FIELDS.includes(k))) f[k] = (f[k] ?? 0) + v;
       out.set(key, f);
     }
     return out;
@@ -444,11 +445,20 @@ describe('PartitionAggregator: clocks and counter restarts', () => {
     const agg = new PartitionAggregator({ partition: 0 });
     agg.restore(JSON.parse(JSON.stringify(v1)));
     const db = new FakeInflux();
+    // what the consumer before the upgrade wrote (its tag set had no workload/remote_class): those series stay,
+    // later bytes go to the new tag set, so the sums over both are exact (nothing rewritten under two identities)
+    const old = Object.fromEntries(['host_id', 'hostname', 'netns', 'protocol', 'direction', 'service_port', 'comm'].map((t, i) => [t, tags[i]]));
+    for (const m of ['nettally_traffic_1m', 'nettally_traffic_1h']) {
+      db.write([{ measurement: m, tags: { partition: '0', ...old }, fields: { tx_bytes: 700, rx_bytes: 0, connections_opened: 1, connections_closed: 0, retransmits: 0, final: false }, time_ms: START }]);
+    }
     expect(agg.add(conn('h', { seq: 2, time_ms: START + MIN, tx_bytes: 700 }))).toBe('duplicate');
     agg.add(conn('h', { seq: 3, time_ms: START + 2 * MIN, tx_bytes: 1000 }));
     agg.add({ kind: 'iface', host_id: 'h', hostname: 'h', boot_id: 'b', epoch: 1, seq: 4, time_ms: START + 2 * MIN, netns: 1, ifindex: 2, rx_bytes: 15, rx_packets: 2, tx_bytes: 10, tx_packets: 1 });
     flush(agg, db);
     expect(perHost(db, 'tx_bytes').h).toEqual({ h: 1000 });
     expect(db.sum('nettally_iface_1h', ['host_id']).get(`${START}|h`)?.rx_bytes).toBe(5);
+    // cells of the old snapshot (fewer fields and tags) are written with their old tag set and no NaN anywhere
+    for (const p of db.points.values()) for (const v of Object.values(p.fields)) if (typeof v === 'number') expect(Number.isFinite(v)).toBe(true);
+    for (const p of db.points.values()) expect(Object.values(p.tags).every((t) => typeof t === 'string')).toBe(true);
   });
 });

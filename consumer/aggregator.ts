@@ -2,8 +2,11 @@
 // event-time tumbling windows (1 m + 1 h) with a watermark, and a JSON snapshot of all of it for crash recovery.
 // Deterministic: the same records in the same order give the same windows, whatever the wall clock says.
 
-import { IFACE_FIELDS, IFACE_TAGS, TRAFFIC_FIELDS, TRAFFIC_TAGS, WindowSet, lazyMap, sizeName, type Cell, type OutPoint } from './windows';
+import { IFACE_FIELDS, IFACE_TAGS, TRAFFIC_FIELDS, TRAFFIC_INTERNAL, TRAFFIC_TAGS, WindowSet, lazyMap, sizeName, type Cell, type OutPoint } from './windows';
 import type { AggInput, ConnInput, IfaceInput } from './records';
+import { ActiveCounts, type ActiveJSON } from './active';
+import { DIRECTIONS, PROTOCOLS, hostBootOf, tagValue, toArrays, workloadTag, type ConnState, type EpochMark, type HostState, type IfaceState } from './agg-state';
+import { DEFAULT_REMOTE_CLASSES, type RemoteClasses } from './classes';
 
 export interface AggregatorOptions {
   /** Kafka partition: part of every point's series identity (tag `partition`). */
@@ -21,6 +24,8 @@ export interface AggregatorOptions {
   maxAheadMs: number;
   /** A host silent for this long (partition event time) is forgotten with all its state. */
   forgetHostMs: number;
+  /** Destination class map (--remote-classes): a connection's remote_class, taken when it is first seen. */
+  remoteClasses: RemoteClasses;
 }
 
 export const DEFAULT_AGG_OPTIONS: Omit<AggregatorOptions, 'partition'> = {
@@ -32,59 +37,11 @@ export const DEFAULT_AGG_OPTIONS: Omit<AggregatorOptions, 'partition'> = {
   dedupeWindow: 1024,
   maxAheadMs: 300_000,
   forgetHostMs: 30 * 24 * 3_600_000,
+  remoteClasses: DEFAULT_REMOTE_CLASSES,
 };
 
 export type Outcome = 'counted' | 'duplicate' | 'too_late' | 'ignored';
 
-interface ConnState {
-  tx: number;
-  rx: number;
-  retr: number;
-  /** start_ns of the counting these cumulatives belong to; null = unknown (restored from a version-1 snapshot). */
-  start: number | null;
-  last_ms: number;
-  /** Event time of the close record, -1 while open. */
-  closed_ms: number;
-  /**
-   * Window-cell tags; null while dormant: a connection silent for --idle-timeout keeps only its cumulatives (its
-   * baseline), so a connection that comes back counts only new bytes, however long it was silent.
-   */
-  tags: string[] | null;
-  /** tags joined: the window cell key ('' while dormant). */
-  key: string;
-}
-
-interface IfaceState {
-  epoch: number;
-  v: number[];
-  last_ms: number;
-}
-
-interface EpochMark {
-  hwm: number;
-  /** Seqs in (hwm - dedupeWindow, hwm) not yet seen. */
-  gaps: number[];
-  last_ms: number;
-  /** boot_id of the epoch's records ('' until known, after restoring a version-1 snapshot). */
-  boot: string;
-}
-
-/**
- * Event-time progress of one host: its state is judged against its own clock, never another host's — and per boot,
- * since a host can come back from a reboot with its clock days behind (before NTP).
- */
-interface HostState {
-  /** boot_id of its latest record (arrival order: one host's records stay in order in one partition). */
-  boot: string;
-  /**
-   * boot_id → newest (effective) event time of that boot's records: the clock its state is judged by. A boot that is not the latest and has been silent for
-   * --idle-timeout of the host's progress is retired: its sockets and interfaces are gone, its state is dropped.
-   * (Judged by the boot's own silence, so a single record naming another boot retires nothing.)
-   */
-  boots: Map<string, number>;
-  /** The partition's newest event time when this host's last record arrived (how long the host has been silent). */
-  seen_ms: number;
-}
 
 export interface AggCounters {
   records: number;
@@ -110,31 +67,12 @@ export interface AggNotice {
   cookie?: string;
 }
 
-/** Version 2 adds start_ns per connection, dormant connections and per-host progress; version 1 still restores. */
-const SNAPSHOT_VERSION = 2;
+/**
+ * Version 2 adds start_ns per connection, dormant connections and per-host progress; version 3 the connection's
+ * remote_class and open-connection group, and the open-connection counts per group. Versions 1 and 2 still restore.
+ */
+const SNAPSHOT_VERSION = 3;
 
-/** Deep copy with every non-array iterable turned into an array (what JSON.stringify can take). */
-function toArrays(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(toArrays);
-  if (typeof v === 'object' && v !== null && Symbol.iterator in v) return Array.from(v as Iterable<unknown>, toArrays);
-  if (typeof v === 'object' && v !== null) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, toArrays(x)]));
-  return v;
-}
-
-const PROTOCOLS: Record<number, string> = { 6: 'tcp', 17: 'udp' };
-const DIRECTIONS: Record<number, string> = { 0: 'unknown', 1: 'outbound', 2: 'inbound' };
-
-function tagValue(s: string): string {
-  // InfluxDB drops tags with empty values, which would merge series; keep them visible instead.
-  return s === '' ? '-' : s;
-}
-
-/** The host_id and boot_id parts of a `host \0 boot \0 …` state key. */
-function hostBootOf(key: string): [string, string] {
-  const a = key.indexOf('\u0000');
-  const b = key.indexOf('\u0000', a + 1);
-  return [key.slice(0, a), key.slice(a + 1, b)];
-}
 
 /**
  * Exact aggregation state of one Kafka partition.
@@ -160,6 +98,8 @@ export class PartitionAggregator {
   private readonly traffic1h: WindowSet;
   private readonly iface1m: WindowSet;
   private readonly iface1h: WindowSet;
+  private readonly active1m: ActiveCounts;
+  private readonly active1h: ActiveCounts;
   private conns = new Map<string, ConnState>();
   private ifaces = new Map<string, IfaceState>();
   private marks = new Map<string, EpochMark>();
@@ -175,8 +115,10 @@ export class PartitionAggregator {
     if (this.opts.rollupMs % this.opts.windowMs !== 0) throw new Error('rollup must be a multiple of the window');
     this.partitionTag = String(this.opts.partition);
     const n = sizeName;
-    this.traffic1m = new WindowSet(`nettally_traffic_${n(this.opts.windowMs)}`, this.opts.windowMs, TRAFFIC_TAGS, TRAFFIC_FIELDS);
-    this.traffic1h = new WindowSet(`nettally_traffic_${n(this.opts.rollupMs)}`, this.opts.rollupMs, TRAFFIC_TAGS, TRAFFIC_FIELDS);
+    this.traffic1m = new WindowSet(`nettally_traffic_${n(this.opts.windowMs)}`, this.opts.windowMs, TRAFFIC_TAGS, TRAFFIC_FIELDS, TRAFFIC_INTERNAL);
+    this.traffic1h = new WindowSet(`nettally_traffic_${n(this.opts.rollupMs)}`, this.opts.rollupMs, TRAFFIC_TAGS, TRAFFIC_FIELDS, TRAFFIC_INTERNAL);
+    this.active1m = new ActiveCounts(this.traffic1m);
+    this.active1h = new ActiveCounts(this.traffic1h);
     this.iface1m = new WindowSet(`nettally_iface_${n(this.opts.windowMs)}`, this.opts.windowMs, IFACE_TAGS, IFACE_FIELDS);
     this.iface1h = new WindowSet(`nettally_iface_${n(this.opts.rollupMs)}`, this.opts.rollupMs, IFACE_TAGS, IFACE_FIELDS);
   }
@@ -232,6 +174,11 @@ export class PartitionAggregator {
 
   /** Drops the connection and interface state of the given boots of a host (keys `host \0 boot \0 …`). */
   private purgeBoots(host: string, boots: ReadonlySet<string>, h: HostState): void {
+    // connections of a retired boot still counted open (a boot's first record ends the open ones of the boots
+    // before it; these were first seen later) stop at the time the boot was retired, as the rule reads it
+    for (const b of boots) {
+      this.endActive(host, this.attribution((h.boots.get(b) ?? this.maxEventMs) + this.opts.idleTimeoutMs).at, (k) => hostBootOf(k)[1] === b);
+    }
     for (const m of [this.conns, this.ifaces] as Map<string, unknown>[]) {
       for (const k of m.keys()) {
         const [kh, kb] = hostBootOf(k);
@@ -247,6 +194,9 @@ export class PartitionAggregator {
 
   /** Drops everything known about a host (all state keys start with `host_id \0`). */
   private purgeHost(host: string): void {
+    const h = this.hosts.get(host);
+    // its connections stop counting open when the host is forgotten (partition time, as the rule reads it)
+    this.endActive(host, this.attribution((h?.seen_ms ?? this.maxEventMs) + this.opts.forgetHostMs).at, () => true);
     const prefix = `${host}\u0000`;
     for (const m of [this.conns, this.ifaces, this.marks, this.listeners] as Map<string, unknown>[]) {
       for (const k of m.keys()) if (k.startsWith(prefix)) m.delete(k);
@@ -321,6 +271,9 @@ export class PartitionAggregator {
     }
     const { at, late } = this.attribution(t);
     if (t > this.maxEventMs) this.maxEventMs = t;
+    // A boot not seen before: the host rebooted, which closed every connection of its earlier boots (without close
+    // records): they stop counting as open here, deterministically at this record.
+    if (h.boots.size > 0 && !h.boots.has(r.boot_id)) this.endActive(r.host_id, at, (k) => hostBootOf(k)[1] !== r.boot_id);
     h.boot = r.boot_id;
     if (t > (h.boots.get(r.boot_id) ?? Number.NEGATIVE_INFINITY)) h.boots.set(r.boot_id, t);
     h.seen_ms = this.maxEventMs;
@@ -360,7 +313,7 @@ export class PartitionAggregator {
     return Math.min(r.sport, r.dport);
   }
 
-  private connTags(r: ConnInput): string[] {
+  private connTags(r: ConnInput, cls: string): string[] {
     return [
       r.host_id,
       tagValue(r.hostname),
@@ -369,7 +322,26 @@ export class PartitionAggregator {
       DIRECTIONS[r.direction] ?? String(r.direction),
       String(this.servicePort(r)),
       tagValue(r.comm),
+      workloadTag(r.workload ?? ''),
+      cls,
     ];
+  }
+
+  /** A connection starts (+1) or stops (−1) counting as open in its group, in the window of `at`. */
+  private activeChange(at: number, tags: string[], d: 1 | -1): void {
+    const key = tags.join('\u0000');
+    this.active1m.change(at, tags, key, d);
+    this.active1h.change(at, tags, key, d);
+  }
+
+  /** Connections of `host` (whose key passes `which`) stop counting as open, in the window of `at`. */
+  private endActive(host: string, at: number, which: (key: string) => boolean): void {
+    const prefix = `${host}\u0000`;
+    for (const [k, c] of this.conns) {
+      if (c.atags === null || !k.startsWith(prefix) || !which(k)) continue;
+      this.activeChange(at, c.atags, -1);
+      c.atags = null;
+    }
   }
 
   private addConn(r: ConnInput, at: number, t: number, h: HostState): void {
@@ -379,8 +351,11 @@ export class PartitionAggregator {
     const progress = this.progress(h, r.boot_id);
     if (st && this.closedGone(st, progress)) st = undefined;
     let opened = 0;
+    const fresh = !st;
     if (!st) {
-      st = { tx: 0, rx: 0, retr: 0, start, last_ms: t, closed_ms: -1, tags: null, key: '' };
+      // classified once, here: it stays the connection's class (a changed map applies to new connections)
+      const cls = this.opts.remoteClasses.classify(r.daddr ?? '');
+      st = { tx: 0, rx: 0, retr: 0, start, last_ms: t, closed_ms: -1, tags: null, key: '', cls, atags: null };
       this.conns.set(key, st);
       // A connection the producer found already open at its start was opened before anyone watched.
       if (r.event !== 'sample' || r.flush_reason !== 'snapshot') opened = 1;
@@ -389,9 +364,15 @@ export class PartitionAggregator {
       // result never depends on when sweeps ran.
       st.tags = null;
     }
+    if (st.cls === null) st.cls = this.opts.remoteClasses.classify(r.daddr ?? '');
     if (st.tags === null) {
-      st.tags = this.connTags(r);
+      st.tags = this.connTags(r, st.cls);
       st.key = st.tags.join('\u0000');
+    }
+    if (fresh) {
+      // first seen (found open by a producer snapshot included): open from here, in the group it has now
+      st.atags = st.tags;
+      this.activeChange(at, st.atags, 1);
     }
     let stale = false;
     if (start !== null && st.start !== start) {
@@ -424,6 +405,8 @@ export class PartitionAggregator {
     if (r.event === 'close' && st.closed_ms < 0) {
       st.closed_ms = t;
       closed = 1;
+      if (st.atags !== null) this.activeChange(at, st.atags, -1);
+      st.atags = null;
     }
     if (dtx === 0 && drx === 0 && dre === 0 && opened === 0 && closed === 0) return;
     const d = [dtx, drx, opened, closed, dre];
@@ -460,7 +443,7 @@ export class PartitionAggregator {
     if (r.epoch > st.epoch) st.epoch = r.epoch;
     if (t > st.last_ms) st.last_ms = t;
     if (d.every((x) => x === 0)) return;
-    const tags = [r.host_id, tagValue(r.hostname), String(r.netns), String(r.ifindex)];
+    const tags = [r.host_id, tagValue(r.hostname), String(r.netns), String(r.ifindex), workloadTag(r.workload ?? '')];
     const tkey = tags.join('\u0000');
     this.iface1m.add(at, tags, tkey, d);
     this.iface1h.add(at, tags, tkey, d);
@@ -475,6 +458,9 @@ export class PartitionAggregator {
   pending(preview = true): { points: OutPoint[]; finals: number; commit: () => void } {
     const points: OutPoint[] = [];
     const wm = this.watermarkMs;
+    // open-connection counts of every open window (derived values only: recomputing them is idempotent)
+    this.active1m.refresh(this.maxEventMs);
+    this.active1h.refresh(this.maxEventMs);
     const sets = [this.traffic1m, this.traffic1h, this.iface1m, this.iface1h];
     const written: Cell[][] = sets.map(() => []);
     const finals = sets.map((s, i) => {
@@ -487,6 +473,8 @@ export class PartitionAggregator {
       points,
       finals: points.length - previews,
       commit: () => {
+        this.active1m.finalized(finals[0]);
+        this.active1h.finalized(finals[1]);
         sets.forEach((s, i) => s.markWritten(finals[i], written[i]));
         this.sweep();
       },
@@ -540,7 +528,9 @@ export class PartitionAggregator {
       max_event_ms: Number.isFinite(this.maxEventMs) ? this.maxEventMs : null,
       counters: this.counters,
       windows: [this.traffic1m.toJSONLazy(), this.traffic1h.toJSONLazy(), this.iface1m.toJSONLazy(), this.iface1h.toJSONLazy()],
-      conns: lazyMap(this.conns, ([k, c]) => [k, c.tx, c.rx, c.retr, c.last_ms, c.closed_ms, c.tags, c.start]),
+      // atags: 1 = the same as tags (the common case, stored once)
+      conns: lazyMap(this.conns, ([k, c]) => [k, c.tx, c.rx, c.retr, c.last_ms, c.closed_ms, c.tags, c.start, c.cls, c.atags !== null && c.atags === c.tags ? 1 : c.atags]),
+      active: [this.active1m.toJSON(), this.active1h.toJSON()],
       ifaces: lazyMap(this.ifaces, ([k, s]) => [k, s.epoch, s.v, s.last_ms]),
       marks: lazyMap(this.marks, ([k, m]) => [k, m.hwm, m.gaps, m.last_ms, m.boot]),
       listeners: [...this.listeners].map(([k, p]) => [k, [...p]]),
@@ -548,9 +538,9 @@ export class PartitionAggregator {
     };
   }
 
-  /** Restores a snapshot() (version 1 or 2) taken with the same window sizes; throws if it does not fit. */
+  /** Restores a snapshot() (version 1, 2 or 3) taken with the same window sizes; throws if it does not fit. */
   restore(snap: Record<string, unknown>): void {
-    if (snap.v !== 1 && snap.v !== SNAPSHOT_VERSION) throw new Error(`unsupported snapshot version ${String(snap.v)}`);
+    if (snap.v !== 1 && snap.v !== 2 && snap.v !== SNAPSHOT_VERSION) throw new Error(`unsupported snapshot version ${String(snap.v)}`);
     if (snap.window_ms !== this.opts.windowMs || snap.rollup_ms !== this.opts.rollupMs) {
       throw new Error(`snapshot was taken with window ${String(snap.window_ms)}ms/${String(snap.rollup_ms)}ms, this consumer uses ${this.opts.windowMs}ms/${this.opts.rollupMs}ms`);
     }
@@ -558,18 +548,23 @@ export class PartitionAggregator {
     this.counters = { records: 0, duplicates: 0, too_late: 0, ignored: 0, clamped: 0, counter_restarts: 0, stale: 0, ...(snap.counters as Partial<AggCounters>) };
     const w = snap.windows as unknown[];
     [this.traffic1m, this.traffic1h, this.iface1m, this.iface1h].forEach((s, i) => s.load(w[i]));
-    type ConnRow = [string, number, number, number, number, number, string[] | null, (number | null)?];
+    type ConnRow = [string, number, number, number, number, number, string[] | null, (number | null)?, (string | null)?, (string[] | 1 | null)?];
     this.conns = new Map(
-      (snap.conns as ConnRow[]).map(([k, tx, rx, retr, last_ms, closed_ms, tags, start]) => [
-        k,
-        { tx, rx, retr, start: start ?? null, last_ms, closed_ms, tags, key: tags === null ? '' : tags.join('\u0000') },
-      ]),
+      (snap.conns as ConnRow[]).map(([k, tx, rx, retr, last_ms, closed_ms, tagsIn, start, cls, atags]) => {
+        // tags of an older snapshot lack workload/remote_class: taken anew at the connection's next record
+        const tags = tagsIn !== null && tagsIn.length === TRAFFIC_TAGS.length ? tagsIn : null;
+        const c: ConnState = { tx, rx, retr, start: start ?? null, last_ms, closed_ms, tags, key: tags === null ? '' : tags.join('\u0000'), cls: cls ?? null, atags: atags === 1 ? tags : (atags ?? null) };
+        return [k, c];
+      }),
     );
+    const active = snap.active as ActiveJSON[] | undefined;
+    this.active1m.load(active?.[0]);
+    this.active1h.load(active?.[1]);
     this.ifaces = new Map((snap.ifaces as [string, number, number[], number][]).map(([k, epoch, v, last_ms]) => [k, { epoch, v, last_ms }]));
     type MarkRow = [string, number, number[], number, string?];
     this.marks = new Map((snap.marks as MarkRow[]).map(([k, hwm, gaps, last_ms, boot]) => [k, { hwm, gaps, last_ms, boot: boot ?? '' }]));
     this.listeners = new Map((snap.listeners as [string, [number, number][]][]).map(([k, p]) => [k, new Map(p)]));
-    if (snap.v === SNAPSHOT_VERSION) {
+    if (snap.v !== 1) {
       type HostRow = [string, string, number, [string, number][]];
       this.hosts = new Map((snap.hosts as HostRow[]).map(([k, boot, seen_ms, boots]) => [k, { boot, seen_ms, boots: new Map(boots) }]));
       return;

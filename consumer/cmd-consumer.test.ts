@@ -47,3 +47,17 @@ test('InfluxDB secrets come from env or files and are only in the config, not in
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('--remote-classes / NETTALLY_REMOTE_CLASSES: the class map is read at start; a bad line stops it naming file:line', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nettally-consumer-test-'));
+  try {
+    expect(config([]).aggregation.remoteClasses.classify('10.1.2.3')).toBe('internal');
+    writeFileSync(join(dir, 'ok'), '# zones\n10.20.0.0/16 zone-b\n');
+    expect(config(['--remote-classes', join(dir, 'ok')]).aggregation.remoteClasses.classify('10.20.1.1')).toBe('zone-b');
+    expect(config([], { NETTALLY_REMOTE_CLASSES: join(dir, 'ok') }).aggregation.remoteClasses.classify('10.20.1.1')).toBe('zone-b');
+    writeFileSync(join(dir, 'bad'), '10.20.0.0/16 zone-b\n10.30.0.0/16\n');
+    expect(() => config([], { NETTALLY_REMOTE_CLASSES: join(dir, 'bad') })).toThrow(`invalid setting --remote-classes (env NETTALLY_REMOTE_CLASSES): ${join(dir, 'bad')}:2: expected 2 columns, got 1`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

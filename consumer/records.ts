@@ -20,7 +20,8 @@ export interface RecordHeader extends Wire<'iface', 'host_id' | 'hostname' | 'bo
 /** A connection record (wire kinds conn_sample and conn_event), normalised by consumer/records.ts. */
 export interface ConnInput
   extends RecordHeader,
-    Wire<'conn_sample', 'tx_bytes' | 'rx_bytes' | 'retransmits' | 'netns' | 'comm' | 'protocol' | 'direction' | 'sport' | 'dport' | 'flush_reason'> {
+    Wire<'conn_sample', 'tx_bytes' | 'rx_bytes' | 'retransmits' | 'netns' | 'comm' | 'protocol' | 'direction' | 'sport' | 'dport' | 'flush_reason'>,
+    Partial<Wire<'conn_sample', 'workload' | 'daddr'>> {
   kind: 'conn';
   event: 'open' | 'sample' | 'close';
   /** The wire's u64 cookie as decimal text: exact beyond 2^53 and usable as a map key. */
@@ -38,7 +39,9 @@ export interface ListenInput extends RecordHeader, Wire<'listen', 'netns' | 'por
   kind: 'listen';
 }
 
-export interface IfaceInput extends RecordHeader, Wire<'iface', 'netns' | 'ifindex' | 'rx_bytes' | 'rx_packets' | 'tx_bytes' | 'tx_packets'> {
+// workload (schema r2) and daddr: absent in inputs built by hand (tests, bench) = "" (tag `unknown`).
+export interface IfaceInput extends RecordHeader, Wire<'iface', 'netns' | 'ifindex' | 'rx_bytes' | 'rx_packets' | 'tx_bytes' | 'tx_packets'>,
+    Partial<Wire<'iface', 'workload'>> {
   kind: 'iface';
 }
 
@@ -93,6 +96,8 @@ export function toAggInput(d: Decoded, refMs?: number): AggInput {
         sport: c.sport,
         dport: c.dport,
         flush_reason: c.flush_reason,
+        workload: c.workload,
+        daddr: c.daddr,
         start_ns: num(c.start_ns),
       };
     }
@@ -109,6 +114,7 @@ export function toAggInput(d: Decoded, refMs?: number): AggInput {
         rx_packets: num(f.rx_packets),
         tx_bytes: num(f.tx_bytes),
         tx_packets: num(f.tx_packets),
+        workload: f.workload,
       };
     }
   }

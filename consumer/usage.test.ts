@@ -1,7 +1,7 @@
 // Unit tests of the usage queries/formatting, the line protocol of points and the state-store commit pointer.
 import { toLine } from './influx';
 import { parseCommitMetadata, commitMetadata } from './state-store';
-import { billingQuery, buildQueries, formatRows, groupTags, measurementName, parseTime } from './usage';
+import { billingQuery, buildQueries, formatRows, groupTags, measurementName, parseBillingPer, parseGroupBy, parseTime } from './usage';
 import { nsToMs } from './records';
 
 test('parseTime accepts now, relative durations, ISO dates and Unix seconds/ms, and names the setting otherwise', () => {
@@ -21,11 +21,23 @@ test('queries sum across partitions per window and group, and find non-final gro
   const { sums, open } = buildQueries(q);
   expect(sums).toBe(
     'SELECT sum("tx_bytes") AS "tx_bytes", sum("rx_bytes") AS "rx_bytes", sum("connections_opened") AS "connections_opened", ' +
-      'sum("connections_closed") AS "connections_closed", sum("retransmits") AS "retransmits" FROM "nettally_traffic_1m" ' +
+      'sum("connections_closed") AS "connections_closed", sum("retransmits") AS "retransmits", sum("active_connections") AS "active_connections", ' +
+      'sum("peak_connections") AS "peak_connections" FROM "nettally_traffic_1m" ' +
       'WHERE time >= 1000ms AND time < 2000ms GROUP BY time(60000ms), "host_id", "hostname", "protocol", "service_port" fill(none)',
   );
   expect(open).toContain('"final" = false');
   expect(measurementName({ measurement: 'iface', windowMs: 3_600_000 })).toBe('nettally_iface_1h');
+});
+
+test('workload and remote_class groups; billing per several groups; open-connection counts never summed over windows', () => {
+  expect(groupTags({ groupBy: parseGroupBy('--group-by', ['workload', 'remote_class'], 'traffic') })).toEqual(['workload', 'remote_class']);
+  expect(parseGroupBy('--group-by', ['workload'], 'iface')).toEqual(['workload']);
+  expect(() => parseGroupBy('--group-by', ['remote_class'], 'iface')).toThrow('invalid setting --group-by: remote_class does not apply to --measurement iface');
+  expect(billingQuery(0, 1, parseBillingPer('--per', ['workload', 'remote_class'])).groupBy).toEqual(['workload', 'remote_class']);
+  expect(() => parseBillingPer('--per', ['pod'])).toThrow('invalid setting --per: unknown "pod"; choose from host, netns, workload, remote_class');
+  const coarse = buildQueries({ measurement: 'traffic', fromMs: 0, toMs: 1, windowMs: 60_000, stepMs: 600_000, groupBy: ['workload'] }).sums;
+  expect(coarse).toContain('sum("retransmits")');
+  expect(coarse).not.toContain('active_connections');
 });
 
 test('a query can sum fewer fields in coarser buckets (dashboard charts, billing)', () => {

@@ -4,7 +4,7 @@ import { parseDuration } from '../lib/args';
 import { sizeName } from './windows';
 import { decodeTagText, escapeControls, quoteIdent, type InfluxClient, type InfluxQLResult } from './influx';
 
-export type GroupKey = 'host' | 'netns' | 'port' | 'process' | 'protocol' | 'direction' | 'iface';
+export type GroupKey = 'host' | 'netns' | 'port' | 'process' | 'protocol' | 'direction' | 'iface' | 'workload' | 'remote_class';
 
 /** Tags behind each --group-by choice (host_id is the identity; hostname rides along for people). */
 export const GROUP_BY_TAGS: Record<GroupKey, string[]> = {
@@ -15,9 +15,19 @@ export const GROUP_BY_TAGS: Record<GroupKey, string[]> = {
   protocol: ['protocol'],
   direction: ['direction'],
   iface: ['host_id', 'hostname', 'netns', 'ifindex'],
+  // across hosts: a workload (a pod, a container, a named namespace) is what a tenant is billed for
+  workload: ['workload'],
+  remote_class: ['remote_class'],
 };
 
-export const TRAFFIC_SUM_FIELDS = ['tx_bytes', 'rx_bytes', 'connections_opened', 'connections_closed', 'retransmits'];
+/** Groups that apply to the interface measurement too (the others are traffic only). */
+const IFACE_GROUPS: readonly GroupKey[] = ['host', 'netns', 'iface', 'workload'];
+
+/**
+ * active_connections / peak_connections are per window (open at its end / most at once): summed over groups and
+ * partitions within one window, not over windows, so only reads whose step is the window size ask for them.
+ */
+export const TRAFFIC_SUM_FIELDS = ['tx_bytes', 'rx_bytes', 'connections_opened', 'connections_closed', 'retransmits', 'active_connections', 'peak_connections'];
 export const IFACE_SUM_FIELDS = ['rx_bytes', 'rx_packets', 'tx_bytes', 'tx_packets'];
 
 export interface UsageQuery {
@@ -63,7 +73,7 @@ export function parseGroupBy(setting: string, groups: readonly string[], measure
   for (const g of groups) {
     if (!(g in GROUP_BY_TAGS)) throw configError(setting, `unknown group ${JSON.stringify(g)}; choose from ${Object.keys(GROUP_BY_TAGS).join(', ')}`);
     const ifaceOnly = g === 'iface';
-    const trafficOnly = !['host', 'netns', 'iface'].includes(g);
+    const trafficOnly = !IFACE_GROUPS.includes(g as GroupKey);
     if ((measurement === 'traffic' && ifaceOnly) || (measurement === 'iface' && trafficOnly)) {
       throw configError(setting, `${g} does not apply to --measurement ${measurement}`);
     }
@@ -83,7 +93,10 @@ export function groupTags(q: Pick<UsageQuery, 'groupBy'>): string[] {
 
 /** The InfluxQL statements: sums per window and group, and which of those groups hold non-final or gap points. */
 export function buildQueries(q: UsageQuery): { sums: string; open: string; gaps: string } {
-  const fields = q.fields ?? (q.measurement === 'traffic' ? TRAFFIC_SUM_FIELDS : IFACE_SUM_FIELDS);
+  const perWindow = (f: string): boolean => f === 'active_connections' || f === 'peak_connections';
+  const coarse = q.stepMs !== undefined && q.stepMs !== q.windowMs;
+  // a count at each window's end does not add up over windows: buckets wider than the window leave them out
+  const fields = q.fields ?? (q.measurement === 'traffic' ? TRAFFIC_SUM_FIELDS.filter((f) => !coarse || !perWindow(f)) : IFACE_SUM_FIELDS);
   const m = quoteIdent(measurementName(q));
   const where = `time >= ${q.fromMs}ms AND time < ${q.toMs}ms`;
   const group = [`time(${q.stepMs ?? q.windowMs}ms)`, ...groupTags(q).map(quoteIdent)].join(', ');
@@ -152,9 +165,19 @@ export function billingCsv(rows: readonly UsageRow[], q: Pick<UsageQuery, 'group
   return formatRows(recs, ['hour', ...groupTags(q), 'tx_bytes', 'rx_bytes', 'total_bytes', 'final', 'gap'], 'csv');
 }
 
-/** The billing query of `usage --billing --per host|netns`: the 1-hour traffic rollup per host or namespace. */
-export function billingQuery(fromMs: number, toMs: number, per: 'host' | 'netns'): UsageQuery {
-  return { measurement: 'traffic', fromMs, toMs, windowMs: 3_600_000, groupBy: [per], fields: ['tx_bytes', 'rx_bytes'] };
+/** What `usage --billing --per` can split an hour by (several at once: `--per workload,remote_class`). */
+export const BILLING_PER: readonly GroupKey[] = ['host', 'netns', 'workload', 'remote_class'];
+
+/** Validated `--per` choices; the error names `setting` and the accepted values. */
+export function parseBillingPer(setting: string, per: readonly string[]): GroupKey[] {
+  for (const p of per) if (!BILLING_PER.includes(p as GroupKey)) throw configError(setting, `unknown ${JSON.stringify(p)}; choose from ${BILLING_PER.join(', ')} (comma-separated)`);
+  if (per.length === 0) throw configError(setting, `give at least one of ${BILLING_PER.join(', ')}`);
+  return per as GroupKey[];
+}
+
+/** The billing query of `usage --billing --per host|netns|workload|remote_class[,…]`: the 1-hour traffic rollup per group. */
+export function billingQuery(fromMs: number, toMs: number, per: GroupKey | readonly GroupKey[]): UsageQuery {
+  return { measurement: 'traffic', fromMs, toMs, windowMs: 3_600_000, groupBy: typeof per === 'string' ? [per] : [...per], fields: ['tx_bytes', 'rx_bytes'] };
 }
 
 export function formatRows(recs: readonly Record<string, string | number | boolean>[], columns: readonly string[], format: 'table' | 'csv' | 'json'): string {

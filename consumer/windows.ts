@@ -11,9 +11,12 @@ export interface OutPoint {
 }
 
 // Same names as the InfluxDB contract in consumer/README.md.
-export const TRAFFIC_TAGS = ['host_id', 'hostname', 'netns', 'protocol', 'direction', 'service_port', 'comm'] as const;
-export const TRAFFIC_FIELDS = ['tx_bytes', 'rx_bytes', 'connections_opened', 'connections_closed', 'retransmits'] as const;
-export const IFACE_TAGS = ['host_id', 'hostname', 'netns', 'ifindex'] as const;
+export const TRAFFIC_TAGS = ['host_id', 'hostname', 'netns', 'protocol', 'direction', 'service_port', 'comm', 'workload', 'remote_class'] as const;
+/** active_connections and peak_connections are computed by consumer/active.ts from two internal values per cell. */
+export const TRAFFIC_FIELDS = ['tx_bytes', 'rx_bytes', 'connections_opened', 'connections_closed', 'retransmits', 'active_connections', 'peak_connections'] as const;
+/** Internal per-cell values after the traffic fields (never written): see consumer/active.ts. */
+export const TRAFFIC_INTERNAL = 2;
+export const IFACE_TAGS = ['host_id', 'hostname', 'netns', 'ifindex', 'workload'] as const;
 export const IFACE_FIELDS = ['rx_bytes', 'rx_packets', 'tx_bytes', 'tx_packets'] as const;
 
 export interface Cell {
@@ -30,14 +33,16 @@ export class WindowSet {
     readonly sizeMs: number,
     readonly tagNames: readonly string[],
     readonly fieldNames: readonly string[],
+    /** Values per cell kept after the written fields (internal state, snapshotted, never written). */
+    readonly internal = 0,
   ) {}
 
   start(timeMs: number): number {
     return Math.floor(timeMs / this.sizeMs) * this.sizeMs;
   }
 
-  /** `key` is `tags.join('\u0000')`, computed once by the caller. */
-  add(timeMs: number, tags: string[], key: string, deltas: number[]): void {
+  /** The cell of `key` (`tags.join('\u0000')`, computed once by the caller) in the window of `timeMs`, created empty. */
+  cell(timeMs: number, tags: string[], key: string): Cell {
     const start = this.start(timeMs);
     let w = this.windows.get(start);
     if (!w) {
@@ -46,9 +51,15 @@ export class WindowSet {
     }
     let c = w.get(key);
     if (!c) {
-      c = { tags, v: new Array<number>(deltas.length).fill(0), dirty: true };
+      c = { tags, v: new Array<number>(this.fieldNames.length + this.internal).fill(0), dirty: true };
       w.set(key, c);
     }
+    return c;
+  }
+
+  /** Adds `deltas` to the first fields of the cell (the others keep their values). */
+  add(timeMs: number, tags: string[], key: string, deltas: number[]): void {
+    const c = this.cell(timeMs, tags, key);
     for (let i = 0; i < deltas.length; i++) c.v[i] += deltas[i];
     c.dirty = true;
   }
@@ -68,7 +79,8 @@ export class WindowSet {
         if (!final && !c.dirty) continue;
         if (!final) written.push(c);
         const tags: Record<string, string> = { partition };
-        for (let i = 0; i < this.tagNames.length; i++) tags[this.tagNames[i]] = c.tags[i];
+        // a cell restored from an older snapshot has fewer tags (added since): it keeps the series it was written to
+        for (let i = 0; i < this.tagNames.length && i < c.tags.length; i++) tags[this.tagNames[i]] = c.tags[i];
         const fields: Record<string, number | boolean> = { final };
         for (let i = 0; i < this.fieldNames.length; i++) fields[this.fieldNames[i]] = c.v[i];
         out.push({ measurement: this.measurement, tags, fields, time_ms: start });
@@ -91,7 +103,9 @@ export class WindowSet {
     this.windows.clear();
     for (const [s, cells] of data as [number, [string[], number[], number][]][]) {
       const w = new Map<string, Cell>();
-      for (const [tags, v, dirty] of cells) w.set(tags.join('\u0000'), { tags, v, dirty: dirty === 1 });
+      // cells of an older snapshot have fewer values (fields added since): those start at 0
+      const width = this.fieldNames.length + this.internal;
+      for (const [tags, v, dirty] of cells) w.set(tags.join('\u0000'), { tags, v: v.length < width ? [...v, ...new Array<number>(width - v.length).fill(0)] : v, dirty: dirty === 1 });
       this.windows.set(s, w);
     }
   }

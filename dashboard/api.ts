@@ -3,7 +3,7 @@
 import { configError } from '../lib/errors';
 import type { InfluxClient } from '../consumer/influx';
 import { quoteIdent } from '../consumer/influx';
-import { billingCsv, billingQuery, flatten, groupTags, measurementName, parseGroupBy, runUsage, type GroupKey, type UsageQuery, type UsageRow } from '../consumer/usage';
+import { BILLING_PER, billingCsv, billingQuery, flatten, groupTags, measurementName, parseGroupBy, runUsage, type GroupKey, type UsageQuery, type UsageRow } from '../consumer/usage';
 
 /** The page shows bytes only: reading 2 of the 5 traffic fields makes a 24 h query over 300 hosts ~2.5× faster. */
 const BYTES: readonly string[] = ['tx_bytes', 'rx_bytes'];
@@ -21,8 +21,8 @@ const RANGES: Record<string, { ms: number; windowMs: number; stepMs: number }> =
 
 /** Dimensions the page groups by: payload traffic (sockets) per workload, wire traffic per interface. */
 export const DASHBOARD_GROUPS: Record<UsageQuery['measurement'], readonly GroupKey[]> = {
-  traffic: ['host', 'netns', 'port', 'process', 'protocol', 'direction'],
-  iface: ['host', 'netns', 'iface'],
+  traffic: ['host', 'netns', 'workload', 'remote_class', 'port', 'process', 'protocol', 'direction'],
+  iface: ['host', 'netns', 'workload', 'iface'],
 };
 const METRICS = ['total', 'tx', 'rx'] as const;
 export type Metric = (typeof METRICS)[number];
@@ -69,10 +69,10 @@ export class Params {
     return m as Metric;
   }
 
-  per(): 'host' | 'netns' {
+  per(): GroupKey {
     const p = this.one('per', 'host');
-    if (p !== 'host' && p !== 'netns') throw configError('parameter per', `expected host or netns, got ${JSON.stringify(p)}`);
-    return p;
+    if (!(BILLING_PER as readonly string[]).includes(p)) throw configError('parameter per', `expected one of ${BILLING_PER.join(', ')}, got ${JSON.stringify(p)}`);
+    return p as GroupKey;
   }
 
   top(): number {
@@ -227,7 +227,7 @@ export async function totalsData(client: InfluxClient, p: Params, now = Date.now
   };
 }
 
-/** The billing export of `nettally usage --billing --per host|netns`, byte for byte, over the range's whole hours. */
+/** The billing export of `nettally usage --billing --per host|netns|workload|remote_class`, byte for byte, over the range's whole hours. */
 export async function billingData(client: InfluxClient, p: Params, now = Date.now()): Promise<{ csv: string; filename: string }> {
   const range = p.range();
   const per = p.per();

@@ -39,6 +39,9 @@ const EXPECT: Record<number, { measurement: string; group: string[]; cols: Recor
   4: { measurement: 'nettally_traffic_1m', group: ['comm', 'hostname'], cols: { bytes: (p) => (p.fields.tx_bytes as number) + (p.fields.rx_bytes as number) }, step: MINUTE },
   5: { measurement: 'nettally_iface_1m', group: ['hostname', 'ifindex', 'netns'], cols: { tx: (p) => p.fields.tx_bytes as number, rx: (p) => p.fields.rx_bytes as number }, step: MINUTE },
   6: { measurement: 'nettally_traffic_1m', group: ['hostname'], cols: { opened: (p) => p.fields.connections_opened as number, closed: (p) => p.fields.connections_closed as number, retransmits: (p) => p.fields.retransmits as number }, step: MINUTE },
+  9: { measurement: 'nettally_traffic_1m', group: ['workload'], cols: { tx: (p) => p.fields.tx_bytes as number, rx: (p) => p.fields.rx_bytes as number }, step: MINUTE },
+  10: { measurement: 'nettally_traffic_1m', group: ['remote_class'], cols: { bytes: (p) => (p.fields.tx_bytes as number) + (p.fields.rx_bytes as number) }, step: MINUTE },
+  11: { measurement: 'nettally_traffic_1m', group: ['workload'], cols: { open: (p) => p.fields.active_connections as number }, step: MINUTE },
   7: { measurement: 'nettally_traffic_1h', group: ['host_id', 'hostname'], cols: { tx_bytes: (p) => p.fields.tx_bytes as number, rx_bytes: (p) => p.fields.rx_bytes as number }, step: HOUR, finalOnly: true },
 };
 

@@ -49,9 +49,9 @@ function el(tag, attrs = {}, ...children) {
   for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return e;
 }
-const GROUP_NAMES = { host: 'host', netns: 'network namespace', port: 'port', process: 'process', protocol: 'protocol', direction: 'direction', iface: 'interface' };
+const GROUP_NAMES = { host: 'host', netns: 'network namespace', workload: 'workload', remote_class: 'destination class', port: 'port', process: 'process', protocol: 'protocol', direction: 'direction', iface: 'interface' };
 /** Groups of each measurement (dashboard/api.ts DASHBOARD_GROUPS). Totals and the last minute are payload (what is billed). */
-const GROUPS = { traffic: ['host', 'netns', 'port', 'process', 'protocol', 'direction'], iface: ['host', 'netns', 'iface'] };
+const GROUPS = { traffic: ['host', 'netns', 'workload', 'remote_class', 'port', 'process', 'protocol', 'direction'], iface: ['host', 'netns', 'workload', 'iface'] };
 const payloadGroup = () => (GROUPS.traffic.includes(state.group) ? state.group : 'host');
 
 // ---- data -------------------------------------------------------------------------------------------------------
@@ -195,6 +195,8 @@ async function loadTotals() {
   const params = { range: state.range, group: payloadGroup() };
   $('billing-host').href = `api/billing.csv?${new URLSearchParams({ range: state.range, per: 'host' })}`;
   $('billing-netns').href = `api/billing.csv?${new URLSearchParams({ range: state.range, per: 'netns' })}`;
+  $('billing-workload').href = `api/billing.csv?${new URLSearchParams({ range: state.range, per: 'workload' })}`;
+  $('billing-class').href = `api/billing.csv?${new URLSearchParams({ range: state.range, per: 'remote_class' })}`;
   try {
     const d = await getJSON('api/totals', params);
     Object.assign($('totals').dataset, { fromMs: d.from_ms, toMs: d.to_ms });

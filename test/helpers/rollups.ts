@@ -43,7 +43,11 @@ export function bytesAt(h: number, s: number, minuteMs: number): { tx: number; r
 }
 
 function tagsOf(h: number, svc: { protocol: string; port: string; comm: string; direction: string }, partition: number): Record<string, string> {
-  return { partition: String(partition), host_id: hostId(h), hostname: hostName(h), netns: String(4026531840 + (h % 3)), protocol: svc.protocol, direction: svc.direction, service_port: svc.port, comm: svc.comm };
+  return {
+    partition: String(partition), host_id: hostId(h), hostname: hostName(h), netns: String(4026531840 + (h % 3)), protocol: svc.protocol, direction: svc.direction, service_port: svc.port, comm: svc.comm,
+    // two workloads spread over hosts and services; the remote class follows the direction
+    workload: `team-${(h + Number(svc.port)) % 2 === 0 ? 'a' : 'b'}`, remote_class: svc.direction === 'inbound' ? 'internet' : 'internal',
+  };
 }
 
 /** Calls `emit` with batches of points (1-minute then 1-hour windows), so 24 h × 300 hosts never sits in memory at once. */
@@ -60,7 +64,8 @@ export function* rollupBatches(spec: RollupSpec, batch = 20_000): Generator<OutP
         const parts = split.has(h) ? [{ p: 0, tx: Math.floor(tx / 2), rx: Math.floor(rx / 2) }, { p: 1, tx: tx - Math.floor(tx / 2), rx: rx - Math.floor(rx / 2) }] : [{ p: h % 4, tx, rx }];
         for (const part of parts) {
           const tags = tagsOf(h, services[s], part.p);
-          const fields = { final: t + MINUTE <= spec.watermarkMs, tx_bytes: part.tx, rx_bytes: part.rx, connections_opened: 1, connections_closed: 1, retransmits: 0 };
+          // open connections at the window's end: a count per window (the hour keeps its first minute's, never a sum)
+          const fields = { final: t + MINUTE <= spec.watermarkMs, tx_bytes: part.tx, rx_bytes: part.rx, connections_opened: 1, connections_closed: 1, retransmits: 0, active_connections: 1 + ((h + s) % 3), peak_connections: 2 + ((h + s) % 3) };
           out.push({ measurement: 'nettally_traffic_1m', tags, fields, time_ms: t });
           const hour = Math.floor(t / HOUR) * HOUR;
           const key = `${hour}/${h}/${s}/${part.p}`;
