@@ -3,7 +3,7 @@
 // longer than the widths below, a negative or out-of-bounds length, a union index other than a one-byte valid one,
 // bytes past the end, trailing bytes) the reader gives up and Codec.decode hands the same bytes to avsc, whose
 // value or verdict (truncated / invalid_body) is final. So the reader only has to be exact on what it accepts, and
-// it is: schemas/index.test.ts compares both on random records and random corruptions.
+// it is: schemas/reader.test.ts compares both on random records and random corruptions.
 import type avro from 'avsc';
 
 /** Where a generated reader is in the buffer. One per codec; decoding is synchronous. */
