@@ -4,6 +4,7 @@ import { formatHelp, parseArgs } from '../lib/args';
 import type { Command } from '../lib/command';
 import { NettallyError } from '../lib/errors';
 import { createLogger, type Logger } from '../lib/log';
+import { DAEMONS, processStatusReporter, type DaemonName } from '../lib/status';
 
 /** Subcommand → module exporting `command: Command`. Each lives with the stage it drives. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
@@ -30,6 +31,18 @@ function mainHelp(): string {
     "Run 'nettally <command> --help' for a command's options.",
     '',
   ].join('\n');
+}
+
+/**
+ * A daemon that ends with an error tells the `nettally up` that started it why, before it exits (bounded: a parent
+ * that stopped reading must not hold the exit).
+ */
+async function reportFailure(name: string, err: unknown): Promise<void> {
+  if (!(DAEMONS as readonly string[]).includes(name)) return;
+  const reporter = processStatusReporter();
+  if (!reporter.enabled) return;
+  const sent = reporter.report({ daemon: name as DaemonName, phase: 'failed', error: err instanceof Error ? err.message : String(err) });
+  await Promise.race([sent, new Promise((r) => setTimeout(r, 1000).unref())]);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -81,6 +94,7 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', onSignal);
     return await command.run(args, { logger, signal: controller.signal, stdout: process.stdout });
   } catch (err) {
+    await reportFailure(name, err);
     if (err instanceof NettallyError) {
       process.stderr.write(`nettally ${name}: ${err.message}\n`);
       if (err.code === 'CONFIG_INVALID') process.stderr.write(`See 'nettally ${name} --help'.\n`);

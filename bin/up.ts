@@ -1,11 +1,10 @@
 // `nettally up`: the whole pipeline on one machine — bundled broker, local influxd, producer, consumer —
 // with a live status line until Ctrl-C, which stops everything and leaves no process, pin or mount behind
 // (also when its stdout is a pipe whose reader died first, and when it fails).
-import { spawn, spawnSync, type ChildProcess, execFileSync } from 'child_process';
-import { createWriteStream, mkdirSync, readFileSync, rmSync } from 'fs';
+import { spawnSync, execFileSync } from 'child_process';
+import { mkdirSync, readFileSync, rmSync } from 'fs';
 import { connect } from 'net';
 import { join, resolve } from 'path';
-import { createInterface } from 'readline';
 import { ConfigResourceTypes, type Admin } from 'kafkajs';
 import pino from 'pino';
 import { ParsedArgs, parseArgs, type CommandSpec, type OptionSpec } from '../lib/args';
@@ -13,14 +12,15 @@ import type { Command, CommandContext } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
 import { createKafkaClient, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import { InfluxClient, influxConfigFrom } from '../consumer/influx';
-import type { PipelineStatus } from '../dashboard/api';
 import { DASHBOARD_INFLUX_OPTIONS } from '../dashboard/cmd-dashboard';
 import { checkListenAddress, startDashboard } from '../dashboard/server';
 import { createLogger, logFormat, StatusLine, type Logger } from '../lib/log';
 import { retry } from '../lib/retry';
 import { CAPTURE_OPTIONS, captureSettingsAsFlags, captureSettingsFrom } from '../producer/capture-options';
 import { startLocalInflux, type LocalInflux } from './influxd';
+import { startChild, stopChild, waitFor, type AnyChild } from './up-children';
 import { claimPins, isPinDirPath, type PinClaim } from './up-pins';
+import { pipelineStatus, statusLine } from './up-status';
 
 /** Kafka connection options (TLS, SASL, topic, client id) shared with producer/consumer; `brokers` is up's own. */
 const FORWARDED_KAFKA_OPTIONS: readonly OptionSpec[] = KAFKA_OPTIONS.filter((o) => o.name !== 'brokers');
@@ -63,27 +63,7 @@ const spec: CommandSpec = {
   ],
 };
 
-const CLI = resolve(__dirname, 'nettally.js');
-/** setpriv (util-linux) arguments: the exec'd child gets SIGTERM when `up` dies, however it dies. */
-const DIE_WITH_UP = ['--pdeathsig', 'SIGTERM', '--'];
 const BPFFS = '/sys/fs/bpf';
-
-/** Latest status each child reported (pino lines with msg "status"). */
-type Status = Record<string, unknown>;
-
-interface Child {
-  name: string;
-  proc: ChildProcess;
-  status: Status;
-  /** When `status` arrived, and the one before it (rates). */
-  statusAt: number;
-  prevStatus: Status;
-  prevStatusAt: number;
-  /** The component said it is doing its job (producer: capture attached; consumer: partition state loaded). */
-  ready: boolean;
-  lastLines: string[];
-  exited: Promise<number | null>;
-}
 
 function mountType(path: string): string | undefined {
   for (const line of readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
@@ -107,139 +87,6 @@ function portOpen(host: string, port: number): Promise<boolean> {
     s.once('error', () => res(false));
     s.once('timeout', () => (s.destroy(), res(false)));
   });
-}
-
-function childFailed(child: Child, what: string): NettallyError {
-  return new NettallyError('INTERNAL', `${child.name} exited with code ${child.proc.exitCode ?? child.proc.signalCode} ${what}; its last log lines:\n${child.lastLines.slice(-8).join('\n')}`);
-}
-
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, child: Child, timeoutMs: number, signal: AbortSignal): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (signal.aborted) return false;
-    if (child.proc.exitCode !== null || child.proc.signalCode !== null) throw childFailed(child, `before ${what}`);
-    if (Date.now() > deadline) throw new NettallyError('INTERNAL', `${child.name}: ${what} did not happen within ${timeoutMs / 1000} s (log: ${child.name}.log)`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return true;
-}
-
-/**
- * Starts `nettally <args>` in its own process group: a terminal's Ctrl-C reaches only `up`, which then stops the
- * children in order (producer before broker). Its lines go to logs/<name>.log, status lines into `status`.
- * Through `setpriv --pdeathsig`: if `up` itself is killed (SIGKILL, OOM) the child gets SIGTERM and stops cleanly
- * instead of living on as an orphan that holds the ports.
- */
-function startChild(name: string, args: string[], env: NodeJS.ProcessEnv, logDir: string, logger: Logger, isReady: (rec: Record<string, unknown>) => boolean): Child {
-  const proc = spawn('setpriv', [...DIE_WITH_UP, process.execPath, CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
-  const log = createWriteStream(join(logDir, `${name}.log`), { flags: 'a' });
-  const child: Child = {
-    name,
-    proc,
-    status: {},
-    statusAt: 0,
-    prevStatus: {},
-    prevStatusAt: 0,
-    ready: false,
-    lastLines: [],
-    exited: new Promise((r) => proc.once('exit', (code, signal) => r(code ?? (signal ? 128 : null)))),
-  };
-  proc.once('error', (e) => logger.error({ component: name, err: e.message }, `cannot start ${name}`));
-  for (const stream of [proc.stdout, proc.stderr]) {
-    if (!stream) continue;
-    createInterface({ input: stream }).on('line', (line) => {
-      log.write(line + '\n');
-      child.lastLines = [...child.lastLines.slice(-19), line];
-      let rec: Record<string, unknown>;
-      try {
-        rec = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        return;
-      }
-      if (typeof rec !== 'object' || rec === null) return;
-      if (!child.ready && isReady(rec)) child.ready = true;
-      if (rec.msg === 'status') {
-        child.prevStatus = child.status;
-        child.prevStatusAt = child.statusAt;
-        // The producer nests its counters under `status`; the consumer logs them at the top level.
-        child.status = typeof rec.status === 'object' && rec.status !== null ? (rec.status as Status) : rec;
-        child.statusAt = Date.now();
-      } else if (typeof rec.level === 'number' && rec.level >= 40) {
-        const level = rec.level >= 50 ? 'error' : 'warn';
-        logger[level]({ component: name, err: rec.err }, `${name}: ${String(rec.msg)}`);
-      }
-    });
-  }
-  proc.once('exit', () => log.end());
-  logger.info({ component: name, child_pid: proc.pid, log: join(logDir, `${name}.log`) }, `started ${name}`);
-  return child;
-}
-
-async function stopChild(child: Child, graceMs: number, logger: Logger): Promise<void> {
-  if (child.proc.exitCode !== null || child.proc.signalCode !== null) return;
-  child.proc.kill('SIGTERM');
-  const timer = setTimeout(() => {
-    logger.warn({ component: child.name }, `${child.name} did not stop within ${graceMs / 1000} s; killing it`);
-    child.proc.kill('SIGKILL');
-  }, graceMs);
-  await child.exited;
-  clearTimeout(timer);
-}
-
-function num(s: Status, key: string): number | undefined {
-  const v = s[key];
-  return typeof v === 'number' ? v : undefined;
-}
-
-function fmt(v: number | undefined, unit = ''): string {
-  if (v === undefined) return '-';
-  if (Math.abs(v) >= 1e6) return `${(v / 1e6).toFixed(1)}M${unit}`;
-  if (Math.abs(v) >= 1e4) return `${(v / 1e3).toFixed(1)}k${unit}`;
-  return `${Math.round(v)}${unit}`;
-}
-
-/** One status line from the children's latest status logs (fields of producer/producer.ts and consumer/cmd-consumer.ts). */
-export function statusLine(uptimeMs: number, producer: Child, consumer: Child, query: string): string {
-  const { producer: p, consumer: c } = pipelineStatus(producer, consumer);
-  const up = Math.floor(uptimeMs / 1000);
-  const clock = `${String(Math.floor(up / 3600)).padStart(2, '0')}:${String(Math.floor(up / 60) % 60).padStart(2, '0')}:${String(up % 60).padStart(2, '0')}`;
-  // An error state (authorization, missing topic) will not clear by itself: name it, not just "down".
-  const kafka = producer.statusAt === 0 || p.kafka_ok !== false ? '' : p.kafka_error !== undefined ? `, Kafka ERROR ${p.kafka_error}` : ', Kafka DOWN';
-  const lastWindow = c.last_window?.replace(/\.000Z$/, 'Z') ?? '-';
-  const influx = c.influx !== undefined && c.influx !== 'ok' ? `, InfluxDB ${c.influx}` : '';
-  return (
-    `[up ${clock}] producer ${p.ready ? '' : '(starting) '}${fmt(p.records_per_s)} rec/s, kernel drops ${fmt(p.kernel_drops)}${p.map_full ? `, map full ${p.map_full}` : ''}, spool ${fmt(p.spool_bytes, 'B')}${kafka}` +
-    ` | consumer ${c.ready ? '' : '(starting) '}${fmt(c.events_per_s)} ev/s, lag ${fmt(c.lag)}, last window ${lastWindow}${influx}` +
-    ` | query: ${query}\n`
-  );
-}
-
-/** The pipeline's health from the children's latest status events: the status line's numbers, and the dashboard's. */
-export function pipelineStatus(producer: Child, consumer: Child): PipelineStatus {
-  const p = producer.status;
-  const c = consumer.status;
-  const out = num(p, 'records_out');
-  const prevOut = num(producer.prevStatus, 'records_out');
-  const kernel = typeof p.kernel === 'object' && p.kernel !== null ? (p.kernel as Status) : {};
-  return {
-    as_of_ms: Math.max(producer.statusAt, consumer.statusAt) || Date.now(),
-    producer: {
-      ready: producer.ready,
-      records_per_s: out !== undefined && prevOut !== undefined && producer.statusAt > producer.prevStatusAt ? ((out - prevOut) * 1000) / (producer.statusAt - producer.prevStatusAt) : undefined,
-      kernel_drops: num(kernel, 'ringbuf_drops'),
-      map_full: (num(kernel, 'conn_map_full') ?? 0) + (num(kernel, 'iface_map_full') ?? 0),
-      spool_bytes: num(p, 'spool_bytes'),
-      kafka_ok: typeof p.kafka_ok === 'boolean' ? p.kafka_ok : undefined,
-      kafka_error: p.kafka_state === 'error' ? String(p.kafka_error_code) : undefined,
-    },
-    consumer: {
-      ready: consumer.ready,
-      events_per_s: num(c, 'events_per_s'),
-      lag: num(c, 'lag'),
-      last_window: typeof c.last_window === 'string' ? c.last_window : undefined,
-      influx: typeof c.influx === 'string' ? c.influx : undefined,
-    },
-  };
 }
 
 /** An existing records topic is left as it is (its settings are its operator's); up only says what it has. */
@@ -313,9 +160,9 @@ export async function ensureTopic(args: ParsedArgs, brokers: string[], topic: st
 /** The environment for children: ours plus up's Kafka settings as env vars (secrets never on a command line). */
 function childEnv(args: ParsedArgs, brokers: string[]): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, KAFKA_BROKERS: brokers.join(',') };
-  // up reads the children's info-level lines (readiness, status); their full logs go to files, so at least info.
-  if (!['debug', 'trace'].includes(env.LOG_LEVEL ?? '')) env.LOG_LEVEL = 'info';
-  env.LOG_FORMAT = 'json'; // up parses its children's lines (readiness, status), also when its own are pretty
+  // Readiness and status come over the IPC channel (bin/up-children.ts), so the children's LOG_LEVEL is the user's.
+  // Their logs/*.log stay JSON lines, also when up's own are pretty; up relays their warnings and errors.
+  env.LOG_FORMAT = 'json';
   for (const o of FORWARDED_KAFKA_OPTIONS) {
     if (!o.env) continue;
     const v = args.values[o.name];
@@ -419,7 +266,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
 
   const mounted: string[] = [];
   let pins: PinClaim | undefined;
-  const children: Child[] = [];
+  const children: AnyChild[] = [];
   let influx: LocalInflux | undefined;
   const removePins = (): void => {
     if (!pins) return;
@@ -501,9 +348,9 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       if (await portOpen(listen.host, listen.port)) {
         throw configError('--kafka-listen (env NETTALLY_BROKER_LISTEN)', `${listen.host}:${listen.port} is already in use; pick another address, or set KAFKA_BROKERS to use the Kafka listening there`);
       }
-      const broker = startChild('broker', ['broker', '--listen', `${listen.host}:${listen.port}`, '--data-dir', join(dataDir, 'broker'), '--partitions', String(args.num('partitions'))], childEnv(args, brokers), logDir, logger, (r) => r.msg === 'broker ready');
+      const broker = startChild('broker', ['broker', '--listen', `${listen.host}:${listen.port}`, '--data-dir', join(dataDir, 'broker'), '--partitions', String(args.num('partitions'))], childEnv(args, brokers), logDir, logger);
       children.push(broker);
-      if (!(await waitFor('the broker listens', () => broker.ready || portOpen(listen.host, listen.port), broker, 30_000, signal))) return await finish(0);
+      if (!(await waitFor('the broker listens', () => broker.status.ready, broker, 30_000, signal, logDir))) return await finish(0);
     }
     await ensureTopic(args, brokers, topic, args.num('partitions'), logger, signal);
 
@@ -521,24 +368,10 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     const env = childEnv(args, brokers);
     const statusEvery = `${args.num('status-interval')}ms`;
     const flushEvery = `${args.num('flush-interval')}ms`;
-    const consumer = startChild(
-      'consumer',
-      ['consumer', '--influx-url', influxUrl, '--influx-db', db, '--flush-interval', flushEvery, '--status-interval', statusEvery],
-      env,
-      logDir,
-      logger,
-      // Assigned partitions are consumed once their state is restored (the consumer logs that per assignment).
-      (r) => r.msg === 'partition state loaded' || (r.msg === 'status' && typeof r.events_per_s === 'number' && r.events_per_s > 0),
-    );
+    // Ready once it reports so: the consumer when its partitions' state is restored, the producer when attached.
+    const consumer = startChild('consumer', ['consumer', '--influx-url', influxUrl, '--influx-db', db, '--flush-interval', flushEvery, '--status-interval', statusEvery], env, logDir, logger);
     children.push(consumer);
-    const producer = startChild(
-      'producer',
-      ['producer', '--state-dir', join(dataDir, 'producer'), ...captureSettingsAsFlags(capture), '--status-interval', statusEvery],
-      env,
-      logDir,
-      logger,
-      (r) => (typeof r.msg === 'string' && r.msg.startsWith('capture attached')) || r.msg === 'status',
-    );
+    const producer = startChild('producer', ['producer', '--state-dir', join(dataDir, 'producer'), ...captureSettingsAsFlags(capture), '--status-interval', statusEvery], env, logDir, logger);
     children.push(producer);
     if (dashboardListen) {
       // In this process: the page shows the children's status (records/s, drops, spool, lag) besides InfluxDB's view.
@@ -549,7 +382,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
           ...dashboardListen,
           setting: '--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)',
           logger: logger.child({ component: 'dashboard' }),
-          pipeline: () => pipelineStatus(producer, consumer),
+          pipeline: () => pipelineStatus(producer.status, consumer.status),
         });
       } catch (e) {
         // The page is an extra: a busy default port (another up, another program) must not stop the counting.
@@ -566,23 +399,27 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     );
 
     const startedAt = Date.now();
-    const died = Promise.race(children.map((c) => c.exited.then((code) => ({ c, code }))));
+    // A child that exits, or reports that it gives up, ends the run.
+    const died = Promise.race(children.flatMap((c) => [c.exited.then((code) => ({ c, code })), c.failed.then(() => ({ c, code: undefined }))]));
     let announced = false;
     const tick = (): void => {
-      if (!announced && producer.ready && consumer.ready) {
+      if (!announced && producer.status.ready && consumer.status.ready) {
         announced = true;
         say(`nettally up: ready — counting traffic (producer attached, consumer consuming). Query: ${query} --from -1h --group-by netns,port${dashboard ? ` — Dashboard: ${dashboard.url}` : ''}\n`);
       }
     };
     const readyPoll = setInterval(tick, 100);
-    const ticker = setInterval(() => sayStatus(statusLine(Date.now() - startedAt, producer, consumer, query)), args.num('status-interval'));
+    const ticker = setInterval(() => sayStatus(statusLine(Date.now() - startedAt, producer.status, consumer.status, query)), args.num('status-interval'));
     const stopped = new Promise<'signal'>((r) => (signal.aborted ? r('signal') : signal.addEventListener('abort', () => r('signal'), { once: true })));
     const first = await Promise.race([stopped, died]);
     clearInterval(ticker);
     clearInterval(readyPoll);
     status?.end();
     if (first !== 'signal') {
-      logger.error({ component: first.c.name, code: first.code, last: first.c.lastLines.slice(-5) }, `${first.c.name} exited unexpectedly (code ${first.code}); stopping everything — see ${join(logDir, `${first.c.name}.log`)}`);
+      const { c, code } = first;
+      const why = c.status.failure === undefined ? '' : `: ${c.status.failure}`;
+      const what = code === undefined ? `failed${why}` : `exited unexpectedly (code ${code})${why}`;
+      logger.error({ component: c.name, code, error: c.status.failure, last: c.lastLines.slice(-5) }, `${c.name} ${what}; stopping everything — see ${join(logDir, `${c.name}.log`)}`);
       return await finish(1);
     }
     if (!fatal) say('nettally up: stopping (producer, consumer, broker, influxd)...\n');

@@ -90,14 +90,6 @@ struct nt_listen_record {
 	char comm[16];        /* 72 */
 };
 
-/* Kind 6 (benchmark naive mode). 32 bytes. */
-struct nt_naive_record {
-	struct nt_hdr hdr; /*  0 */
-	__u64 cookie;      /* 16 */
-	__u32 bytes;       /* 24 */
-	__u32 is_send;     /* 28 */
-};
-
 /* Value of the `conns` hash map (key: __u64 cookie). The record fields plus flush state. 192 bytes. */
 struct nt_conn {
 	struct nt_conn_record rec; /*   0 hdr.ts_ns = last update, hdr.kind unused */
@@ -140,6 +132,15 @@ struct nt_iface_entry {
 struct nt_refresh_miss {
 	__u32 pid; /* thread-group id holding the socket */
 	__u32 fd;
+};
+
+/* Kind 6, benchmark-only naive mode (bench/capture.ts): one record per send/recv syscall, counted by user space,
+ * never shipped. Last, apart from the records nettally ships. 32 bytes. */
+struct nt_naive_record {
+	struct nt_hdr hdr; /*  0 */
+	__u64 cookie;      /* 16 */
+	__u32 bytes;       /* 24 */
+	__u32 is_send;     /* 28 */
 };
 
 #ifdef __cplusplus

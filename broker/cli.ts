@@ -3,6 +3,7 @@ import { resolve } from 'path';
 import { parseBytes, parseDuration, type CommandSpec, type ParsedArgs } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError } from '../lib/errors';
+import { processStatusReporter } from '../lib/status';
 import { BROKER_DEFAULTS, startBroker, type FsyncPolicy, type TimestampType } from './index';
 
 const spec: CommandSpec = {
@@ -114,6 +115,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     throw err;
   }
   logger.info({ address: broker.address, dataDir, fsync: args.str('fsync'), topics: broker.broker.listTopics().length }, 'broker ready');
+  void processStatusReporter().report({ daemon: 'broker', phase: 'ready', address: broker.address });
   ctx.stdout.write(`broker listening on ${host}:${broker.port} (advertised ${broker.address}), data dir ${dataDir}\n`);
   await new Promise<void>((res) => {
     if (ctx.signal.aborted) res();

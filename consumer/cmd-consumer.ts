@@ -2,9 +2,10 @@
 import { type CommandSpec, type ParsedArgs } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError } from '../lib/errors';
+import { processStatusReporter, type ConsumerReport } from '../lib/status';
 import { createKafkaClient, DEFAULT_DLQ_TOPIC, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import { DEFAULT_AGG_OPTIONS } from './aggregator';
-import { createRollupConsumer, type RollupConsumerConfig } from './consumer';
+import { createRollupConsumer, type ConsumerStats, type RollupConsumerConfig } from './consumer';
 import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from './influx';
 import { DEFAULT_STATE_TOPIC } from './state-store';
 
@@ -87,6 +88,23 @@ export function consumerConfigFrom(args: ParsedArgs): RollupConsumerConfig {
   };
 }
 
+/**
+ * What `nettally up` is told (the numbers of the status log line): starting until the assigned partitions' state
+ * is restored, degraded while InfluxDB is down.
+ */
+export function consumerReport(s: ConsumerStats, eventsPerS: number, loaded: boolean): ConsumerReport {
+  return {
+    daemon: 'consumer',
+    phase: !loaded ? 'starting' : s.influx_down_since === undefined ? 'ready' : 'degraded',
+    ...(loaded && s.influx_down_since !== undefined ? { error: 'InfluxDB unreachable or refusing writes' } : {}),
+    events_per_s: eventsPerS,
+    lag: s.lag,
+    partitions: s.partitions,
+    last_window: s.last_window_ms === undefined ? null : new Date(s.last_window_ms).toISOString(),
+    influx_down_since_ms: s.influx_down_since ?? null,
+  };
+}
+
 /** A URL without user:password, for logs. */
 export function redactUrl(url: string): string {
   try {
@@ -153,6 +171,13 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   );
   let status: NodeJS.Timeout | undefined;
   const stopped = new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
+  const reporter = processStatusReporter();
+  let loaded = false;
+  c.onStateLoaded = () => {
+    // Consuming from here: up counts this consumer as ready.
+    loaded = true;
+    if (reporter.enabled) void reporter.report(consumerReport(c.stats(), 0, true));
+  };
   try {
     await Promise.race([c.start(), stopped]);
     const every = args.num('status-interval');
@@ -165,12 +190,14 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
         const rate = ((s.records + s.duplicates - prev.records - prev.duplicates) * 1000) / Math.max(1, now - prevT);
         prev = s;
         prevT = now;
+        const report = consumerReport(s, Math.round(rate), loaded);
+        if (reporter.enabled) void reporter.report(report);
         log.info(
           {
-            events_per_s: Math.round(rate),
+            events_per_s: report.events_per_s,
             lag: s.lag,
             partitions: s.partitions,
-            last_window: s.last_window_ms === undefined ? null : new Date(s.last_window_ms).toISOString(),
+            last_window: report.last_window,
             dlq: s.dlq,
             points_dlq: s.points_dlq,
             duplicates: s.duplicates,

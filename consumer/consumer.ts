@@ -44,6 +44,8 @@ export class RollupConsumer {
   private fatal: ((e: unknown) => void) | undefined;
   /** Resolves when the consumer stops on its own (a fatal error); rejects with that error. */
   readonly done: Promise<void>;
+  /** Called each time partitions' state is restored and they are consumed (`nettally consumer` reports it to up). */
+  onStateLoaded: ((partitions: number[]) => void) | undefined;
 
   constructor(readonly config: RollupConsumerConfig, logger: Logger) {
     this.log = logger.child({ component: 'consumer' });
@@ -260,6 +262,7 @@ export class RollupConsumer {
       out.set(p, ps);
     }
     this.log.info({ partitions, snapshots: snaps.size, ms: Date.now() - t0 }, 'partition state loaded');
+    this.onStateLoaded?.(partitions);
     return out;
   }
 

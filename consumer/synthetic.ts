@@ -1,6 +1,7 @@
 // Synthetic nettally records with known ground truth (tests and bench): hosts, connections with cumulative samples
 // over several minutes, interfaces and listeners, plus the exact per-window totals they must produce.
 import type { RecordByKind, RecordKind } from '../schemas';
+import { AVSC_DEFAULTS } from '../schemas/types.generated';
 
 export interface SynthOptions {
   hosts: number;
@@ -91,7 +92,7 @@ export function synthesize(o: SynthOptions): SynthData {
       for (const [port, protocol] of [[53, 17], [8080, 6]] as const) {
         push(o.startMs, {
           kind: 'listen',
-          record: { ...base, cookie: int(1, 1e9), netns, netns_cookie: netns + 1, pid: 100, uid: 0, comm: protocol === 17 ? 'dnsd' : 'nginx', family: 2, addr: '0.0.0.0', port, backlog: 128, protocol, cgroup_path: null, container_id: null },
+          record: { ...AVSC_DEFAULTS.listen, ...base, cookie: int(1, 1e9), netns, netns_cookie: netns + 1, pid: 100, uid: 0, comm: protocol === 17 ? 'dnsd' : 'nginx', family: 2, addr: '0.0.0.0', port, backlog: 128, protocol, cgroup_path: null, container_id: null },
         });
       }
     }
@@ -112,8 +113,9 @@ export function synthesize(o: SynthOptions): SynthData {
       };
       const open = o.startMs + int(0, Math.max(0, o.minutes * 60_000 - 40_000));
       const close = Math.min(endMs - 1, open + int(10_000, 200_000));
+      // From the .avsc defaults, so a field added with a default needs no edit here.
       const conn = {
-        ...base, cookie, start_ns: open * 1e3, cgroup_id: 1, netns, netns_cookie: netns + 1, pid: 1000 + c, uid: 0, comm,
+        ...AVSC_DEFAULTS.conn_sample, ...AVSC_DEFAULTS.conn_event, ...base, cookie, start_ns: open * 1e3, cgroup_id: 1, netns, netns_cookie: netns + 1, pid: 1000 + c, uid: 0, comm,
         family: 2, protocol, direction, saddr: '10.0.0.1', daddr: '10.0.0.2', sport, dport, cgroup_path: null, container_id: null,
       };
       let tx = 0;
@@ -147,7 +149,7 @@ export function synthesize(o: SynthOptions): SynthData {
           const d = [int(0, 5_000_000), int(0, 4000), int(0, 5_000_000), int(0, 4000)];
           for (let i = 0; i < 4; i++) v[i] += d[i];
           add(iface, t, tags, { rx_bytes: d[0], rx_packets: d[1], tx_bytes: d[2], tx_packets: d[3] });
-          push(t, { kind: 'iface', record: { ...base, netns, ifindex, rx_bytes: v[0], rx_packets: v[1], tx_bytes: v[2], tx_packets: v[3] } });
+          push(t, { kind: 'iface', record: { ...AVSC_DEFAULTS.iface, ...base, netns, ifindex, rx_bytes: v[0], rx_packets: v[1], tx_bytes: v[2], tx_packets: v[3] } });
         }
       }
     }

@@ -11,7 +11,7 @@ const MINUTE = 60_000;
 const HOUR = 3_600_000;
 
 /** Time ranges of the picker: the rollup read and the chart's bucket size (bounded point count per series). */
-export const RANGES: Record<string, { ms: number; windowMs: number; stepMs: number }> = {
+const RANGES: Record<string, { ms: number; windowMs: number; stepMs: number }> = {
   '15m': { ms: 15 * MINUTE, windowMs: MINUTE, stepMs: MINUTE },
   '1h': { ms: HOUR, windowMs: MINUTE, stepMs: MINUTE },
   '6h': { ms: 6 * HOUR, windowMs: MINUTE, stepMs: 5 * MINUTE },
@@ -24,7 +24,7 @@ export const DASHBOARD_GROUPS: Record<UsageQuery['measurement'], readonly GroupK
   traffic: ['host', 'netns', 'port', 'process', 'protocol', 'direction'],
   iface: ['host', 'netns', 'iface'],
 };
-export const METRICS = ['total', 'tx', 'rx'] as const;
+const METRICS = ['total', 'tx', 'rx'] as const;
 export type Metric = (typeof METRICS)[number];
 /** Rows the hourly totals table sends at most; the billing CSV has all of them. */
 export const TOTALS_ROW_LIMIT = 2000;

@@ -2,6 +2,7 @@
 import type { CommandSpec, OptionSpec, ParsedArgs } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from '../consumer/influx';
+import { processStatusReporter } from '../lib/status';
 import { parseListen, startDashboard } from './server';
 
 /** --listen and --allow-remote, shared with `nettally up` (which serves the dashboard too). */
@@ -39,6 +40,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const listen = parseListen(setting, args.str('listen'));
   const config = influxConfigFrom(args);
   const dashboard = await startDashboard({ client: new InfluxClient(config), ...listen, setting, allowRemote: args.bool('allow-remote'), logger: ctx.logger });
+  void processStatusReporter().report({ daemon: 'dashboard', phase: 'ready', url: dashboard.url });
   ctx.stdout.write(`nettally dashboard: ${dashboard.url} (InfluxDB ${config.url}, database ${config.db}). No authentication: anyone who can reach this address can read the traffic. Ctrl-C stops.\n`);
   await new Promise<void>((r) => (ctx.signal.aborted ? r() : ctx.signal.addEventListener('abort', () => r(), { once: true })));
   await dashboard.close();

@@ -14,7 +14,7 @@ export type LogFormat = 'json' | 'pretty';
 
 /**
  * LOG_FORMAT if set, else `pretty` when both stdout and stderr are terminals (someone is watching), else `json`
- * (a pipe, a file, journald, a parent such as `up` parsing its children's lines).
+ * (a pipe, a file, journald, `up` keeping its children's lines in its log files).
  */
 export function logFormat(env: NodeJS.ProcessEnv = process.env, isTTY = process.stdout.isTTY === true && process.stderr.isTTY === true): LogFormat {
   const v = env.LOG_FORMAT;

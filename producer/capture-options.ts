@@ -140,7 +140,7 @@ export interface PinnedMaps {
 }
 
 /** Looks at `<dir>/conns` without loading anything: bpftool, when installed, tells the pinned map's size. */
-export function inspectPins(dir: string): PinnedMaps {
+function inspectPins(dir: string): PinnedMaps {
   const conns = join(dir, 'conns');
   if (!existsSync(conns)) return { pinned: false };
   try {

@@ -31,7 +31,7 @@ function hostPort(addr: string, port: number, family: number): string {
 }
 
 /** One readable line per record (the JSON form is the contract; this is for eyes). */
-export function formatRecord(r: KernelRecord): string {
+function formatRecord(r: KernelRecord): string {
   const kind = KIND_NAMES[r.kind] ?? String(r.kind);
   if (r.kind === KernelKind.LISTEN) {
     return `${kind.padEnd(6)} tcp ${hostPort(r.addr, r.port, r.family)} backlog=${r.backlog} netns=${r.netns} pid=${r.pid} comm=${r.comm}`;

@@ -5,12 +5,15 @@ import type { Command } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
 import { KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import type { ParsedArgs } from '../lib/args';
+import { processStatusReporter, type ProducerReport } from '../lib/status';
 import { parseListen, serveMetrics } from './metrics';
 import { CAPTURE_OPTIONS, captureSettingsFrom, checkSettings, pinDirOption } from './capture-options';
 import { KAFKA_DEFAULT_MAX_MESSAGE_BYTES } from './kafka-batch';
 import { checkKafka } from './kafka-check';
-import { createProducer, type ProducerConfig } from './producer';
+import { createProducer, type ProducerConfig, type ProducerStatus } from './producer';
 import type { FsyncPolicy } from './spool';
+import { WORKLOAD_OPTIONS, workloadOptionsFrom } from './workload';
+import { loadRules } from './workload-rules';
 
 const CAP_NET_ADMIN = 12;
 const CAP_SYS_ADMIN = 21;
@@ -18,13 +21,13 @@ const CAP_PERFMON = 38;
 const CAP_BPF = 39;
 
 /** Effective capabilities of this process (from /proc/self/status). */
-export function effectiveCaps(statusText = readFileSync('/proc/self/status', 'utf8')): bigint {
+function effectiveCaps(statusText = readFileSync('/proc/self/status', 'utf8')): bigint {
   const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(statusText);
   return m ? BigInt(`0x${m[1]}`) : 0n;
 }
 
 /** Throws PRIVILEGES with how to grant them unless this process may load and attach the BPF programs. */
-export function checkPrivileges(caps = effectiveCaps()): void {
+function checkPrivileges(caps = effectiveCaps()): void {
   const has = (c: number): boolean => (caps & (1n << BigInt(c))) !== 0n;
   if (has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) return;
   const missing = [has(CAP_BPF) ? '' : 'CAP_BPF', has(CAP_PERFMON) ? '' : 'CAP_PERFMON'].filter(Boolean).join('+');
@@ -51,7 +54,7 @@ function mountTypeAt(path: string): string | undefined {
  * Mounts what the capture needs and a fresh boot may lack: bpffs, for the pins (the programs need no tracefs).
  * It stays mounted: the pins must outlive this process. `nettally up` does its own mounting and cleanup.
  */
-export function ensureMounts(pinDir: string | undefined, logger: { info(o: object, m: string): void }): void {
+function ensureMounts(pinDir: string | undefined, logger: { info(o: object, m: string): void }): void {
   const mount = (type: string, source: string, target: string): void => {
     try {
       execFileSync('mount', ['-t', type, source, target], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -61,6 +64,23 @@ export function ensureMounts(pinDir: string | undefined, logger: { info(o: objec
     }
   };
   if (pinDir?.startsWith('/sys/fs/bpf/') && mountTypeAt('/sys/fs/bpf') !== 'bpf') mount('bpf', 'bpf', '/sys/fs/bpf');
+}
+
+/** What `nettally up` is told (the numbers of the status log line): degraded while Kafka fails, records spooled. */
+export function producerReport(s: ProducerStatus): ProducerReport {
+  const failing = s.kafka_state === 'retrying' || s.kafka_state === 'error';
+  return {
+    daemon: 'producer',
+    phase: failing ? 'degraded' : 'ready',
+    ...(failing && s.kafka_last_error !== null ? { error: `Kafka: ${s.kafka_last_error}` } : {}),
+    records_out: s.records_out,
+    kernel_drops: s.kernel?.ringbuf_drops,
+    conn_map_full: s.kernel?.conn_map_full,
+    iface_map_full: s.kernel?.iface_map_full,
+    spool_bytes: s.spool_bytes,
+    kafka_state: s.kafka_state,
+    kafka_error_code: s.kafka_error_code,
+  };
 }
 
 function configFrom(args: ParsedArgs): ProducerConfig {
@@ -95,7 +115,15 @@ function configFrom(args: ParsedArgs): ProducerConfig {
     idempotent: args.bool('idempotent'),
     shutdownTimeoutMs: args.num('shutdown-timeout'),
     statusIntervalMs: args.num('status-interval'),
+    ...workloadConfigFrom(args),
   };
+}
+
+function workloadConfigFrom(args: ParsedArgs): Pick<ProducerConfig, 'workloadRules' | 'maxWorkloads' | 'workloadStateRoot'> {
+  const w = workloadOptionsFrom(args);
+  // Read once here so that a bad rule file stops the command before anything is mounted or loaded (naming file:line).
+  if (w.rulesFile !== undefined) loadRules(w.rulesFile);
+  return { workloadRules: w.rulesFile, maxWorkloads: w.maxNames, workloadStateRoot: w.stateRoot };
 }
 
 export const command: Command = {
@@ -123,6 +151,7 @@ export const command: Command = {
         deprecated: { flags: ['batch-max-ms'], env: ['NETTALLY_BATCH_MAX_MS'] }, help: 'longest a record waits for a fuller batch',
       },
       ...CAPTURE_OPTIONS,
+      ...WORKLOAD_OPTIONS,
       { name: 'compression', type: 'enum', env: 'NETTALLY_COMPRESSION', choices: ['none', 'gzip'], default: 'none', help: 'Kafka batch compression' },
       { name: 'idempotent', type: 'bool', env: 'NETTALLY_IDEMPOTENT', default: false, help: 'use the Kafka idempotent producer (consumers dedupe by host/epoch/seq either way)' },
       { name: 'shutdown-timeout', type: 'duration', env: 'NETTALLY_SHUTDOWN_TIMEOUT', default: '10s', min: 0, help: 'on SIGTERM, how long to keep sending before leaving the rest in the spool' },
@@ -172,7 +201,22 @@ export const command: Command = {
         resolve();
       }),
     );
-    await producer.start();
+    // SIGHUP re-reads the workload rule file (it is also re-read when it changes on disk); installed before the
+    // start so that a SIGHUP sent as soon as the producer reports it streams cannot take node's default (exit).
+    const onHup = (): void => producer.reloadWorkloadRules();
+    process.on('SIGHUP', onHup);
+    try {
+      await producer.start();
+    } catch (e) {
+      process.off('SIGHUP', onHup);
+      throw e;
+    }
+    // Capture attached: up counts this producer as ready, and from now on gets each status it logs.
+    const reporter = processStatusReporter();
+    if (reporter.enabled) {
+      void reporter.report(producerReport(producer.status()));
+      producer.on('status', (s) => void reporter.report(producerReport(s)));
+    }
     let metrics: Awaited<ReturnType<typeof serveMetrics>> | undefined;
     try {
       if (listen) {
@@ -188,6 +232,7 @@ export const command: Command = {
         }),
       ]);
     } finally {
+      process.off('SIGHUP', onHup);
       metrics?.server.close();
       await producer.stop();
     }

@@ -3,13 +3,16 @@ import type { CommandSpec } from '../lib/args';
 import type { Command } from '../lib/command';
 import { openCapture } from './capture';
 import { captureOptions, ringBufferBytesFrom } from './capture-options';
+import { ProcessEnricher } from './host';
 import { TopModel, renderFrame } from './top';
+import { WORKLOAD_DEFAULTS, WORKLOAD_OPTIONS, WorkloadResolver, workloadOptionsFrom } from './workload';
 
 const spec: CommandSpec = {
   name: 'top',
-  summary: 'live per-process/connection/netns traffic straight from the kernel',
+  summary: 'live per-process/connection/netns/workload traffic straight from the kernel',
   description:
-    'Payload bytes per connection (TCP and UDP), summed per process and per network namespace, with rates over ' +
+    'Payload bytes per connection (TCP and UDP), summed per process, per network namespace and per workload (named ' +
+    'as the producer names them: --workload-rules, pod, container, ip netns name, systemd unit, host), with rates over ' +
     'the last interval. Totals count from when top started. Closed connections are marked * for one interval and ' +
     'stay in their process and netns totals.',
   options: [
@@ -21,6 +24,7 @@ const spec: CommandSpec = {
     { name: 'limit', type: 'int', help: 'rows per table in the text view', default: 20, min: 1 },
     // Of the capture settings only the map sizes apply: top reads the connection map and discards the records.
     ...captureOptions('max-connections', 'ring-buffer-bytes'),
+    ...WORKLOAD_OPTIONS,
   ],
   examples: ['sudo nettally top', 'sudo nettally top --json --interval 5s --count 12', 'sudo nettally top --netns 4026532256'],
 };
@@ -32,7 +36,12 @@ export const command: Command = {
     const count = args.num('count');
     const json = args.bool('json');
     const limit = args.num('limit');
-    const model = new TopModel({ pid: args.optNum('pid'), netns: args.optNum('netns') });
+    // Before the capture opens: a bad rule file is a configuration error naming file:line.
+    const workloads = new WorkloadResolver({ ...workloadOptionsFrom(args), logger: ctx.logger });
+    const enricher = new ProcessEnricher();
+    const model = new TopModel({ pid: args.optNum('pid'), netns: args.optNum('netns') }, (r) => workloads.resolve(enricher.lookup(r.pid, Date.now(), r.cgroup_id), r.netns));
+    const refresh = setInterval(() => workloads.refresh(), WORKLOAD_DEFAULTS.refreshMs);
+    refresh.unref();
     // top reads the maps; records are not needed, so flush rarely and ignore the ring buffer's contents
     const cap = await openCapture(
       { flushIntervalMs: 3_600_000, flushThresholdBytes: Number.MAX_SAFE_INTEGER, ifaceIntervalMs: 0, maxConnections: args.num('max-connections'), ringBufferBytes: ringBufferBytesFrom(args) },
@@ -62,6 +71,7 @@ export const command: Command = {
         else ctx.stdout.write((tty ? '\x1b[H\x1b[2J' : frames > 1 ? '\n' : '') + renderFrame(frame, limit));
       }
     } finally {
+      clearInterval(refresh);
       await cap.close();
       await drain;
     }

@@ -1,5 +1,5 @@
 // Unit tests of host identity, cgroup/container enrichment, boot-clock conversion and epoch claiming.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
 import { BootClock, containerIdFromCgroup, parseProcCgroup, ProcessEnricher, readHostIdentity } from './host';
@@ -87,5 +87,22 @@ describe('epoch and seq', () => {
     const s = new Sequencer(9);
     expect([s.next(), s.next(), s.next()]).toEqual([1, 2, 3]);
     expect(s.current).toBe(3);
+  });
+});
+
+describe('cgroup id index', () => {
+  it('finds a cgroup by the kernel id (its directory inode) when the process is gone, and rescans for new cgroups', () => {
+    const mount = join(tmp, 'cgroup2');
+    const path = `system.slice/docker-${ID}.scope`;
+    mkdirSync(join(mount, path), { recursive: true });
+    const e = new ProcessEnricher(join(tmp, 'noproc'), 1000, 8192, mount);
+    const id = statSync(join(mount, path)).ino;
+    // pid 999999 has no /proc entry here: only the cgroup id can tell
+    expect(e.lookup(999999, 0, id)).toEqual({ cgroup_path: `/${path}`, container_id: ID });
+    expect(e.lookup(999999, 0, statSync(mount).ino).cgroup_path).toBe('/');
+    mkdirSync(join(mount, 'late.slice'));
+    const late = statSync(join(mount, 'late.slice')).ino;
+    expect(e.lookup(999999, 100, late).cgroup_path).toBeNull(); // rescans are rate-limited
+    expect(e.lookup(999999, 5000, late).cgroup_path).toBe('/late.slice');
   });
 });

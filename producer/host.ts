@@ -1,6 +1,7 @@
 // Who and when a record comes from: host identity (machine-id, boot id, hostname), process → cgroup/container
 // enrichment, and the boot-clock → Unix-time conversion for time_ns.
-import { readFileSync } from 'fs';
+import { readdirSync, readFileSync, statSync } from 'fs';
+import { join } from 'path';
 import { hostname as osHostname } from 'os';
 import { NettallyError } from '../lib/errors';
 
@@ -75,31 +76,104 @@ export interface ProcessInfo {
 
 const UNKNOWN: ProcessInfo = Object.freeze({ cgroup_path: null, container_id: null });
 
+/** The cgroup2 (unified) mount point from /proc/self/mounts, or null on a v1-only host. */
+export function cgroup2Mount(mounts = '/proc/self/mounts'): string | null {
+  try {
+    for (const line of readFileSync(mounts, 'utf8').split('\n')) {
+      const f = line.split(' ');
+      if (f[2] === 'cgroup2') return f[1].replace(/\\040/g, ' ');
+    }
+  } catch {
+    // no /proc: no cgroup2 index
+  }
+  return null;
+}
+
 /**
- * pid → cgroup path and container id, cached for `ttlMs` (pids are reused, containers are not renamed)
+ * Kernel cgroup id → cgroup path, from the directory inodes of the cgroup2 mount (a cgroup's id is its kernfs inode
+ * number): the cgroup of a record's socket owner as the kernel saw it, also when that process has exited or its pid
+ * was reused. Rebuilt on a miss, at most every `minRescanMs` (a walk costs one stat per cgroup).
+ */
+export class CgroupIndex {
+  private byId = new Map<number, string>();
+  private scannedAt = -Infinity;
+  constructor(
+    private readonly mount: string,
+    private readonly minRescanMs = 2000,
+    private readonly maxCgroups = 100_000,
+  ) {}
+
+  path(id: number, now = Date.now()): string | null {
+    const hit = this.byId.get(id);
+    if (hit !== undefined) return hit;
+    if (now - this.scannedAt < this.minRescanMs) return null;
+    this.scannedAt = now;
+    this.scan();
+    return this.byId.get(id) ?? null;
+  }
+
+  private scan(): void {
+    const byId = new Map<number, string>();
+    const walk = (dir: string, rel: string): void => {
+      if (byId.size >= this.maxCgroups) return;
+      try {
+        byId.set(statSync(dir).ino, rel === '' ? '/' : rel);
+        for (const d of readdirSync(dir, { withFileTypes: true })) if (d.isDirectory()) walk(join(dir, d.name), `${rel}/${d.name}`);
+      } catch {
+        // removed while we walked
+      }
+    };
+    walk(this.mount, '');
+    this.byId = byId;
+  }
+}
+
+/**
+ * A record's process → cgroup path and container id. The kernel's cgroup id, when given and found in the cgroup2
+ * index, is exact; otherwise /proc/<pid>/cgroup, cached for `ttlMs` (pids are reused, containers are not renamed)
  * and bounded to `maxEntries`. A process that is gone gives nulls: enrichment is best effort.
  */
 export class ProcessEnricher {
   private readonly cache = new Map<number, { info: ProcessInfo; at: number }>();
+  private readonly byPath = new Map<string, ProcessInfo>();
+  private readonly cgroups: CgroupIndex | null;
   constructor(
     private readonly procRoot = '/proc',
     private readonly ttlMs = 30_000,
     private readonly maxEntries = 8192,
-  ) {}
+    cgroupMount: string | null = procRoot === '/proc' ? cgroup2Mount() : null,
+  ) {
+    this.cgroups = cgroupMount !== null ? new CgroupIndex(cgroupMount) : null;
+  }
 
-  lookup(pid: number, now = Date.now()): ProcessInfo {
+  lookup(pid: number, now = Date.now(), cgroupId = 0): ProcessInfo {
+    if (cgroupId > 0 && this.cgroups !== null) {
+      const path = this.cgroups.path(cgroupId, now);
+      if (path !== null) return this.infoOf(path);
+    }
     if (!(pid > 0)) return UNKNOWN;
     const hit = this.cache.get(pid);
     if (hit && now - hit.at < this.ttlMs) return hit.info;
     let info = UNKNOWN;
     try {
-      const cgroup_path = parseProcCgroup(readFileSync(`${this.procRoot}/${pid}/cgroup`, 'utf8'));
-      info = { cgroup_path, container_id: containerIdFromCgroup(cgroup_path) };
+      info = this.infoOf(parseProcCgroup(readFileSync(`${this.procRoot}/${pid}/cgroup`, 'utf8')));
     } catch {
       // the process exited before we looked: leave the fields null
     }
     if (this.cache.size >= this.maxEntries) this.cache.clear();
     this.cache.set(pid, { info, at: now });
+    return info;
+  }
+
+  /** One ProcessInfo per cgroup path (so the workload resolver's per-path cache sees the same path strings). */
+  private infoOf(cgroup_path: string | null): ProcessInfo {
+    if (cgroup_path === null) return UNKNOWN;
+    let info = this.byPath.get(cgroup_path);
+    if (info === undefined) {
+      if (this.byPath.size >= this.maxEntries) this.byPath.clear();
+      info = Object.freeze({ cgroup_path, container_id: containerIdFromCgroup(cgroup_path) });
+      this.byPath.set(cgroup_path, info);
+    }
     return info;
   }
 }

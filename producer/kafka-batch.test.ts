@@ -5,6 +5,7 @@ import { readFileSync } from 'fs';
 import { join } from 'path';
 import { createCodec, RECORD_KINDS, type RecordKind } from '../schemas/index';
 import { BatchSizer, fitsAlone, KAFKA_DEFAULT_MAX_MESSAGE_BYTES, kafkaRecordSize, RECORD_BATCH_OVERHEAD, recordsBudget, varintSize } from './kafka-batch';
+import { WORKLOAD_MAX_BYTES } from './workload-rules';
 
 // kafkajs' internal encoders: exactly what producer.sendBatch puts on the wire for one partition (produce v3+).
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -69,6 +70,7 @@ describe('Kafka record batch sizes', () => {
       flush_reason: 16, event: 16, // fixed words ('threshold', 'established')
       cgroup_path: 4095 * RAW, // /proc/<pid>/cgroup is formatted into a PATH_MAX buffer
       container_id: 64, // 64 hex digits
+      workload: WORKLOAD_MAX_BYTES, // producer/workload-rules.ts workloadName() cuts every name to it
     };
     const codec = createCodec();
     const key = 32;

@@ -3,14 +3,14 @@
 // copies in a temp dir; the real tree is only read (asserted below). Needs clang and bpftool (as the build does), not root.
 import { spawnSync } from 'child_process';
 import { createHash } from 'crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
 import { nt_conn_record } from './layout.generated';
 
 const ROOT = join(__dirname, '..');
 const HEADER = join(ROOT, 'bpf', 'nettally.h');
-const GENERATED = [join(ROOT, 'producer', 'layout.generated.ts'), join(ROOT, 'schemas', 'types.generated.ts')];
+const GENERATED = ['producer/layout.generated.ts', 'producer/layout-decode.generated.ts', 'schemas/types.generated.ts', 'producer/wire.generated.ts'].map((f) => join(ROOT, f));
 
 let dir: string;
 beforeAll(() => {
@@ -82,3 +82,71 @@ test('the header is checked against the BTF of an object compiled from it: a swa
   const good = gen('--check', '--header', h, '--btf', obj);
   expect(good.stderr).not.toContain('does not describe');
 });
+
+test('a header member the decoder has no reader for fails the generator, naming the member and where to add one; nothing is written', () => {
+  const before = digest();
+  const h = join(dir, 'unreadable.h');
+  const src = readFileSync(HEADER, 'utf8');
+  writeFileSync(h, src.replace(/^(\s*)__u8 _pad\[7\];/m, '$1__u8 blob[7];'));
+  const r = gen('--check', '--header', h); // --check: even if it did not fail, the real tree is not written
+  expect(r.status).toBe(1);
+  expect(r.stderr).toContain('struct nt_conn_record.blob: no reader for C type u8[7]');
+  expect(r.stderr).toContain('readExpr');
+  expect(digest()).toEqual(before);
+});
+
+/** A copy of what tsc and the generator read (tsconfig's folders, the header, the generator), node_modules linked. */
+function copyTree(): string {
+  const tree = join(dir, 'tree');
+  const tsconfig = JSON.parse(readFileSync(join(ROOT, 'tsconfig.json'), 'utf8')) as { include: string[] };
+  for (const d of [...tsconfig.include, 'native', 'scripts']) {
+    cpSync(join(ROOT, d), join(tree, d), { recursive: true, filter: (src) => !/[/\\](node_modules|build|dist)$/.test(src) });
+  }
+  mkdirSync(join(tree, 'bpf'));
+  cpSync(HEADER, join(tree, 'bpf', 'nettally.h'));
+  for (const f of ['tsconfig.json', 'package.json']) cpSync(join(ROOT, f), join(tree, f));
+  symlinkSync(join(ROOT, 'node_modules'), join(tree, 'node_modules'));
+  return tree;
+}
+
+function addAvscField(file: string, field: object): void {
+  const schema = JSON.parse(readFileSync(file, 'utf8')) as { fields: object[] };
+  schema.fields.push(field);
+  writeFileSync(file, JSON.stringify(schema, null, 2));
+}
+
+test(
+  'adding a field: the header and the .avsc are enough when the names match; otherwise tsc points at producer/wire.ts alone',
+  () => {
+    const tree = copyTree();
+    // `tos`, in the header (taken from the padding: same layout size) and in both connection schemas: copied by name.
+    const h = join(tree, 'bpf', 'nettally.h');
+    const src = readFileSync(h, 'utf8');
+    const pad = /^(\s*)__u8 _pad\[7\];.*$/m.exec(src);
+    if (!pad) throw new Error('bpf/nettally.h no longer has nt_conn_record\'s __u8 _pad[7]; take the new field from other padding');
+    writeFileSync(h, src.replace(pad[0], `${pad[1]}__u8 tos;${pad[1]}__u8 _pad[6];`));
+    const tos = { name: 'tos', type: 'int', default: 0, doc: 'IP TOS byte.' };
+    addAvscField(join(tree, 'schemas', 'conn_sample.avsc'), tos);
+    addAvscField(join(tree, 'schemas', 'conn_event.avsc'), tos);
+    // `mark`, in the listen schema only: no kernel field has the name, so producer/wire.ts must supply it.
+    addAvscField(join(tree, 'schemas', 'listen.avsc'), { name: 'mark', type: 'long', default: 0, doc: 'Firewall mark.' });
+
+    const g = spawnSync(process.execPath, [join(tree, 'scripts', 'gen-records.js')], { encoding: 'utf8', timeout: 60_000 });
+    expect(g.status).toBe(0);
+    expect(readFileSync(join(tree, 'producer', 'layout-decode.generated.ts'), 'utf8')).toContain('tos: dv.getUint8(off + 137)');
+    expect(readFileSync(join(tree, 'producer', 'wire.generated.ts'), 'utf8')).toContain('tos: k.tos');
+
+    const tsc = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.json', '--noEmit'], {
+      cwd: tree,
+      encoding: 'utf8',
+      timeout: 280_000,
+    });
+    const errors = tsc.stdout.split('\n').filter((l) => /error TS\d+/.test(l));
+    expect(errors.length).toBeGreaterThan(0);
+    expect({ files: [...new Set(errors.map((l) => l.split('(')[0]))], errors }).toEqual({ files: ['producer/wire.ts'], errors: errors.filter((l) => l.startsWith('producer/wire.ts')) });
+    // tsc's full message (its lines after the first) names the field and what lacks it.
+    expect(tsc.stdout).toContain("Property 'mark' is missing in type 'ProcessInfo'");
+    expect(tsc.stdout).not.toContain("'tos'");
+  },
+  300_000,
+);

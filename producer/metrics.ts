@@ -26,6 +26,10 @@ const HELP: Array<[keyof ProducerStatus, string, 'counter' | 'gauge']> = [
   ['records_dead_lettered', 'Records too large for any Kafka batch, kept in <state-dir>/dead-letter.jsonl instead of sent', 'counter'],
   ['max_batch_bytes', 'Largest record batch the producer builds now (bytes; below --max-message-bytes once a broker refused one)', 'gauge'],
   ['send_latency_ms_last', 'Latency of the last acknowledged Kafka batch in ms', 'gauge'],
+  ['workloads', 'Distinct workload names given out since start (host and other not counted)', 'gauge'],
+  ['workloads_overflow', 'Records billed to workload "other" because --max-workloads distinct names were reached', 'counter'],
+  ['workload_rules_reloads', 'Times the workload rule file was re-read (changed on disk, or SIGHUP)', 'counter'],
+  ['workload_rules_errors', 'Workload rule file re-reads that failed (the previous rules stay in force)', 'counter'],
   ['epoch', 'Producer epoch', 'gauge'],
   ['seq', 'Last sequence number assigned in this epoch', 'gauge'],
 ];

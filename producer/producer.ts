@@ -13,6 +13,7 @@ import { IngestStage } from './ingest';
 import { claimEpoch, Sequencer } from './sequence';
 import { KAFKA_DEFAULT_MAX_MESSAGE_BYTES } from './kafka-batch';
 import { Spool } from './spool';
+import { WORKLOAD_DEFAULTS, WorkloadResolver } from './workload';
 import type { NettallyProducer, ProducerConfig, ProducerStatus } from './types';
 
 export type { NettallyProducer, ProducerConfig, ProducerEvents, ProducerStatus } from './types';
@@ -27,6 +28,9 @@ class Producer extends IngestStage implements NettallyProducer {
   private captureLoop?: Promise<void>;
   private senderLoop?: Promise<void>;
   private statusTimer?: NodeJS.Timeout;
+  private workloadTimer?: NodeJS.Timeout;
+  /** Built by createProducer, so a bad rule file fails before anything starts. */
+  workloads!: WorkloadResolver;
   /** conn_map_full as of the last status line, so each increase is reported once. */
   private mapFullReported = 0;
 
@@ -44,9 +48,12 @@ class Producer extends IngestStage implements NettallyProducer {
       epoch: this.epoch,
       nextSeq: () => this.seq.next(),
       toUnixNs: (ts) => (this.kernelClock ? this.kernelClock(ts) : this.clock.toUnixNs(ts)),
-      enrich: (pid) => this.enricher.lookup(pid),
-      workload: () => 'host',
+      enrich: (pid, cgroupId) => this.enricher.lookup(pid, Date.now(), cgroupId),
+      workload: (info, netns) => this.workloads.resolve(info, netns),
     };
+    // New `ip netns` names and an edited rule file are picked up without a restart (a stat each per refresh).
+    this.workloadTimer = setInterval(() => this.workloads.refresh(), WORKLOAD_DEFAULTS.refreshMs);
+    this.workloadTimer.unref();
     this.log.info(
       { host_id: this.host.host_id, boot_id: this.host.boot_id, epoch: this.epoch, topic: c.topic, spool_records: this.spool.records, spool_bytes: this.spool.bytes },
       'producer starting',
@@ -114,6 +121,7 @@ class Producer extends IngestStage implements NettallyProducer {
     const deadline = Date.now() + this.config.shutdownTimeoutMs;
     this.stopDeadline = deadline;
     if (this.statusTimer) clearInterval(this.statusTimer);
+    if (this.workloadTimer) clearInterval(this.workloadTimer);
     this.wake(this.spaceWaiters);
     const cap = this.capture;
     if (cap) {
@@ -156,6 +164,10 @@ class Producer extends IngestStage implements NettallyProducer {
     return { ...s, kernel };
   }
 
+  reloadWorkloadRules(): void {
+    this.workloads.reloadRules();
+  }
+
   async drained(timeoutMs = Infinity): Promise<boolean> {
     const end = Date.now() + timeoutMs;
     while (this.spool.records > 0) {
@@ -196,7 +208,13 @@ class Producer extends IngestStage implements NettallyProducer {
       send_latency_ms_last: k.lat_last,
       send_latency_ms_max: k.lat_max,
       send_latency_ms_avg: k.lat_n ? Math.round((k.lat_sum / k.lat_n) * 10) / 10 : 0,
+      ...this.workloadCounters(),
     };
+  }
+
+  private workloadCounters(): Pick<ProducerStatus, 'workloads' | 'workloads_overflow' | 'workload_rules_reloads' | 'workload_rules_errors'> {
+    const w = this.workloads.stats();
+    return { workloads: w.workloads, workloads_overflow: w.workloads_overflow, workload_rules_reloads: w.workload_rules_reloads, workload_rules_errors: w.workload_rules_errors };
   }
 
   private reportStatus(): void {
@@ -223,6 +241,13 @@ export function createProducer({ config, logger }: { config: ProducerConfig; log
   for (const [name, v] of Object.entries({ batchMaxRecords: config.batchMaxRecords, batchMaxBytes: config.batchMaxBytes, spoolMaxBytes: config.spoolMaxBytes, maxMessageBytes: config.maxMessageBytes ?? 1 })) {
     if (!(v > 0)) throw new NettallyError('CONFIG_INVALID', `producer setting ${name} must be positive, got ${v}`, { context: { setting: name } });
   }
-  return new Producer(Object.freeze({ ...config, maxMessageBytes: config.maxMessageBytes ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES }), logger);
+  const p = new Producer(Object.freeze({ ...config, maxMessageBytes: config.maxMessageBytes ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES }), logger);
+  p.workloads = new WorkloadResolver({
+    rulesFile: config.workloadRules,
+    maxNames: config.maxWorkloads,
+    stateRoot: config.workloadStateRoot,
+    logger: logger.child({ component: 'workloads' }),
+  });
+  return p;
 }
 

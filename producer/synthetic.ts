@@ -1,7 +1,7 @@
 // A synthetic capture source (no kernel): connections with known cumulative counters, for the producer benchmark
 // and for exercising the producer's Kafka/spool paths at rates the kernel path cannot be driven to on demand.
 import type { Capture, ConnRecord, KernelRecord, KernelStats } from './capture';
-import { KernelKind, type ConnKind, type FlushReason } from './records';
+import { KernelKind, blankConn, type ConnKind, type FlushReason } from './records';
 
 export interface SyntheticOptions {
   /** Connections opened (and closed) per second. */
@@ -37,13 +37,28 @@ export function syntheticCapture(opts: SyntheticOptions): Capture & { truth: Syn
   const t0 = process.hrtime.bigint();
   const boot = (): number => Number(process.hrtime.bigint() - t0) + 1_000_000_000;
 
-  // duration_ns 0: toWire derives it from ts_ns - start_ns on close, as for a kernel record without one.
-  const conn = (cookie: number, kind: ConnKind, n: number, reason: FlushReason): ConnRecord => ({
-    kind, ts_ns: boot(), cookie, start_ns: 1_000_000_000, duration_ns: 0, tx_bytes: n * per, rx_bytes: n * per, retransmits: 0,
-    cgroup_id: 1, netns: 4026531840, netns_cookie: 1, pid: process.pid, uid: 0, comm: 'synthetic', family: 2,
-    protocol: 6, direction: 1, saddr: '10.0.0.1', daddr: '10.0.0.2', sport: 40000 + (cookie % 20000), dport: 443,
-    flush_reason: reason,
-  });
+  // duration_ns 0: toWire derives it from ts_ns - start_ns on close, as for a kernel record without one. Fields not
+  // set here (a field new in the header) keep the kernel's zero.
+  const conn = (cookie: number, kind: ConnKind, n: number, reason: FlushReason): ConnRecord => {
+    const r = blankConn(kind);
+    r.ts_ns = boot();
+    r.cookie = cookie;
+    r.start_ns = 1_000_000_000;
+    r.tx_bytes = r.rx_bytes = n * per;
+    r.cgroup_id = r.netns_cookie = 1;
+    r.netns = 4026531840;
+    r.pid = process.pid;
+    r.comm = 'synthetic';
+    r.family = 2;
+    r.protocol = 6;
+    r.direction = 1;
+    r.saddr = '10.0.0.1';
+    r.daddr = '10.0.0.2';
+    r.sport = 40000 + (cookie % 20000);
+    r.dport = 443;
+    r.flush_reason = reason;
+    return r;
+  };
 
   async function* gen(): AsyncGenerator<KernelRecord[]> {
     const start = Date.now();

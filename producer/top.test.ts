@@ -1,13 +1,12 @@
 // Unit tests of `nettally top`'s model: rates from cumulative snapshots, closed connections kept in group totals.
-import type { ConnRecord } from './records';
+import { blankConn, type ConnRecord } from './records';
 import { TopModel, renderFrame } from './top';
 
 function conn(cookie: number, pid: number, netns: number, tx: number, rx: number, closed = false): ConnRecord {
-  return {
-    kind: closed ? 3 : 2, ts_ns: 0, cookie, start_ns: 0, duration_ns: 0, tx_bytes: tx, rx_bytes: rx, retransmits: 0,
-    cgroup_id: 1, netns, netns_cookie: 1, pid, uid: 0, comm: `p${pid}`, family: 2, protocol: 6, direction: 1,
-    saddr: '10.0.0.1', daddr: '10.0.0.2', sport: 1000 + cookie, dport: 80, flush_reason: 'snapshot',
-  };
+  return Object.assign(blankConn(closed ? 3 : 2), {
+    cookie, tx_bytes: tx, rx_bytes: rx, cgroup_id: 1, netns, netns_cookie: 1, pid, comm: `p${pid}`, family: 2, protocol: 6,
+    direction: 1, saddr: '10.0.0.1', daddr: '10.0.0.2', sport: 1000 + cookie, dport: 80, flush_reason: 'snapshot',
+  });
 }
 
 test('rates are deltas over the interval; totals survive a connection closing', () => {
@@ -35,4 +34,19 @@ test('pid and netns filters', () => {
   expect(frame.connections.map((c) => c.cookie)).toEqual([3]);
   const p = new TopModel({ pid: 10 }).update([conn(1, 10, 7, 1000, 0), conn(3, 20, 8, 300, 300)], 1000, 1).frame;
   expect(p.processes.map((x) => x.pid)).toEqual([10]);
+});
+
+test('workloads: each connection carries its workload; per-workload totals keep closed connections', () => {
+  const m = new TopModel({}, (r) => (r.netns === 7 ? 'tenant-a' : 'host'));
+  m.update([conn(1, 10, 7, 1000, 0), conn(2, 11, 7, 0, 500), conn(3, 20, 8, 300, 300)], 1000, 1);
+  const { frame } = m.update([conn(1, 10, 7, 1000, 0, true), conn(3, 20, 8, 600, 300)], 1000, 2);
+  expect(frame.connections.find((c) => c.cookie === 1)?.workload).toBe('tenant-a');
+  // connection 2 left the snapshot unclosed (forgotten): only closed connections stay in group totals
+  expect(frame.workloads).toEqual([
+    expect.objectContaining({ workload: 'host', tx_bytes: 600, rx_bytes: 300, conns: 1 }),
+    expect.objectContaining({ workload: 'tenant-a', tx_bytes: 1000, rx_bytes: 0, conns: 0 }),
+  ]);
+  const text = renderFrame(frame, 5);
+  expect(text).toMatch(/WORKLOAD/);
+  expect(text).toMatch(/tenant-a/);
 });

@@ -1,4 +1,5 @@
-// `nettally top`'s model: per-connection / per-process / per-netns totals and rates from successive kernel snapshots.
+// `nettally top`'s model: per-connection / per-process / per-netns / per-workload totals and rates from successive
+// kernel snapshots.
 import { KernelKind, type ConnRecord } from './records';
 
 export interface TopConn {
@@ -13,6 +14,8 @@ export interface TopConn {
   daddr: string;
   dport: number;
   direction: number;
+  /** The workload the connection is billed to (producer/workload.ts), as the producer would ship it. */
+  workload: string;
   closed: boolean;
   tx_bytes: number;
   rx_bytes: number;
@@ -35,6 +38,7 @@ export interface TopFrame {
   processes: (TopGroup & { pid: number; comm: string })[];
   connections: TopConn[];
   netns: (TopGroup & { netns: number })[];
+  workloads: (TopGroup & { workload: string })[];
 }
 
 export interface TopFilter {
@@ -57,8 +61,12 @@ export class TopModel {
   private prev = new Map<number, { tx: number; rx: number }>();
   private readonly closedByPid = new Map<number, { comm: string; tx: number; rx: number }>();
   private readonly closedByNetns = new Map<number, { tx: number; rx: number }>();
+  private readonly closedByWorkload = new Map<string, { tx: number; rx: number }>();
 
-  constructor(private readonly filter: TopFilter = {}) {}
+  constructor(
+    private readonly filter: TopFilter = {},
+    private readonly workloadOf: (r: ConnRecord) => string = () => 'host',
+  ) {}
 
   /** One frame from a snapshot taken `elapsedMs` after the previous one; returns the cookies of closed connections (to forget). */
   update(snapshot: readonly ConnRecord[], elapsedMs: number, nowMs = Date.now()): { frame: TopFrame; closed: number[] } {
@@ -85,6 +93,7 @@ export class TopModel {
         daddr: r.daddr,
         dport: r.dport,
         direction: r.direction,
+        workload: this.workloadOf(r),
         closed: isClosed,
         tx_bytes: r.tx_bytes,
         rx_bytes: r.rx_bytes,
@@ -96,12 +105,15 @@ export class TopModel {
 
     const procs = new Map<number, TopGroup & { pid: number; comm: string }>();
     const nets = new Map<number, TopGroup & { netns: number }>();
+    const works = new Map<string, TopGroup & { workload: string }>();
     for (const [pid, c] of this.closedByPid) procs.set(pid, { ...group(), pid, comm: c.comm, tx_bytes: c.tx, rx_bytes: c.rx });
     for (const [netns, c] of this.closedByNetns) nets.set(netns, { ...group(), netns, tx_bytes: c.tx, rx_bytes: c.rx });
+    for (const [workload, c] of this.closedByWorkload) works.set(workload, { ...group(), workload, tx_bytes: c.tx, rx_bytes: c.rx });
     for (const c of conns) {
       const p = procs.get(c.pid) ?? { ...group(), pid: c.pid, comm: c.comm };
       const n = nets.get(c.netns) ?? { ...group(), netns: c.netns };
-      for (const g of [p, n]) {
+      const w = works.get(c.workload) ?? { ...group(), workload: c.workload };
+      for (const g of [p, n, w]) {
         g.tx_bytes += c.tx_bytes;
         g.rx_bytes += c.rx_bytes;
         g.tx_bytes_per_s += c.tx_bytes_per_s;
@@ -110,15 +122,14 @@ export class TopModel {
       }
       procs.set(c.pid, p);
       nets.set(c.netns, n);
+      works.set(c.workload, w);
       if (c.closed) {
+        addClosed(this.closedByWorkload, c.workload, c);
         const cp = this.closedByPid.get(c.pid) ?? { comm: c.comm, tx: 0, rx: 0 };
         cp.tx += c.tx_bytes;
         cp.rx += c.rx_bytes;
         this.closedByPid.set(c.pid, cp);
-        const cn = this.closedByNetns.get(c.netns) ?? { tx: 0, rx: 0 };
-        cn.tx += c.tx_bytes;
-        cn.rx += c.rx_bytes;
-        this.closedByNetns.set(c.netns, cn);
+        addClosed(this.closedByNetns, c.netns, c);
       }
     }
     return {
@@ -128,10 +139,18 @@ export class TopModel {
         processes: [...procs.values()].sort(byRate),
         connections: conns.sort(byRate),
         netns: [...nets.values()].sort(byRate),
+        workloads: [...works.values()].sort(byRate),
       },
       closed,
     };
   }
+}
+
+function addClosed<K>(m: Map<K, { tx: number; rx: number }>, key: K, c: TopConn): void {
+  const t = m.get(key) ?? { tx: 0, rx: 0 };
+  t.tx += c.tx_bytes;
+  t.rx += c.rx_bytes;
+  m.set(key, t);
 }
 
 function human(n: number): string {
@@ -148,7 +167,7 @@ function ep(addr: string, port: number, family: number): string {
   return family === 10 ? `[${addr}]:${port}` : `${addr}:${port}`;
 }
 
-/** The text view: three tables, busiest first, `limit` rows each. */
+/** The text view: four tables, busiest first, `limit` rows each. */
 export function renderFrame(f: TopFrame, limit: number): string {
   const rate = (g: { tx_bytes_per_s: number; rx_bytes_per_s: number }): string =>
     `${(human(g.rx_bytes_per_s) + '/s').padStart(11)} ${(human(g.tx_bytes_per_s) + '/s').padStart(11)}`;
@@ -156,11 +175,13 @@ export function renderFrame(f: TopFrame, limit: number): string {
   const lines = [`nettally top — ${new Date(f.time_ms).toISOString()} — every ${f.interval_ms} ms`, ''];
   lines.push(`${'PID'.padStart(8)} ${'COMM'.padEnd(16)} ${'RX/s'.padStart(11)} ${'TX/s'.padStart(11)} ${'RX'.padStart(9)} ${'TX'.padStart(9)} CONNS`);
   for (const p of f.processes.slice(0, limit)) lines.push(`${String(p.pid).padStart(8)} ${p.comm.padEnd(16)} ${rate(p)} ${tot(p)} ${p.conns}`);
-  lines.push('', `${'PID'.padStart(8)} ${'PROTO'.padEnd(5)} ${'LOCAL'.padEnd(28)} ${'REMOTE'.padEnd(28)} ${'RX/s'.padStart(11)} ${'TX/s'.padStart(11)} ${'RX'.padStart(9)} ${'TX'.padStart(9)}`);
+  lines.push('', `${'PID'.padStart(8)} ${'PROTO'.padEnd(5)} ${'LOCAL'.padEnd(28)} ${'REMOTE'.padEnd(28)} ${'RX/s'.padStart(11)} ${'TX/s'.padStart(11)} ${'RX'.padStart(9)} ${'TX'.padStart(9)} WORKLOAD`);
   for (const c of f.connections.slice(0, limit)) {
     const proto = (c.protocol === 6 ? 'tcp' : 'udp') + (c.closed ? '*' : '');
-    lines.push(`${String(c.pid).padStart(8)} ${proto.padEnd(5)} ${ep(c.saddr, c.sport, c.family).padEnd(28)} ${ep(c.daddr, c.dport, c.family).padEnd(28)} ${rate(c)} ${tot(c)}`);
+    lines.push(`${String(c.pid).padStart(8)} ${proto.padEnd(5)} ${ep(c.saddr, c.sport, c.family).padEnd(28)} ${ep(c.daddr, c.dport, c.family).padEnd(28)} ${rate(c)} ${tot(c)} ${c.workload}`);
   }
+  lines.push('', `${'WORKLOAD'.padEnd(32)} ${'RX/s'.padStart(11)} ${'TX/s'.padStart(11)} ${'RX'.padStart(9)} ${'TX'.padStart(9)} CONNS`);
+  for (const w of f.workloads.slice(0, limit)) lines.push(`${w.workload.padEnd(32)} ${rate(w)} ${tot(w)} ${w.conns}`);
   lines.push('', `${'NETNS'.padStart(12)} ${'RX/s'.padStart(11)} ${'TX/s'.padStart(11)} ${'RX'.padStart(9)} ${'TX'.padStart(9)} CONNS`);
   for (const n of f.netns.slice(0, limit)) lines.push(`${String(n.netns).padStart(12)} ${rate(n)} ${tot(n)} ${n.conns}`);
   return lines.join('\n') + '\n';

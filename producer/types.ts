@@ -40,6 +40,12 @@ export interface ProducerConfig {
   statusIntervalMs: number;
   /** Opens the kernel capture; defaults to producer/capture's openCapture (tests and benches may supply another source). */
   openCapture?: (options: CaptureOptions, logger: Logger) => Promise<Capture>;
+  /** Workload rule file (cgroup/netns globs → names); see producer/README.md "Workloads". */
+  workloadRules?: string;
+  /** Distinct workload names before new ones become "other" (default 1000). */
+  maxWorkloads?: number;
+  /** Where the runtimes' state (/run/netns, /var/lib/kubelet, /run/containerd, /var/lib/docker, …) is read; default "/". */
+  workloadStateRoot?: string;
   /** Host identity override (defaults to /etc/machine-id, boot id, hostname). */
   host?: HostIdentity;
 }
@@ -87,6 +93,13 @@ export interface ProducerStatus {
   send_latency_ms_last: number;
   send_latency_ms_max: number;
   send_latency_ms_avg: number;
+  /** Distinct workload names given out since start (host and other not counted). */
+  workloads: number;
+  /** Records billed to "other" because more than maxWorkloads distinct names were seen. */
+  workloads_overflow: number;
+  /** Times the workload rule file was re-read (changed, or SIGHUP); failures in workload_rules_errors (old rules stay). */
+  workload_rules_reloads: number;
+  workload_rules_errors: number;
   kernel: KernelStats | null;
 }
 
@@ -109,6 +122,8 @@ export interface NettallyProducer {
   /** Final snapshot, releases the capture (pins stay), sends what it can within shutdownTimeoutMs, closes. */
   stop(): Promise<void>;
   status(): ProducerStatus;
+  /** Re-reads the workload rule file (SIGHUP); a bad file is logged and the rules in force stay. */
+  reloadWorkloadRules(): void;
   /** Resolves once the spool is empty (everything so far acknowledged by Kafka). */
   drained(timeoutMs?: number): Promise<boolean>;
 }

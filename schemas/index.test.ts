@@ -6,6 +6,7 @@ import {
   canonicalForm, createCodec, crc64Avro, currentSchemas, decode, encode, malformedReason, RECORD_KINDS,
   RecordByKind, RecordKind, schemaFingerprint,
 } from './index';
+import { AVSC_DEFAULTS } from './types.generated';
 
 // Expected values from the Avro specification's test data (share/test/data/schema-tests.txt, signed longs)
 // and the Ruby implementation's single-object header test for "int".
@@ -57,14 +58,15 @@ const conn = {
   cgroup_path: '/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope',
   container_id: '0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef',
 };
+// Each starts from the .avsc defaults, so a field added with a default needs no edit here.
 const SAMPLES: { [K in RecordKind]: RecordByKind[K] } = {
-  conn_sample: { ...common, ...conn, flush_reason: 'interval' },
-  conn_event: { ...common, ...conn, event: 'closed', duration_ns: 876_543_210, flush_reason: 'close' },
+  conn_sample: { ...AVSC_DEFAULTS.conn_sample, ...common, ...conn, flush_reason: 'interval' },
+  conn_event: { ...AVSC_DEFAULTS.conn_event, ...common, ...conn, event: 'closed', duration_ns: 876_543_210, flush_reason: 'close' },
   listen: {
-    ...common, cookie: 99, netns: 4026532000, netns_cookie: 3, pid: 1, uid: 0, comm: 'nginx', family: 2, addr: '0.0.0.0', port: 80,
+    ...AVSC_DEFAULTS.listen, ...common, cookie: 99, netns: 4026532000, netns_cookie: 3, pid: 1, uid: 0, comm: 'nginx', family: 2, addr: '0.0.0.0', port: 80,
     backlog: 511, protocol: 6, cgroup_path: null, container_id: null,
   },
-  iface: { ...common, netns: 4026531840, ifindex: 2, rx_bytes: 10_000_000_000, rx_packets: 7_000_000, tx_bytes: 5, tx_packets: 1 },
+  iface: { ...AVSC_DEFAULTS.iface, ...common, netns: 4026531840, ifindex: 2, rx_bytes: 10_000_000_000, rx_packets: 7_000_000, tx_bytes: 5, tx_packets: 1 },
 };
 
 /** A "v2" of a shipped schema: one added field with a default, as a compatible evolution would ship it. */

@@ -30,7 +30,7 @@ export type Decoded = { [K in RecordKind]: { kind: K; record: RecordByKind[K]; f
 export type MalformedReason = 'bad_magic' | 'unknown_fingerprint' | 'truncated' | 'invalid_body';
 
 /** Avro single-object encoding marker. */
-export const SINGLE_OBJECT_MAGIC = Buffer.from([0xc3, 0x01]);
+const SINGLE_OBJECT_MAGIC = Buffer.from([0xc3, 0x01]);
 const HEADER_BYTES = 10;
 const EMPTY_BUF = Buffer.alloc(0);
 
@@ -164,7 +164,7 @@ export function currentSchemas(): Record<RecordKind, avro.Schema> {
 }
 
 /** Every schema revision ever shipped (current + archive), so old records stay decodable. */
-export function shippedSchemas(): avro.Schema[] {
+function shippedSchemas(): avro.Schema[] {
   const dir = schemaDir();
   const all: avro.Schema[] = Object.values(currentSchemas());
   const archive = join(dir, 'archive');

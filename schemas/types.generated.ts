@@ -136,3 +136,11 @@ export interface AvscRecordByKind {
   iface: IfaceSample;
   listen: ListenEvent;
 }
+
+/** Per kind, every field its .avsc gives a default, with that default (what a reader fills in when a writer lacks it). */
+export const AVSC_DEFAULTS = {
+  conn_event: { cgroup_path: null, container_id: null, workload: "" },
+  conn_sample: { cgroup_path: null, container_id: null, workload: "" },
+  iface: { workload: "" },
+  listen: { cgroup_path: null, container_id: null, workload: "" },
+} as const;

@@ -29,7 +29,7 @@ for src in bpf/*.bpf.c; do
   fi
 done
 
-# Generated record definitions (producer/layout.generated.ts, schemas/types.generated.ts) are committed so a fresh
+# Generated record definitions (the *.generated.ts that scripts/gen-records.js lists) are committed so a fresh
 # clone type-checks; fail here when one is stale, and when bpf/nettally.h does not describe what clang laid out.
 btf=(); [ -e build/nettally.bpf.o ] && btf=(--btf build/nettally.bpf.o)
 node scripts/gen-records.js --check "${btf[@]}"

@@ -6,7 +6,8 @@ import pino from 'pino';
 import { tmpdir } from 'os';
 import { join } from 'path';
 import { createLogger, silentLogger, type Logger } from '../lib/log';
-import { statusLine } from '../bin/up';
+import { ChildStatus, statusLine } from '../bin/up-status';
+import { producerReport } from '../producer/cmd-producer';
 import { parseArgs } from '../lib/args';
 import { command as producerCommand } from '../producer/cmd-producer';
 import { decode } from '../schemas/index';
@@ -186,9 +187,10 @@ describe('producer → broker (synthetic source)', () => {
     expect(s).toMatchObject({ kafka_ok: false, kafka_state: 'error', kafka_error_code: 'UNKNOWN_TOPIC_OR_PARTITION', records_out: 0, spool_records: src.truth.records });
     expect(Date.parse(s.kafka_error_since as string)).toBeLessThanOrEqual(Date.now());
     expect(lines.find((l) => l.level === 50)?.msg).toMatch(/create it .*auto\.create\.topics\.enable/);
-    // `nettally up` shows it on its status line (built from the producer's status log line).
-    const child = (status: object) => ({ status, statusAt: Date.now(), prevStatus: {}, prevStatusAt: 0, ready: true }) as unknown as Parameters<typeof statusLine>[1];
-    expect(statusLine(1000, child(JSON.parse(JSON.stringify(s))), child({}), 'q')).toContain(', Kafka ERROR UNKNOWN_TOPIC_OR_PARTITION |');
+    // `nettally up` shows it on its status line (built from the report the producer sends it over IPC).
+    const seen = new ChildStatus('producer');
+    seen.update(JSON.parse(JSON.stringify(producerReport(s))));
+    expect(statusLine(1000, seen, new ChildStatus('consumer'), 'q')).toContain(', Kafka ERROR UNKNOWN_TOPIC_OR_PARTITION |');
     const metrics = renderMetrics(s);
     expect(metrics).toMatch(/^nettally_producer_kafka_state\{state="error"\} 1$/m);
     expect(metrics).toMatch(/^nettally_producer_kafka_state\{state="ok"\} 0$/m);
