@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mulberry32 } from '../consumer/synthetic';
 import { createCodec, currentSchemas, malformedReason, RECORD_KINDS, type Codec, type RecordByKind, type RecordKind } from './index';
+import { AVSC_DEFAULTS } from './types.generated';
 
 const oracle = createCodec({ fastReader: false });
 
@@ -159,7 +160,9 @@ const str = (s: string | Buffer): number[] => {
   return [...varint(BigInt(b.length)), ...b];
 };
 
+// From the .avsc defaults first, so a field added with a default needs no edit here (producer/layout.test.ts).
 const LISTEN: RecordByKind['listen'] = {
+  ...AVSC_DEFAULTS.listen,
   host_id: '0123456789abcdef0123456789abcdef', hostname: 'h', boot_id: 'b', epoch: 1, seq: 2, time_ns: 3n, ts_ns: 4, cookie: 5, netns: 6,
   netns_cookie: 7, pid: 8, uid: 9, comm: 'nginx', family: 2, addr: '0.0.0.0', port: 80, backlog: 511, protocol: 6, cgroup_path: null,
   container_id: 'c', workload: 'w',
