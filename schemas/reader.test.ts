@@ -118,7 +118,9 @@ describe('generated reader against avsc', () => {
       for (let j = 0; j < 8; j++) {
         const bad = corrupt(buf, rnd);
         const w = verdict(slow, bad);
-        expect([i, j, bad.toString('hex'), verdict(fast, bad)]).toEqual([i, j, bad.toString('hex'), w]);
+        const got = verdict(fast, bad);
+        // expect() only on a difference: it names the record, the corruption and the bytes (expect per case is slow)
+        if (JSON.stringify(got) !== JSON.stringify(w)) expect([i, j, bad.toString('hex'), got]).toEqual([i, j, bad.toString('hex'), w]);
         if ('reason' in w) rejected.add(w.reason);
         corrupted++;
       }
