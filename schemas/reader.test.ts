@@ -128,6 +128,7 @@ describe('generated reader against avsc', () => {
     // every well-formed record was read by the generated reader, not handed to avsc
     expect(fast.decodedBy.fast).toBeGreaterThanOrEqual(valid);
     expect(fast.decodedBy.fast + fast.decodedBy.avsc).toBe(valid + corrupted);
+    expect(fast.decodedBy.readerErrors).toBe(0);
     // the corruptions reached both verdicts avsc gives on bodies
     expect([...rejected].sort()).toEqual(['invalid_body', 'truncated']);
   });
@@ -139,7 +140,7 @@ describe('generated reader against avsc', () => {
     const buf = createCodec().encode('iface', randomRecord(currentSchemas().iface, mulberry32(7)) as unknown as RecordByKind['iface']);
     expect(verdict(fast, buf)).toEqual(verdict(slow, buf));
     expect(fast.decode(buf).record).toEqual(expect.objectContaining({ extra: 42 }));
-    expect(fast.decodedBy).toEqual({ fast: 2, avsc: 0 });
+    expect(fast.decodedBy).toEqual({ fast: 2, avsc: 0, readerErrors: 0 });
   });
 });
 
