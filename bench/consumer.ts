@@ -1,16 +1,19 @@
-// `npm run bench:consumer`: consumer throughput on one core — events/s decoded, + aggregated, + written to a real
-// influxd (with state snapshots), measured side by side in one run — and InfluxDB points written per 1k events;
-// then bench/snapshot.ts: snapshot save time, event-loop block and size at 10k/100k live connections.
+// `npm run bench:consumer`: consumer throughput on one core — events/s decoded (avsc alone, and the generated reader
+// of schemas/reader.ts, on the same buffers in alternating rounds), + aggregated, + written to a real influxd (with
+// state snapshots), measured side by side in one run — and InfluxDB points written per 1k events; then
+// bench/snapshot.ts: snapshot save time, event-loop block and size at 10k/100k live connections.
 import { PartitionAggregator } from '../consumer/aggregator';
 import { InfluxClient } from '../consumer/influx';
 import { encodeSnapshot } from '../consumer/state-store';
 import { toAggInput } from '../consumer/records';
 import { synthesize } from '../consumer/synthetic';
-import { decode, encode } from '../schemas';
+import { createCodec, encode, type Codec } from '../schemas';
 import { startInflux } from '../test/helpers/influx';
 import { snapshotBench } from './snapshot';
 
 const FLUSH_EVERY = Number(process.env.BENCH_FLUSH_EVERY ?? 5000);
+/** Rounds of each in-memory stage; the two decoders alternate, and each row is the median round. */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 
 function encodeAll(): Buffer[] {
   const data = synthesize({ hosts: 20, connsPerHost: 400, startMs: Date.UTC(2026, 0, 1), minutes: 10, seed: 42, sampleEverySec: 6 });
@@ -25,44 +28,78 @@ function rate(n: number, ms: number): string {
   return `${Math.round((n * 1000) / ms).toLocaleString('en-US')}/s`;
 }
 
+/** Wall and CPU (user + system of this process) milliseconds of one round. */
+interface Round {
+  wallMs: number;
+  cpuMs: number;
+}
+
+function timed(fn: () => void): Round {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  fn();
+  const wallMs = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  return { wallMs, cpuMs: (c.user + c.system) / 1000 };
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Each stage of `stages` run ROUNDS times, interleaved (a, b, a, b, ...) so load changes hit both alike. */
+function interleaved(stages: Record<string, () => void>): Record<string, Round> {
+  const rounds: Record<string, Round[]> = {};
+  for (let r = 0; r < ROUNDS; r++) for (const [name, fn] of Object.entries(stages)) (rounds[name] ??= []).push(timed(fn));
+  return Object.fromEntries(Object.entries(rounds).map(([name, rs]) => [name, { wallMs: median(rs.map((x) => x.wallMs)), cpuMs: median(rs.map((x) => x.cpuMs)) }]));
+}
+
 async function main(): Promise<void> {
   process.stderr.write('bench:consumer: generating records...\n');
   const msgs = encodeAll();
   const n = msgs.length;
   const bytes = msgs.reduce((s, m) => s + m.length, 0);
-  process.stdout.write(`events: ${n} (${(bytes / n).toFixed(0)} B avg Avro single-object), flush every ${FLUSH_EVERY} events\n`);
+  process.stdout.write(`events: ${n} (${(bytes / n).toFixed(0)} B avg Avro single-object), flush every ${FLUSH_EVERY} events, median of ${ROUNDS} rounds\n`);
 
-  // 1. decode only
-  let t = performance.now();
-  for (const m of msgs) toAggInput(decode(m));
-  const decodeMs = performance.now() - t;
-
-  // 2. decode + aggregate (+ point generation at each flush, no I/O)
-  const agg = new PartitionAggregator({ partition: 0 });
+  // 1. decode only, 2. decode + aggregate (+ point generation at each flush, no I/O): avsc vs the generated reader
+  const codecs: Record<string, Codec> = { avsc: createCodec({ fastReader: false }), generated: createCodec() };
   let points = 0;
-  t = performance.now();
-  for (let i = 0; i < n; i++) {
-    agg.add(toAggInput(decode(msgs[i])));
-    if ((i + 1) % FLUSH_EVERY === 0 || i === n - 1) {
-      const p = agg.pending();
-      points += p.points.length;
-      p.commit();
+  const decodeOnly = (c: Codec) => (): void => {
+    for (const m of msgs) toAggInput(c.decode(m));
+  };
+  const decodeAggregate = (c: Codec) => (): void => {
+    const agg = new PartitionAggregator({ partition: 0 });
+    points = 0;
+    for (let i = 0; i < n; i++) {
+      agg.add(toAggInput(c.decode(msgs[i])));
+      if ((i + 1) % FLUSH_EVERY === 0 || i === n - 1) {
+        const p = agg.pending();
+        points += p.points.length;
+        p.commit();
+      }
     }
-  }
-  const aggMs = performance.now() - t;
+  };
+  const mem = interleaved({
+    'decode, avsc': decodeOnly(codecs.avsc),
+    'decode, generated reader': decodeOnly(codecs.generated),
+    'decode + aggregate, avsc': decodeAggregate(codecs.avsc),
+    'decode + aggregate, generated reader': decodeAggregate(codecs.generated),
+  });
+  if (codecs.generated.decodedBy.avsc !== 0) throw new Error(`the generated reader left ${codecs.generated.decodedBy.avsc} well-formed records to avsc`);
+  const decode = codecs.generated;
+  const decodeMs = mem['decode, generated reader'].wallMs;
 
-  // 3. decode + aggregate + write to influxd + state snapshot (JSON + gzip) at each flush, at two flush cadences
+  // 3. decode (generated reader) + aggregate + write to influxd + state snapshot (JSON + gzip) at each flush, at two flush cadences
   const influx = await startInflux();
-  const e2e: { every: number; ms: number; points: number; writeMs: number; snapMs: number; snapBytes: number; conns: number }[] = [];
+  const e2e: { every: number; ms: number; cpuMs: number; points: number; writeMs: number; snapMs: number; snapBytes: number; conns: number }[] = [];
   try {
     const client = new InfluxClient({ url: influx.url, api: 'v1', db: 'bench', batchSize: 5000, timeoutMs: 30_000 });
     await client.ensureDatabase();
     for (const every of [FLUSH_EVERY, FLUSH_EVERY * 10]) {
       const a = new PartitionAggregator({ partition: 0 });
-      const r = { every, ms: 0, points: 0, writeMs: 0, snapMs: 0, snapBytes: 0, conns: 0 };
-      t = performance.now();
+      const r = { every, ms: 0, cpuMs: 0, points: 0, writeMs: 0, snapMs: 0, snapBytes: 0, conns: 0 };
+      const t = performance.now();
+      const c0 = process.cpuUsage();
       for (let i = 0; i < n; i++) {
-        a.add(toAggInput(decode(msgs[i])));
+        a.add(toAggInput(decode.decode(msgs[i])));
         if ((i + 1) % every === 0 || i === n - 1) {
           const p = a.pending();
           const w0 = performance.now();
@@ -76,6 +113,8 @@ async function main(): Promise<void> {
         }
       }
       r.ms = performance.now() - t;
+      const c = process.cpuUsage(c0);
+      r.cpuMs = (c.user + c.system) / 1000; // this process only: influxd's CPU is not in it
       r.conns = a.sizes.connections;
       e2e.push(r);
     }
@@ -83,13 +122,14 @@ async function main(): Promise<void> {
     await influx.destroy();
   }
 
-  const rows: [string, string, string][] = [
-    ['decode (Avro single-object -> record)', rate(n, decodeMs), '1.00'],
-    [`decode + aggregate (flush every ${FLUSH_EVERY})`, rate(n, aggMs), (decodeMs / aggMs).toFixed(2)],
-    ...e2e.map((r): [string, string, string] => [`+ write InfluxDB + snapshot (flush every ${r.every})`, rate(n, r.ms), (decodeMs / r.ms).toFixed(2)]),
+  const rows: [string, string, string, string][] = [
+    ...Object.entries(mem).map(([name, r]): [string, string, string, string] => [name, rate(n, r.wallMs), rate(n, r.cpuMs), (decodeMs / r.wallMs).toFixed(2)]),
+    ...e2e.map((r): [string, string, string, string] => [`+ write InfluxDB + snapshot (flush every ${r.every})`, rate(n, r.ms), rate(n, r.cpuMs), (decodeMs / r.ms).toFixed(2)]),
   ];
-  process.stdout.write('\nstage (one Node thread; influxd on the other core)            events/s   relative to decode\n');
-  for (const [a, b, c] of rows) process.stdout.write(`${a.padEnd(58)}${b.padStart(12)}   ${c}\n`);
+  process.stdout.write('\nstage (one Node thread; influxd on the other core)   events/s wall   per CPU-second   relative to decode (generated)\n');
+  for (const [a, b, c, d] of rows) process.stdout.write(`${a.padEnd(50)}${b.padStart(14)}${c.padStart(17)}   ${d}\n`);
+  const ratio = (name: string): string => (mem[`${name}, avsc`].cpuMs / mem[`${name}, generated reader`].cpuMs).toFixed(2);
+  process.stdout.write(`\ngenerated reader vs avsc, events per CPU-second: decode x${ratio('decode')}, decode + aggregate x${ratio('decode + aggregate')}\n`);
   process.stdout.write(`\naggregation alone produced ${points} points (${((points * 1000) / n).toFixed(1)} per 1k events) at flush every ${FLUSH_EVERY}\n`);
   for (const r of e2e) {
     process.stdout.write(

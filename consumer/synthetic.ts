@@ -37,7 +37,8 @@ export interface SynthData {
   iface: TruthRow[];
 }
 
-function mulberry32(seed: number): () => number {
+/** A small seeded PRNG: the same seed gives the same data (also the schemas/ reader tests). */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -4,6 +4,7 @@ import avro from 'avsc';
 import { readdirSync, readFileSync, existsSync } from 'fs';
 import { join } from 'path';
 import { NettallyError } from '../lib/errors';
+import { compileReader, isGiveUp, type Cursor, type FastReader, type LongTypes } from './reader';
 
 // The wire record types are generated from the .avsc files (schemas/types.generated.ts, `node scripts/gen-records.js`):
 // the .avsc stay the one hand-written definition of the contract; scripts/build.sh fails when the types are stale.
@@ -31,6 +32,7 @@ export type MalformedReason = 'bad_magic' | 'unknown_fingerprint' | 'truncated' 
 /** Avro single-object encoding marker. */
 const SINGLE_OBJECT_MAGIC = Buffer.from([0xc3, 0x01]);
 const HEADER_BYTES = 10;
+const EMPTY_BUF = Buffer.alloc(0);
 
 // --- CRC-64-AVRO (Rabin) fingerprint, as specified in the Avro spec "Schema Fingerprints" ---
 
@@ -121,6 +123,12 @@ class TimestampNanos extends avro.types.LogicalType {
   }
 }
 
+/** How schemas/reader.ts recognises the exact longs above among avsc's types. */
+const LONGS: LongTypes = {
+  isExactLong: (t) => t === ExactLong,
+  isTimestampNanos: (t) => t instanceof TimestampNanos && t.underlyingType === ExactLong,
+};
+
 function typeOptions(): Partial<avro.ForSchemaOptions> {
   return {
     logicalTypes: { 'timestamp-nanos': TimestampNanos },
@@ -186,21 +194,49 @@ export interface CodecOptions {
   readerSchemas?: Partial<Record<RecordKind, avro.Schema>>;
   /** Further writer schemas to accept (e.g. newer revisions); the shipped ones are always known. */
   writerSchemas?: readonly avro.Schema[];
+  /**
+   * false: avsc reads every record (the oracle of the reader tests, the baseline of bench:consumer). Default true: a
+   * reader generated per writer schema (schemas/reader.ts) reads well-formed records, avsc everything else.
+   */
+  fastReader?: boolean;
 }
 
 interface Writer {
   kind: RecordKind;
   type: avro.Type;
+  /** The reader schema of `kind`, and avsc's resolver from this writer to it (when they differ). */
+  reader: avro.Type;
   resolver?: ReturnType<avro.Type['createResolver']>;
+  /** hex of the 8 fingerprint bytes, and the same bytes as two little-endian int32 for the lookup per message. */
+  fingerprint: string;
+  lo: number;
+  hi: number;
+  /** Generated reader: undefined until the first record of this writer, null when its schema is outside reader.ts. */
+  fast?: FastReader | null;
+}
+
+/** How many records each reader decided (a record avsc decoded or rejected after the fast reader gave up counts as avsc). */
+export interface DecodedBy {
+  fast: number;
+  avsc: number;
+  /** Of the avsc ones: the generated reader threw something other than giving up (a bug; avsc decided them). */
+  readerErrors: number;
 }
 
 /** Encoder/decoder for one set of reader schemas plus a registry of known writer schemas by fingerprint. */
 export class Codec {
   private readonly readers = new Map<RecordKind, { type: avro.Type; header: Buffer; fingerprint: string }>();
   private readonly writers = new Map<string, Writer>();
+  /** The same writers as a list: a linear scan of two int32 compares beats hex-encoding 8 bytes per message. */
+  private readonly writerList: Writer[] = [];
   private readonly kindByName = new Map<string, RecordKind>();
+  private readonly fastReader: boolean;
+  private readonly cursor: Cursor = { buf: EMPTY_BUF, p: 0 };
+  /** Counts since construction; the reader tests assert the fast path is really taken. */
+  readonly decodedBy: DecodedBy = { fast: 0, avsc: 0, readerErrors: 0 };
 
   constructor(opts: CodecOptions = {}) {
+    this.fastReader = opts.fastReader ?? true;
     const current = currentSchemas();
     for (const kind of RECORD_KINDS) {
       const schema = opts.readerSchemas?.[kind] ?? current[kind];
@@ -209,7 +245,7 @@ export class Codec {
       this.readers.set(kind, { type, header: Buffer.concat([SINGLE_OBJECT_MAGIC, fp]), fingerprint: fp.toString('hex') });
       this.kindByName.set(fullName(schema), kind);
       for (const alias of type.aliases ?? []) this.kindByName.set(alias, kind);
-      this.writers.set(fp.toString('hex'), { kind, type });
+      this.addWriter(fp, kind, type);
     }
     for (const s of [...shippedSchemas(), ...(opts.writerSchemas ?? [])]) this.addWriterSchema(s);
   }
@@ -221,8 +257,14 @@ export class Codec {
     if (this.writers.has(fp)) return fp;
     const kind = this.kindByName.get(fullName(schema)) ?? (type.aliases ?? []).map((a) => this.kindByName.get(a)).find((k) => k);
     if (!kind) throw new NettallyError('INTERNAL', `writer schema ${fullName(schema)} matches no record kind`);
-    this.writers.set(fp, { kind, type });
+    this.addWriter(schemaFingerprint(type), kind, type);
     return fp;
+  }
+
+  private addWriter(fp: Buffer, kind: RecordKind, type: avro.Type): void {
+    const w: Writer = { kind, type, reader: this.reader(kind).type, fingerprint: fp.toString('hex'), lo: fp.readInt32LE(0), hi: fp.readInt32LE(4) };
+    this.writers.set(w.fingerprint, w);
+    this.writerList.push(w);
   }
 
   /** Fingerprint (hex of the 8 wire bytes) of the schema this codec writes `kind` with. */
@@ -253,14 +295,50 @@ export class Codec {
   decode(buf: Buffer): Decoded {
     if (buf.length < 2 || buf[0] !== 0xc3 || buf[1] !== 0x01) throw malformed('bad_magic', 'not Avro single-object encoding (expected 0xC3 0x01)', { bytes: buf.length });
     if (buf.length < HEADER_BYTES) throw malformed('truncated', `header needs ${HEADER_BYTES} bytes, got ${buf.length}`, { bytes: buf.length });
+    const w = this.writerOf(buf);
+    if (w.fast === undefined) this.prepare(w);
+    if (w.fast) {
+      const c = this.cursor;
+      c.buf = buf;
+      c.p = HEADER_BYTES;
+      try {
+        const record = w.fast(c);
+        // Trailing bytes: avsc words the verdict below, like any input the fast reader did not accept in full.
+        if (c.p === buf.length) {
+          this.decodedBy.fast++;
+          return { kind: w.kind, record, fingerprint: w.fingerprint } as Decoded;
+        }
+      } catch (e) {
+        // Anything but giving up would be a bug in reader.ts: avsc still decides this record exactly; counted, so
+        // tests (and anyone reading decodedBy) see it.
+        if (!isGiveUp(e)) this.decodedBy.readerErrors++;
+      } finally {
+        c.buf = EMPTY_BUF; // hold no consumer message past its decode
+      }
+    }
+    this.decodedBy.avsc++;
+    return this.decodeWithAvsc(buf, w);
+  }
+
+  private writerOf(buf: Buffer): Writer {
+    const lo = buf.readInt32LE(2);
+    const hi = buf.readInt32LE(6);
+    for (const w of this.writerList) if (w.lo === lo && w.hi === hi) return w;
     const fingerprint = buf.subarray(2, HEADER_BYTES).toString('hex');
-    const w = this.writers.get(fingerprint);
-    if (!w) throw malformed('unknown_fingerprint', `unknown writer schema fingerprint ${fingerprint}`, { fingerprint });
-    const reader = this.reader(w.kind).type;
-    if (!w.resolver && w.type !== reader) w.resolver = reader.createResolver(w.type);
+    throw malformed('unknown_fingerprint', `unknown writer schema fingerprint ${fingerprint}`, { fingerprint });
+  }
+
+  /** On a writer's first record: avsc's resolver (as before: a pair avsc cannot resolve throws here), then a fast reader. */
+  private prepare(w: Writer): void {
+    if (!w.resolver && w.type !== w.reader) w.resolver = w.reader.createResolver(w.type);
+    w.fast = (this.fastReader && compileReader(w.type, w.reader, LONGS)) || null;
+  }
+
+  private decodeWithAvsc(buf: Buffer, w: Writer): Decoded {
+    const fingerprint = w.fingerprint;
     let out: { value: unknown; offset: number };
     try {
-      out = reader.decode(buf, HEADER_BYTES, w.resolver);
+      out = w.reader.decode(buf, HEADER_BYTES, w.resolver);
     } catch (e) {
       throw malformed('invalid_body', `${w.kind} body does not match its schema: ${(e as Error).message}`, { fingerprint, kind: w.kind }, e);
     }
