@@ -17,6 +17,9 @@ import { checkListenAddress, startDashboard } from '../dashboard/server';
 import { createLogger, logFormat, StatusLine, type Logger } from '../lib/log';
 import { retry } from '../lib/retry';
 import { CAPTURE_OPTIONS, captureSettingsAsFlags, captureSettingsFrom } from '../producer/capture-options';
+import { WORKLOAD_OPTIONS, workloadOptionsFrom } from '../producer/workload';
+import { loadRules } from '../producer/workload-rules';
+import { loadRemoteClasses, REMOTE_CLASSES_OPTION } from '../consumer/classes';
 import { startLocalInflux, type LocalInflux } from './influxd';
 import { startChild, stopChild, waitFor, type AnyChild } from './up-children';
 import { claimPins, isPinDirPath, type PinClaim } from './up-pins';
@@ -52,6 +55,10 @@ const spec: CommandSpec = {
     { name: 'pin-dir', type: 'string', env: 'NETTALLY_PIN_DIR', default: '/sys/fs/bpf/nettally-up', help: 'bpffs directory for the producer\'s pinned maps; removed on exit unless it existed before' },
     // The producer's capture settings, forwarded to it; --flush-interval also sets the consumer's write interval.
     ...CAPTURE_OPTIONS.map((o) => (o.name === 'flush-interval' ? { ...o, help: `${o.help}; also how often the consumer writes windows` } : o)),
+    // Who traffic is billed to (the producer's --workload-*) and where it goes (the consumer's --remote-classes):
+    // checked here, before anything starts, then forwarded.
+    ...WORKLOAD_OPTIONS,
+    REMOTE_CLASSES_OPTION,
     { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: '2s', min: 200, help: 'how often the status line is printed' },
     { name: 'dashboard', type: 'bool', env: 'NETTALLY_DASHBOARD', default: true, help: 'serve the dashboard (nettally dashboard) in this process; --no-dashboard to not' },
     { name: 'dashboard-listen', type: 'string', env: 'NETTALLY_DASHBOARD_LISTEN', default: '127.0.0.1:8087', help: 'address of the dashboard page, loopback only (it has no authentication; port 0: any free port)' },
@@ -173,12 +180,29 @@ function childEnv(args: ParsedArgs, brokers: string[]): NodeJS.ProcessEnv {
   return env;
 }
 
+/**
+ * The producer's workload flags and the consumer's class file, read and checked now (a bad line stops up before it
+ * starts anything, naming file:line), as flags for the children with absolute paths.
+ */
+function billingFlags(args: ParsedArgs): { producer: string[]; consumer: string[] } {
+  const w = workloadOptionsFrom(args);
+  const producer = ['--max-workloads', String(w.maxNames), '--workload-state-root', resolve(w.stateRoot ?? '/')];
+  if (w.rulesFile) {
+    loadRules(w.rulesFile);
+    producer.push('--workload-rules', resolve(w.rulesFile));
+  }
+  const classes = args.str('remote-classes');
+  loadRemoteClasses(classes);
+  return { producer, consumer: classes ? ['--remote-classes', resolve(classes)] : [] };
+}
+
 async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const dataDir = resolve(args.str('data-dir'));
   const logDir = join(dataDir, 'logs');
   const pinDir = args.str('pin-dir');
   if (!isPinDirPath(pinDir, BPFFS)) throw configError('--pin-dir (env NETTALLY_PIN_DIR)', `must be a directory under ${BPFFS}/, got ${JSON.stringify(pinDir)}`);
   const capture = captureSettingsFrom(args); // validated before anything starts
+  const billing = billingFlags(args); // so are the workload rules and the class file
   const external = args.list('brokers');
   const listen = parseHostPort('--kafka-listen (env NETTALLY_BROKER_LISTEN)', args.str('kafka-listen'));
   const dashboardListen = args.bool('dashboard') ? parseHostPort('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', args.str('dashboard-listen')) : undefined;
@@ -369,9 +393,9 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     const statusEvery = `${args.num('status-interval')}ms`;
     const flushEvery = `${args.num('flush-interval')}ms`;
     // Ready once it reports so: the consumer when its partitions' state is restored, the producer when attached.
-    const consumer = startChild('consumer', ['consumer', '--influx-url', influxUrl, '--influx-db', db, '--flush-interval', flushEvery, '--status-interval', statusEvery], env, logDir, logger);
+    const consumer = startChild('consumer', ['consumer', '--influx-url', influxUrl, '--influx-db', db, '--flush-interval', flushEvery, '--status-interval', statusEvery, ...billing.consumer], env, logDir, logger);
     children.push(consumer);
-    const producer = startChild('producer', ['producer', '--state-dir', join(dataDir, 'producer'), ...captureSettingsAsFlags(capture), '--status-interval', statusEvery], env, logDir, logger);
+    const producer = startChild('producer', ['producer', '--state-dir', join(dataDir, 'producer'), ...captureSettingsAsFlags(capture), ...billing.producer, '--status-interval', statusEvery], env, logDir, logger);
     children.push(producer);
     if (dashboardListen) {
       // In this process: the page shows the children's status (records/s, drops, spool, lag) besides InfluxDB's view.

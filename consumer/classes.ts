@@ -3,6 +3,7 @@
 // The consumer classifies each connection once, when it first sees it (consumer/aggregator.ts), so one file serves
 // the whole fleet and the records keep the raw addresses.
 import { readFileSync } from 'fs';
+import type { OptionSpec } from '../lib/args';
 import { configError } from '../lib/errors';
 
 export const INTERNAL = 'internal';
@@ -202,6 +203,15 @@ export function parseRemoteClasses(text: string, file: string, setting: string):
   });
   return new RemoteClasses(rules, file);
 }
+
+/** The consumer's class-file option (also offered by `up`, which checks the file and hands it to its consumer). */
+export const REMOTE_CLASSES_OPTION: OptionSpec = {
+  name: 'remote-classes',
+  type: 'string',
+  env: 'NETTALLY_REMOTE_CLASSES',
+  default: '',
+  help: 'file of "CIDR class" lines (# comments) naming destination classes, longest prefix wins, over the built-in internal/internet ranges (consumer/README.md); a connection keeps the class it was first seen with',
+};
 
 /** The map of `--remote-classes FILE` (undefined or '' = the built-in map); a bad file is a startup error. */
 export function loadRemoteClasses(file: string | undefined, setting = '--remote-classes (env NETTALLY_REMOTE_CLASSES)'): RemoteClasses {

@@ -7,7 +7,7 @@ import { createKafkaClient, DEFAULT_DLQ_TOPIC, KAFKA_OPTIONS, kafkaConfigFrom } 
 import { DEFAULT_AGG_OPTIONS } from './aggregator';
 import { createRollupConsumer, type ConsumerStats, type RollupConsumerConfig } from './consumer';
 import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from './influx';
-import { loadRemoteClasses } from './classes';
+import { loadRemoteClasses, REMOTE_CLASSES_OPTION } from './classes';
 import { DEFAULT_STATE_TOPIC } from './state-store';
 
 const DEFAULT_POINTS_DLQ_TOPIC = 'nettally.points.dlq';
@@ -33,13 +33,7 @@ const spec: CommandSpec = {
     { name: 'idle-timeout', type: 'duration', env: 'NETTALLY_IDLE_TIMEOUT', default: 86_400_000, min: 60_000, help: 'host event time after which a silent connection keeps only its counters (dormant) and a dedupe mark is dropped' },
     { name: 'max-clock-ahead', type: 'duration', env: 'NETTALLY_MAX_CLOCK_AHEAD', default: 300_000, min: 1000, help: 'a record whose time is further ahead of its Kafka timestamp is placed at that timestamp (logged)' },
     { name: 'forget-host-after', type: 'duration', env: 'NETTALLY_FORGET_HOST_AFTER', default: 30 * 86_400_000, min: 3_600_000, help: 'partition event time after which a silent host\'s state (connection baselines) is forgotten' },
-    {
-      name: 'remote-classes',
-      type: 'string',
-      env: 'NETTALLY_REMOTE_CLASSES',
-      default: '',
-      help: 'file of "CIDR class" lines (# comments) naming destination classes, longest prefix wins, over the built-in internal/internet ranges (consumer/README.md); a connection keeps the class it was first seen with',
-    },
+    REMOTE_CLASSES_OPTION,
     { name: 'flush-interval', type: 'duration', env: 'NETTALLY_FLUSH_INTERVAL', default: 5000, min: 100, help: 'how often final windows are written, the state snapshotted and offsets committed' },
     {
       name: 'preview-interval',

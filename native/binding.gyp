@@ -3,7 +3,7 @@
   "targets": [
     {
       "target_name": "nettally",
-      "sources": ["addon.cc"],
+      "sources": ["addon.cc", "system.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "../build", "../bpf"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wno-missing-field-initializers"],

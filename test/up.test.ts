@@ -140,9 +140,19 @@ test('up --help; bad settings named at start; without root it says so', () => {
   for (const s of ['--data-dir', '--kafka-listen', 'KAFKA_BROKERS', 'INFLUX_URL', '--influx-port', '--pin-dir', '--ring-buffer-bytes', '--max-connections', 'NETTALLY_FLUSH_THRESHOLD_BYTES']) expect(help.stdout).toContain(s);
   const dir = mkdtempSync(join(tmpdir(), 'nettally-up-bad-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  for (const [flag, value] of [['--kafka-listen', 'nonsense'], ['--pin-dir', '/tmp/not-bpffs'], ['--brokers', 'no-port'], ['--flush-interval', 'soon'], ['--ring-buffer-bytes', '12KiB'], ['--max-connections', '10']]) {
+  const files = mkdtempSync(join(tmpdir(), 'nettally-up-files-'));
+  cleanups.push(() => rmSync(files, { recursive: true, force: true }));
+  const badClasses = join(files, 'classes.txt');
+  writeFileSync(badClasses, '10.0.0.0/8 zone-a\n10.1.0.0/33 zone-b\n');
+  for (const [flag, value] of [['--kafka-listen', 'nonsense'], ['--pin-dir', '/tmp/not-bpffs'], ['--brokers', 'no-port'], ['--flush-interval', 'soon'], ['--ring-buffer-bytes', '12KiB'], ['--max-connections', '10'],
+    ['--workload-rules', join(files, 'missing-rules')], ['--remote-classes', badClasses]]) {
     const r = spawnSync(process.execPath, [BIN, 'up', '--data-dir', dir, flag, value], { encoding: 'utf8', timeout: 30_000 });
     expect({ flag, code: r.status, err: r.stderr }).toEqual({ flag, code: 2, err: expect.stringContaining(flag) });
+  }
+  // The billing files are read before anything starts: the message names the file (and the line).
+  for (const [flag, value, named] of [['--workload-rules', join(files, 'missing-rules'), 'missing-rules'], ['--remote-classes', badClasses, 'classes.txt:2']]) {
+    const r = spawnSync(process.execPath, [BIN, 'up', '--data-dir', dir, flag, value], { encoding: 'utf8', timeout: 30_000 });
+    expect({ flag, code: r.status, err: r.stderr }).toEqual({ flag, code: 2, err: expect.stringContaining(named) });
   }
   expect(readdirSync(dir)).toEqual([]);
   // Without root it says what it needs before touching anything.
@@ -169,11 +179,17 @@ test('traffic in namespaces reaches `nettally usage` exactly; Ctrl-C leaves noth
 
   const pair: NetnsPair = createNetnsPair('up');
   cleanups.push(() => pair.destroy());
+  // Billing settings up forwards: a rule names side a's namespace (by inode: up runs in its own mount namespace), a
+  // class file puts side b's addresses in a class of their own.
+  const settings = mkdtempSync(join(tmpdir(), 'nettally-up-settings-'));
+  cleanups.push(() => rmSync(settings, { recursive: true, force: true }));
+  writeFileSync(join(settings, 'rules'), `netns ${pair.a.inode} tenant-up-a\n`);
+  writeFileSync(join(settings, 'classes'), `# the server side\n${pair.b.addr4}/32 zone-up-b\n${pair.b.addr6}/128 zone-up-b\n`);
 
   // Started like a terminal would: its own process group, which gets the Ctrl-C.
   const upProc = spawnUp(
     ['--data-dir', dataDir, '--kafka-listen', `127.0.0.1:${kafkaPort}`, '--influx-port', String(influxPort), '--pin-dir', pinDir, '--flush-interval', '1s', '--status-interval', '1s',
-      '--max-connections', '65536', '--ring-buffer-bytes', '1MiB'],
+      '--max-connections', '65536', '--ring-buffer-bytes', '1MiB', '--workload-rules', join(settings, 'rules'), '--remote-classes', join(settings, 'classes')],
     { wrapper: ['nsenter', `--mount=${nsFile}`] },
   );
   const up = upProc.child;
@@ -233,6 +249,19 @@ test('traffic in namespaces reaches `nettally usage` exactly; Ctrl-C leaves noth
   expect(seen).toEqual(want);
   const visibleMs = Date.now() - t0;
   expect(visibleMs).toBeLessThan(60_000);
+  // Side a's traffic is billed to the rule's name and to the class the file gives side b's addresses.
+  const byWorkload = spawnSync(process.execPath, [BIN, 'usage', '--influx-url', influxUrl, '--from', '-2h', '--to', 'now', '--group-by', 'netns,workload,remote_class', '--format', 'json'], { encoding: 'utf8', timeout: 30_000 });
+  expect(byWorkload.status).toBe(0);
+  const aRows = (JSON.parse(byWorkload.stdout) as (UsageRow & { workload?: string; remote_class?: string })[]).filter((r) => String(r.netns) === String(pair.a.inode));
+  const aTotals = new Map<string, { tx: number; rx: number }>();
+  for (const r of aRows) {
+    const k = `${r.workload}/${r.remote_class}`;
+    const t = aTotals.get(k) ?? { tx: 0, rx: 0 };
+    t.tx += r.tx_bytes ?? 0;
+    t.rx += r.rx_bytes ?? 0;
+    aTotals.set(k, t);
+  }
+  expect(Object.fromEntries(aTotals)).toEqual({ 'tenant-up-a/zone-up-b': { tx: sent, rx: received } });
   // The status line shows the pipeline moving (a rate needs two producer status reports).
   const statusBy = Date.now() + 15_000;
   while (!(/producer \d+ rec\/s/.test(upProc.out) && /consumer \d+ ev\/s, lag \d+, last window \d{4}-/.test(upProc.out)) && Date.now() < statusBy) await sleep(200);
