@@ -139,7 +139,7 @@ async function incrementalBench(): Promise<void> {
       }
       let t = performance.now();
       const next = await flatten(agg.snapshotLazy());
-      deltas.push(gzipSync(deltaText(flat, next)));
+      deltas.push(gzipSync(await deltaText(flat, next)));
       deltaMs.push(performance.now() - t);
       t = performance.now();
       gzipSync(fullText(await flatten(agg.snapshotLazy())));

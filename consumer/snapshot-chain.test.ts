@@ -46,7 +46,7 @@ test('a full snapshot plus its deltas restores the state a full snapshot holds, 
     i += n;
     if (rnd() < 0.6) live.pending().commit();
     const next = await flatten(live.snapshotLazy());
-    deltas.push((JSON.parse(deltaText(prev, next)) as Delta));
+    deltas.push((JSON.parse(await deltaText(prev, next)) as Delta));
     prev = next;
     // the full text of a flattening is exactly snapshot()'s JSON
     expect(fullText(next)).toBe(JSON.stringify(live.snapshot()));
@@ -82,9 +82,9 @@ test('a delta is proportional to what changed: 1% of 5000 connections changing c
   const after = await flatten(agg.snapshotLazy());
   // uncompressed: gzip of these look-alike rows hides the difference (the bench measures gzip'd bytes)
   const full = fullText(after).length;
-  const delta = deltaText(before, after).length;
+  const delta = (await deltaText(before, after)).length;
   expect(delta).toBeLessThan(full * 0.03);
-  const d = JSON.parse(deltaText(before, after)) as Delta;
+  const d = JSON.parse(await deltaText(before, after)) as Delta;
   expect(d.up.conns).toHaveLength(50);
   expect(d.del).toEqual({});
 });

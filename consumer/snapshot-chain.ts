@@ -78,13 +78,18 @@ export function fullText(f: Flat): string {
  * Collections absent from `next` (windows that became final) are dropped by the reader from `rest.windows`, so their
  * rows are not listed one by one.
  */
-export function deltaText(prev: Flat, next: Flat): string {
+export async function deltaText(prev: Flat, next: Flat, tick: () => Promise<void> = async () => undefined): Promise<string> {
   const up: string[] = [];
   const del: string[] = [];
+  let n = 0;
   for (const [coll, rows] of next.rows) {
     const old = prev.rows.get(coll);
     const changed: string[] = [];
-    for (const [k, json] of rows) if (old?.get(k) !== json) changed.push(`[${JSON.stringify(k)},${json}]`);
+    for (const [k, json] of rows) {
+      if (old?.get(k) !== json) changed.push(`[${JSON.stringify(k)},${json}]`);
+      // 100k rows compared in one go would block other partitions' work for tens of ms
+      if ((++n & 4095) === 0) await tick();
+    }
     if (changed.length > 0) up.push(`${JSON.stringify(coll)}:[${changed.join(',')}]`);
     if (!old) continue;
     const gone: string[] = [];

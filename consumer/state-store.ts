@@ -305,7 +305,7 @@ export class StateStore {
     const envelope = (body: string): string => `{"offset":${JSON.stringify(snap.offset)},${snap.gaps ? `"gaps":${JSON.stringify(snap.gaps)},` : ''}${body}}`;
     let gz: Buffer | undefined;
     if (chain && chain.seq + 1 < this.fullEvery) {
-      const d = await gzipAsync(envelope(`"delta":${deltaText(chain.flat, flat)}`));
+      const d = await gzipAsync(envelope(`"delta":${await deltaText(chain.flat, flat, () => slicer.tick())}`));
       // a chain whose deltas outgrow a fraction of its full snapshot ends: a restore would read more than it saves
       if (chain.deltaBytes + d.length <= this.fullFraction * chain.fullBytes) gz = d;
     }
