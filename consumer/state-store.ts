@@ -496,6 +496,7 @@ export class StateStore {
         for (const c of chain.slice(1)) deltas.push(JSON.parse((await gunzipAsync(bodyOf(c))).toString('utf8')) as (typeof deltas)[number]);
         const last = deltas[deltas.length - 1];
         this.slots.set(p, chain[0].slot);
+        this.o.logger.info({ partition: p, links: chain.length, state_offset: hint.offset, chain_start: hint.base }, 'restored a snapshot chain');
         return { offset: last.offset, state: applyDeltas(full.state, deltas.map((d) => d.delta)), ...(last.gaps ? { gaps: last.gaps } : {}) };
       } catch (e) {
         this.o.logger.error(

@@ -411,3 +411,29 @@ test('state store: delta chains — the committed delta restores; a crash before
     await producer.disconnect();
   }
 }, 300_000);
+
+test('a consumer killed (SIGKILL) after writing delta snapshots restores the chain and stays exact', async () => {
+  const n = names('chain');
+  await createTopic(env.admin, n.topic, 1);
+  const data = synthesize({ hosts: 6, connsPerHost: 80, startMs: START, minutes: 8, seed: 2020 });
+  const msgs = messagesOf(data, { dupEvery: 50, seed: 5 });
+  // a third of the records, then two small stretches: few rows change, so those flushes write deltas
+  const a = Math.floor(msgs.length * 0.3);
+  const parts = [a, a + 20, a + 40];
+  let c = env.child([...n.args, '--flush-interval', '1s']);
+  // three caught-up stretches, each committed before the next records arrive
+  for (let i = 0; i < 3; i++) {
+    await produce(env.kafka, n.topic, msgs.slice(i === 0 ? 0 : parts[i - 1], parts[i]), 2000);
+    await waitCaughtUp(env.admin, n.group, n.topic, 300_000, () => c.stderr().slice(-3000));
+  }
+  const offsets = await env.admin.fetchOffsets({ groupId: n.group, topics: [n.topic] });
+  expect(parseCommitMetadata(offsets[0].partitions[0].metadata)?.base).toBeDefined();
+  await c.kill();
+  await produce(env.kafka, n.topic, msgs.slice(parts[2]), 2000);
+  c = env.child([...n.args, '--flush-interval', '1s']);
+  await waitCaughtUp(env.admin, n.group, n.topic, 300_000, () => c.stderr().slice(-3000));
+  expect(c.stderr()).toMatch(/"msg":"restored a snapshot chain"/);
+  expect(c.stderr()).not.toMatch(/chain the committed offset names is broken/);
+  expect(await c.stop()).toBe(0);
+  await env.expectExact(n.db, data, FROM, TO);
+}, 900_000);
