@@ -2,27 +2,35 @@
 // 10k and 100k live connections — wall time, the longest event-loop block while it is encoded, gzip'd size and the
 // chunk count the state store writes (median of BENCH_ROUNDS=3 rounds) — for the previous encoding (one gzipSync(JSON.stringify())) and the sliced,
 // async one the consumer uses (consumer/state-store.ts encodeSnapshot).
-import { gzipSync } from 'zlib';
+import { gunzipSync, gzipSync } from 'zlib';
 import { monitorEventLoopDelay } from 'perf_hooks';
 import { PartitionAggregator } from '../consumer/aggregator';
 import type { ConnInput } from '../consumer/records';
-import { DEFAULT_CHUNK_BYTES, decodeSnapshot, encodeSnapshot } from '../consumer/state-store';
+import { DEFAULT_CHUNK_BYTES, DEFAULT_FULL_EVERY, decodeSnapshot, encodeSnapshot } from '../consumer/state-store';
+import { type Delta, applyDeltas, deltaText, flatten, fullText } from '../consumer/snapshot-chain';
 
 const SIZES = (process.env.BENCH_CONNECTIONS ?? '10000,100000').split(',').map(Number);
 const START = Date.UTC(2026, 0, 1);
 const COMMS = ['curl', 'nginx', 'postgres', 'ssh', 'java', 'python3'];
 
-/** An aggregator holding `n` live connections of 100 hosts (open + one sample each, 3 minutes of event time). */
-function liveState(n: number): PartitionAggregator {
-  const agg = new PartitionAggregator({ partition: 0 });
-  const hosts = 100;
-  for (let i = 0; i < n; i++) {
-    const h = i % hosts;
-    const base: ConnInput = {
+const HOSTS = 100;
+
+/** The open record of connection `i` of `n` (100 hosts, 3 minutes of event time). */
+function openOf(n: number, i: number): ConnInput {
+  const h = i % HOSTS;
+  const hosts = HOSTS;
+  return {
       kind: 'conn', event: 'open', host_id: `${h.toString(16).padStart(32, '0')}`, hostname: `host-${h}`, boot_id: `00000000-0000-4000-8000-${h.toString(16).padStart(12, '0')}`,
       epoch: 1, seq: 2 * Math.floor(i / hosts) + 1, time_ms: START + Math.floor((i / n) * 150_000), cookie: String(1_000_000 + i), tx_bytes: 0, rx_bytes: 0,
       retransmits: 0, netns: 4026531840 + (i % 3), comm: COMMS[i % COMMS.length], protocol: 6, direction: 1 + (i % 2), sport: 32768 + (i % 20000), dport: [443, 80, 5432, 8080][i % 4], flush_reason: 'open',
-    };
+  };
+}
+
+/** An aggregator holding `n` live connections of 100 hosts (open + one sample each, 3 minutes of event time). */
+function liveState(n: number): PartitionAggregator {
+  const agg = new PartitionAggregator({ partition: 0 });
+  for (let i = 0; i < n; i++) {
+    const base = openOf(n, i);
     agg.add(base);
     agg.add({ ...base, event: 'sample', seq: base.seq + 1, time_ms: base.time_ms + 20_000, tx_bytes: 1000 + i, rx_bytes: 5000 + i * 3, flush_reason: 'interval' });
   }
@@ -97,6 +105,77 @@ export async function snapshotBench(): Promise<void> {
       );
     }
     process.stdout.write(`${''.padStart(10)}  (aggregator snapshot() alone, synchronous: ${snapMs.toFixed(0)} ms)\n`);
+  }
+  await incrementalBench();
+}
+
+const CHANGING = Number(process.env.BENCH_CHANGING ?? 0.01);
+
+/**
+ * Incremental snapshots (consumer/state-store.ts save): per flush in which CHANGING (1%) of the live connections
+ * sent a new sample, the gzip'd bytes of a full snapshot vs a delta, the save's CPU (flatten + text + gzip), and a
+ * restore (gunzip + parse + rebuild + aggregator restore) of a full snapshot alone vs a chain's full snapshot plus
+ * DEFAULT_FULL_EVERY - 1 deltas (the longest chain a restore reads).
+ */
+async function incrementalBench(): Promise<void> {
+  process.stdout.write(`\nincremental snapshots: ${CHANGING * 100}% of the connections change per flush; chain of 1 full + ${DEFAULT_FULL_EVERY - 1} deltas\n`);
+  process.stdout.write('live conns  full KiB  delta KiB  delta/full  full save ms  delta save ms  restore full ms  restore chain ms  chain/full\n');
+  for (const n of SIZES) {
+    process.stderr.write(`bench:snapshot: incremental, ${n} live connections...\n`);
+    const agg = liveState(n);
+    const seqs = new Array<number>(HOSTS).fill(2 * Math.ceil(n / HOSTS) + 10);
+    let flat = await flatten(agg.snapshotLazy());
+    const fullGz = gzipSync(fullText(flat));
+    const deltas: Buffer[] = [];
+    const fullMs: number[] = [];
+    const deltaMs: number[] = [];
+    for (let round = 0; round < DEFAULT_FULL_EVERY - 1; round++) {
+      // CHANGING of the connections send a sample (spread over the hosts), inside the current window
+      const step = Math.round(1 / CHANGING);
+      for (let i = round % step; i < n; i += step) {
+        const o = openOf(n, i);
+        const h = i % HOSTS;
+        agg.add({ ...o, event: 'sample', seq: seqs[h]++, time_ms: START + 170_000 + round * 100, tx_bytes: 10_000 + round * 1000 + i, rx_bytes: 50_000 + round * 999 + i, flush_reason: 'interval' });
+      }
+      let t = performance.now();
+      const next = await flatten(agg.snapshotLazy());
+      deltas.push(gzipSync(await deltaText(flat, next)));
+      deltaMs.push(performance.now() - t);
+      t = performance.now();
+      gzipSync(fullText(await flatten(agg.snapshotLazy())));
+      fullMs.push(performance.now() - t);
+      flat = next;
+    }
+    const mid = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const deltaKiB = mid(deltas.map((d) => d.length)) / 1024;
+    const lastFullGz = gzipSync(fullText(flat));
+    const restoreFull = (): number => {
+      const t = performance.now();
+      new PartitionAggregator({ partition: 0 }).restore(JSON.parse(gunzipSync(lastFullGz).toString()) as Record<string, unknown>);
+      return performance.now() - t;
+    };
+    const restoreChain = (): { ms: number; state: Record<string, unknown> } => {
+      const t = performance.now();
+      const state = applyDeltas(JSON.parse(gunzipSync(fullGz).toString()) as Record<string, unknown>, deltas.map((d) => JSON.parse(gunzipSync(d).toString()) as Delta));
+      new PartitionAggregator({ partition: 0 }).restore(state);
+      return { ms: performance.now() - t, state };
+    };
+    const rf: number[] = [];
+    const rc: number[] = [];
+    let state: Record<string, unknown> = {};
+    for (let r = 0; r < ROUNDS; r++) {
+      rf.push(restoreFull());
+      const c = restoreChain();
+      rc.push(c.ms);
+      state = c.state;
+    }
+    // the chain must hold the live state (row order aside: compare as sets of rows)
+    const rowsOf = (s: Record<string, unknown>): string => JSON.stringify((s.conns as unknown[]).map((x) => JSON.stringify(x)).sort());
+    if (rowsOf(state) !== rowsOf(agg.snapshot())) throw new Error('incremental chain does not rebuild the live state');
+    process.stdout.write(
+      `${String(n).padStart(10)}  ${(fullGz.length / 1024).toFixed(0).padStart(8)}  ${deltaKiB.toFixed(1).padStart(9)}  ${(deltaKiB * 1024 / fullGz.length).toFixed(3).padStart(10)}  ` +
+        `${mid(fullMs).toFixed(0).padStart(12)}  ${mid(deltaMs).toFixed(0).padStart(13)}  ${mid(rf).toFixed(0).padStart(15)}  ${mid(rc).toFixed(0).padStart(16)}  ${(mid(rc) / mid(rf)).toFixed(2).padStart(10)}\n`,
+    );
   }
 }
 

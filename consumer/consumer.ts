@@ -14,7 +14,7 @@ import { deadLetterRequests, pointDeadLetter, recordDeadLetter } from './dead-le
 import { lookUpFinal } from './finality';
 import { BoundedSet, plus1, previewable, Revoked, windowKey, type PartitionState } from './partition-state';
 import { linkedSignal, withHeartbeat } from './signals';
-import { StateStore, parseCommitMetadata, type GapMark } from './state-store';
+import { StateStore, parseCommitMetadata, type GapMark, type StateHint } from './state-store';
 import type { ConsumerStats, RollupConsumerConfig } from './types';
 
 export type { ConsumerStats, RollupConsumerConfig } from './types';
@@ -229,12 +229,12 @@ export class RollupConsumer {
 
   private async loadPartitions(partitions: number[]): Promise<Map<number, PartitionState>> {
     const c = this.config;
-    const hints = new Map<number, string | undefined>();
+    const hints = new Map<number, StateHint | undefined>();
     const committed = new Map<number, string>();
     const t0 = Date.now();
     const offsets = await this.retry('read committed offsets', () => this.admin.fetchOffsets({ groupId: c.group, topics: [c.topic] }));
     for (const p of offsets[0]?.partitions ?? []) {
-      hints.set(p.partition, parseCommitMetadata(p.metadata)?.offset);
+      hints.set(p.partition, parseCommitMetadata(p.metadata));
       if (Number(p.offset) >= 0) committed.set(p.partition, p.offset);
     }
     const snaps = await this.retry('load state snapshots', () => this.store.load(partitions, hints));

@@ -2,13 +2,15 @@
 // member: gzip'd JSON, chunked under the message size limit, keyed group/topic/partition; the consumer's offset
 // commit metadata points at the snapshot it mirrors, so a load reads only from there to the end.
 import { randomBytes } from 'crypto';
-import { createGzip, gunzip } from 'zlib';
+import { createGzip, gunzip, gzip } from 'zlib';
 import { promisify } from 'util';
 import type { Admin, Kafka, Producer, ProducerRecord, RecordMetadata } from 'kafkajs';
 import { NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
+import { type Delta, type Flat, applyDeltas, deltaText, flatten, fullText, linkSum } from './snapshot-chain';
 
 const gunzipAsync = promisify(gunzip);
+const gzipAsync = promisify(gzip);
 
 export const DEFAULT_STATE_TOPIC = 'nettally.consumer-state';
 const META_PREFIX = 'nettally-state:';
@@ -159,16 +161,39 @@ export interface StateStoreOptions {
   chunkBytes?: number;
   /** Give up a load after this long (the caller retries). */
   loadTimeoutMs?: number;
+  /**
+   * Incremental snapshots: a full snapshot at most every `fullEvery` saves of a partition (default 32), the saves in
+   * between write deltas; 0 or 1: every save is full. See DEFAULT_FULL_EVERY.
+   */
+  fullEvery?: number;
+  /** A full snapshot also when the chain's deltas would exceed this fraction of the last full one's bytes (0.5). */
+  fullFraction?: number;
 }
 
-/** Commit metadata naming the snapshot that the committed offset mirrors. */
-export function commitMetadata(statePartition: number, stateOffset: string): string {
-  return `${META_PREFIX}${statePartition}:${stateOffset}`;
+/** Saves per chain: one full snapshot, then up to 31 deltas (a restore reads at most 32 links). */
+export const DEFAULT_FULL_EVERY = 32;
+/** A chain ends once its deltas' bytes exceed half of its full snapshot's: a restore reads at most ~1.5 fulls. */
+export const DEFAULT_FULL_FRACTION = 0.5;
+
+/** Where the committed offset's state is: a full snapshot (`offset`), or a delta (`offset`) of the chain at `base`. */
+export interface StateHint {
+  offset: string;
+  /** State offset of the full snapshot the named delta's chain starts from (absent: `offset` names a full one). */
+  base?: string;
 }
 
-export function parseCommitMetadata(meta: string | null | undefined): { partition: number; offset: string } | undefined {
-  const m = meta ? /^nettally-state:(\d+):(\d+)$/.exec(meta) : null;
-  return m ? { partition: Number(m[1]), offset: m[2] } : undefined;
+/**
+ * Commit metadata naming the snapshot that the committed offset mirrors: `nettally-state:<sp>:<offset>` for a full
+ * snapshot, `nettally-state:<sp>:<delta offset>:<full offset>` for a delta and the full snapshot its chain starts at.
+ */
+export function commitMetadata(statePartition: number, stateOffset: string, baseOffset?: string): string {
+  return `${META_PREFIX}${statePartition}:${stateOffset}${baseOffset === undefined ? '' : `:${baseOffset}`}`;
+}
+
+export function parseCommitMetadata(meta: string | null | undefined): { partition: number; offset: string; base?: string } | undefined {
+  const m = meta ? /^nettally-state:(\d+):(\d+)(?::(\d+))?$/.exec(meta) : null;
+  if (!m) return undefined;
+  return m[3] === undefined ? { partition: Number(m[1]), offset: m[2] } : { partition: Number(m[1]), offset: m[2], base: m[3] };
 }
 
 interface Chunked {
@@ -178,12 +203,36 @@ interface Chunked {
   firstOffset: bigint;
   /** Compaction-key slot ('' for snapshots written before slots existed). */
   slot: 'a' | 'b' | '';
+  /** Chain headers (absent on snapshots written before chains: a full one). */
+  kind: 'full' | 'delta';
+  /** linkSum of the assembled chunks. */
+  sum?: string;
+  /** A delta's predecessor, `<id>:<sum>`, and its place in the chain (the full snapshot is 0). */
+  prev?: string;
+  seq: number;
 }
 
-/** `<group>/<topic>/<partition>#<slot><chunk>` → key and slot (slot '' in the format before slots). */
+/**
+ * `<group>/<topic>/<partition>#<slot>[d<seq>.]<chunk>` → key and slot (slot '' in the format before slots). Deltas
+ * use their chain's slot and their place in it: the next chain in the same slot overwrites them, never the chain
+ * in the other slot that a restart may still need.
+ */
 function parseChunkKey(key: string): { key: string; slot: 'a' | 'b' | '' } | undefined {
-  const m = /^(.*)#([ab]?)\d+$/.exec(key);
+  const m = /^(.*)#([ab]?)(?:d\d+\.)?\d+$/.exec(key);
   return m ? { key: m[1], slot: m[2] as 'a' | 'b' | '' } : undefined;
+}
+
+/** The chain a partition's saves continue (in memory, for the member that wrote its full snapshot). */
+interface Chain {
+  flat: Flat;
+  slot: 'a' | 'b';
+  /** State offset of the chain's full snapshot. */
+  base: string;
+  /** id:sum of the newest link. */
+  prev: string;
+  seq: number;
+  deltaBytes: number;
+  fullBytes: number;
 }
 
 export class StateStore {
@@ -191,8 +240,14 @@ export class StateStore {
   private chunkBytes: number;
   /** Compaction-key slot of each partition's newest complete snapshot (see save()). */
   private readonly slots = new Map<number, 'a' | 'b' | ''>();
+  /** Per partition, the chain the next save extends with a delta (none: the next save is full). */
+  private readonly chains = new Map<number, Chain>();
+  private readonly fullEvery: number;
+  private readonly fullFraction: number;
   constructor(private readonly o: StateStoreOptions) {
     this.chunkBytes = o.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    this.fullEvery = o.fullEvery ?? DEFAULT_FULL_EVERY;
+    this.fullFraction = o.fullFraction ?? DEFAULT_FULL_FRACTION;
   }
 
   key(partition: number): string {
@@ -237,29 +292,54 @@ export class StateStore {
    * reuses the keys of the newest complete one, so a compacted topic cannot replace chunks of the snapshot we
    * would fall back to with chunks of a half-written one. The slot flips only after a save completed (a retried
    * save rewrites the same slot).
+   *
+   * Incremental: after a full snapshot, up to fullEvery - 1 saves write a delta (rows added, changed and removed
+   * since the previous link, plus the small rest of the state) naming its predecessor by id and checksum; the chain
+   * ends early once its deltas' bytes would exceed fullFraction of the full one. A delta keeps its full snapshot's
+   * slot (keys `<key>#<slot>d<seq>.<i>`), and the commit metadata names both the delta and the full snapshot.
    */
   async save(partition: number, snap: Snapshot): Promise<string> {
-    const gz = await encodeSnapshot(snap);
+    const slicer = new Slicer(SLICE_MS, () => new Promise<void>((r) => setImmediate(r)));
+    const flat = await flatten(snap.state, () => slicer.tick());
+    const chain = this.chains.get(partition);
+    const envelope = (body: string): string => `{"offset":${JSON.stringify(snap.offset)},${snap.gaps ? `"gaps":${JSON.stringify(snap.gaps)},` : ''}${body}}`;
+    let gz: Buffer | undefined;
+    if (chain && chain.seq + 1 < this.fullEvery) {
+      const d = await gzipAsync(envelope(`"delta":${await deltaText(chain.flat, flat, () => slicer.tick())}`));
+      // a chain whose deltas outgrow a fraction of its full snapshot ends: a restore would read more than it saves
+      if (chain.deltaBytes + d.length <= this.fullFraction * chain.fullBytes) gz = d;
+    }
+    const isDelta = gz !== undefined && chain !== undefined;
+    if (!gz) gz = await gzipAsync(envelope(`"state":${fullText(flat)}`));
     const id = randomBytes(8).toString('hex');
+    const sum = linkSum(gz);
     const n = Math.max(1, Math.ceil(gz.length / this.chunkBytes));
     const sp = this.statePartition(partition);
-    const slot = this.slots.get(partition) === 'a' ? 'b' : 'a';
+    const slot = isDelta ? chain.slot : this.slots.get(partition) === 'a' ? 'b' : 'a';
+    const seq = isDelta ? chain.seq + 1 : 0;
+    const chainHeaders: Record<string, string> = isDelta ? { 'nettally-link': `delta/${seq}`, 'nettally-prev': chain.prev, 'nettally-sum': sum } : { 'nettally-link': 'full/0', 'nettally-sum': sum };
     let first: string | undefined;
     for (let i = 0; i < n; i++) {
       const res = await this.sendChunk({
         topic: this.o.stateTopic,
         acks: -1,
         messages: [{
-          key: `${this.key(partition)}#${slot}${i}`,
+          key: `${this.key(partition)}#${slot}${isDelta ? `d${seq}.` : ''}${i}`,
           value: gz.subarray(i * this.chunkBytes, (i + 1) * this.chunkBytes),
           partition: sp,
-          headers: { 'nettally-snapshot': id, 'nettally-chunk': `${i}/${n}`, 'nettally-offset': snap.offset },
+          headers: { 'nettally-snapshot': id, 'nettally-chunk': `${i}/${n}`, 'nettally-offset': snap.offset, ...chainHeaders },
         }],
       });
       if (i === 0) first = res.find((r) => r.partition === sp)?.baseOffset ?? res[0]?.baseOffset;
     }
     if (first === undefined) throw new NettallyError('KAFKA_UNAVAILABLE', 'state topic write returned no offset', { retriable: true });
+    // the chain moves on only once the link is stored: a failed save is retried against the same predecessor
+    if (isDelta) {
+      this.chains.set(partition, { ...chain, flat, prev: `${id}:${sum}`, seq, deltaBytes: chain.deltaBytes + gz.length });
+      return commitMetadata(sp, first, chain.base);
+    }
     this.slots.set(partition, slot);
+    if (this.fullEvery > 1) this.chains.set(partition, { flat, slot, base: first, prev: `${id}:${sum}`, seq: 0, deltaBytes: 0, fullBytes: gz.length });
     return commitMetadata(sp, first);
   }
 
@@ -290,13 +370,18 @@ export class StateStore {
    * by anyone who can write to the state topic; the bundled broker has no authentication) is used only when the
    * named one is unreadable, with a warning. Without a hint (no commit yet) the newest complete snapshot is taken.
    */
-  async load(partitions: readonly number[], hints: ReadonlyMap<number, string | undefined>): Promise<Map<number, Snapshot>> {
+  async load(partitions: readonly number[], hintsIn: ReadonlyMap<number, StateHint | string | undefined>): Promise<Map<number, Snapshot>> {
+    const hints = new Map([...hintsIn].map(([p, h]) => [p, typeof h === 'string' ? { offset: h } : h]));
     const { admin, stateTopic } = this.o;
     const out = new Map<number, Snapshot>();
     if (partitions.length === 0) return out;
     const ranges = new Map<number, { start: bigint; end: bigint }>();
     // A partition coming back after a rebalance takes the slot of whatever snapshot is found now, not its old one.
-    for (const p of partitions) this.slots.delete(p);
+    for (const p of partitions) {
+      this.slots.delete(p);
+      // and its next save is a full snapshot: the chain in memory may have been continued by another member since
+      this.chains.delete(p);
+    }
     const offsets = await admin.fetchTopicOffsets(stateTopic);
     for (const p of partitions) {
       const sp = this.statePartition(p);
@@ -305,7 +390,8 @@ export class StateStore {
       const low = BigInt(o.low);
       const end = BigInt(o.high);
       const hint = hints.get(p);
-      let start = hint !== undefined ? BigInt(hint) : low;
+      // a delta's chain is read from its full snapshot on
+      let start = hint !== undefined ? BigInt(hint.base ?? hint.offset) : low;
       if (start < low) start = low;
       const r = ranges.get(sp);
       ranges.set(sp, { start: r ? (r.start < start ? r.start : start) : start, end });
@@ -349,13 +435,15 @@ export class StateStore {
             const ck = m.key ? parseChunkKey(m.key.toString()) : undefined;
             const p = ck === undefined ? undefined : wanted.get(ck.key);
             if (p === undefined || !m.value) continue;
-            const id = m.headers?.['nettally-snapshot']?.toString();
-            const chunk = /^(\d+)\/(\d+)$/.exec(m.headers?.['nettally-chunk']?.toString() ?? '');
-            if (!id || !chunk) continue;
-            const pk = `${p}/${id}`;
+            const h = (name: string): string | undefined => m.headers?.[name]?.toString();
+            const id = h('nettally-snapshot');
+            const chunk = /^(\d+)\/(\d+)$/.exec(h('nettally-chunk') ?? '');
+            const link = /^(full|delta)\/(\d+)$/.exec(h('nettally-link') ?? 'full/0');
+            if (!id || !chunk || !link) continue;
+            const pk = `${p}/${id}/${h('nettally-sum') ?? ''}`;
             let c = pending.get(pk);
             if (!c) {
-              c = { id, n: Number(chunk[2]), parts: new Map(), firstOffset: off, slot: ck?.slot ?? '' };
+              c = { id, n: Number(chunk[2]), parts: new Map(), firstOffset: off, slot: ck?.slot ?? '', kind: link[1] as 'full' | 'delta', seq: Number(link[2]), sum: h('nettally-sum'), prev: h('nettally-prev') };
               pending.set(pk, c);
             }
             c.parts.set(Number(chunk[1]), m.value);
@@ -383,24 +471,79 @@ export class StateStore {
       await reader.disconnect().catch(() => undefined);
     }
     for (const [p, list] of complete) {
-      const hint = hints.get(p);
-      const named = (c: Chunked): boolean => hint !== undefined && c.firstOffset === BigInt(hint);
-      // the committed one first, then newest first
-      list.sort((x, y) => Number(named(y)) - Number(named(x)) || (x.firstOffset < y.firstOffset ? 1 : x.firstOffset > y.firstOffset ? -1 : 0));
-      for (const c of list) {
-        try {
-          const snap = await decodeSnapshot(Buffer.concat([...Array(c.n).keys()].map((i) => c.parts.get(i) as Buffer)));
-          if (hint !== undefined && !named(c)) {
-            this.o.logger.warn({ partition: p, committed_state_offset: hint, used_state_offset: String(c.firstOffset) }, 'the snapshot the committed offset names is missing or unreadable; continuing from a newer one that no commit names');
-          }
-          out.set(p, snap);
-          this.slots.set(p, c.slot);
-          break;
-        } catch (e) {
-          this.o.logger.warn({ err: e, partition: p, state_offset: String(c.firstOffset) }, 'skipping unreadable state snapshot');
-        }
-      }
+      const snap = await this.pick(p, list, hints.get(p));
+      if (snap) out.set(p, snap);
     }
     return out;
   }
+
+  /**
+   * The snapshot of partition `p` among its complete `links`. The committed one first: a full snapshot, or the delta
+   * the commit names rebuilt from its verified chain. A broken chain (a link missing, incomplete, or not matching the
+   * checksum its successor names) is refused with an error log, never applied in part: the state then comes from the
+   * full snapshot the chain starts at — an earlier offset, so the consumer replays the records since then into the
+   * same totals (or, if retention deleted them, reports a retention gap). Failing that, as before: a newer full
+   * snapshot no commit names (with a warning); without a commit, the newest full one.
+   */
+  private async pick(p: number, links: Chunked[], hint: StateHint | undefined): Promise<Snapshot | undefined> {
+    const bodyOf = (c: Chunked): Buffer => Buffer.concat([...Array(c.n).keys()].map((i) => c.parts.get(i) as Buffer));
+    const intact = (c: Chunked): boolean => c.sum === undefined || linkSum(bodyOf(c)) === c.sum;
+    if (hint?.base !== undefined) {
+      try {
+        const chain = resolveChain(links, hint, intact);
+        const full = await decodeSnapshot(bodyOf(chain[0]));
+        const deltas: { offset: string; gaps?: GapMark[]; delta: Delta }[] = [];
+        for (const c of chain.slice(1)) deltas.push(JSON.parse((await gunzipAsync(bodyOf(c))).toString('utf8')) as (typeof deltas)[number]);
+        const last = deltas[deltas.length - 1];
+        this.slots.set(p, chain[0].slot);
+        this.o.logger.info({ partition: p, links: chain.length, state_offset: hint.offset, chain_start: hint.base }, 'restored a snapshot chain');
+        return { offset: last.offset, state: applyDeltas(full.state, deltas.map((d) => d.delta)), ...(last.gaps ? { gaps: last.gaps } : {}) };
+      } catch (e) {
+        this.o.logger.error(
+          { partition: p, committed_state_offset: hint.offset, chain_start: hint.base, err: (e as Error).message },
+          'the snapshot chain the committed offset names is broken; restoring the full snapshot it starts from and replaying the records since then',
+        );
+      }
+    }
+    // the committed full snapshot (or the chain's start) first, then newest first; deltas are never taken alone
+    const named = (c: Chunked): boolean => hint !== undefined && c.firstOffset === BigInt(hint.base ?? hint.offset);
+    const fulls = links.filter((c) => c.kind === 'full');
+    fulls.sort((x, y) => Number(named(y)) - Number(named(x)) || (x.firstOffset < y.firstOffset ? 1 : x.firstOffset > y.firstOffset ? -1 : 0));
+    for (const c of fulls) {
+      try {
+        if (!intact(c)) throw new Error('checksum mismatch');
+        const snap = await decodeSnapshot(bodyOf(c));
+        if (hint !== undefined && !named(c)) {
+          this.o.logger.warn({ partition: p, committed_state_offset: hint.offset, used_state_offset: String(c.firstOffset) }, 'the snapshot the committed offset names is missing or unreadable; continuing from a newer one that no commit names');
+        }
+        this.slots.set(p, c.slot);
+        return snap;
+      } catch (e) {
+        this.o.logger.warn({ err: e, partition: p, state_offset: String(c.firstOffset) }, 'skipping unreadable state snapshot');
+      }
+    }
+    return undefined;
+  }
+}
+
+/**
+ * The links from the full snapshot to the delta `hint` names, oldest first, each found by the id and checksum its
+ * successor names (so a planted or duplicated link with another body is never taken) and intact; throws naming
+ * the first link that is missing or does not fit.
+ */
+function resolveChain(links: readonly Chunked[], hint: StateHint, intact: (c: Chunked) => boolean): Chunked[] {
+  let cur: Chunked | undefined = links.find((c) => c.kind === 'delta' && c.firstOffset === BigInt(hint.offset));
+  if (!cur) throw new Error(`the delta at state offset ${hint.offset} is missing or incomplete`);
+  if (!intact(cur)) throw new Error(`the delta at state offset ${hint.offset} does not match its checksum`);
+  const chain = [cur];
+  while (cur.kind === 'delta') {
+    const want: string = cur.prev ?? '';
+    const prevSeq: number = cur.seq - 1;
+    const prev: Chunked | undefined = links.find((c) => `${c.id}:${c.sum ?? ''}` === want && c.seq === prevSeq && intact(c));
+    if (!prev || prevSeq < 0) throw new Error(`link ${want || '(none)'} (number ${prevSeq} of the chain) before state offset ${String(cur.firstOffset)} is missing, incomplete or altered`);
+    chain.unshift(prev);
+    cur = prev;
+  }
+  if (cur.firstOffset !== BigInt(hint.base as string)) throw new Error(`the chain starts at state offset ${String(cur.firstOffset)}, the commit names ${String(hint.base)}`);
+  return chain;
 }

@@ -71,6 +71,7 @@ test('points become line protocol with integer fields, escaped tags and ms times
 
 test('commit metadata points at a state snapshot', () => {
   expect(parseCommitMetadata(commitMetadata(3, '12345'))).toEqual({ partition: 3, offset: '12345' });
+  expect(parseCommitMetadata(commitMetadata(3, '12399', '12345'))).toEqual({ partition: 3, offset: '12399', base: '12345' });
   expect(parseCommitMetadata('')).toBeUndefined();
   expect(parseCommitMetadata(null)).toBeUndefined();
 });

@@ -8,13 +8,15 @@ import * as fs from 'fs';
 import { join } from 'path';
 import { Writable } from 'stream';
 import { gzipSync } from 'zlib';
+import type { ProducerRecord } from 'kafkajs';
+import pino from 'pino';
 import { parseArgs } from '../lib/args';
 import { silentLogger } from '../lib/log';
 import { command as consumerCommand } from '../consumer/cmd-consumer';
 import { PartitionAggregator } from '../consumer/aggregator';
 import { InfluxClient } from '../consumer/influx';
 import { toAggInput } from '../consumer/records';
-import { StateStore, decodeSnapshot, encodeSnapshot, parseCommitMetadata } from '../consumer/state-store';
+import { StateStore, decodeSnapshot, encodeSnapshot, parseCommitMetadata, type StateHint } from '../consumer/state-store';
 import { runUsage } from '../consumer/usage';
 import { synthesize } from '../consumer/synthetic';
 import { decode } from '../schemas';
@@ -295,3 +297,143 @@ test('state store: a hand-made state topic with a lower max.message.bytes gets s
     await producer.disconnect();
   }
 });
+
+test('state store: delta chains — the committed delta restores; a crash before its commit, planted, duplicated and altered links change nothing; a missing link is refused', async () => {
+  const producer = env.kafka.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 1 });
+  await producer.connect();
+  const logLines: string[] = [];
+  const logger = pino({ level: 'warn' }, { write: (l: string) => logLines.push(l) });
+  // canonical JSON of a state (a delta-rebuilt collection may keep a changed row in its old place)
+  const canon = (state: Record<string, unknown>): string => {
+    const agg = new PartitionAggregator({ partition: 0 });
+    agg.restore(state);
+    const s = agg.snapshot();
+    const byKey = (rows: unknown[]): unknown[] => [...rows].sort((a, b) => (JSON.stringify((a as unknown[])[0]) < JSON.stringify((b as unknown[])[0]) ? -1 : 1));
+    for (const f of ['conns', 'ifaces', 'marks', 'hosts']) s[f] = byKey(s[f] as unknown[]);
+    s.windows = (s.windows as [number, unknown[]][][]).map((set) => set.map(([start, cells]) => [start, byKey(cells)]));
+    return JSON.stringify(s);
+  };
+  try {
+    const data = synthesize({ hosts: 5, connsPerHost: 300, startMs: START, minutes: 6, seed: 5150 });
+    const inputs = messagesOf(data, { dupEvery: 0, seed: 1 }).map((m) => toAggInput(decode(m.value)));
+    const step = Math.ceil(inputs.length / 6);
+    /** Writes one chain through `send` (the real producer, or a fault-injecting one): states after each sixth of the records. */
+    const writeChain = async (stateTopic: string, send: typeof producer.send): Promise<{ metas: string[]; states: string[]; store: StateStore }> => {
+      const faulty = Object.create(producer) as typeof producer;
+      faulty.send = send;
+      // every save of this test is a delta after the first (the size rule would end a chain of such large changes)
+      const store = new StateStore({ kafka: env.kafka, admin: env.admin, producer: faulty, logger, group: 'g-chain', topic: 'records-chain', stateTopic, fullFraction: 100 });
+      await store.init(1);
+      const agg = new PartitionAggregator({ partition: 0 });
+      const metas: string[] = [];
+      const states: string[] = [];
+      for (let i = 0; i < inputs.length; i += step) {
+        for (const r of inputs.slice(i, i + step)) agg.add(r);
+        agg.pending().commit();
+        metas.push(await store.save(0, { offset: String(i + step), state: agg.snapshotLazy(), gaps: [] }));
+        states.push(canon(agg.snapshot()));
+      }
+      return { metas, states, store };
+    };
+    const hintOf = (meta: string): Map<number, StateHint | undefined> => new Map([[0, parseCommitMetadata(meta)]]);
+    const linkOf = (rec: ProducerRecord): string => String(rec.messages[0].headers?.['nettally-link']);
+
+    // 1. A chain: one full snapshot, then deltas; every commit names a delta and its full snapshot; each far smaller.
+    const t1 = `state-chain-${process.pid}`;
+    const sizes: { link: string; bytes: number }[] = [];
+    const dupTopic = `state-chain-dup-${process.pid}`;
+    const c1 = await writeChain(t1, async (rec) => {
+      sizes.push({ link: linkOf(rec), bytes: (rec.messages[0].value as Buffer).length });
+      return producer.send(rec);
+    });
+    expect(c1.metas).toHaveLength(6);
+    expect(parseCommitMetadata(c1.metas[0])?.base).toBeUndefined();
+    for (const m of c1.metas.slice(1)) expect(parseCommitMetadata(m)?.base).toBe(parseCommitMetadata(c1.metas[0])?.offset);
+    expect(sizes.map((s) => s.link)).toEqual(['full/0', 'delta/1', 'delta/2', 'delta/3', 'delta/4', 'delta/5']);
+    const fresh = new StateStore({ kafka: env.kafka, admin: env.admin, producer, logger, group: 'g-chain', topic: 'records-chain', stateTopic: t1 });
+    for (let k = 0; k < 6; k++) {
+      const got = (await fresh.load([0], hintOf(c1.metas[k]))).get(0);
+      expect(got?.offset).toBe(String((k + 1) * step));
+      expect(canon(got!.state)).toBe(c1.states[k]);
+    }
+
+    // 2. A crash between a delta's write and its commit: the commit still names the one before; the newer delta
+    //    (or one planted by anyone who can write the topic, naming the committed one as its predecessor) is ignored.
+    const agg = new PartitionAggregator({ partition: 0 });
+    agg.restore((await fresh.load([0], hintOf(c1.metas[5]))).get(0)!.state);
+    await c1.store.save(0, { offset: '999999', state: agg.snapshotLazy(), gaps: [] });
+    const afterCrash = (await fresh.load([0], hintOf(c1.metas[5]))).get(0);
+    expect(afterCrash?.offset).toBe(String(6 * step));
+    expect(canon(afterCrash!.state)).toBe(c1.states[5]);
+
+    // 3. Duplicated and planted copies of a middle delta (same id; one with the same bytes, one with other bytes and
+    //    the genuine checksum header) do not disturb the chain: links are found by id and verified checksum.
+    const c2 = await writeChain(dupTopic, async (rec) => {
+      const res = await producer.send(rec);
+      if (linkOf(rec) === 'delta/2') {
+        await producer.send(rec);
+        const forged = Buffer.from(rec.messages[0].value as Buffer);
+        forged[forged.length - 5] ^= 0xff;
+        await producer.send({ ...rec, messages: [{ ...rec.messages[0], value: forged }] });
+      }
+      return res;
+    });
+    const dupStore = new StateStore({ kafka: env.kafka, admin: env.admin, producer, logger, group: 'g-chain', topic: 'records-chain', stateTopic: dupTopic });
+    const dup = (await dupStore.load([0], hintOf(c2.metas[5]))).get(0);
+    expect(canon(dup!.state)).toBe(c2.states[5]);
+    expect(logLines.filter((l) => l.includes('chain'))).toEqual([]);
+
+    // 4. A chain with a delta missing (lost to retention or compaction, never stored) or altered: refused with an
+    //    error naming it, never applied in part; the state comes from the chain's full snapshot (an earlier offset:
+    //    the consumer replays from there into the same totals).
+    for (const fault of ['missing', 'altered'] as const) {
+      const topic = `state-chain-${fault}-${process.pid}`;
+      const c3 = await writeChain(topic, async (rec) => {
+        if (linkOf(rec) !== 'delta/3') return producer.send(rec);
+        if (fault === 'missing') return [{ topicName: topic, partition: 0, errorCode: 0, baseOffset: '0', logAppendTime: '-1', logStartOffset: '0' }];
+        const v = Buffer.from(rec.messages[0].value as Buffer);
+        v[v.length - 5] ^= 0xff;
+        return producer.send({ ...rec, messages: [{ ...rec.messages[0], value: v }] });
+      });
+      logLines.length = 0;
+      const s3 = new StateStore({ kafka: env.kafka, admin: env.admin, producer, logger, group: 'g-chain', topic: 'records-chain', stateTopic: topic });
+      // the links before the fault still restore
+      expect(canon((await s3.load([0], hintOf(c3.metas[2]))).get(0)!.state)).toBe(c3.states[2]);
+      const got = (await s3.load([0], hintOf(c3.metas[5]))).get(0);
+      expect(got?.offset).toBe(String(step));
+      expect(canon(got!.state)).toBe(c3.states[0]);
+      const errs = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.level === 50);
+      expect(errs).toHaveLength(1);
+      expect(String(errs[0].msg)).toContain('snapshot chain the committed offset names is broken');
+      expect(String(errs[0].err)).toMatch(/number 3 of the chain/);
+    }
+  } finally {
+    await producer.disconnect();
+  }
+}, 300_000);
+
+test('a consumer killed (SIGKILL) after writing delta snapshots restores the chain and stays exact', async () => {
+  const n = names('chain');
+  await createTopic(env.admin, n.topic, 1);
+  const data = synthesize({ hosts: 6, connsPerHost: 80, startMs: START, minutes: 8, seed: 2020 });
+  const msgs = messagesOf(data, { dupEvery: 50, seed: 5 });
+  // a third of the records, then two small stretches: few rows change, so those flushes write deltas
+  const a = Math.floor(msgs.length * 0.3);
+  const parts = [a, a + 20, a + 40];
+  let c = env.child([...n.args, '--flush-interval', '1s']);
+  // three caught-up stretches, each committed before the next records arrive
+  for (let i = 0; i < 3; i++) {
+    await produce(env.kafka, n.topic, msgs.slice(i === 0 ? 0 : parts[i - 1], parts[i]), 2000);
+    await waitCaughtUp(env.admin, n.group, n.topic, 300_000, () => c.stderr().slice(-3000));
+  }
+  const offsets = await env.admin.fetchOffsets({ groupId: n.group, topics: [n.topic] });
+  expect(parseCommitMetadata(offsets[0].partitions[0].metadata)?.base).toBeDefined();
+  await c.kill();
+  await produce(env.kafka, n.topic, msgs.slice(parts[2]), 2000);
+  c = env.child([...n.args, '--flush-interval', '1s']);
+  await waitCaughtUp(env.admin, n.group, n.topic, 300_000, () => c.stderr().slice(-3000));
+  expect(c.stderr()).toMatch(/"msg":"restored a snapshot chain"/);
+  expect(c.stderr()).not.toMatch(/chain the committed offset names is broken/);
+  expect(await c.stop()).toBe(0);
+  await env.expectExact(n.db, data, FROM, TO);
+}, 900_000);
