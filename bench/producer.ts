@@ -222,22 +222,7 @@ async function startChurner(name: string, root: string, broker: BrokerProcess, t
   const pinDir = `/sys/fs/bpf/nettally-bench-${process.pid}-${tag}`;
   cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }), () => rmSync(pinDir, { recursive: true, force: true }));
   const args = ['--brokers', broker.address, '--state-dir', stateDir, '--pin-dir', pinDir, '--metrics-listen', '0', '--status-interval', process.env.BENCH_STATUS ?? '0', '--flush-interval', FLUSH_INTERVAL, '--topic', `bench.churn.${tag}`];
-  let prod: ReturnType<typeof startProducerProcess> | undefined;
-  if (root === ROOT) prod = startProducerProcess(args);
-  else {
-    const child = spawn(process.execPath, [join(root, 'dist/bin/nettally.js'), 'producer', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'info' } });
-    let err = '';
-    const exited = new Promise<number | string>((res) => child.once('exit', (code, sig) => res(code ?? sig ?? -1)));
-    const ready = new Promise<void>((res, rej) => {
-      child.stderr?.on('data', (d: Buffer) => {
-        err += d.toString();
-        if (err.includes('streaming live records')) res();
-      });
-      void exited.then((c) => rej(new Error(`${name} producer exited (${c}) before it was ready:\n${err}`)));
-    });
-    prod = { child, stderr: () => err, exited, ready };
-  }
-  const p = prod;
+  const p = startProducerProcess(args, {}, root);
   cleanups.push(() => p.child.kill('SIGKILL'));
   await p.ready;
   while (!/"metrics":"/.test(p.stderr())) await sleep(50);
