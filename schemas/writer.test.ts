@@ -30,6 +30,8 @@ const LONG_EDGES = [
 ];
 const STRING_POOL = [
   '', 'a', 'host-a', '0123456789abcdef0123456789abcdef', 'fd00::1', 'é', 'x'.repeat(63), 'x'.repeat(64), 'y'.repeat(65), 'z'.repeat(200),
+  'w'.repeat(127), 'w'.repeat(128), 'v'.repeat(8191), 'v'.repeat(8192), 'v'.repeat(8191) + 'é', 'é' + 'v'.repeat(100),
+  '/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f2c.slice/cri-containerd-' + 'ab'.repeat(32) + '.scope',
   '\u{1F600} ok', 'ü'.repeat(40), '日本語のホスト名', '\u{10FFFF}', '\u0000nul', '\u007f\u0080\u07ff\u0800\uffff',
 ];
 

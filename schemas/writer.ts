@@ -96,23 +96,29 @@ function long(s: Sink, v: unknown): void {
 
 /**
  * A string as avsc writes it: the UTF-8 byte length, then the bytes. ASCII is copied in JS (most of our strings: ids,
- * addresses, names); other strings go through utf8Write. A string with a lone surrogate goes to avsc, which writes
- * it in its own way (CESU-style bytes up to 64 bytes, U+FFFD beyond).
+ * addresses, names, cgroup paths); other strings, and strings of 8192+ characters, go through utf8Write. A string
+ * with a lone surrogate goes to avsc, which writes it in its own way (CESU-style bytes up to 64 bytes, U+FFFD beyond).
  */
 function string(s: Sink, v: unknown): void {
   if (typeof v !== 'string') throw GIVE_UP;
   const n = v.length;
   room(s, 5 + 3 * n);
-  if (n < 64) {
-    // an ASCII string of < 64 bytes has a one-byte length; write the bytes after it, and bail out on the first non-ASCII
+  if (n < 8192) {
+    // An ASCII string's byte length is n: its varint length takes 1 byte below 64, else 2. Write the bytes after it,
+    // and bail out to utf8Write on the first non-ASCII character (container ids and kubepods cgroup paths are 64-200).
+    const head = n < 64 ? 1 : 2;
     const buf = s.buf;
-    let q = s.p + 1;
+    let q = s.p + head;
     for (let i = 0; i < n; i++) {
       const c = v.charCodeAt(i);
       if (c > 0x7f) return utf8(s, v);
       buf[q++] = c;
     }
-    buf[s.p] = n << 1;
+    if (head === 1) buf[s.p] = n << 1;
+    else {
+      buf[s.p] = ((n << 1) & 0x7f) | 0x80;
+      buf[s.p + 1] = n >>> 6;
+    }
     s.p = q;
     return;
   }
