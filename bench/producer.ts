@@ -195,6 +195,8 @@ interface ChurnRow {
   cpu: number;
   rssMiB: number;
   hwmMiB: number;
+  /** Kernel records the producer took in per second: on a shared machine "idle" is other processes' traffic. */
+  recordsInPerSec: number;
   recordsOutPerSec: number;
   drainS: number;
   /** Kernel ring-buffer reservations that failed during the window (records delayed, counters kept). */
@@ -207,20 +209,44 @@ interface ChurnRow {
   externalMiB: number;
 }
 
+/** One `nettally producer` child of the churn part: this tree's, or (BENCH_BASE) another built tree's, side by side. */
+interface Churner {
+  name: string;
+  pid: number;
+  url: string;
+  stop(): Promise<void>;
+}
+
+async function startChurner(name: string, root: string, broker: BrokerProcess, tag: string): Promise<Churner> {
+  const stateDir = mkdtempSync(join(tmpdir(), 'nettally-bench-'));
+  const pinDir = `/sys/fs/bpf/nettally-bench-${process.pid}-${tag}`;
+  cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }), () => rmSync(pinDir, { recursive: true, force: true }));
+  const args = ['--brokers', broker.address, '--state-dir', stateDir, '--pin-dir', pinDir, '--metrics-listen', '0', '--status-interval', process.env.BENCH_STATUS ?? '0', '--flush-interval', FLUSH_INTERVAL, '--topic', `bench.churn.${tag}`];
+  const p = startProducerProcess(args, {}, root);
+  cleanups.push(() => p.child.kill('SIGKILL'));
+  await p.ready;
+  while (!/"metrics":"/.test(p.stderr())) await sleep(50);
+  void p.exited.then((c) => c !== 0 && process.stderr.write(`${name} producer exited (${c}):\n${p.stderr().split('\n').slice(-15).join('\n')}\n`));
+  return {
+    name, pid: p.child.pid as number, url: /"metrics":"([^"]+)"/.exec(p.stderr())?.[1] as string,
+    async stop() {
+      p.child.kill('SIGTERM');
+      await p.exited;
+      if (root === ROOT) lastStderr = p.stderr();
+    },
+  };
+}
+
 async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
   const bin = join(ROOT, 'build', 'churn');
   execFileSync('cc', ['-O2', '-Wall', '-o', bin, join(ROOT, 'bench', 'churn.c')]);
   const pair: NetnsPair = createNetnsPair('bench');
   cleanups.push(() => pair.destroy());
-  const stateDir = mkdtempSync(join(tmpdir(), 'nettally-bench-'));
-  const pinDir = `/sys/fs/bpf/nettally-bench-${process.pid}`;
-  cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }), () => rmSync(pinDir, { recursive: true, force: true }));
-  const prod = startProducerProcess(['--brokers', broker.address, '--state-dir', stateDir, '--pin-dir', pinDir, '--metrics-listen', '0', '--status-interval', process.env.BENCH_STATUS ?? '0', '--flush-interval', FLUSH_INTERVAL]);
-  cleanups.push(() => prod.child.kill('SIGKILL'));
-  await prod.ready;
-  while (!/"metrics":"/.test(prod.stderr())) await sleep(50);
-  const url = /"metrics":"([^"]+)"/.exec(prod.stderr())?.[1] as string;
-  const pid = prod.child.pid as number;
+  // BENCH_BASE=<another built worktree>: its producer runs at the same time on the same kernel traffic (both
+  // capture the whole host), so the two are compared on identical load, which a busy shared machine cannot give
+  // two runs one after the other.
+  const prods = [await startChurner('this', ROOT, broker, 'this')];
+  if (process.env.BENCH_BASE) prods.push(await startChurner('base', resolve(process.env.BENCH_BASE), broker, 'base'));
   const hz = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
   const server: ChildProcess = spawn('ip', ['netns', 'exec', pair.b.name, bin, 'server', '7000'], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -228,11 +254,9 @@ async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
   await new Promise<void>((r) => server.stdout?.on('data', (d: Buffer) => d.toString().includes('READY') && r()));
 
   const rows: ChurnRow[] = [];
-  void prod.exited.then((c) => c !== 0 && process.stderr.write(`producer exited (${c}):\n${prod.stderr().split('\n').slice(-15).join('\n')}\n`));
-  for (const rate of [0, CHURN_RATE]) {
-    const t0 = procTicks(pid);
-    const o0 = await metric(url, 'records_out_total');
-    const d0 = await metric(url, 'kernel_ringbuf_drops_total');
+  const rates = (process.env.BENCH_CHURN_RATES ?? `0,${CHURN_RATE}`).split(',').map(Number);
+  for (const rate of rates) {
+    const before = await Promise.all(prods.map(async (p) => ({ t: procTicks(p.pid), o: await metric(p.url, 'records_out_total'), i: await metric(p.url, 'records_in_total'), d: await metric(p.url, 'kernel_ringbuf_drops_total') })));
     const start = Date.now();
     let conns = 0;
     if (rate > 0) {
@@ -242,27 +266,31 @@ async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
       await sleep(SECONDS * 1000);
     }
     const wall = (Date.now() - start) / 1000;
-    const cpu = (procTicks(pid) - t0) / hz / wall;
-    const o1 = await metric(url, 'records_out_total');
-    const drops = (await metric(url, 'kernel_ringbuf_drops_total')) - d0;
-    const mem = procMem(pid);
-    // How long until the producer has shipped everything the burst produced.
+    const at = await Promise.all(prods.map(async (p) => ({ t: procTicks(p.pid), o: await metric(p.url, 'records_out_total'), i: await metric(p.url, 'records_in_total'), d: await metric(p.url, 'kernel_ringbuf_drops_total'), mem: procMem(p.pid) })));
+    // How long until each producer has shipped everything the burst produced.
     const drainStart = Date.now();
-    while ((await metric(url, 'spool_records')) > 0 && Date.now() - drainStart < 60_000) await sleep(100);
-    const drainS = (Date.now() - drainStart) / 1000;
-    // CPU per connection counts the drain too: what the burst cost until its records were all shipped.
-    const cpuAll = (procTicks(pid) - t0) / hz;
-    const o2 = await metric(url, 'records_out_total');
-    rows.push({
-      label: rate ? `churn ${rate}/s` : 'idle', connsPerSec: conns / wall, cpu, ...mem,
-      recordsOutPerSec: (o1 - o0) / wall, drainS, drops,
-      cpuPer1k: conns ? (cpuAll / conns) * 1000 : 0, recordsPerConn: conns ? (o2 - o0) / conns : 0,
-      heapMiB: (await metric(url, 'memory_bytes{kind="heap_used"}')) / 2 ** 20, externalMiB: (await metric(url, 'memory_bytes{kind="external"}')) / 2 ** 20,
-    });
+    const drained = prods.map(() => 0);
+    for (;;) {
+      const left = await Promise.all(prods.map((p) => metric(p.url, 'spool_records')));
+      left.forEach((n, k) => (drained[k] = n > 0 ? 0 : drained[k] || (Date.now() - drainStart) / 1000));
+      if (left.every((n) => n === 0) || Date.now() - drainStart > 60_000) break;
+      await sleep(100);
+    }
+    for (const [k, p] of prods.entries()) {
+      const b = before[k];
+      const a = at[k];
+      // CPU per connection counts the drain too: what the burst cost until its records were all shipped.
+      const cpuAll = (procTicks(p.pid) - b.t) / hz;
+      const o2 = await metric(p.url, 'records_out_total');
+      rows.push({
+        label: `${prods.length > 1 ? `${p.name}: ` : ''}${rate ? `churn ${rate}/s` : 'idle'}`, connsPerSec: conns / wall, cpu: (a.t - b.t) / hz / wall, ...a.mem,
+        recordsInPerSec: (a.i - b.i) / wall, recordsOutPerSec: (a.o - b.o) / wall, drainS: drained[k], drops: a.d - b.d,
+        cpuPer1k: conns ? (cpuAll / conns) * 1000 : 0, recordsPerConn: conns ? (o2 - b.o) / conns : 0,
+        heapMiB: (await metric(p.url, 'memory_bytes{kind="heap_used"}')) / 2 ** 20, externalMiB: (await metric(p.url, 'memory_bytes{kind="external"}')) / 2 ** 20,
+      });
+    }
   }
-  prod.child.kill('SIGTERM');
-  await prod.exited;
-  lastStderr = prod.stderr();
+  for (const p of prods) await p.stop();
   return rows;
 }
 
@@ -274,6 +302,7 @@ async function main(): Promise<void> {
   if (process.env.BENCH_ONLY === 'churn') {
     const churnRows = await churn(broker);
     process.stdout.write(JSON.stringify(churnRows, null, 1) + '\n');
+    process.stdout.write(`load average before/after: ${load0} / ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);
     if (process.env.BENCH_STATUS) process.stdout.write(lastStderr);
     return;
   }
@@ -305,13 +334,13 @@ async function main(): Promise<void> {
   process.stdout.write(`\nproducer (child process, real kernel capture, --flush-interval ${FLUSH_INTERVAL}) while a generator churns TCP connections in a netns, ${SECONDS}s each\n`);
   process.stdout.write(
     `${'load'.padEnd(16)}${'conns/s'.padStart(10)}${'cpu (cores)'.padStart(13)}${'cpu-s/1k conn'.padStart(15)}${'rec/conn'.padStart(10)}${'RSS MiB'.padStart(9)}${'peak MiB'.padStart(10)}` +
-      `${'heap MiB'.padStart(10)}${'ext MiB'.padStart(9)}${'records out/s'.padStart(15)}${'drain s'.padStart(9)}${'rb drops'.padStart(10)}\n`,
+      `${'heap MiB'.padStart(10)}${'ext MiB'.padStart(9)}${'records in/s'.padStart(14)}${'records out/s'.padStart(15)}${'drain s'.padStart(9)}${'rb drops'.padStart(10)}\n`,
   );
   for (const r of churnRows) {
     process.stdout.write(
       `${r.label.padEnd(16)}${Math.round(r.connsPerSec).toLocaleString('en').padStart(10)}${r.cpu.toFixed(3).padStart(13)}${r.cpuPer1k.toFixed(3).padStart(15)}${r.recordsPerConn.toFixed(2).padStart(10)}` +
         `${r.rssMiB.toFixed(0).padStart(9)}${r.hwmMiB.toFixed(0).padStart(10)}${r.heapMiB.toFixed(0).padStart(10)}${r.externalMiB.toFixed(0).padStart(9)}` +
-        `${Math.round(r.recordsOutPerSec).toLocaleString('en').padStart(15)}${r.drainS.toFixed(1).padStart(9)}${String(r.drops).padStart(10)}\n`,
+        `${Math.round(r.recordsInPerSec).toLocaleString('en').padStart(14)}${Math.round(r.recordsOutPerSec).toLocaleString('en').padStart(15)}${r.drainS.toFixed(1).padStart(9)}${String(r.drops).padStart(10)}\n`,
     );
   }
   process.stdout.write(`load average after: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);

@@ -1,12 +1,13 @@
 // `npm run bench:records`: the per-record cost of the producer's kernel-record path, decode (ring-buffer bytes ->
 // kernel record) and toWire (kernel record -> wire record), for the generated code this tree uses
 // (producer/layout-decode.generated.ts, producer/wire.generated.ts) side by side with the hand-written form it replaced
-// (one line per field: a reader call by a field descriptor; one 29-field literal), kept below as the reference.
+// (one line per field: a reader call by a field descriptor; one 29-field literal), kept below as the reference; and the
+// Avro encode (wire record -> single-object bytes) by the generated writer (schemas/writer.ts) next to avsc's writer.
 // Rounds alternate between the two so that load from other processes hits both alike; the ratio is what to read.
 import { decodeBatch, type ConnRecord, formatAddr, commText, KernelKind, LAYOUT } from '../producer/records';
 import { nt_conn_record as C } from '../producer/layout.generated';
 import { toWire, type WireContext } from '../producer/wire';
-import type { RecordByKind } from '../schemas/index';
+import { createCodec, type RecordByKind } from '../schemas/index';
 
 const N = Number(process.env.BENCH_RECORDS ?? 4096);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 41);
@@ -146,13 +147,20 @@ function main(): void {
   // toWire on samples only: the reference builds conn_sample records.
   const genS = gen.filter((r) => r.kind === KernelKind.CONN_SAMPLE);
   const refS = ref.filter((r) => r.kind === KernelKind.CONN_SAMPLE);
-  const t = { refDecode: [] as number[], genDecode: [] as number[], refWire: [] as number[], genWire: [] as number[] };
+  const wires = genS.map((r) => toWire(r, ctx)).filter((w) => w !== undefined);
+  const avscCodec = createCodec({ fastWriter: false });
+  const genCodec = createCodec();
+  for (const w of wires) if (!avscCodec.encode(w.kind, w.record as never).equals(genCodec.encode(w.kind, w.record as never))) throw new Error('encoders disagree');
+  const encodeAll = (c: typeof genCodec): number => wires.reduce((n, w) => n + c.encode(w.kind, w.record as never).length, 0);
+  const t = { refDecode: [] as number[], genDecode: [] as number[], refWire: [] as number[], genWire: [] as number[], refEncode: [] as number[], genEncode: [] as number[] };
   for (let round = 0; round < ROUNDS + 3; round++) {
     const m = {
       refDecode: timeNs(N, () => refDecode(buf).length),
       genDecode: timeNs(N, () => decodeBatch(buf).records.length),
       refWire: timeNs(refS.length, () => refS.reduce((n, r) => n + (refWire(r, ctx)?.record.seq ?? 0), 0)),
       genWire: timeNs(genS.length, () => genS.reduce((n, r) => n + (toWire(r, ctx)?.record.seq ?? 0), 0)),
+      refEncode: timeNs(wires.length, () => encodeAll(avscCodec)),
+      genEncode: timeNs(wires.length, () => encodeAll(genCodec)),
     };
     if (round < 3) continue; // warm-up: let both be optimised
     for (const k of Object.keys(m) as Array<keyof typeof m>) t[k].push(m[k]);
@@ -163,8 +171,10 @@ function main(): void {
   console.log(`${'path'.padEnd(28)}${'hand-written'.padStart(12)}${'generated'.padStart(12)}${'ratio'.padStart(10)}`);
   console.log(row('decode (ring buffer -> kernel)', t.refDecode, t.genDecode));
   console.log(row('toWire (kernel -> wire)', t.refWire, t.genWire));
+  console.log(row('encode (wire -> Avro; avsc)', t.refEncode, t.genEncode));
   const sum = (a: number[], b: number[]): number[] => a.map((v, i) => v + b[i]);
-  console.log(row('both, per sample', sum(t.refDecode, t.refWire), sum(t.genDecode, t.genWire)));
+  console.log(row('all three, per sample', sum(sum(t.refDecode, t.refWire), t.refEncode), sum(sum(t.genDecode, t.genWire), t.genEncode)));
+  if (genCodec.encodedBy.avsc > 0) throw new Error(`the generated writer left ${genCodec.encodedBy.avsc} records to avsc`);
 }
 
 main();

@@ -3,6 +3,8 @@
 import { readFileSync } from 'fs';
 // First, before kafkajs loads: its per-send grouping of messages by partition in linear time (see the file).
 import './kafkajs-grouping';
+// No 1 ms timer per idle broker connection (see the file).
+import './kafkajs-idle';
 import { Kafka, logLevel, type KafkaConfig, type RetryOptions, type SASLOptions } from 'kafkajs';
 import type { OptionSpec, ParsedArgs } from './args';
 import { configError } from './errors';

@@ -5,6 +5,7 @@ import { readdirSync, readFileSync, existsSync } from 'fs';
 import { join } from 'path';
 import { NettallyError } from '../lib/errors';
 import { compileReader, isGiveUp, type Cursor, type FastReader, type LongTypes } from './reader';
+import { compileWriter, isWriterGiveUp, type FastWriter, type Sink } from './writer';
 
 // The wire record types are generated from the .avsc files (schemas/types.generated.ts, `node scripts/gen-records.js`):
 // the .avsc stay the one hand-written definition of the contract; scripts/build.sh fails when the types are stale.
@@ -199,6 +200,21 @@ export interface CodecOptions {
    * reader generated per writer schema (schemas/reader.ts) reads well-formed records, avsc everything else.
    */
   fastReader?: boolean;
+  /**
+   * false: avsc writes every record (the oracle of the writer tests, the baseline of bench:records). Default true: a
+   * writer generated per current schema (schemas/writer.ts) writes the records it can write exactly, avsc the rest.
+   */
+  fastWriter?: boolean;
+}
+
+/** The schema a codec writes one kind with: avsc's type, the single-object header, and the generated writer. */
+interface Output {
+  type: avro.Type;
+  header: Buffer;
+  fingerprint: string;
+  /** Generated writer (null when the schema is outside writer.ts or fastWriter is off) and its buffer, header first. */
+  fast: FastWriter | null;
+  sink: Sink;
 }
 
 interface Writer {
@@ -223,9 +239,17 @@ export interface DecodedBy {
   readerErrors: number;
 }
 
+/** How many records each writer wrote (or refused: a record the generated writer left to avsc counts as avsc). */
+export interface EncodedBy {
+  fast: number;
+  avsc: number;
+  /** Of the avsc ones: the generated writer threw something other than giving up (a bug, or a throwing getter). */
+  writerErrors: number;
+}
+
 /** Encoder/decoder for one set of reader schemas plus a registry of known writer schemas by fingerprint. */
 export class Codec {
-  private readonly readers = new Map<RecordKind, { type: avro.Type; header: Buffer; fingerprint: string }>();
+  private readonly readers = new Map<RecordKind, Output>();
   private readonly writers = new Map<string, Writer>();
   /** The same writers as a list: a linear scan of two int32 compares beats hex-encoding 8 bytes per message. */
   private readonly writerList: Writer[] = [];
@@ -234,6 +258,7 @@ export class Codec {
   private readonly cursor: Cursor = { buf: EMPTY_BUF, p: 0 };
   /** Counts since construction; the reader tests assert the fast path is really taken. */
   readonly decodedBy: DecodedBy = { fast: 0, avsc: 0, readerErrors: 0 };
+  readonly encodedBy: EncodedBy = { fast: 0, avsc: 0, writerErrors: 0 };
 
   constructor(opts: CodecOptions = {}) {
     this.fastReader = opts.fastReader ?? true;
@@ -242,7 +267,11 @@ export class Codec {
       const schema = opts.readerSchemas?.[kind] ?? current[kind];
       const type = parseType(schema);
       const fp = schemaFingerprint(type);
-      this.readers.set(kind, { type, header: Buffer.concat([SINGLE_OBJECT_MAGIC, fp]), fingerprint: fp.toString('hex') });
+      const header = Buffer.concat([SINGLE_OBJECT_MAGIC, fp]);
+      const fast = (opts.fastWriter ?? true) ? (compileWriter(type, LONGS) ?? null) : null;
+      const sink: Sink = { buf: Buffer.alloc(4096), p: 0 };
+      header.copy(sink.buf);
+      this.readers.set(kind, { type, header, fingerprint: fp.toString('hex'), fast, sink });
       this.kindByName.set(fullName(schema), kind);
       for (const alias of type.aliases ?? []) this.kindByName.set(alias, kind);
       this.addWriter(fp, kind, type);
@@ -280,6 +309,22 @@ export class Codec {
   /** The single-object encoding of `record`; throws RECORD_MALFORMED (reason invalid_body) naming the bad fields. */
   encode<K extends RecordKind>(kind: K, record: RecordByKind[K]): Buffer {
     const r = this.reader(kind);
+    if (r.fast) {
+      const s = r.sink;
+      s.p = HEADER_BYTES; // the header stays in the buffer from construction (a grown buffer copies it along)
+      try {
+        r.fast(s, record as unknown as Record<string, unknown>);
+        // A copy of exactly the record's bytes (small ones come from Node's buffer pool); the sink is reused.
+        const out = Buffer.allocUnsafe(s.p);
+        s.buf.copy(out, 0, 0, s.p);
+        this.encodedBy.fast++;
+        return out;
+      } catch (e) {
+        // Giving up: avsc decides the record below (its bytes, or its error). Anything else thrown is counted.
+        if (!isWriterGiveUp(e)) this.encodedBy.writerErrors++;
+      }
+    }
+    this.encodedBy.avsc++;
     let body: Buffer;
     try {
       body = r.type.toBuffer(record);
@@ -350,7 +395,7 @@ export class Codec {
     return { kind: w.kind, record: { ...(out.value as object) }, fingerprint } as Decoded;
   }
 
-  private reader(kind: RecordKind): { type: avro.Type; header: Buffer; fingerprint: string } {
+  private reader(kind: RecordKind): Output {
     const r = this.readers.get(kind);
     if (!r) throw new NettallyError('INTERNAL', `unknown record kind ${String(kind)}`);
     return r;

@@ -133,10 +133,11 @@ export interface ProducerProcess {
 }
 
 /** `node dist/bin/nettally.js producer …args` as a child process (the kill tests need a real process). */
-export function startProducerProcess(args: string[], env: NodeJS.ProcessEnv = {}): ProducerProcess {
-  ensureProducerBuilt();
-  const child = spawn(process.execPath, [join(ROOT, 'dist/bin/nettally.js'), 'producer', ...args], {
-    cwd: ROOT,
+export function startProducerProcess(args: string[], env: NodeJS.ProcessEnv = {}, root = ROOT): ProducerProcess {
+  // root: another built checkout (bench:producer's BENCH_BASE runs one next to this tree's producer)
+  if (root === ROOT) ensureProducerBuilt();
+  const child = spawn(process.execPath, [join(root, 'dist/bin/nettally.js'), 'producer', ...args], {
+    cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
   });
