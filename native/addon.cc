@@ -31,7 +31,12 @@
 namespace {
 
 constexpr int kBatchFull = -100000;      // sample callback's "stop, hand this batch over" signal
-constexpr size_t kBatchBytes = 1 << 20;  // one JS call carries at most about this much
+// One JS call carries at most about kBatchBytes (~1,800 connection records), and at most kQueuedBatches calls wait
+// for JS. Together they bound what is in user space beyond what JS counts (producer/capture.ts pauses the drain by
+// records it has decoded): 64 batches of 1 MiB let up to ~470k records (~150 MiB once decoded) arrive after a pause
+// under connection churn; 4 of 256 KiB let ~7k. The kernel's ring buffer (--ring-buffer-bytes) is the buffer.
+constexpr size_t kBatchBytes = 256 << 10;
+constexpr size_t kQueuedBatches = 4;
 
 std::mutex g_log_mu;
 std::string g_log;  // libbpf warnings/verifier output, tail kept for error messages
@@ -197,7 +202,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
       throw;
     }
     // Batches are delivered on the JS thread; the finalizer runs once the drain thread has released the TSFN.
-    tsfn_ = Napi::ThreadSafeFunction::New(env, o.Get("onBatch").As<Napi::Function>(), "nettally-drain", 64, 1, this,
+    tsfn_ = Napi::ThreadSafeFunction::New(env, o.Get("onBatch").As<Napi::Function>(), "nettally-drain", kQueuedBatches, 1, this,
                                           [](Napi::Env env, Capture *self) { self->Finalize(env); });
     thread_ = std::thread([this] { Drain(); });
     Ref();  // kept alive until the finalizer: the drain thread and the TSFN point at this object
@@ -329,7 +334,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
     tsfn_.Release();
   }
 
-  // One JS call per batch; blocks when JS is 64 batches behind, so the ring buffer fills and the kernel counts drops.
+  // One JS call per batch; blocks when JS is kQueuedBatches behind, so the ring buffer fills and the kernel counts drops.
   void Hand() {
     if (batch_.empty()) return;
     auto *b = new std::vector<uint8_t>(std::move(batch_));
@@ -670,10 +675,40 @@ Napi::Value Layout(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// exec(path, argv, env): replaces this process's image (execve: same pid, same open stdio), so that `nettally
+// producer` can start again with the runtime settings it needs (producer/runtime.ts) without a parent process
+// holding memory. Returns only by throwing (the errno text): the caller then runs on as it is.
+Napi::Value Exec(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsArray() || !info[2].IsArray()) {
+    throw Napi::TypeError::New(env, "exec(path, argv[], env[]) needs a string and two arrays of strings");
+  }
+  auto strings = [](Napi::Array a) {
+    std::vector<std::string> v;
+    for (uint32_t i = 0; i < a.Length(); i++) v.push_back(a.Get(i).ToString().Utf8Value());
+    return v;
+  };
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::vector<std::string> args = strings(info[1].As<Napi::Array>()), envs = strings(info[2].As<Napi::Array>());
+  std::vector<char *> argv, envp;
+  for (auto &s : args) argv.push_back(s.data());
+  for (auto &s : envs) envp.push_back(s.data());
+  argv.push_back(nullptr);
+  envp.push_back(nullptr);
+  // stdin/out/err stay the process's own (Node may have marked them close-on-exec); nothing else is passed on.
+  for (int fd = 0; fd <= 2; fd++) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0 && (flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
+  }
+  execve(path.c_str(), argv.data(), envp.data());
+  throw Napi::Error::New(env, std::string("execve ") + path + ": " + strerror(errno));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Capture", Capture::Init(env));
   exports.Set("clocks", Napi::Function::New(env, Clocks));
   exports.Set("layout", Napi::Function::New(env, Layout));
+  exports.Set("exec", Napi::Function::New(env, Exec));
   return exports;
 }
 
