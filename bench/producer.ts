@@ -1,6 +1,7 @@
 // `npm run bench:producer`: (1) records/s the producer sustains into the bundled broker on one core (synthetic
 // source, side by side: fsync always / never / gzip); (2) the producer's CPU and RSS with the real kernel capture
-// while a C generator churns 10k TCP connections/s in a network namespace, next to the same producer idle.
+// while a C generator churns 10k TCP connections/s in a network namespace, next to the same producer idle, for each
+// build/runtime variant side by side (BENCH_CHURN_VARIANTS); (3) BENCH_LIVE=0,10000,50000: RSS per live connection.
 import { execFileSync, spawn, type ChildProcess } from 'child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'fs';
 import { get } from 'http';
@@ -14,7 +15,8 @@ import { syntheticCapture } from '../producer/synthetic';
 import { toWire, type WireContext } from '../producer/wire';
 import { createCodec } from '../schemas/index';
 import { createNetnsPair, type NetnsPair } from '../test/helpers/netns';
-import { startProducerProcess } from '../test/helpers/producer';
+import { startProducerProcess, type ProducerProcess } from '../test/helpers/producer';
+import { holdFds, releaseFds } from './fds';
 
 const ROOT = resolve(__dirname, '../..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
@@ -205,6 +207,80 @@ interface ChurnRow {
   recordsPerConn: number;
   heapMiB: number;
   externalMiB: number;
+  /** Resident memory at the end of the window by mapping (/proc/PID/smaps): see smapsMiB. */
+  smaps: Smaps;
+}
+
+interface Smaps {
+  /** Anonymous memory: V8's heap spaces, malloc's arenas (Buffers, the addon's batches, libbpf), thread stacks. */
+  anon: number;
+  /** BPF maps mmapped by the addon (the ring buffer's data pages, array maps). */
+  bpf: number;
+  /** File-backed: the node binary, shared libraries, the addon. */
+  file: number;
+}
+
+/** Where the process's resident memory is, MiB, by kind of mapping. */
+function smapsMiB(pid: number): Smaps {
+  const out: Smaps = { anon: 0, bpf: 0, file: 0 };
+  let kind: keyof Smaps = 'anon';
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (head) kind = head[1].includes('bpf') ? 'bpf' : head[1].startsWith('/') ? 'file' : 'anon';
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) out[kind] += Number(rss[1]) / 1024;
+  }
+  return out;
+}
+
+/** A producer build and runtime to measure: this branch with its runtime settings, without them, another build. */
+interface Variant {
+  label: string;
+  bin?: string;
+  env: NodeJS.ProcessEnv;
+}
+
+/** Node's defaults: none of the settings producer/runtime.ts applies, and none inherited from this shell. */
+const UNTUNED = { NETTALLY_NODE_TUNING: '0', MALLOC_ARENA_MAX: undefined, NODE_OPTIONS: undefined };
+
+/** BENCH_CHURN_VARIANTS=baseline,untuned,tuned (baseline: the build whose CLI BENCH_BASELINE_BIN names, e.g. main's). */
+function variants(): Variant[] {
+  const baseline = process.env.BENCH_BASELINE_BIN;
+  const names = (process.env.BENCH_CHURN_VARIANTS ?? (baseline ? 'baseline,untuned,tuned' : 'untuned,tuned')).split(',');
+  return names.map((n) => {
+    if (n === 'baseline') {
+      if (!baseline) throw new Error('BENCH_CHURN_VARIANTS has baseline: set BENCH_BASELINE_BIN to the other build\'s dist/bin/nettally.js');
+      return { label: 'baseline', bin: resolve(baseline), env: UNTUNED };
+    }
+    if (n === 'untuned') return { label: 'untuned', env: UNTUNED };
+    if (n === 'tuned') return { label: 'tuned', env: { NETTALLY_NODE_TUNING: undefined } };
+    throw new Error(`BENCH_CHURN_VARIANTS: unknown variant ${n} (baseline, untuned, tuned)`);
+  });
+}
+
+interface RunningProducer {
+  prod: ProducerProcess;
+  pid: number;
+  url: string;
+}
+
+/** `nettally producer` (this build or the variant's) with its own state and pin dirs, metrics on a free port. */
+async function startVariant(broker: BrokerProcess, v: Variant): Promise<RunningProducer> {
+  const stateDir = mkdtempSync(join(tmpdir(), 'nettally-bench-'));
+  const pinDir = `/sys/fs/bpf/nettally-bench-${process.pid}-${v.label}`;
+  cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }), () => rmSync(pinDir, { recursive: true, force: true }));
+  const prod = startProducerProcess(['--brokers', broker.address, '--state-dir', stateDir, '--pin-dir', pinDir, '--metrics-listen', '0', '--status-interval', process.env.BENCH_STATUS ?? '0', '--flush-interval', FLUSH_INTERVAL], v.env, v.bin);
+  cleanups.push(() => prod.child.kill('SIGKILL'));
+  await prod.ready;
+  while (!/"metrics":"/.test(prod.stderr())) await sleep(50);
+  void prod.exited.then((c) => c !== 0 && c !== 'SIGKILL' && process.stderr.write(`producer ${v.label} exited (${c}):\n${prod.stderr().split('\n').slice(-15).join('\n')}\n`));
+  return { prod, pid: prod.child.pid as number, url: /"metrics":"([^"]+)"/.exec(prod.stderr())?.[1] as string };
+}
+
+async function stopVariant(p: RunningProducer): Promise<void> {
+  p.prod.child.kill('SIGTERM');
+  await p.prod.exited;
+  lastStderr = p.prod.stderr();
 }
 
 async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
@@ -212,58 +288,115 @@ async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
   execFileSync('cc', ['-O2', '-Wall', '-o', bin, join(ROOT, 'bench', 'churn.c')]);
   const pair: NetnsPair = createNetnsPair('bench');
   cleanups.push(() => pair.destroy());
-  const stateDir = mkdtempSync(join(tmpdir(), 'nettally-bench-'));
-  const pinDir = `/sys/fs/bpf/nettally-bench-${process.pid}`;
-  cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }), () => rmSync(pinDir, { recursive: true, force: true }));
-  const prod = startProducerProcess(['--brokers', broker.address, '--state-dir', stateDir, '--pin-dir', pinDir, '--metrics-listen', '0', '--status-interval', process.env.BENCH_STATUS ?? '0', '--flush-interval', FLUSH_INTERVAL]);
-  cleanups.push(() => prod.child.kill('SIGKILL'));
-  await prod.ready;
-  while (!/"metrics":"/.test(prod.stderr())) await sleep(50);
-  const url = /"metrics":"([^"]+)"/.exec(prod.stderr())?.[1] as string;
-  const pid = prod.child.pid as number;
-  const hz = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
-
   const server: ChildProcess = spawn('ip', ['netns', 'exec', pair.b.name, bin, 'server', '7000'], { stdio: ['ignore', 'pipe', 'inherit'] });
   cleanups.push(() => server.kill('SIGKILL'));
   await new Promise<void>((r) => server.stdout?.on('data', (d: Buffer) => d.toString().includes('READY') && r()));
-
+  const hz = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
   const rows: ChurnRow[] = [];
-  void prod.exited.then((c) => c !== 0 && process.stderr.write(`producer exited (${c}):\n${prod.stderr().split('\n').slice(-15).join('\n')}\n`));
-  for (const rate of [0, CHURN_RATE]) {
-    const t0 = procTicks(pid);
-    const o0 = await metric(url, 'records_out_total');
-    const d0 = await metric(url, 'kernel_ringbuf_drops_total');
-    const start = Date.now();
-    let conns = 0;
-    if (rate > 0) {
-      const out = execFileSync('ip', ['netns', 'exec', pair.a.name, bin, 'client', pair.b.addr4, '7000', String(rate), String(SECONDS)]).toString();
-      conns = (JSON.parse(out) as { conns: number }).conns;
-    } else {
-      await sleep(SECONDS * 1000);
+  for (const v of variants()) {
+    const { pid, url, ...p } = await startVariant(broker, v);
+    for (const rate of [0, CHURN_RATE]) {
+      const t0 = procTicks(pid);
+      const o0 = await metric(url, 'records_out_total');
+      const d0 = await metric(url, 'kernel_ringbuf_drops_total');
+      const start = Date.now();
+      let conns = 0;
+      if (rate > 0) {
+        const out = execFileSync('ip', ['netns', 'exec', pair.a.name, bin, 'client', pair.b.addr4, '7000', String(rate), String(SECONDS)]).toString();
+        conns = (JSON.parse(out) as { conns: number }).conns;
+      } else {
+        await sleep(SECONDS * 1000);
+      }
+      const wall = (Date.now() - start) / 1000;
+      const cpu = (procTicks(pid) - t0) / hz / wall;
+      const o1 = await metric(url, 'records_out_total');
+      const drops = (await metric(url, 'kernel_ringbuf_drops_total')) - d0;
+      const mem = procMem(pid);
+      const smaps = smapsMiB(pid);
+      // How long until the producer has shipped everything the burst produced.
+      const drainStart = Date.now();
+      while ((await metric(url, 'spool_records')) > 0 && Date.now() - drainStart < 60_000) await sleep(100);
+      const drainS = (Date.now() - drainStart) / 1000;
+      // CPU per connection counts the drain too: what the burst cost until its records were all shipped.
+      const cpuAll = (procTicks(pid) - t0) / hz;
+      const o2 = await metric(url, 'records_out_total');
+      rows.push({
+        label: `${v.label} ${rate ? `churn ${rate}/s` : 'idle'}`, connsPerSec: conns / wall, cpu, ...mem,
+        recordsOutPerSec: (o1 - o0) / wall, drainS, drops,
+        cpuPer1k: conns ? (cpuAll / conns) * 1000 : 0, recordsPerConn: conns ? (o2 - o0) / conns : 0,
+        heapMiB: (await metric(url, 'memory_bytes{kind="heap_used"}')) / 2 ** 20, externalMiB: (await metric(url, 'memory_bytes{kind="external"}')) / 2 ** 20,
+        smaps,
+      });
     }
-    const wall = (Date.now() - start) / 1000;
-    const cpu = (procTicks(pid) - t0) / hz / wall;
-    const o1 = await metric(url, 'records_out_total');
-    const drops = (await metric(url, 'kernel_ringbuf_drops_total')) - d0;
-    const mem = procMem(pid);
-    // How long until the producer has shipped everything the burst produced.
-    const drainStart = Date.now();
-    while ((await metric(url, 'spool_records')) > 0 && Date.now() - drainStart < 60_000) await sleep(100);
-    const drainS = (Date.now() - drainStart) / 1000;
-    // CPU per connection counts the drain too: what the burst cost until its records were all shipped.
-    const cpuAll = (procTicks(pid) - t0) / hz;
-    const o2 = await metric(url, 'records_out_total');
-    rows.push({
-      label: rate ? `churn ${rate}/s` : 'idle', connsPerSec: conns / wall, cpu, ...mem,
-      recordsOutPerSec: (o1 - o0) / wall, drainS, drops,
-      cpuPer1k: conns ? (cpuAll / conns) * 1000 : 0, recordsPerConn: conns ? (o2 - o0) / conns : 0,
-      heapMiB: (await metric(url, 'memory_bytes{kind="heap_used"}')) / 2 ** 20, externalMiB: (await metric(url, 'memory_bytes{kind="external"}')) / 2 ** 20,
-    });
+    await stopVariant({ pid, url, ...p });
   }
-  prod.child.kill('SIGTERM');
-  await prod.exited;
-  lastStderr = prod.stderr();
   return rows;
+}
+
+interface LiveRow {
+  label: string;
+  /** Sockets held open by bench/fds.py (loopback TCP pairs: each pair is two tracked connections). */
+  held: number;
+  tracked: number;
+  rssMiB: number;
+  heapMiB: number;
+  smaps: Smaps;
+}
+
+/** RSS with N live connections held open (BENCH_LIVE=0,10000,50000 sockets), after two flush intervals each. */
+async function live(broker: BrokerProcess): Promise<LiveRow[]> {
+  const counts = (process.env.BENCH_LIVE ?? '0,10000,50000').split(',').map(Number);
+  const flushMs = Number(/^(\d+)s$/.exec(FLUSH_INTERVAL)?.[1] ?? 5) * 1000;
+  const rows: LiveRow[] = [];
+  for (const v of variants().filter((x) => x.label !== 'baseline' || process.env.BENCH_LIVE_BASELINE)) {
+    const p = await startVariant(broker, v);
+    const held: ChildProcess[] = [];
+    try {
+      let have = 0;
+      const base = await metric(p.url, 'kernel_tracked_conns'); // the machine's own connections
+      for (const n of counts) {
+        if (n > have) held.push(...(await holdFds('tcp', n - have)));
+        have = Math.max(have, n);
+        const until = Date.now() + 120_000;
+        while ((await metric(p.url, 'kernel_tracked_conns')) < base + n && Date.now() < until) await sleep(200);
+        await sleep(2 * flushMs + 1000); // a sweep and a periodic refresh with them all
+        rows.push({ label: v.label, held: n, tracked: await metric(p.url, 'kernel_tracked_conns'), rssMiB: procMem(p.pid).rssMiB,
+          heapMiB: (await metric(p.url, 'memory_bytes{kind="heap_used"}')) / 2 ** 20, smaps: smapsMiB(p.pid) });
+      }
+    } finally {
+      releaseFds(held);
+      await stopVariant(p);
+    }
+  }
+  return rows;
+}
+
+function printLive(rows: LiveRow[]): void {
+  process.stdout.write(`\nproducer RSS with live connections held open (loopback TCP pairs, --flush-interval ${FLUSH_INTERVAL})\n`);
+  process.stdout.write(`${'variant'.padEnd(10)}${'held'.padStart(8)}${'tracked'.padStart(9)}${'RSS MiB'.padStart(9)}${'heap MiB'.padStart(10)}${'anon/bpf/file MiB'.padStart(19)}${'MiB per 1k held'.padStart(17)}\n`);
+  for (const r of rows) {
+    const zero = rows.find((z) => z.label === r.label && z.held === 0);
+    const per1k = zero && r.held ? ((r.rssMiB - zero.rssMiB) / r.held) * 1000 : NaN;
+    process.stdout.write(`${r.label.padEnd(10)}${String(r.held).padStart(8)}${String(r.tracked).padStart(9)}${r.rssMiB.toFixed(0).padStart(9)}${r.heapMiB.toFixed(0).padStart(10)}` +
+      `${`${r.smaps.anon.toFixed(0)}/${r.smaps.bpf.toFixed(0)}/${r.smaps.file.toFixed(0)}`.padStart(19)}${(Number.isNaN(per1k) ? '' : per1k.toFixed(2)).padStart(17)}\n`);
+  }
+}
+
+function printChurn(churnRows: ChurnRow[]): void {
+  process.stdout.write(`\nproducer (child process, real kernel capture, --flush-interval ${FLUSH_INTERVAL}) while a generator churns TCP connections in a netns, ${SECONDS}s each\n`);
+  process.stdout.write(
+    `${'load'.padEnd(24)}${'conns/s'.padStart(10)}${'cpu (cores)'.padStart(13)}${'cpu-s/1k conn'.padStart(15)}${'rec/conn'.padStart(10)}${'RSS MiB'.padStart(9)}${'peak MiB'.padStart(10)}` +
+      `${'heap MiB'.padStart(10)}${'ext MiB'.padStart(9)}${'anon/bpf/file'.padStart(15)}${'records out/s'.padStart(15)}${'drain s'.padStart(9)}${'rb drops'.padStart(10)}\n`,
+  );
+  for (const r of churnRows) {
+    process.stdout.write(
+      `${r.label.padEnd(24)}${Math.round(r.connsPerSec).toLocaleString('en').padStart(10)}${r.cpu.toFixed(3).padStart(13)}${r.cpuPer1k.toFixed(3).padStart(15)}${r.recordsPerConn.toFixed(2).padStart(10)}` +
+        `${r.rssMiB.toFixed(0).padStart(9)}${r.hwmMiB.toFixed(0).padStart(10)}${r.heapMiB.toFixed(0).padStart(10)}${r.externalMiB.toFixed(0).padStart(9)}` +
+        `${`${r.smaps.anon.toFixed(0)}/${r.smaps.bpf.toFixed(0)}/${r.smaps.file.toFixed(0)}`.padStart(15)}` +
+        `${Math.round(r.recordsOutPerSec).toLocaleString('en').padStart(15)}${r.drainS.toFixed(1).padStart(9)}${String(r.drops).padStart(10)}\n`,
+    );
+  }
+  process.stdout.write(`load average after: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);
 }
 
 async function main(): Promise<void> {
@@ -271,9 +404,10 @@ async function main(): Promise<void> {
   const broker = await startBrokerProcess();
   cleanups.push(() => broker.stop());
   const rows: Throughput[] = [];
-  if (process.env.BENCH_ONLY === 'churn') {
-    const churnRows = await churn(broker);
-    process.stdout.write(JSON.stringify(churnRows, null, 1) + '\n');
+  if (process.env.BENCH_ONLY === 'churn' || process.env.BENCH_ONLY === 'live') {
+    process.stdout.write(`load at start ${load0}\n`);
+    if (process.env.BENCH_ONLY === 'churn') printChurn(await churn(broker));
+    else printLive(await live(broker));
     if (process.env.BENCH_STATUS) process.stdout.write(lastStderr);
     return;
   }
@@ -301,20 +435,8 @@ async function main(): Promise<void> {
   process.stdout.write(`producer / bare kafkajs (records/s, sum over ${rounds} alternating rounds): ${(sum('producer') / sum('bare kafkajs')).toFixed(2)}\n`);
   // BENCH_ONLY=throughput: part 1 only (the churn part loads both cores for a minute).
   if (process.env.BENCH_ONLY === 'throughput') return;
-  const churnRows = await churn(broker);
-  process.stdout.write(`\nproducer (child process, real kernel capture, --flush-interval ${FLUSH_INTERVAL}) while a generator churns TCP connections in a netns, ${SECONDS}s each\n`);
-  process.stdout.write(
-    `${'load'.padEnd(16)}${'conns/s'.padStart(10)}${'cpu (cores)'.padStart(13)}${'cpu-s/1k conn'.padStart(15)}${'rec/conn'.padStart(10)}${'RSS MiB'.padStart(9)}${'peak MiB'.padStart(10)}` +
-      `${'heap MiB'.padStart(10)}${'ext MiB'.padStart(9)}${'records out/s'.padStart(15)}${'drain s'.padStart(9)}${'rb drops'.padStart(10)}\n`,
-  );
-  for (const r of churnRows) {
-    process.stdout.write(
-      `${r.label.padEnd(16)}${Math.round(r.connsPerSec).toLocaleString('en').padStart(10)}${r.cpu.toFixed(3).padStart(13)}${r.cpuPer1k.toFixed(3).padStart(15)}${r.recordsPerConn.toFixed(2).padStart(10)}` +
-        `${r.rssMiB.toFixed(0).padStart(9)}${r.hwmMiB.toFixed(0).padStart(10)}${r.heapMiB.toFixed(0).padStart(10)}${r.externalMiB.toFixed(0).padStart(9)}` +
-        `${Math.round(r.recordsOutPerSec).toLocaleString('en').padStart(15)}${r.drainS.toFixed(1).padStart(9)}${String(r.drops).padStart(10)}\n`,
-    );
-  }
-  process.stdout.write(`load average after: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);
+  printChurn(await churn(broker));
+  if (process.env.BENCH_LIVE) printLive(await live(broker));
 }
 
 main()

@@ -132,10 +132,13 @@ export interface ProducerProcess {
   ready: Promise<void>;
 }
 
-/** `node dist/bin/nettally.js producer …args` as a child process (the kill tests need a real process). */
-export function startProducerProcess(args: string[], env: NodeJS.ProcessEnv = {}): ProducerProcess {
-  ensureProducerBuilt();
-  const child = spawn(process.execPath, [join(ROOT, 'dist/bin/nettally.js'), 'producer', ...args], {
+/**
+ * `node dist/bin/nettally.js producer …args` as a child process (the kill tests need a real process); `bin`: another
+ * build's CLI (a benchmark's baseline).
+ */
+export function startProducerProcess(args: string[], env: NodeJS.ProcessEnv = {}, bin?: string): ProducerProcess {
+  if (!bin) ensureProducerBuilt();
+  const child = spawn(process.execPath, [bin ?? join(ROOT, 'dist/bin/nettally.js'), 'producer', ...args], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
