@@ -321,7 +321,8 @@ async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
       const cpuAll = (procTicks(pid) - t0) / hz;
       const o2 = await metric(url, 'records_out_total');
       rows.push({
-        label: `${v.label} ${rate ? `churn ${rate}/s` : 'idle'}`, connsPerSec: conns / wall, cpu, ...mem,
+        // The peak is read after the drain: shipping the burst's backlog can take more memory than the burst did.
+        label: `${v.label} ${rate ? `churn ${rate}/s` : 'idle'}`, connsPerSec: conns / wall, cpu, ...mem, hwmMiB: procMem(pid).hwmMiB,
         recordsOutPerSec: (o1 - o0) / wall, drainS, drops,
         cpuPer1k: conns ? (cpuAll / conns) * 1000 : 0, recordsPerConn: conns ? (o2 - o0) / conns : 0,
         heapMiB: (await metric(url, 'memory_bytes{kind="heap_used"}')) / 2 ** 20, externalMiB: (await metric(url, 'memory_bytes{kind="external"}')) / 2 ** 20,
