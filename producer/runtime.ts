@@ -51,7 +51,7 @@ export function runtimePlan(execArgv: readonly string[], env: NodeJS.ProcessEnv)
 export function applyRuntimePlan(load: () => Pick<NativeAddon, 'exec'>, warn: (msg: string) => void): void {
   const plan = runtimePlan(process.execArgv, process.env);
   if (!plan) return;
-  if (process.env.NODE_CHANNEL_FD !== undefined) {
+  if (process.channel !== undefined) {
     // Started with an IPC channel (`nettally up` reports status over one): Node marks it close-on-exec, so a
     // re-executed producer would lose it. `up` passes the settings itself (bin/up-children.ts); anyone else is told.
     warn(`started with an IPC channel: not restarting with the producer's memory settings; pass ${plan.execArgv.join(' ')} to node and set ${Object.keys(plan.env).map((k) => `${k}=${plan.env[k]}`).join(' ')} yourself`);

@@ -1,6 +1,7 @@
 // Scenario: `nettally producer` runs with its memory settings (producer/runtime.ts) however it is started: it
 // re-executes itself once, in place (the pid its starter knows stays the daemon's), keeps its stdio, and leaves
 // settings the user gave alone. Ground truth: the kernel's view of the running process (/proc/<pid>/cmdline, environ).
+import { spawn } from 'child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
@@ -56,4 +57,25 @@ test('settings the user gave are kept; NETTALLY_NODE_TUNING=0 runs on Node defau
   const off = await runProducer({ MALLOC_ARENA_MAX: undefined, NODE_OPTIONS: undefined, NETTALLY_NODE_TUNING: '0', NETTALLY_NODE_TUNED: undefined });
   expect(off.argv.some((a) => a.startsWith('--max-'))).toBe(false);
   expect(off.env.has('MALLOC_ARENA_MAX')).toBe(false);
+}, 120_000);
+
+test('over a Node IPC channel (as `up` starts it) it does not re-execute, which would lose the channel, and says so', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nettally-prt-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const env: NodeJS.ProcessEnv = { ...process.env, MALLOC_ARENA_MAX: undefined, NODE_OPTIONS: undefined, NETTALLY_NODE_TUNING: undefined, NETTALLY_NODE_TUNED: undefined };
+  const child = spawn(process.execPath, [join(__dirname, '..', 'dist/bin/nettally.js'), 'producer', '--brokers', '127.0.0.1:1', '--state-dir', join(dir, 'state'), '--pin-dir', 'none'],
+    { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env });
+  const exited = new Promise((r) => child.once('exit', r));
+  cleanups.push(async () => {
+    child.kill('SIGKILL');
+    await exited;
+  });
+  let err = '';
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const until = Date.now() + 60_000;
+  while (!err.includes('streaming live records') && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+  expect(err).toContain('streaming live records');
+  expect(err).toMatch(/IPC channel: not restarting .*--max-semi-space-size=2/);
+  expect(child.connected).toBe(true); // the channel is still there
+  expect(readFileSync(`/proc/${child.pid}/cmdline`, 'utf8')).not.toContain('--max-semi-space-size');
 }, 120_000);
