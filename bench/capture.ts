@@ -4,9 +4,9 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'child_process';
 import { readFileSync, readdirSync, rmSync, writeFileSync } from 'fs';
 import { createServer } from 'net';
-import { join, resolve } from 'path';
 import { loadNative } from '../native/index';
 import { openCapture, type Capture } from '../producer/capture';
+import { holdFds, releaseFds } from './fds';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -280,11 +280,9 @@ async function main(): Promise<void> {
 
 // ---- the refresh iterator at many open files ----
 
-const ROOT = resolve(__dirname, '../..');
 // BENCH_REFRESH=0,10000,100000: extra open descriptors held while the refresh runs; BENCH_REFRESH_KINDS=files,tcp
 const REFRESH_FDS = (process.env.BENCH_REFRESH || '0,10000,100000').split(',').map(Number);
 const REFRESH_KINDS = (process.env.BENCH_REFRESH_KINDS ?? 'files,tcp').split(',');
-const FDS_PER_PROCESS = 16000; // below this machine's hard RLIMIT_NOFILE (20000), which root cannot raise here
 
 /** Open descriptors of every process on the machine: what the task_file iterator walks. */
 function machineFds(): number {
@@ -300,39 +298,6 @@ function machineFds(): number {
   return n;
 }
 
-/** Starts processes holding `count` descriptors of `kind` between them (bench/fds.py); resolves once all are open. */
-async function holdFds(kind: string, count: number): Promise<ChildProcess[]> {
-  const procs: ChildProcess[] = [];
-  const ready: Promise<void>[] = [];
-  for (let left = count; left > 0; left -= FDS_PER_PROCESS) {
-    const p = spawn('python3', [join(ROOT, 'bench', 'fds.py'), kind, String(Math.min(left, FDS_PER_PROCESS))], { stdio: ['pipe', 'pipe', 'inherit'] });
-    procs.push(p);
-    ready.push(
-      new Promise((ok, fail) => {
-        let out = '';
-        p.stdout?.on('data', (d: Buffer) => {
-          out += d.toString();
-          if (out.includes('\n')) ok();
-        });
-        p.once('exit', (code) => fail(new Error(`fds.py ${kind} exited ${code} before holding its descriptors`)));
-      }),
-    );
-  }
-  try {
-    await Promise.all(ready);
-  } catch (e) {
-    releaseFds(procs);
-    throw e;
-  }
-  return procs;
-}
-
-function releaseFds(procs: ChildProcess[]): void {
-  for (const p of procs) {
-    p.stdin?.end();
-    p.kill();
-  }
-}
 
 interface RefreshRow {
   kind: string;

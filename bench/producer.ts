@@ -1,6 +1,7 @@
 // `npm run bench:producer`: (1) records/s the producer sustains into the bundled broker on one core (synthetic
 // source, side by side: fsync always / never / gzip); (2) the producer's CPU and RSS with the real kernel capture
-// while a C generator churns 10k TCP connections/s in a network namespace, next to the same producer idle.
+// while a C generator churns 10k TCP connections/s in a network namespace, next to the same producer idle, for each
+// build/runtime variant side by side (BENCH_CHURN_VARIANTS); (3) BENCH_LIVE=0,10000,50000: RSS per live connection.
 import { execFileSync, spawn, type ChildProcess } from 'child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'fs';
 import { get } from 'http';
@@ -14,7 +15,8 @@ import { syntheticCapture } from '../producer/synthetic';
 import { toWire, type WireContext } from '../producer/wire';
 import { createCodec } from '../schemas/index';
 import { createNetnsPair, type NetnsPair } from '../test/helpers/netns';
-import { startProducerProcess } from '../test/helpers/producer';
+import { startProducerProcess, type ProducerProcess } from '../test/helpers/producer';
+import { holdFds, releaseFds } from './fds';
 
 const ROOT = resolve(__dirname, '../..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
@@ -195,8 +197,6 @@ interface ChurnRow {
   cpu: number;
   rssMiB: number;
   hwmMiB: number;
-  /** Kernel records the producer took in per second: on a shared machine "idle" is other processes' traffic. */
-  recordsInPerSec: number;
   recordsOutPerSec: number;
   drainS: number;
   /** Kernel ring-buffer reservations that failed during the window (records delayed, counters kept). */
@@ -207,34 +207,80 @@ interface ChurnRow {
   recordsPerConn: number;
   heapMiB: number;
   externalMiB: number;
+  /** Resident memory at the end of the window by mapping (/proc/PID/smaps): see smapsMiB. */
+  smaps: Smaps;
 }
 
-/** One `nettally producer` child of the churn part: this tree's, or (BENCH_BASE) another built tree's, side by side. */
-interface Churner {
-  name: string;
+interface Smaps {
+  /** Anonymous memory: V8's heap spaces, malloc's arenas (Buffers, the addon's batches, libbpf), thread stacks. */
+  anon: number;
+  /** BPF maps mmapped by the addon (the ring buffer's data pages, array maps). */
+  bpf: number;
+  /** File-backed: the node binary, shared libraries, the addon. */
+  file: number;
+}
+
+/** Where the process's resident memory is, MiB, by kind of mapping. */
+function smapsMiB(pid: number): Smaps {
+  const out: Smaps = { anon: 0, bpf: 0, file: 0 };
+  let kind: keyof Smaps = 'anon';
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (head) kind = head[1].includes('bpf') ? 'bpf' : head[1].startsWith('/') ? 'file' : 'anon';
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) out[kind] += Number(rss[1]) / 1024;
+  }
+  return out;
+}
+
+/** A producer build and runtime to measure: this branch with its runtime settings, without them, another build. */
+interface Variant {
+  label: string;
+  bin?: string;
+  env: NodeJS.ProcessEnv;
+}
+
+/** Node's defaults: none of the settings producer/runtime.ts applies, and none inherited from this shell. */
+const UNTUNED = { NETTALLY_NODE_TUNING: '0', MALLOC_ARENA_MAX: undefined, NODE_OPTIONS: undefined };
+
+/** BENCH_CHURN_VARIANTS=baseline,untuned,tuned (baseline: the build whose CLI BENCH_BASELINE_BIN names, e.g. main's). */
+function variants(): Variant[] {
+  const baseline = process.env.BENCH_BASELINE_BIN;
+  const names = (process.env.BENCH_CHURN_VARIANTS ?? (baseline ? 'baseline,untuned,tuned' : 'untuned,tuned')).split(',');
+  return names.map((n) => {
+    if (n === 'baseline') {
+      if (!baseline) throw new Error('BENCH_CHURN_VARIANTS has baseline: set BENCH_BASELINE_BIN to the other build\'s dist/bin/nettally.js');
+      return { label: 'baseline', bin: resolve(baseline), env: UNTUNED };
+    }
+    if (n === 'untuned') return { label: 'untuned', env: UNTUNED };
+    if (n === 'tuned') return { label: 'tuned', env: { NETTALLY_NODE_TUNING: undefined } };
+    throw new Error(`BENCH_CHURN_VARIANTS: unknown variant ${n} (baseline, untuned, tuned)`);
+  });
+}
+
+interface RunningProducer {
+  prod: ProducerProcess;
   pid: number;
   url: string;
-  stop(): Promise<void>;
 }
 
-async function startChurner(name: string, root: string, broker: BrokerProcess, tag: string): Promise<Churner> {
+/** `nettally producer` (this build or the variant's) with its own state and pin dirs, metrics on a free port. */
+async function startVariant(broker: BrokerProcess, v: Variant): Promise<RunningProducer> {
   const stateDir = mkdtempSync(join(tmpdir(), 'nettally-bench-'));
-  const pinDir = `/sys/fs/bpf/nettally-bench-${process.pid}-${tag}`;
+  const pinDir = `/sys/fs/bpf/nettally-bench-${process.pid}-${v.label}`;
   cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }), () => rmSync(pinDir, { recursive: true, force: true }));
-  const args = ['--brokers', broker.address, '--state-dir', stateDir, '--pin-dir', pinDir, '--metrics-listen', '0', '--status-interval', process.env.BENCH_STATUS ?? '0', '--flush-interval', FLUSH_INTERVAL, '--topic', `bench.churn.${tag}`];
-  const p = startProducerProcess(args, {}, root);
-  cleanups.push(() => p.child.kill('SIGKILL'));
-  await p.ready;
-  while (!/"metrics":"/.test(p.stderr())) await sleep(50);
-  void p.exited.then((c) => c !== 0 && process.stderr.write(`${name} producer exited (${c}):\n${p.stderr().split('\n').slice(-15).join('\n')}\n`));
-  return {
-    name, pid: p.child.pid as number, url: /"metrics":"([^"]+)"/.exec(p.stderr())?.[1] as string,
-    async stop() {
-      p.child.kill('SIGTERM');
-      await p.exited;
-      if (root === ROOT) lastStderr = p.stderr();
-    },
-  };
+  const prod = startProducerProcess(['--brokers', broker.address, '--state-dir', stateDir, '--pin-dir', pinDir, '--metrics-listen', '0', '--status-interval', process.env.BENCH_STATUS ?? '0', '--flush-interval', FLUSH_INTERVAL], v.env, v.bin);
+  cleanups.push(() => prod.child.kill('SIGKILL'));
+  await prod.ready;
+  while (!/"metrics":"/.test(prod.stderr())) await sleep(50);
+  void prod.exited.then((c) => c !== 0 && c !== 'SIGKILL' && process.stderr.write(`producer ${v.label} exited (${c}):\n${prod.stderr().split('\n').slice(-15).join('\n')}\n`));
+  return { prod, pid: prod.child.pid as number, url: /"metrics":"([^"]+)"/.exec(prod.stderr())?.[1] as string };
+}
+
+async function stopVariant(p: RunningProducer): Promise<void> {
+  p.prod.child.kill('SIGTERM');
+  await p.prod.exited;
+  lastStderr = p.prod.stderr();
 }
 
 async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
@@ -242,56 +288,116 @@ async function churn(broker: BrokerProcess): Promise<ChurnRow[]> {
   execFileSync('cc', ['-O2', '-Wall', '-o', bin, join(ROOT, 'bench', 'churn.c')]);
   const pair: NetnsPair = createNetnsPair('bench');
   cleanups.push(() => pair.destroy());
-  // BENCH_BASE=<another built worktree>: its producer runs at the same time on the same kernel traffic (both
-  // capture the whole host), so the two are compared on identical load, which a busy shared machine cannot give
-  // two runs one after the other.
-  const prods = [await startChurner('this', ROOT, broker, 'this')];
-  if (process.env.BENCH_BASE) prods.push(await startChurner('base', resolve(process.env.BENCH_BASE), broker, 'base'));
-  const hz = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
-
   const server: ChildProcess = spawn('ip', ['netns', 'exec', pair.b.name, bin, 'server', '7000'], { stdio: ['ignore', 'pipe', 'inherit'] });
   cleanups.push(() => server.kill('SIGKILL'));
   await new Promise<void>((r) => server.stdout?.on('data', (d: Buffer) => d.toString().includes('READY') && r()));
-
+  const hz = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
   const rows: ChurnRow[] = [];
-  const rates = (process.env.BENCH_CHURN_RATES ?? `0,${CHURN_RATE}`).split(',').map(Number);
-  for (const rate of rates) {
-    const before = await Promise.all(prods.map(async (p) => ({ t: procTicks(p.pid), o: await metric(p.url, 'records_out_total'), i: await metric(p.url, 'records_in_total'), d: await metric(p.url, 'kernel_ringbuf_drops_total') })));
-    const start = Date.now();
-    let conns = 0;
-    if (rate > 0) {
-      const out = execFileSync('ip', ['netns', 'exec', pair.a.name, bin, 'client', pair.b.addr4, '7000', String(rate), String(SECONDS)]).toString();
-      conns = (JSON.parse(out) as { conns: number }).conns;
-    } else {
-      await sleep(SECONDS * 1000);
-    }
-    const wall = (Date.now() - start) / 1000;
-    const at = await Promise.all(prods.map(async (p) => ({ t: procTicks(p.pid), o: await metric(p.url, 'records_out_total'), i: await metric(p.url, 'records_in_total'), d: await metric(p.url, 'kernel_ringbuf_drops_total'), mem: procMem(p.pid) })));
-    // How long until each producer has shipped everything the burst produced.
-    const drainStart = Date.now();
-    const drained = prods.map(() => 0);
-    for (;;) {
-      const left = await Promise.all(prods.map((p) => metric(p.url, 'spool_records')));
-      left.forEach((n, k) => (drained[k] = n > 0 ? 0 : drained[k] || (Date.now() - drainStart) / 1000));
-      if (left.every((n) => n === 0) || Date.now() - drainStart > 60_000) break;
-      await sleep(100);
-    }
-    for (const [k, p] of prods.entries()) {
-      const b = before[k];
-      const a = at[k];
+  for (const v of variants()) {
+    const { pid, url, ...p } = await startVariant(broker, v);
+    for (const rate of [0, CHURN_RATE]) {
+      const t0 = procTicks(pid);
+      const o0 = await metric(url, 'records_out_total');
+      const d0 = await metric(url, 'kernel_ringbuf_drops_total');
+      const start = Date.now();
+      let conns = 0;
+      if (rate > 0) {
+        const out = execFileSync('ip', ['netns', 'exec', pair.a.name, bin, 'client', pair.b.addr4, '7000', String(rate), String(SECONDS)]).toString();
+        conns = (JSON.parse(out) as { conns: number }).conns;
+      } else {
+        await sleep(SECONDS * 1000);
+      }
+      const wall = (Date.now() - start) / 1000;
+      const cpu = (procTicks(pid) - t0) / hz / wall;
+      const o1 = await metric(url, 'records_out_total');
+      const drops = (await metric(url, 'kernel_ringbuf_drops_total')) - d0;
+      const mem = procMem(pid);
+      const smaps = smapsMiB(pid);
+      // How long until the producer has shipped everything the burst produced.
+      const drainStart = Date.now();
+      while ((await metric(url, 'spool_records')) > 0 && Date.now() - drainStart < 60_000) await sleep(100);
+      const drainS = (Date.now() - drainStart) / 1000;
       // CPU per connection counts the drain too: what the burst cost until its records were all shipped.
-      const cpuAll = (procTicks(p.pid) - b.t) / hz;
-      const o2 = await metric(p.url, 'records_out_total');
+      const cpuAll = (procTicks(pid) - t0) / hz;
+      const o2 = await metric(url, 'records_out_total');
       rows.push({
-        label: `${prods.length > 1 ? `${p.name}: ` : ''}${rate ? `churn ${rate}/s` : 'idle'}`, connsPerSec: conns / wall, cpu: (a.t - b.t) / hz / wall, ...a.mem,
-        recordsInPerSec: (a.i - b.i) / wall, recordsOutPerSec: (a.o - b.o) / wall, drainS: drained[k], drops: a.d - b.d,
-        cpuPer1k: conns ? (cpuAll / conns) * 1000 : 0, recordsPerConn: conns ? (o2 - b.o) / conns : 0,
-        heapMiB: (await metric(p.url, 'memory_bytes{kind="heap_used"}')) / 2 ** 20, externalMiB: (await metric(p.url, 'memory_bytes{kind="external"}')) / 2 ** 20,
+        // The peak is read after the drain: shipping the burst's backlog can take more memory than the burst did.
+        label: `${v.label} ${rate ? `churn ${rate}/s` : 'idle'}`, connsPerSec: conns / wall, cpu, ...mem, hwmMiB: procMem(pid).hwmMiB,
+        recordsOutPerSec: (o1 - o0) / wall, drainS, drops,
+        cpuPer1k: conns ? (cpuAll / conns) * 1000 : 0, recordsPerConn: conns ? (o2 - o0) / conns : 0,
+        heapMiB: (await metric(url, 'memory_bytes{kind="heap_used"}')) / 2 ** 20, externalMiB: (await metric(url, 'memory_bytes{kind="external"}')) / 2 ** 20,
+        smaps,
       });
     }
+    await stopVariant({ pid, url, ...p });
   }
-  for (const p of prods) await p.stop();
   return rows;
+}
+
+interface LiveRow {
+  label: string;
+  /** Sockets held open by bench/fds.py (loopback TCP pairs: each pair is two tracked connections). */
+  held: number;
+  tracked: number;
+  rssMiB: number;
+  heapMiB: number;
+  smaps: Smaps;
+}
+
+/** RSS with N live connections held open (BENCH_LIVE=0,10000,50000 sockets), after two flush intervals each. */
+async function live(broker: BrokerProcess): Promise<LiveRow[]> {
+  const counts = (process.env.BENCH_LIVE ?? '0,10000,50000').split(',').map(Number);
+  const flushMs = Number(/^(\d+)s$/.exec(FLUSH_INTERVAL)?.[1] ?? 5) * 1000;
+  const rows: LiveRow[] = [];
+  for (const v of variants().filter((x) => x.label !== 'baseline' || process.env.BENCH_LIVE_BASELINE)) {
+    const p = await startVariant(broker, v);
+    const held: ChildProcess[] = [];
+    try {
+      let have = 0;
+      const base = await metric(p.url, 'kernel_tracked_conns'); // the machine's own connections
+      for (const n of counts) {
+        if (n > have) held.push(...(await holdFds('tcp', n - have)));
+        have = Math.max(have, n);
+        const until = Date.now() + 120_000;
+        while ((await metric(p.url, 'kernel_tracked_conns')) < base + n && Date.now() < until) await sleep(200);
+        await sleep(2 * flushMs + 1000); // a sweep and a periodic refresh with them all
+        rows.push({ label: v.label, held: n, tracked: await metric(p.url, 'kernel_tracked_conns'), rssMiB: procMem(p.pid).rssMiB,
+          heapMiB: (await metric(p.url, 'memory_bytes{kind="heap_used"}')) / 2 ** 20, smaps: smapsMiB(p.pid) });
+      }
+    } finally {
+      releaseFds(held);
+      await stopVariant(p);
+    }
+  }
+  return rows;
+}
+
+function printLive(rows: LiveRow[]): void {
+  process.stdout.write(`\nproducer RSS with live connections held open (loopback TCP pairs, --flush-interval ${FLUSH_INTERVAL})\n`);
+  process.stdout.write(`${'variant'.padEnd(10)}${'held'.padStart(8)}${'tracked'.padStart(9)}${'RSS MiB'.padStart(9)}${'heap MiB'.padStart(10)}${'anon/bpf/file MiB'.padStart(19)}${'MiB per 1k held'.padStart(17)}\n`);
+  for (const r of rows) {
+    const zero = rows.find((z) => z.label === r.label && z.held === 0);
+    const per1k = zero && r.held ? ((r.rssMiB - zero.rssMiB) / r.held) * 1000 : NaN;
+    process.stdout.write(`${r.label.padEnd(10)}${String(r.held).padStart(8)}${String(r.tracked).padStart(9)}${r.rssMiB.toFixed(0).padStart(9)}${r.heapMiB.toFixed(0).padStart(10)}` +
+      `${`${r.smaps.anon.toFixed(0)}/${r.smaps.bpf.toFixed(0)}/${r.smaps.file.toFixed(0)}`.padStart(19)}${(Number.isNaN(per1k) ? '' : per1k.toFixed(2)).padStart(17)}\n`);
+  }
+}
+
+function printChurn(churnRows: ChurnRow[]): void {
+  process.stdout.write(`\nproducer (child process, real kernel capture, --flush-interval ${FLUSH_INTERVAL}) while a generator churns TCP connections in a netns, ${SECONDS}s each\n`);
+  process.stdout.write(
+    `${'load'.padEnd(24)}${'conns/s'.padStart(10)}${'cpu (cores)'.padStart(13)}${'cpu-s/1k conn'.padStart(15)}${'rec/conn'.padStart(10)}${'RSS MiB'.padStart(9)}${'peak MiB'.padStart(10)}` +
+      `${'heap MiB'.padStart(10)}${'ext MiB'.padStart(9)}${'anon/bpf/file'.padStart(15)}${'records out/s'.padStart(15)}${'drain s'.padStart(9)}${'rb drops'.padStart(10)}\n`,
+  );
+  for (const r of churnRows) {
+    process.stdout.write(
+      `${r.label.padEnd(24)}${Math.round(r.connsPerSec).toLocaleString('en').padStart(10)}${r.cpu.toFixed(3).padStart(13)}${r.cpuPer1k.toFixed(3).padStart(15)}${r.recordsPerConn.toFixed(2).padStart(10)}` +
+        `${r.rssMiB.toFixed(0).padStart(9)}${r.hwmMiB.toFixed(0).padStart(10)}${r.heapMiB.toFixed(0).padStart(10)}${r.externalMiB.toFixed(0).padStart(9)}` +
+        `${`${r.smaps.anon.toFixed(0)}/${r.smaps.bpf.toFixed(0)}/${r.smaps.file.toFixed(0)}`.padStart(15)}` +
+        `${Math.round(r.recordsOutPerSec).toLocaleString('en').padStart(15)}${r.drainS.toFixed(1).padStart(9)}${String(r.drops).padStart(10)}\n`,
+    );
+  }
+  process.stdout.write(`load average after: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);
 }
 
 async function main(): Promise<void> {
@@ -299,10 +405,10 @@ async function main(): Promise<void> {
   const broker = await startBrokerProcess();
   cleanups.push(() => broker.stop());
   const rows: Throughput[] = [];
-  if (process.env.BENCH_ONLY === 'churn') {
-    const churnRows = await churn(broker);
-    process.stdout.write(JSON.stringify(churnRows, null, 1) + '\n');
-    process.stdout.write(`load average before/after: ${load0} / ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);
+  if (process.env.BENCH_ONLY === 'churn' || process.env.BENCH_ONLY === 'live') {
+    process.stdout.write(`load at start ${load0}\n`);
+    if (process.env.BENCH_ONLY === 'churn') printChurn(await churn(broker));
+    else printLive(await live(broker));
     if (process.env.BENCH_STATUS) process.stdout.write(lastStderr);
     return;
   }
@@ -330,20 +436,8 @@ async function main(): Promise<void> {
   process.stdout.write(`producer / bare kafkajs (records/s, sum over ${rounds} alternating rounds): ${(sum('producer') / sum('bare kafkajs')).toFixed(2)}\n`);
   // BENCH_ONLY=throughput: part 1 only (the churn part loads both cores for a minute).
   if (process.env.BENCH_ONLY === 'throughput') return;
-  const churnRows = await churn(broker);
-  process.stdout.write(`\nproducer (child process, real kernel capture, --flush-interval ${FLUSH_INTERVAL}) while a generator churns TCP connections in a netns, ${SECONDS}s each\n`);
-  process.stdout.write(
-    `${'load'.padEnd(16)}${'conns/s'.padStart(10)}${'cpu (cores)'.padStart(13)}${'cpu-s/1k conn'.padStart(15)}${'rec/conn'.padStart(10)}${'RSS MiB'.padStart(9)}${'peak MiB'.padStart(10)}` +
-      `${'heap MiB'.padStart(10)}${'ext MiB'.padStart(9)}${'records in/s'.padStart(14)}${'records out/s'.padStart(15)}${'drain s'.padStart(9)}${'rb drops'.padStart(10)}\n`,
-  );
-  for (const r of churnRows) {
-    process.stdout.write(
-      `${r.label.padEnd(16)}${Math.round(r.connsPerSec).toLocaleString('en').padStart(10)}${r.cpu.toFixed(3).padStart(13)}${r.cpuPer1k.toFixed(3).padStart(15)}${r.recordsPerConn.toFixed(2).padStart(10)}` +
-        `${r.rssMiB.toFixed(0).padStart(9)}${r.hwmMiB.toFixed(0).padStart(10)}${r.heapMiB.toFixed(0).padStart(10)}${r.externalMiB.toFixed(0).padStart(9)}` +
-        `${Math.round(r.recordsInPerSec).toLocaleString('en').padStart(14)}${Math.round(r.recordsOutPerSec).toLocaleString('en').padStart(15)}${r.drainS.toFixed(1).padStart(9)}${String(r.drops).padStart(10)}\n`,
-    );
-  }
-  process.stdout.write(`load average after: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`);
+  printChurn(await churn(broker));
+  if (process.env.BENCH_LIVE) printLive(await live(broker));
 }
 
 main()

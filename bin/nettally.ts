@@ -60,6 +60,12 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`nettally: unknown command '${name}'\n\n${mainHelp()}`);
     return 2;
   }
+  if (name === 'producer') {
+    // The daemon on every host runs with its own memory settings (producer/runtime.ts): this re-executes the process
+    // once (same pid) unless they are in force, given by the user, or turned off.
+    const [{ applyRuntimePlan }, { loadNative }] = await Promise.all([import('../producer/runtime'), import('../native/index')]);
+    applyRuntimePlan(loadNative, (msg) => process.stderr.write(`nettally producer: warning: ${msg}\n`));
+  }
   const command = await entry.load();
   let logger: Logger;
   try {

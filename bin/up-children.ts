@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'child_process';
 import { createWriteStream } from 'fs';
 import { join, resolve } from 'path';
 import { createInterface } from 'readline';
+import { runtimePlan } from '../producer/runtime';
 import { NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { parseStatusMessage, STATUS_CHANNEL_ENV, type DaemonName } from '../lib/status';
@@ -62,9 +63,12 @@ export async function waitFor(what: string, check: () => boolean, child: AnyChil
  * instead of living on as an orphan that holds the ports.
  */
 export function startChild<D extends DaemonName>(name: D, args: string[], env: NodeJS.ProcessEnv, logDir: string, logger: Logger): Child<D> {
-  const proc = spawn('setpriv', [...DIE_WITH_UP, process.execPath, CLI, ...args], {
+  // The producer's memory settings (producer/runtime.ts) given here: it cannot re-execute itself without losing the
+  // IPC channel.
+  const plan = name === 'producer' ? runtimePlan([], env) : null;
+  const proc = spawn('setpriv', [...DIE_WITH_UP, process.execPath, ...(plan?.execArgv ?? []), CLI, ...args], {
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    env: { ...env, [STATUS_CHANNEL_ENV]: 'ipc' },
+    env: { ...env, ...plan?.env, [STATUS_CHANNEL_ENV]: 'ipc' },
     detached: true,
   });
   const log = createWriteStream(join(logDir, `${name}.log`), { flags: 'a' });

@@ -32,6 +32,7 @@
 namespace {
 
 using ntsys::CheckKernel;
+using ntsys::Exec;
 using ntsys::Cgroup2Root;
 using ntsys::ClockNs;
 using ntsys::LibbpfPrint;
@@ -40,7 +41,12 @@ using ntsys::TakeLog;
 using ntsys::ThrowCoded;
 
 constexpr int kBatchFull = -100000;      // sample callback's "stop, hand this batch over" signal
-constexpr size_t kBatchBytes = 1 << 20;  // one JS call carries at most about this much
+// One JS call carries at most about kBatchBytes (~1,800 connection records), and at most kQueuedBatches calls wait
+// for JS. Together they bound what is in user space beyond what JS counts (producer/capture.ts pauses the drain by
+// records it has decoded): 64 batches of 1 MiB let up to ~470k records (~150 MiB once decoded) arrive after a pause
+// under connection churn; 4 of 256 KiB let ~7k. The kernel's ring buffer (--ring-buffer-bytes) is the buffer.
+constexpr size_t kBatchBytes = 256 << 10;
+constexpr size_t kQueuedBatches = 4;
 
 
 class Capture : public Napi::ObjectWrap<Capture> {
@@ -96,7 +102,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
       throw;
     }
     // Batches are delivered on the JS thread; the finalizer runs once the drain thread has released the TSFN.
-    tsfn_ = Napi::ThreadSafeFunction::New(env, o.Get("onBatch").As<Napi::Function>(), "nettally-drain", 64, 1, this,
+    tsfn_ = Napi::ThreadSafeFunction::New(env, o.Get("onBatch").As<Napi::Function>(), "nettally-drain", kQueuedBatches, 1, this,
                                           [](Napi::Env env, Capture *self) { self->Finalize(env); });
     thread_ = std::thread([this] { Drain(); });
     Ref();  // kept alive until the finalizer: the drain thread and the TSFN point at this object
@@ -228,7 +234,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
     tsfn_.Release();
   }
 
-  // One JS call per batch; blocks when JS is 64 batches behind, so the ring buffer fills and the kernel counts drops.
+  // One JS call per batch; blocks when JS is kQueuedBatches behind, so the ring buffer fills and the kernel counts drops.
   void Hand() {
     if (batch_.empty()) return;
     auto *b = new std::vector<uint8_t>(std::move(batch_));
@@ -573,6 +579,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Capture", Capture::Init(env));
   exports.Set("clocks", Napi::Function::New(env, Clocks));
   exports.Set("layout", Napi::Function::New(env, Layout));
+  exports.Set("exec", Napi::Function::New(env, Exec));
   return exports;
 }
 

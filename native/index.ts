@@ -61,6 +61,8 @@ export interface NativeAddon {
   /** [CLOCK_BOOTTIME ns, CLOCK_REALTIME ns], read back to back. */
   clocks(): [bigint, bigint];
   layout(): NativeLayout;
+  /** execve(2): replaces the process image (same pid); returns only by throwing the errno text. */
+  exec(path: string, argv: string[], env: string[]): never;
 }
 
 let cached: NativeAddon | undefined;

@@ -4,6 +4,7 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <mntent.h>
 #include <sys/stat.h>
@@ -12,6 +13,8 @@
 
 #include <cstring>
 #include <mutex>
+#include <string>
+#include <vector>
 
 namespace ntsys {
 
@@ -132,6 +135,35 @@ uint64_t ClockNs(clockid_t id) {
   struct timespec ts;
   clock_gettime(id, &ts);
   return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+// exec(path, argv, env): replaces this process's image (execve: same pid, same open stdio), so that `nettally
+// producer` can start again with the runtime settings it needs (producer/runtime.ts) without a parent process
+// holding memory. Returns only by throwing (the errno text): the caller then runs on as it is.
+Napi::Value Exec(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsArray() || !info[2].IsArray()) {
+    throw Napi::TypeError::New(env, "exec(path, argv[], env[]) needs a string and two arrays of strings");
+  }
+  auto strings = [](Napi::Array a) {
+    std::vector<std::string> v;
+    for (uint32_t i = 0; i < a.Length(); i++) v.push_back(a.Get(i).ToString().Utf8Value());
+    return v;
+  };
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::vector<std::string> args = strings(info[1].As<Napi::Array>()), envs = strings(info[2].As<Napi::Array>());
+  std::vector<char *> argv, envp;
+  for (auto &s : args) argv.push_back(s.data());
+  for (auto &s : envs) envp.push_back(s.data());
+  argv.push_back(nullptr);
+  envp.push_back(nullptr);
+  // stdin/out/err stay the process's own (Node may have marked them close-on-exec); nothing else is passed on.
+  for (int fd = 0; fd <= 2; fd++) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0 && (flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
+  }
+  execve(path.c_str(), argv.data(), envp.data());
+  throw Napi::Error::New(env, std::string("execve ") + path + ": " + strerror(errno));
 }
 
 }  // namespace ntsys

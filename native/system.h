@@ -26,5 +26,7 @@ std::string Cgroup2Root();
 // mkdir -p with mode 0700; 0 or -errno.
 int MkdirAll(const std::string &dir);
 uint64_t ClockNs(clockid_t id);
+// exec(path, argv[], env[]): replaces this process (same pid; stdio kept, nothing else). Throws only on failure.
+Napi::Value Exec(const Napi::CallbackInfo &info);
 
 }  // namespace ntsys

@@ -141,6 +141,9 @@ export async function openCapture(options: CaptureOptions = {}, logger: Logger =
 
 type Resolved = ReturnType<typeof resolveCaptureOptions>;
 
+/** Records per batch the sweep queues: about what one drain batch (256 KiB, native/addon.cc) carries. */
+const SWEEP_BATCH = 2048;
+
 class KernelCapture implements Capture {
   private readonly native: NativeCapture;
   private readonly queue: KernelRecord[][] = [];
@@ -275,6 +278,10 @@ class KernelCapture implements Capture {
     const entries = decodeConnEntries(this.native.conns());
     const now = bootTimeNs();
     const out: ConnRecord[] = [];
+    // What the reader's queue has room for: after ring-buffer drops under churn the map can hold 100k closes the
+    // kernel could not emit, and emitting them in one go held them all (and their wire records, Avro values) at once
+    // (~160 MiB peak). The rest stay in the map, unshipped and not forgotten, for the next sweep.
+    const room = final ? Infinity : Math.max(0, this.opts.maxQueuedRecords - this.queued);
     const present = new Set<number>();
     let tracked = 0;
     for (const e of entries) {
@@ -284,7 +291,7 @@ class KernelCapture implements Capture {
       tracked++;
       if (e.flags & ConnFlag.CLOSED) {
         this.seen.delete(c);
-        if (!(e.flags & ConnFlag.CLOSE_EMITTED) && !this.sweptClosed.has(c)) {
+        if (!(e.flags & ConnFlag.CLOSE_EMITTED) && !this.sweptClosed.has(c) && out.length < room) {
           this.sweptClosed.add(c);
           out.push({ ...e.record, flush_reason: 'close' });
         }
@@ -295,6 +302,7 @@ class KernelCapture implements Capture {
       const prev = this.seen.get(c);
       const idle = prev !== undefined && prev.tx === tx && prev.rx === rx;
       if (dirty && (idle || final) && !(prev?.emitted && idle)) {
+        if (out.length >= room) continue; // unchanged in `seen`: still idle and dirty at the next sweep
         out.push({ ...e.record, kind: KernelKind.CONN_SAMPLE, ts_ns: now, flush_reason: 'interval' });
         this.seen.set(c, { tx, rx, emitted: true });
       } else if (!idle) {
@@ -305,7 +313,8 @@ class KernelCapture implements Capture {
     for (const c of this.sweptClosed) if (!present.has(c)) this.sweptClosed.delete(c);
     this.counters.tracked_conns = tracked;
     this.counters.sweep_records += out.length;
-    this.push(out);
+    // In batches of a drain batch's size, so that an ingest round stays one round (it takes a queued batch whole).
+    for (let i = 0; i < out.length; i += SWEEP_BATCH) this.push(out.slice(i, i + SWEEP_BATCH));
   }
 
   private emitIfaces(): void {

@@ -132,12 +132,14 @@ export interface ProducerProcess {
   ready: Promise<void>;
 }
 
-/** `node dist/bin/nettally.js producer …args` as a child process (the kill tests need a real process). */
-export function startProducerProcess(args: string[], env: NodeJS.ProcessEnv = {}, root = ROOT): ProducerProcess {
-  // root: another built checkout (bench:producer's BENCH_BASE runs one next to this tree's producer)
-  if (root === ROOT) ensureProducerBuilt();
-  const child = spawn(process.execPath, [join(root, 'dist/bin/nettally.js'), 'producer', ...args], {
-    cwd: root,
+/**
+ * `node dist/bin/nettally.js producer …args` as a child process (the kill tests need a real process); `bin`: another
+ * build's CLI (a benchmark's baseline).
+ */
+export function startProducerProcess(args: string[], env: NodeJS.ProcessEnv = {}, bin?: string): ProducerProcess {
+  if (!bin) ensureProducerBuilt();
+  const child = spawn(process.execPath, [bin ?? join(ROOT, 'dist/bin/nettally.js'), 'producer', ...args], {
+    cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
   });
