@@ -2,10 +2,10 @@
 // event-time tumbling windows (1 m + 1 h) with a watermark, and a JSON snapshot of all of it for crash recovery.
 // Deterministic: the same records in the same order give the same windows, whatever the wall clock says.
 
-import { IFACE_FIELDS, IFACE_TAGS, TRAFFIC_FIELDS, TRAFFIC_INTERNAL, TRAFFIC_TAGS, WindowSet, lazyMap, sizeName, type Cell, type OutPoint } from './windows';
+import { IFACE_FIELDS, IFACE_TAGS, TRAFFIC_FIELDS, TRAFFIC_INTERNAL, TRAFFIC_TAGS, WindowSet, addTraffic, lazyMap, sizeName, type Cell, type OutPoint } from './windows';
 import type { AggInput, ConnInput, IfaceInput } from './records';
 import { ActiveCounts, type ActiveJSON } from './active';
-import { DIRECTIONS, PROTOCOLS, hostBootOf, tagValue, toArrays, workloadTag, type ConnState, type EpochMark, type HostState, type IfaceState } from './agg-state';
+import { DIRECTIONS, PROTOCOLS, PartsMap, hostBootOf, tagValue, toArrays, workloadTag, type ConnState, type EpochMark, type HostState, type IfaceState } from './agg-state';
 import { DEFAULT_REMOTE_CLASSES, type RemoteClasses } from './classes';
 
 export interface AggregatorOptions {
@@ -100,9 +100,11 @@ export class PartitionAggregator {
   private readonly iface1h: WindowSet;
   private readonly active1m: ActiveCounts;
   private readonly active1h: ActiveCounts;
-  private conns = new Map<string, ConnState>();
+  /** `host \0 boot \0 cookie` → connection (found by parts per record: PartsMap). */
+  private conns = new PartsMap<ConnState>(3);
   private ifaces = new Map<string, IfaceState>();
-  private marks = new Map<string, EpochMark>();
+  /** `host \0 epoch` → dedupe mark. */
+  private marks = new PartsMap<EpochMark>(2);
   private hosts = new Map<string, HostState>();
   /** host \0 netns \0 protocol → port → event ms of the listen record. */
   private listeners = new Map<string, Map<number, number>>();
@@ -222,11 +224,11 @@ export class PartitionAggregator {
 
   /** Dedupe by (host_id, epoch, seq); true when the record is new. */
   private accept(r: AggInput, t: number, h: HostState): boolean {
-    const key = `${r.host_id}\u0000${r.epoch}`;
-    let m = this.marks.get(key);
+    const epoch = String(r.epoch);
+    let m = this.marks.find2(r.host_id, epoch) ?? this.marks.get(`${r.host_id}\u0000${epoch}`);
     if (m && this.idle(m.last_ms, this.progress(h, m.boot === '' ? r.boot_id : m.boot))) m = undefined;
     if (!m) {
-      this.marks.set(key, { hwm: r.seq, gaps: [], last_ms: t, boot: r.boot_id });
+      this.marks.set(`${r.host_id}\u0000${epoch}`, { hwm: r.seq, gaps: [], last_ms: t, boot: r.boot_id });
       return true;
     }
     if (t > m.last_ms) m.last_ms = t;
@@ -345,9 +347,8 @@ export class PartitionAggregator {
   }
 
   private addConn(r: ConnInput, at: number, t: number, h: HostState): void {
-    const key = `${r.host_id}\u0000${r.boot_id}\u0000${r.cookie}`;
     const start = r.start_ns ?? null;
-    let st = this.conns.get(key);
+    let st = this.conns.find3(r.host_id, r.boot_id, r.cookie) ?? this.conns.get(`${r.host_id}\u0000${r.boot_id}\u0000${r.cookie}`);
     const progress = this.progress(h, r.boot_id);
     if (st && this.closedGone(st, progress)) st = undefined;
     let opened = 0;
@@ -355,14 +356,16 @@ export class PartitionAggregator {
     if (!st) {
       // classified once, here: it stays the connection's class (a changed map applies to new connections)
       const cls = this.opts.remoteClasses.classify(r.daddr ?? '');
-      st = { tx: 0, rx: 0, retr: 0, start, last_ms: t, closed_ms: -1, tags: null, key: '', cls, atags: null };
-      this.conns.set(key, st);
+      st = { tx: 0, rx: 0, retr: 0, start, last_ms: t, closed_ms: -1, tags: null, key: '', cls, atags: null, cell1m: null, cell1h: null };
+      this.conns.set(`${r.host_id}\u0000${r.boot_id}\u0000${r.cookie}`, st);
       // A connection the producer found already open at its start was opened before anyone watched.
       if (r.event !== 'sample' || r.flush_reason !== 'snapshot') opened = 1;
     } else if (this.idle(st.last_ms, progress)) {
       // Dormant (whether or not a sweep already dropped its tags): it comes back with tags as of now, so the
       // result never depends on when sweeps ran.
       st.tags = null;
+      st.cell1m = null;
+      st.cell1h = null;
     }
     if (st.cls === null) st.cls = this.opts.remoteClasses.classify(r.daddr ?? '');
     if (st.tags === null) {
@@ -409,9 +412,10 @@ export class PartitionAggregator {
       st.atags = null;
     }
     if (dtx === 0 && drx === 0 && dre === 0 && opened === 0 && closed === 0) return;
-    const d = [dtx, drx, opened, closed, dre];
-    this.traffic1m.add(at, st.tags, st.key, d);
-    this.traffic1h.add(at, st.tags, st.key, d);
+    st.cell1m = this.traffic1m.cachedCell(at, st.tags, st.key, st.cell1m);
+    st.cell1h = this.traffic1h.cachedCell(at, st.tags, st.key, st.cell1h);
+    addTraffic(st.cell1m, dtx, drx, opened, closed, dre);
+    addTraffic(st.cell1h, dtx, drx, opened, closed, dre);
   }
 
   private addIface(r: IfaceInput, at: number, t: number): void {
@@ -500,6 +504,8 @@ export class PartitionAggregator {
       else if (c.tags !== null && this.idle(c.last_ms, progress)) {
         c.tags = null;
         c.key = '';
+        c.cell1m = null;
+        c.cell1h = null;
       }
     }
     for (const [k, m] of this.marks) {
@@ -549,12 +555,13 @@ export class PartitionAggregator {
     const w = snap.windows as unknown[];
     [this.traffic1m, this.traffic1h, this.iface1m, this.iface1h].forEach((s, i) => s.load(w[i]));
     type ConnRow = [string, number, number, number, number, number, string[] | null, (number | null)?, (string | null)?, (string[] | 1 | null)?];
-    this.conns = new Map(
+    this.conns = new PartsMap(
+      3,
       (snap.conns as ConnRow[]).map(([k, tx, rx, retr, last_ms, closed_ms, tagsIn, start, cls, atags]) => {
         // tags of an older snapshot lack workload/remote_class: taken anew at the connection's next record
         const tags = tagsIn !== null && tagsIn.length === TRAFFIC_TAGS.length ? tagsIn : null;
-        const c: ConnState = { tx, rx, retr, start: start ?? null, last_ms, closed_ms, tags, key: tags === null ? '' : tags.join('\u0000'), cls: cls ?? null, atags: atags === 1 ? tags : (atags ?? null) };
-        return [k, c];
+        const c: ConnState = { tx, rx, retr, start: start ?? null, last_ms, closed_ms, tags, key: tags === null ? '' : tags.join('\u0000'), cls: cls ?? null, atags: atags === 1 ? tags : (atags ?? null), cell1m: null, cell1h: null };
+        return [k, c] as const;
       }),
     );
     const active = snap.active as ActiveJSON[] | undefined;
@@ -562,7 +569,7 @@ export class PartitionAggregator {
     this.active1h.load(active?.[1]);
     this.ifaces = new Map((snap.ifaces as [string, number, number[], number][]).map(([k, epoch, v, last_ms]) => [k, { epoch, v, last_ms }]));
     type MarkRow = [string, number, number[], number, string?];
-    this.marks = new Map((snap.marks as MarkRow[]).map(([k, hwm, gaps, last_ms, boot]) => [k, { hwm, gaps, last_ms, boot: boot ?? '' }]));
+    this.marks = new PartsMap(2, (snap.marks as MarkRow[]).map(([k, hwm, gaps, last_ms, boot]) => [k, { hwm, gaps, last_ms, boot: boot ?? '' }] as const));
     this.listeners = new Map((snap.listeners as [string, [number, number][]][]).map(([k, p]) => [k, new Map(p)]));
     if (snap.v !== 1) {
       type HostRow = [string, string, number, [string, number][]];
