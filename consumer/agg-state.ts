@@ -176,6 +176,15 @@ export class PartsMap<V> extends Map<string, V> {
     super.clear();
   }
 
+  /**
+   * Depth 3: each (first part, middle part) with its entries by last part — what a sweep walks to judge a host's and a
+   * boot's state once per group instead of splitting every key. Visits every entry whose key has both separators (the
+   * aggregator's keys always do). Deleting while walking is not allowed: collect, then delete.
+   */
+  forEachGroup(fn: (a: string, b: string, entries: ReadonlyMap<string, V>) => void): void {
+    for (const [a, m] of this.index) for (const [b, l] of m) fn(a, b, l as Map<string, V>);
+  }
+
   /** get(`a \0 last`) of a depth-2 map, or undefined when the index does not have it (then look up by key). */
   find2(a: string, last: string): V | undefined {
     return (this.index.get(a) as Map<string, V> | undefined)?.get(last);

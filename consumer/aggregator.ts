@@ -170,8 +170,9 @@ export class PartitionAggregator {
   }
 
   private bootRetired(h: HostState, boot: string): boolean {
+    if (boot === h.boot) return false; // (the common case: no map lookups)
     const last = h.boots.get(boot);
-    return boot !== h.boot && last !== undefined && this.idle(last, this.progress(h, h.boot));
+    return last !== undefined && this.idle(last, this.progress(h, h.boot));
   }
 
   /** Drops the connection and interface state of the given boots of a host (keys `host \0 boot \0 …`). */
@@ -248,20 +249,22 @@ export class PartitionAggregator {
 
   /** Window-start time a record's deltas go to: its own, or (too late) the oldest still-open window. */
   private attribution(timeMs: number): { at: number; late: boolean } {
-    const wm = this.watermarkMs;
-    if (Math.floor(timeMs / this.opts.windowMs) * this.opts.windowMs + this.opts.windowMs <= wm) return { at: wm, late: true };
-    return { at: timeMs, late: false };
+    const late = this.tooLate(timeMs);
+    return { at: late ? this.watermarkMs : timeMs, late };
   }
 
-  /** The record's effective event time: time_ms, or its Kafka timestamp when time_ms is too far ahead of it. */
-  private effectiveTime(r: AggInput): { t: number; clamped: boolean } {
-    if (r.ref_ms !== undefined && r.ref_ms >= 0 && r.time_ms > r.ref_ms + this.opts.maxAheadMs) return { t: r.ref_ms, clamped: true };
-    return { t: r.time_ms, clamped: false };
+  /** True when the window of `timeMs` is final already (a record of that time goes to the oldest open window). */
+  private tooLate(timeMs: number): boolean {
+    return Math.floor(timeMs / this.opts.windowMs) * this.opts.windowMs + this.opts.windowMs <= this.watermarkMs;
   }
 
   /** Applies one decoded record. */
   add(r: AggInput): Outcome {
-    const { t, clamped } = this.effectiveTime(r);
+    // The effective event time: time_ms, or the Kafka timestamp when time_ms is too far ahead of it. (Inline, like
+    // the attribution below: this runs per record, and returning pairs would allocate.)
+    const ref = r.ref_ms;
+    const clamped = ref !== undefined && ref >= 0 && r.time_ms > ref + this.opts.maxAheadMs;
+    const t = clamped ? ref : r.time_ms;
     const h = this.hostOf(r);
     if (!this.accept(r, t, h)) {
       this.counters.duplicates++;
@@ -271,19 +274,26 @@ export class PartitionAggregator {
       this.counters.clamped++;
       this.notice({ kind: 'clamped', host_id: r.host_id, time_ms: r.time_ms, ref_ms: r.ref_ms });
     }
-    const { at, late } = this.attribution(t);
+    const late = this.tooLate(t);
+    const at = late ? this.watermarkMs : t;
     if (t > this.maxEventMs) this.maxEventMs = t;
     // A boot not seen before: the host rebooted, which closed every connection of its earlier boots (without close
     // records): they stop counting as open here, deterministically at this record.
-    if (h.boots.size > 0 && !h.boots.has(r.boot_id)) this.endActive(r.host_id, at, (k) => hostBootOf(k)[1] !== r.boot_id);
+    const bootLast = h.boots.get(r.boot_id);
+    if (bootLast === undefined && h.boots.size > 0) this.endActive(r.host_id, at, (k) => hostBootOf(k)[1] !== r.boot_id);
     h.boot = r.boot_id;
-    if (t > (h.boots.get(r.boot_id) ?? Number.NEGATIVE_INFINITY)) h.boots.set(r.boot_id, t);
+    // this boot's progress (what progress() returns from here on)
+    let bootMs = bootLast ?? Number.NEGATIVE_INFINITY;
+    if (t > bootMs) {
+      h.boots.set(r.boot_id, t);
+      bootMs = t;
+    }
     h.seen_ms = this.maxEventMs;
     this.counters.records++;
     if (late) this.counters.too_late++;
     switch (r.kind) {
       case 'conn':
-        this.addConn(r, at, t, h);
+        this.addConn(r, at, t, bootMs);
         break;
       case 'iface':
         this.addIface(r, at, t);
@@ -346,10 +356,10 @@ export class PartitionAggregator {
     }
   }
 
-  private addConn(r: ConnInput, at: number, t: number, h: HostState): void {
+  /** `progress`: the clock of the record's boot (progress()), after this record. */
+  private addConn(r: ConnInput, at: number, t: number, progress: number): void {
     const start = r.start_ns ?? null;
     let st = this.conns.find3(r.host_id, r.boot_id, r.cookie) ?? this.conns.get(`${r.host_id}\u0000${r.boot_id}\u0000${r.cookie}`);
-    const progress = this.progress(h, r.boot_id);
     if (st && this.closedGone(st, progress)) st = undefined;
     let opened = 0;
     const fresh = !st;
@@ -495,19 +505,23 @@ export class PartitionAggregator {
       const retired = new Set([...h.boots.keys()].filter((b) => this.bootRetired(h, b)));
       if (retired.size > 0) this.purgeBoots(host, retired, h);
     }
-    for (const [k, c] of this.conns) {
-      const [host, boot] = hostBootOf(k);
+    // by host and boot (the index): each one's clock is looked up once, not once per connection
+    const gone: string[] = [];
+    this.conns.forEachGroup((host, boot, conns) => {
       const h = this.hosts.get(host);
-      if (!h) continue;
+      if (!h) return;
       const progress = this.progress(h, boot);
-      if (this.closedGone(c, progress)) this.conns.delete(k);
-      else if (c.tags !== null && this.idle(c.last_ms, progress)) {
-        c.tags = null;
-        c.key = '';
-        c.cell1m = null;
-        c.cell1h = null;
+      for (const [cookie, c] of conns) {
+        if (this.closedGone(c, progress)) gone.push(`${host}\u0000${boot}\u0000${cookie}`);
+        else if (c.tags !== null && this.idle(c.last_ms, progress)) {
+          c.tags = null;
+          c.key = '';
+          c.cell1m = null;
+          c.cell1h = null;
+        }
       }
-    }
+    });
+    for (const k of gone) this.conns.delete(k);
     for (const [k, m] of this.marks) {
       const h = this.hosts.get(k.slice(0, k.indexOf('\u0000')));
       // a mark of unknown boot (version-1 snapshot) waits for its epoch's next record to learn it
