@@ -108,6 +108,9 @@ export function hostBootOf(key: string): [string, string] {
  */
 export class PartsMap<V> extends Map<string, V> {
   private index = new Map<string, Map<string, unknown>>();
+  // The last part is indexed as a number when it is the decimal text of a safe integer (String(n) === part: one text
+  // per number, so this is still exact): a connection is found by its cookie without making a string of it. A
+  // find() by such a part's text misses (and the caller looks up by key): pass the number.
   private depth: 2 | 3;
 
   constructor(depth: 2 | 3, entries?: Iterable<readonly [string, V]>) {
@@ -116,26 +119,26 @@ export class PartsMap<V> extends Map<string, V> {
     if (entries) for (const [k, v] of entries) this.set(k, v);
   }
 
-  /** The index path of a key: its first part, the middle one (depth 3) and the rest. */
-  private split(k: string): [string, string, string] | undefined {
+  /** The index path of a key: its first part, the middle one (depth 3) and the rest (see lastKey). */
+  private split(k: string): [string, string, string | number] | undefined {
     const a = k.indexOf('\u0000');
     if (a < 0) return undefined;
-    if (this.depth === 2) return [k.slice(0, a), '', k.slice(a + 1)];
+    if (this.depth === 2) return [k.slice(0, a), '', lastKey(k.slice(a + 1))];
     const b = k.indexOf('\u0000', a + 1);
     if (b < 0) return undefined;
-    return [k.slice(0, a), k.slice(a + 1, b), k.slice(b + 1)];
+    return [k.slice(0, a), k.slice(a + 1, b), lastKey(k.slice(b + 1))];
   }
 
   /** The innermost index map of parts `a`(, `b`), created with `create`. */
-  private leaf(a: string, b: string, create: boolean): Map<string, V> | undefined {
+  private leaf(a: string, b: string, create: boolean): Map<string | number, V> | undefined {
     let m = this.index.get(a);
     if (m === undefined) {
       if (!create) return undefined;
       m = new Map();
       this.index.set(a, m);
     }
-    if (this.depth === 2) return m as Map<string, V>;
-    let l = m.get(b) as Map<string, V> | undefined;
+    if (this.depth === 2) return m as Map<string | number, V>;
+    let l = m.get(b) as Map<string | number, V> | undefined;
     if (l === undefined && create) {
       l = new Map();
       m.set(b, l);
@@ -181,17 +184,23 @@ export class PartsMap<V> extends Map<string, V> {
    * boot's state once per group instead of splitting every key. Visits every entry whose key has both separators (the
    * aggregator's keys always do). Deleting while walking is not allowed: collect, then delete.
    */
-  forEachGroup(fn: (a: string, b: string, entries: ReadonlyMap<string, V>) => void): void {
-    for (const [a, m] of this.index) for (const [b, l] of m) fn(a, b, l as Map<string, V>);
+  forEachGroup(fn: (a: string, b: string, entries: ReadonlyMap<string | number, V>) => void): void {
+    for (const [a, m] of this.index) for (const [b, l] of m) fn(a, b, l as Map<string | number, V>);
   }
 
   /** get(`a \0 last`) of a depth-2 map, or undefined when the index does not have it (then look up by key). */
-  find2(a: string, last: string): V | undefined {
-    return (this.index.get(a) as Map<string, V> | undefined)?.get(last);
+  find2(a: string, last: string | number): V | undefined {
+    return (this.index.get(a) as Map<string | number, V> | undefined)?.get(last);
   }
 
   /** get(`a \0 b \0 last`) of a depth-3 map, or undefined when the index does not have it (then look up by key). */
-  find3(a: string, b: string, last: string): V | undefined {
-    return (this.index.get(a)?.get(b) as Map<string, V> | undefined)?.get(last);
+  find3(a: string, b: string, last: string | number): V | undefined {
+    return (this.index.get(a)?.get(b) as Map<string | number, V> | undefined)?.get(last);
   }
+}
+
+/** A key's last part as PartsMap indexes it: the number whose decimal text it is, or the text. */
+function lastKey(part: string): string | number {
+  const n = Number(part);
+  return Number.isSafeInteger(n) && String(n) === part ? n : part;
 }

@@ -225,11 +225,10 @@ export class PartitionAggregator {
 
   /** Dedupe by (host_id, epoch, seq); true when the record is new. */
   private accept(r: AggInput, t: number, h: HostState): boolean {
-    const epoch = String(r.epoch);
-    let m = this.marks.find2(r.host_id, epoch) ?? this.marks.get(`${r.host_id}\u0000${epoch}`);
+    let m = this.marks.find2(r.host_id, r.epoch) ?? this.marks.get(`${r.host_id}\u0000${r.epoch}`);
     if (m && this.idle(m.last_ms, this.progress(h, m.boot === '' ? r.boot_id : m.boot))) m = undefined;
     if (!m) {
-      this.marks.set(`${r.host_id}\u0000${epoch}`, { hwm: r.seq, gaps: [], last_ms: t, boot: r.boot_id });
+      this.marks.set(`${r.host_id}\u0000${r.epoch}`, { hwm: r.seq, gaps: [], last_ms: t, boot: r.boot_id });
       return true;
     }
     if (t > m.last_ms) m.last_ms = t;
@@ -396,7 +395,7 @@ export class PartitionAggregator {
         // all its payload bytes are new. Retransmits are not: the kernel copies TCP's own per-socket total_retrans,
         // which a new counting does not reset.
         this.counters.counter_restarts++;
-        this.notice({ kind: 'counter_restart', host_id: r.host_id, time_ms: r.time_ms, cookie: r.cookie });
+        this.notice({ kind: 'counter_restart', host_id: r.host_id, time_ms: r.time_ms, cookie: String(r.cookie) });
         st.tx = 0;
         st.rx = 0;
         st.start = start;

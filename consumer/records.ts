@@ -24,8 +24,11 @@ export interface ConnInput
     Partial<Wire<'conn_sample', 'workload' | 'daddr'>> {
   kind: 'conn';
   event: 'open' | 'sample' | 'close';
-  /** The wire's u64 cookie as decimal text: exact beyond 2^53 and usable as a map key. */
-  cookie: string;
+  /**
+   * The wire's u64 cookie: the number itself while it is a safe integer (every cookie a kernel hands out in practice:
+   * they count up from 1), else its decimal text (exact beyond 2^53). Either way `${cookie}` is its decimal text.
+   */
+  cookie: string | number;
   /**
    * CLOCK_BOOTTIME ns at which the kernel started this counting of the connection (bpf conn_create, or the
    * established transition). The counters are cumulative since then: the same start_ns under a new producer epoch
@@ -84,7 +87,7 @@ export function toAggInput(d: Decoded, refMs?: number): AggInput {
         seq: num(c.seq),
         time_ms: nsToMs(c.time_ns),
         ref_ms,
-        cookie: String(c.cookie),
+        cookie: typeof c.cookie === 'number' ? c.cookie : String(c.cookie),
         tx_bytes: num(c.tx_bytes),
         rx_bytes: num(c.rx_bytes),
         retransmits: num(c.retransmits),
