@@ -37,6 +37,14 @@ export interface ConnState {
   cell1h: Cell | null;
 }
 
+/** A connection going dormant: its tags, cell key and cached cells go (taken anew at its next record). */
+export function dropGroup(c: ConnState): void {
+  c.tags = null;
+  c.key = '';
+  c.cell1m = null;
+  c.cell1h = null;
+}
+
 export interface IfaceState {
   epoch: number;
   v: number[];

@@ -5,7 +5,7 @@
 import { IFACE_FIELDS, IFACE_TAGS, TRAFFIC_FIELDS, TRAFFIC_INTERNAL, TRAFFIC_TAGS, WindowSet, addTraffic, lazyMap, sizeName, type Cell, type OutPoint } from './windows';
 import type { AggInput, ConnInput, IfaceInput } from './records';
 import { ActiveCounts, type ActiveJSON } from './active';
-import { DIRECTIONS, PROTOCOLS, PartsMap, hostBootOf, tagValue, toArrays, workloadTag, type ConnState, type EpochMark, type HostState, type IfaceState } from './agg-state';
+import { DIRECTIONS, PROTOCOLS, PartsMap, dropGroup, hostBootOf, tagValue, toArrays, workloadTag, type ConnState, type EpochMark, type HostState, type IfaceState } from './agg-state';
 import { DEFAULT_REMOTE_CLASSES, type RemoteClasses } from './classes';
 
 export interface AggregatorOptions {
@@ -259,8 +259,7 @@ export class PartitionAggregator {
 
   /** Applies one decoded record. */
   add(r: AggInput): Outcome {
-    // The effective event time: time_ms, or the Kafka timestamp when time_ms is too far ahead of it. (Inline, like
-    // the attribution below: this runs per record, and returning pairs would allocate.)
+    // Effective event time: time_ms, or the Kafka timestamp when time_ms is too far ahead of it (inline: no pairs)
     const ref = r.ref_ms;
     const clamped = ref !== undefined && ref >= 0 && r.time_ms > ref + this.opts.maxAheadMs;
     const t = clamped ? ref : r.time_ms;
@@ -372,9 +371,7 @@ export class PartitionAggregator {
     } else if (this.idle(st.last_ms, progress)) {
       // Dormant (whether or not a sweep already dropped its tags): it comes back with tags as of now, so the
       // result never depends on when sweeps ran.
-      st.tags = null;
-      st.cell1m = null;
-      st.cell1h = null;
+      dropGroup(st);
     }
     if (st.cls === null) st.cls = this.opts.remoteClasses.classify(r.daddr ?? '');
     if (st.tags === null) {
@@ -512,12 +509,7 @@ export class PartitionAggregator {
       const progress = this.progress(h, boot);
       for (const [cookie, c] of conns) {
         if (this.closedGone(c, progress)) gone.push(`${host}\u0000${boot}\u0000${cookie}`);
-        else if (c.tags !== null && this.idle(c.last_ms, progress)) {
-          c.tags = null;
-          c.key = '';
-          c.cell1m = null;
-          c.cell1h = null;
-        }
+        else if (c.tags !== null && this.idle(c.last_ms, progress)) dropGroup(c);
       }
     });
     for (const k of gone) this.conns.delete(k);
