@@ -2,6 +2,9 @@
 // of schemas/reader.ts, on the same buffers in alternating rounds), + aggregated, + written to a real influxd (with
 // state snapshots), measured side by side in one run — and InfluxDB points written per 1k events; then
 // bench/snapshot.ts: snapshot save time, event-loop block and size at 10k/100k live connections.
+// BENCH_BASELINE_DIST=<another build's dist/> adds a row of decode + aggregate with that build's aggregator and
+// toAggInput (same decoder, same buffers, rounds alternating with this build's): a before/after of the aggregation.
+import { resolve } from 'path';
 import { PartitionAggregator } from '../consumer/aggregator';
 import { InfluxClient } from '../consumer/influx';
 import { encodeSnapshot } from '../consumer/state-store';
@@ -14,6 +17,18 @@ import { snapshotBench } from './snapshot';
 const FLUSH_EVERY = Number(process.env.BENCH_FLUSH_EVERY ?? 5000);
 /** Rounds of each in-memory stage; the two decoders alternate, and each row is the median round. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const BASELINE_DIST = process.env.BENCH_BASELINE_DIST ?? '';
+
+type Aggregation = { Aggregator: typeof PartitionAggregator; toInput: typeof toAggInput };
+
+/** Another build's aggregator and input conversion (BENCH_BASELINE_DIST), or none. */
+async function baselineAggregation(): Promise<Aggregation | undefined> {
+  if (BASELINE_DIST === '') return undefined;
+  const dir = resolve(BASELINE_DIST);
+  const agg = (await import(`${dir}/consumer/aggregator`)) as { PartitionAggregator: typeof PartitionAggregator };
+  const rec = (await import(`${dir}/consumer/records`)) as { toAggInput: typeof toAggInput };
+  return { Aggregator: agg.PartitionAggregator, toInput: rec.toAggInput };
+}
 
 function encodeAll(): Buffer[] {
   const data = synthesize({ hosts: 20, connsPerHost: 400, startMs: Date.UTC(2026, 0, 1), minutes: 10, seed: 42, sampleEverySec: 6 });
@@ -65,11 +80,11 @@ async function main(): Promise<void> {
   const decodeOnly = (c: Codec) => (): void => {
     for (const m of msgs) toAggInput(c.decode(m));
   };
-  const decodeAggregate = (c: Codec) => (): void => {
-    const agg = new PartitionAggregator({ partition: 0 });
+  const decodeAggregate = (c: Codec, a: Aggregation = { Aggregator: PartitionAggregator, toInput: toAggInput }) => (): void => {
+    const agg = new a.Aggregator({ partition: 0 });
     points = 0;
     for (let i = 0; i < n; i++) {
-      agg.add(toAggInput(c.decode(msgs[i])));
+      agg.add(a.toInput(c.decode(msgs[i])));
       if ((i + 1) % FLUSH_EVERY === 0 || i === n - 1) {
         const p = agg.pending();
         points += p.points.length;
@@ -77,11 +92,13 @@ async function main(): Promise<void> {
       }
     }
   };
+  const baseline = await baselineAggregation();
   const mem = interleaved({
     'decode, avsc': decodeOnly(codecs.avsc),
     'decode, generated reader': decodeOnly(codecs.generated),
     'decode + aggregate, avsc': decodeAggregate(codecs.avsc),
     'decode + aggregate, generated reader': decodeAggregate(codecs.generated),
+    ...(baseline ? { 'decode + aggregate, generated, baseline agg.': decodeAggregate(codecs.generated, baseline) } : {}),
   });
   if (codecs.generated.decodedBy.avsc !== 0) throw new Error(`the generated reader left ${codecs.generated.decodedBy.avsc} well-formed records to avsc`);
   const decode = codecs.generated;
@@ -130,6 +147,16 @@ async function main(): Promise<void> {
   for (const [a, b, c, d] of rows) process.stdout.write(`${a.padEnd(50)}${b.padStart(14)}${c.padStart(17)}   ${d}\n`);
   const ratio = (name: string): string => (mem[`${name}, avsc`].cpuMs / mem[`${name}, generated reader`].cpuMs).toFixed(2);
   process.stdout.write(`\ngenerated reader vs avsc, events per CPU-second: decode x${ratio('decode')}, decode + aggregate x${ratio('decode + aggregate')}\n`);
+  if (baseline) {
+    // aggregation alone = decode + aggregate minus decode (same decoder, same rounds)
+    const aggCpu = (name: string): number => mem[name].cpuMs - mem['decode, generated reader'].cpuMs;
+    const base = 'decode + aggregate, generated, baseline agg.';
+    const mine = 'decode + aggregate, generated reader';
+    process.stdout.write(
+      `this build vs ${BASELINE_DIST} (generated reader both), events per CPU-second: decode + aggregate x${(mem[base].cpuMs / mem[mine].cpuMs).toFixed(2)}; ` +
+        `aggregation alone ${((aggCpu(base) * 1000) / n).toFixed(2)} -> ${((aggCpu(mine) * 1000) / n).toFixed(2)} us of CPU per event\n`,
+    );
+  }
   process.stdout.write(`\naggregation alone produced ${points} points (${((points * 1000) / n).toFixed(1)} per 1k events) at flush every ${FLUSH_EVERY}\n`);
   for (const r of e2e) {
     process.stdout.write(

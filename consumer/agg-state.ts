@@ -1,4 +1,5 @@
 // The per-partition aggregation state's parts (consumer/aggregator.ts) and the helpers over its keys and tags.
+import type { Cell } from './windows';
 
 export interface ConnState {
   tx: number;
@@ -28,6 +29,20 @@ export interface ConnState {
    * never did (restored from a snapshot before version 3).
    */
   atags: string[] | null;
+  /**
+   * Derived, never snapshotted: the 1 m and 1 h traffic cells of `key` its deltas went to last (WindowSet.cachedCell),
+   * so a record in the same windows adds without looking the cells up. null whenever `key` changes.
+   */
+  cell1m: Cell | null;
+  cell1h: Cell | null;
+}
+
+/** A connection going dormant: its tags, cell key and cached cells go (taken anew at its next record). */
+export function dropGroup(c: ConnState): void {
+  c.tags = null;
+  c.key = '';
+  c.cell1m = null;
+  c.cell1h = null;
 }
 
 export interface IfaceState {
@@ -88,4 +103,112 @@ export function hostBootOf(key: string): [string, string] {
   const a = key.indexOf('\u0000');
   const b = key.indexOf('\u0000', a + 1);
   return [key.slice(0, a), key.slice(a + 1, b)];
+}
+
+/**
+ * A Map keyed by `part \0 part [\0 part]` strings (the form snapshots and sweeps use, unchanged) that can also find an
+ * entry from its parts without building that key: find() walks a nested index of the same entries (one small map per
+ * part), which costs a few lookups by short or already-hashed strings instead of concatenating and hashing a ~100
+ * character key per record (most of the aggregator's per-record cost before). The index is derived from the keys on
+ * every set/delete/clear, so the Map as such stays the single truth: find(a, b, c) returns exactly get(`a\0b\0c`)
+ * when it finds something (a key split at its first `depth - 1` separators joins back to itself); a miss means
+ * "look up by key" (a part containing \0, from a forged record, is only found that way).
+ */
+export class PartsMap<V> extends Map<string, V> {
+  private index = new Map<string, Map<string, unknown>>();
+  // The last part is indexed as a number when it is the decimal text of a safe integer (String(n) === part: one text
+  // per number, so this is still exact): a connection is found by its cookie without making a string of it. A
+  // find() by such a part's text misses (and the caller looks up by key): pass the number.
+  private depth: 2 | 3;
+
+  constructor(depth: 2 | 3, entries?: Iterable<readonly [string, V]>) {
+    super();
+    this.depth = depth;
+    if (entries) for (const [k, v] of entries) this.set(k, v);
+  }
+
+  /** The index path of a key: its first part, the middle one (depth 3) and the rest (see lastKey). */
+  private split(k: string): [string, string, string | number] | undefined {
+    const a = k.indexOf('\u0000');
+    if (a < 0) return undefined;
+    if (this.depth === 2) return [k.slice(0, a), '', lastKey(k.slice(a + 1))];
+    const b = k.indexOf('\u0000', a + 1);
+    if (b < 0) return undefined;
+    return [k.slice(0, a), k.slice(a + 1, b), lastKey(k.slice(b + 1))];
+  }
+
+  /** The innermost index map of parts `a`(, `b`), created with `create`. */
+  private leaf(a: string, b: string, create: boolean): Map<string | number, V> | undefined {
+    let m = this.index.get(a);
+    if (m === undefined) {
+      if (!create) return undefined;
+      m = new Map();
+      this.index.set(a, m);
+    }
+    if (this.depth === 2) return m as Map<string | number, V>;
+    let l = m.get(b) as Map<string | number, V> | undefined;
+    if (l === undefined && create) {
+      l = new Map();
+      m.set(b, l);
+    }
+    return l;
+  }
+
+  override set(k: string, v: V): this {
+    super.set(k, v);
+    // (Map's constructor calls set before this class's fields exist: entries go through the constructor above instead)
+    const p = this.split(k);
+    if (p) this.leaf(p[0], p[1], true)!.set(p[2], v);
+    return this;
+  }
+
+  override delete(k: string): boolean {
+    const p = this.split(k);
+    if (p) {
+      const l = this.leaf(p[0], p[1], false);
+      if (l) {
+        l.delete(p[2]);
+        if (l.size === 0) {
+          // empty inner maps go too, so a forgotten host or boot leaves nothing behind
+          if (this.depth === 2) this.index.delete(p[0]);
+          else {
+            const m = this.index.get(p[0])!;
+            m.delete(p[1]);
+            if (m.size === 0) this.index.delete(p[0]);
+          }
+        }
+      }
+    }
+    return super.delete(k);
+  }
+
+  override clear(): void {
+    this.index.clear();
+    super.clear();
+  }
+
+  /**
+   * Depth 3: each (first part, middle part) with its entries by last part — what a sweep walks to judge a host's and a
+   * boot's state once per group instead of splitting every key. Visits every entry whose key has both separators (the
+   * aggregator's keys always do). Deleting while walking is not allowed: collect, then delete.
+   */
+  forEachGroup(fn: (a: string, b: string, entries: ReadonlyMap<string | number, V>) => void): void {
+    for (const [a, m] of this.index) for (const [b, l] of m) fn(a, b, l as Map<string | number, V>);
+  }
+
+  /** get(`a \0 last`) of a depth-2 map, or undefined when the index does not have it (then look up by key). */
+  find2(a: string, last: string | number): V | undefined {
+    return (this.index.get(a) as Map<string | number, V> | undefined)?.get(last);
+  }
+
+  /** get(`a \0 b \0 last`) of a depth-3 map, or undefined when the index does not have it (then look up by key). */
+  find3(a: string, b: string, last: string | number): V | undefined {
+    return (this.index.get(a)?.get(b) as Map<string | number, V> | undefined)?.get(last);
+  }
+}
+
+/** A key's last part as PartsMap indexes it: the number whose decimal text it is, or the text. */
+function lastKey(part: string): string | number {
+  const n = Number(part);
+  return Number.isSafeInteger(n) && String(n) === part ? n : part;
 }

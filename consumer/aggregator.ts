@@ -2,10 +2,10 @@
 // event-time tumbling windows (1 m + 1 h) with a watermark, and a JSON snapshot of all of it for crash recovery.
 // Deterministic: the same records in the same order give the same windows, whatever the wall clock says.
 
-import { IFACE_FIELDS, IFACE_TAGS, TRAFFIC_FIELDS, TRAFFIC_INTERNAL, TRAFFIC_TAGS, WindowSet, lazyMap, sizeName, type Cell, type OutPoint } from './windows';
+import { IFACE_FIELDS, IFACE_TAGS, TRAFFIC_FIELDS, TRAFFIC_INTERNAL, TRAFFIC_TAGS, WindowSet, addTraffic, lazyMap, sizeName, type Cell, type OutPoint } from './windows';
 import type { AggInput, ConnInput, IfaceInput } from './records';
 import { ActiveCounts, type ActiveJSON } from './active';
-import { DIRECTIONS, PROTOCOLS, hostBootOf, tagValue, toArrays, workloadTag, type ConnState, type EpochMark, type HostState, type IfaceState } from './agg-state';
+import { DIRECTIONS, PROTOCOLS, PartsMap, dropGroup, hostBootOf, tagValue, toArrays, workloadTag, type ConnState, type EpochMark, type HostState, type IfaceState } from './agg-state';
 import { DEFAULT_REMOTE_CLASSES, type RemoteClasses } from './classes';
 
 export interface AggregatorOptions {
@@ -100,9 +100,11 @@ export class PartitionAggregator {
   private readonly iface1h: WindowSet;
   private readonly active1m: ActiveCounts;
   private readonly active1h: ActiveCounts;
-  private conns = new Map<string, ConnState>();
+  /** `host \0 boot \0 cookie` → connection (found by parts per record: PartsMap). */
+  private conns = new PartsMap<ConnState>(3);
   private ifaces = new Map<string, IfaceState>();
-  private marks = new Map<string, EpochMark>();
+  /** `host \0 epoch` → dedupe mark. */
+  private marks = new PartsMap<EpochMark>(2);
   private hosts = new Map<string, HostState>();
   /** host \0 netns \0 protocol → port → event ms of the listen record. */
   private listeners = new Map<string, Map<number, number>>();
@@ -168,8 +170,9 @@ export class PartitionAggregator {
   }
 
   private bootRetired(h: HostState, boot: string): boolean {
+    if (boot === h.boot) return false; // (the common case: no map lookups)
     const last = h.boots.get(boot);
-    return boot !== h.boot && last !== undefined && this.idle(last, this.progress(h, h.boot));
+    return last !== undefined && this.idle(last, this.progress(h, h.boot));
   }
 
   /** Drops the connection and interface state of the given boots of a host (keys `host \0 boot \0 …`). */
@@ -222,11 +225,10 @@ export class PartitionAggregator {
 
   /** Dedupe by (host_id, epoch, seq); true when the record is new. */
   private accept(r: AggInput, t: number, h: HostState): boolean {
-    const key = `${r.host_id}\u0000${r.epoch}`;
-    let m = this.marks.get(key);
+    let m = this.marks.find2(r.host_id, r.epoch) ?? this.marks.get(`${r.host_id}\u0000${r.epoch}`);
     if (m && this.idle(m.last_ms, this.progress(h, m.boot === '' ? r.boot_id : m.boot))) m = undefined;
     if (!m) {
-      this.marks.set(key, { hwm: r.seq, gaps: [], last_ms: t, boot: r.boot_id });
+      this.marks.set(`${r.host_id}\u0000${r.epoch}`, { hwm: r.seq, gaps: [], last_ms: t, boot: r.boot_id });
       return true;
     }
     if (t > m.last_ms) m.last_ms = t;
@@ -246,20 +248,21 @@ export class PartitionAggregator {
 
   /** Window-start time a record's deltas go to: its own, or (too late) the oldest still-open window. */
   private attribution(timeMs: number): { at: number; late: boolean } {
-    const wm = this.watermarkMs;
-    if (Math.floor(timeMs / this.opts.windowMs) * this.opts.windowMs + this.opts.windowMs <= wm) return { at: wm, late: true };
-    return { at: timeMs, late: false };
+    const late = this.tooLate(timeMs);
+    return { at: late ? this.watermarkMs : timeMs, late };
   }
 
-  /** The record's effective event time: time_ms, or its Kafka timestamp when time_ms is too far ahead of it. */
-  private effectiveTime(r: AggInput): { t: number; clamped: boolean } {
-    if (r.ref_ms !== undefined && r.ref_ms >= 0 && r.time_ms > r.ref_ms + this.opts.maxAheadMs) return { t: r.ref_ms, clamped: true };
-    return { t: r.time_ms, clamped: false };
+  /** True when the window of `timeMs` is final already (a record of that time goes to the oldest open window). */
+  private tooLate(timeMs: number): boolean {
+    return Math.floor(timeMs / this.opts.windowMs) * this.opts.windowMs + this.opts.windowMs <= this.watermarkMs;
   }
 
   /** Applies one decoded record. */
   add(r: AggInput): Outcome {
-    const { t, clamped } = this.effectiveTime(r);
+    // Effective event time: time_ms, or the Kafka timestamp when time_ms is too far ahead of it (inline: no pairs)
+    const ref = r.ref_ms;
+    const clamped = ref !== undefined && ref >= 0 && r.time_ms > ref + this.opts.maxAheadMs;
+    const t = clamped ? ref : r.time_ms;
     const h = this.hostOf(r);
     if (!this.accept(r, t, h)) {
       this.counters.duplicates++;
@@ -269,19 +272,26 @@ export class PartitionAggregator {
       this.counters.clamped++;
       this.notice({ kind: 'clamped', host_id: r.host_id, time_ms: r.time_ms, ref_ms: r.ref_ms });
     }
-    const { at, late } = this.attribution(t);
+    const late = this.tooLate(t);
+    const at = late ? this.watermarkMs : t;
     if (t > this.maxEventMs) this.maxEventMs = t;
     // A boot not seen before: the host rebooted, which closed every connection of its earlier boots (without close
     // records): they stop counting as open here, deterministically at this record.
-    if (h.boots.size > 0 && !h.boots.has(r.boot_id)) this.endActive(r.host_id, at, (k) => hostBootOf(k)[1] !== r.boot_id);
+    const bootLast = h.boots.get(r.boot_id);
+    if (bootLast === undefined && h.boots.size > 0) this.endActive(r.host_id, at, (k) => hostBootOf(k)[1] !== r.boot_id);
     h.boot = r.boot_id;
-    if (t > (h.boots.get(r.boot_id) ?? Number.NEGATIVE_INFINITY)) h.boots.set(r.boot_id, t);
+    // this boot's progress (what progress() returns from here on)
+    let bootMs = bootLast ?? Number.NEGATIVE_INFINITY;
+    if (t > bootMs) {
+      h.boots.set(r.boot_id, t);
+      bootMs = t;
+    }
     h.seen_ms = this.maxEventMs;
     this.counters.records++;
     if (late) this.counters.too_late++;
     switch (r.kind) {
       case 'conn':
-        this.addConn(r, at, t, h);
+        this.addConn(r, at, t, bootMs);
         break;
       case 'iface':
         this.addIface(r, at, t);
@@ -344,25 +354,24 @@ export class PartitionAggregator {
     }
   }
 
-  private addConn(r: ConnInput, at: number, t: number, h: HostState): void {
-    const key = `${r.host_id}\u0000${r.boot_id}\u0000${r.cookie}`;
+  /** `progress`: the clock of the record's boot (progress()), after this record. */
+  private addConn(r: ConnInput, at: number, t: number, progress: number): void {
     const start = r.start_ns ?? null;
-    let st = this.conns.get(key);
-    const progress = this.progress(h, r.boot_id);
+    let st = this.conns.find3(r.host_id, r.boot_id, r.cookie) ?? this.conns.get(`${r.host_id}\u0000${r.boot_id}\u0000${r.cookie}`);
     if (st && this.closedGone(st, progress)) st = undefined;
     let opened = 0;
     const fresh = !st;
     if (!st) {
       // classified once, here: it stays the connection's class (a changed map applies to new connections)
       const cls = this.opts.remoteClasses.classify(r.daddr ?? '');
-      st = { tx: 0, rx: 0, retr: 0, start, last_ms: t, closed_ms: -1, tags: null, key: '', cls, atags: null };
-      this.conns.set(key, st);
+      st = { tx: 0, rx: 0, retr: 0, start, last_ms: t, closed_ms: -1, tags: null, key: '', cls, atags: null, cell1m: null, cell1h: null };
+      this.conns.set(`${r.host_id}\u0000${r.boot_id}\u0000${r.cookie}`, st);
       // A connection the producer found already open at its start was opened before anyone watched.
       if (r.event !== 'sample' || r.flush_reason !== 'snapshot') opened = 1;
     } else if (this.idle(st.last_ms, progress)) {
       // Dormant (whether or not a sweep already dropped its tags): it comes back with tags as of now, so the
       // result never depends on when sweeps ran.
-      st.tags = null;
+      dropGroup(st);
     }
     if (st.cls === null) st.cls = this.opts.remoteClasses.classify(r.daddr ?? '');
     if (st.tags === null) {
@@ -383,7 +392,7 @@ export class PartitionAggregator {
         // all its payload bytes are new. Retransmits are not: the kernel copies TCP's own per-socket total_retrans,
         // which a new counting does not reset.
         this.counters.counter_restarts++;
-        this.notice({ kind: 'counter_restart', host_id: r.host_id, time_ms: r.time_ms, cookie: r.cookie });
+        this.notice({ kind: 'counter_restart', host_id: r.host_id, time_ms: r.time_ms, cookie: String(r.cookie) });
         st.tx = 0;
         st.rx = 0;
         st.start = start;
@@ -409,9 +418,10 @@ export class PartitionAggregator {
       st.atags = null;
     }
     if (dtx === 0 && drx === 0 && dre === 0 && opened === 0 && closed === 0) return;
-    const d = [dtx, drx, opened, closed, dre];
-    this.traffic1m.add(at, st.tags, st.key, d);
-    this.traffic1h.add(at, st.tags, st.key, d);
+    st.cell1m = this.traffic1m.cachedCell(at, st.tags, st.key, st.cell1m);
+    st.cell1h = this.traffic1h.cachedCell(at, st.tags, st.key, st.cell1h);
+    addTraffic(st.cell1m, dtx, drx, opened, closed, dre);
+    addTraffic(st.cell1h, dtx, drx, opened, closed, dre);
   }
 
   private addIface(r: IfaceInput, at: number, t: number): void {
@@ -491,17 +501,18 @@ export class PartitionAggregator {
       const retired = new Set([...h.boots.keys()].filter((b) => this.bootRetired(h, b)));
       if (retired.size > 0) this.purgeBoots(host, retired, h);
     }
-    for (const [k, c] of this.conns) {
-      const [host, boot] = hostBootOf(k);
+    // by host and boot (the index): each one's clock is looked up once, not once per connection
+    const gone: string[] = [];
+    this.conns.forEachGroup((host, boot, conns) => {
       const h = this.hosts.get(host);
-      if (!h) continue;
+      if (!h) return;
       const progress = this.progress(h, boot);
-      if (this.closedGone(c, progress)) this.conns.delete(k);
-      else if (c.tags !== null && this.idle(c.last_ms, progress)) {
-        c.tags = null;
-        c.key = '';
+      for (const [cookie, c] of conns) {
+        if (this.closedGone(c, progress)) gone.push(`${host}\u0000${boot}\u0000${cookie}`);
+        else if (c.tags !== null && this.idle(c.last_ms, progress)) dropGroup(c);
       }
-    }
+    });
+    for (const k of gone) this.conns.delete(k);
     for (const [k, m] of this.marks) {
       const h = this.hosts.get(k.slice(0, k.indexOf('\u0000')));
       // a mark of unknown boot (version-1 snapshot) waits for its epoch's next record to learn it
@@ -549,12 +560,13 @@ export class PartitionAggregator {
     const w = snap.windows as unknown[];
     [this.traffic1m, this.traffic1h, this.iface1m, this.iface1h].forEach((s, i) => s.load(w[i]));
     type ConnRow = [string, number, number, number, number, number, string[] | null, (number | null)?, (string | null)?, (string[] | 1 | null)?];
-    this.conns = new Map(
+    this.conns = new PartsMap(
+      3,
       (snap.conns as ConnRow[]).map(([k, tx, rx, retr, last_ms, closed_ms, tagsIn, start, cls, atags]) => {
         // tags of an older snapshot lack workload/remote_class: taken anew at the connection's next record
         const tags = tagsIn !== null && tagsIn.length === TRAFFIC_TAGS.length ? tagsIn : null;
-        const c: ConnState = { tx, rx, retr, start: start ?? null, last_ms, closed_ms, tags, key: tags === null ? '' : tags.join('\u0000'), cls: cls ?? null, atags: atags === 1 ? tags : (atags ?? null) };
-        return [k, c];
+        const c: ConnState = { tx, rx, retr, start: start ?? null, last_ms, closed_ms, tags, key: tags === null ? '' : tags.join('\u0000'), cls: cls ?? null, atags: atags === 1 ? tags : (atags ?? null), cell1m: null, cell1h: null };
+        return [k, c] as const;
       }),
     );
     const active = snap.active as ActiveJSON[] | undefined;
@@ -562,7 +574,7 @@ export class PartitionAggregator {
     this.active1h.load(active?.[1]);
     this.ifaces = new Map((snap.ifaces as [string, number, number[], number][]).map(([k, epoch, v, last_ms]) => [k, { epoch, v, last_ms }]));
     type MarkRow = [string, number, number[], number, string?];
-    this.marks = new Map((snap.marks as MarkRow[]).map(([k, hwm, gaps, last_ms, boot]) => [k, { hwm, gaps, last_ms, boot: boot ?? '' }]));
+    this.marks = new PartsMap(2, (snap.marks as MarkRow[]).map(([k, hwm, gaps, last_ms, boot]) => [k, { hwm, gaps, last_ms, boot: boot ?? '' }] as const));
     this.listeners = new Map((snap.listeners as [string, [number, number][]][]).map(([k, p]) => [k, new Map(p)]));
     if (snap.v !== 1) {
       type HostRow = [string, string, number, [string, number][]];

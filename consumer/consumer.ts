@@ -10,9 +10,10 @@ import { PartitionAggregator } from './aggregator';
 import { sizeName, type OutPoint } from './windows';
 import { InfluxClient, type RejectedPoint } from './influx';
 import { toAggInput } from './records';
+import { nextOffset, offsetBefore } from './offsets';
 import { deadLetterRequests, pointDeadLetter, recordDeadLetter } from './dead-letters';
 import { lookUpFinal } from './finality';
-import { BoundedSet, plus1, previewable, Revoked, windowKey, type PartitionState } from './partition-state';
+import { BoundedSet, previewable, Revoked, windowKey, type PartitionState } from './partition-state';
 import { linkedSignal, withHeartbeat } from './signals';
 import { StateStore, parseCommitMetadata, type GapMark, type StateHint } from './state-store';
 import type { ConsumerStats, RollupConsumerConfig } from './types';
@@ -329,12 +330,12 @@ export class RollupConsumer {
       let n = 0;
       for (const m of batch.messages) {
         if (!isRunning() || isStale() || this.stopped) break;
-        if (ps.next !== undefined && BigInt(m.offset) < BigInt(ps.next)) {
+        if (ps.next !== undefined && offsetBefore(m.offset, ps.next)) {
           resolveOffset(m.offset);
           continue;
         }
         this.apply(ps, m);
-        ps.next = plus1(m.offset);
+        ps.next = nextOffset(m.offset);
         const open = ps.gaps.length > 0 ? ps.gaps[ps.gaps.length - 1] : undefined;
         if (open && open.to_ms === null && Number.isFinite(ps.agg.maxEventTimeMs)) open.to_ms = ps.agg.maxEventTimeMs + this.config.aggregation.allowedLatenessMs;
         resolveOffset(m.offset);

@@ -24,8 +24,11 @@ export interface ConnInput
     Partial<Wire<'conn_sample', 'workload' | 'daddr'>> {
   kind: 'conn';
   event: 'open' | 'sample' | 'close';
-  /** The wire's u64 cookie as decimal text: exact beyond 2^53 and usable as a map key. */
-  cookie: string;
+  /**
+   * The wire's u64 cookie: the number itself while it is a safe integer (every cookie a kernel hands out in practice:
+   * they count up from 1), else its decimal text (exact beyond 2^53). Either way `${cookie}` is its decimal text.
+   */
+  cookie: string | number;
   /**
    * CLOCK_BOOTTIME ns at which the kernel started this counting of the connection (bpf conn_create, or the
    * established transition). The counters are cumulative since then: the same start_ns under a new producer epoch
@@ -66,26 +69,25 @@ export function nsToMs(v: bigint | number): number {
  * time_ns may place the record (see PartitionAggregator); it is part of the log, so replays see the same value.
  */
 export function toAggInput(d: Decoded, refMs?: number): AggInput {
+  // Every input of one kind is built by one object literal with the same fields in the same order (ref_ms present,
+  // undefined when there is none): the aggregator's property reads then see one shape per kind, not several.
   const r = d.record;
-  const base = {
-    host_id: r.host_id,
-    hostname: r.hostname,
-    boot_id: r.boot_id,
-    epoch: num(r.epoch),
-    seq: num(r.seq),
-    time_ms: nsToMs(r.time_ns),
-    ...(refMs !== undefined && Number.isFinite(refMs) && refMs >= 0 ? { ref_ms: refMs } : {}),
-  };
+  const ref_ms = refMs !== undefined && Number.isFinite(refMs) && refMs >= 0 ? refMs : undefined;
   switch (d.kind) {
     case 'conn_sample':
     case 'conn_event': {
       const c = d.record;
-      const event = d.kind === 'conn_sample' ? 'sample' : d.record.event === 'closed' ? 'close' : 'open';
       return {
         kind: 'conn',
-        event,
-        ...base,
-        cookie: String(c.cookie),
+        event: d.kind === 'conn_sample' ? 'sample' : d.record.event === 'closed' ? 'close' : 'open',
+        host_id: c.host_id,
+        hostname: c.hostname,
+        boot_id: c.boot_id,
+        epoch: num(c.epoch),
+        seq: num(c.seq),
+        time_ms: nsToMs(c.time_ns),
+        ref_ms,
+        cookie: typeof c.cookie === 'number' ? c.cookie : String(c.cookie),
         tx_bytes: num(c.tx_bytes),
         rx_bytes: num(c.rx_bytes),
         retransmits: num(c.retransmits),
@@ -102,12 +104,30 @@ export function toAggInput(d: Decoded, refMs?: number): AggInput {
       };
     }
     case 'listen':
-      return { kind: 'listen', ...base, netns: num(d.record.netns), port: d.record.port, protocol: d.record.protocol };
+      return {
+        kind: 'listen',
+        host_id: r.host_id,
+        hostname: r.hostname,
+        boot_id: r.boot_id,
+        epoch: num(r.epoch),
+        seq: num(r.seq),
+        time_ms: nsToMs(r.time_ns),
+        ref_ms,
+        netns: num(d.record.netns),
+        port: d.record.port,
+        protocol: d.record.protocol,
+      };
     case 'iface': {
       const f = d.record;
       return {
         kind: 'iface',
-        ...base,
+        host_id: f.host_id,
+        hostname: f.hostname,
+        boot_id: f.boot_id,
+        epoch: num(f.epoch),
+        seq: num(f.seq),
+        time_ms: nsToMs(f.time_ns),
+        ref_ms,
         netns: num(f.netns),
         ifindex: f.ifindex,
         rx_bytes: num(f.rx_bytes),

@@ -23,6 +23,11 @@ export interface Cell {
   tags: string[];
   v: number[];
   dirty: boolean;
+  /**
+   * Start of its window; NaN once the window was dropped (written final, or replaced by a restore), so a reference
+   * kept elsewhere (a connection's cached cell, see cachedCell) is never used again. Never snapshotted.
+   */
+  start: number;
 }
 
 /** Tumbling windows of one measurement: start ms → dimension key → totals. */
@@ -51,10 +56,19 @@ export class WindowSet {
     }
     let c = w.get(key);
     if (!c) {
-      c = { tags, v: new Array<number>(this.fieldNames.length + this.internal).fill(0), dirty: true };
+      c = { tags, v: new Array<number>(this.fieldNames.length + this.internal).fill(0), dirty: true, start };
       w.set(key, c);
     }
     return c;
+  }
+
+  /**
+   * cell(), skipping both map lookups when `cached` (the cell this caller got last for the same key) is still the
+   * cell of the window of `timeMs`: a connection's records mostly land in the window its previous record did.
+   */
+  cachedCell(timeMs: number, tags: string[], key: string, cached: Cell | null): Cell {
+    if (cached !== null && cached.start === this.start(timeMs)) return cached;
+    return this.cell(timeMs, tags, key);
   }
 
   /** Adds `deltas` to the first fields of the cell (the others keep their values). */
@@ -90,8 +104,16 @@ export class WindowSet {
 
   /** After a durable write: final windows are dropped, previewed cells are clean until they change again. */
   markWritten(finals: readonly number[], written: readonly Cell[]): void {
-    for (const s of finals) this.windows.delete(s);
+    for (const s of finals) this.drop(s);
     for (const c of written) c.dirty = false;
+  }
+
+  /** Removes a window; its cells, wherever still referenced, no longer match any window (Cell.start). */
+  private drop(start: number): void {
+    const w = this.windows.get(start);
+    if (!w) return;
+    for (const c of w.values()) c.start = Number.NaN;
+    this.windows.delete(start);
   }
 
   /** Windows as [start, cells] pairs; the cells lazily (see PartitionAggregator.snapshotLazy). */
@@ -100,15 +122,26 @@ export class WindowSet {
   }
 
   load(data: unknown): void {
-    this.windows.clear();
+    for (const s of [...this.windows.keys()]) this.drop(s);
     for (const [s, cells] of data as [number, [string[], number[], number][]][]) {
       const w = new Map<string, Cell>();
       // cells of an older snapshot have fewer values (fields added since): those start at 0
       const width = this.fieldNames.length + this.internal;
-      for (const [tags, v, dirty] of cells) w.set(tags.join('\u0000'), { tags, v: v.length < width ? [...v, ...new Array<number>(width - v.length).fill(0)] : v, dirty: dirty === 1 });
+      for (const [tags, v, dirty] of cells) w.set(tags.join('\u0000'), { tags, v: v.length < width ? [...v, ...new Array<number>(width - v.length).fill(0)] : v, dirty: dirty === 1, start: s });
       this.windows.set(s, w);
     }
   }
+}
+
+/** Adds one connection record's deltas to a traffic cell (TRAFFIC_FIELDS order), without an array per record. */
+export function addTraffic(c: Cell, tx: number, rx: number, opened: number, closed: number, retransmits: number): void {
+  const v = c.v;
+  v[0] += tx;
+  v[1] += rx;
+  v[2] += opened;
+  v[3] += closed;
+  v[4] += retransmits;
+  c.dirty = true;
 }
 
 /** A one-shot iterable of `fn` over `it`: a snapshot's big collections are serialized without a full copy. */
