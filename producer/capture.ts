@@ -71,11 +71,6 @@ export interface Capture {
 /** The periodic refresh waits at least this many times as long as the last one took: ≤ ~1% of a CPU. */
 const REFRESH_CPU_FACTOR = 100;
 
-const DEFAULTS = {
-  // The one table (producer/capture-options.ts): the flags, this API and the native addon agree on every default.
-  ...CAPTURE_DEFAULTS,
-} as const;
-
 function checkInt(name: string, v: number | undefined, min: number, max: number): void {
   if (v === undefined) return;
   if (!Number.isInteger(v) || v < min || v > max) throw configError(`capture option ${name}`, `must be a whole number in [${min}, ${max}], got ${v}`);
@@ -85,19 +80,19 @@ function checkInt(name: string, v: number | undefined, min: number, max: number)
 export function resolveCaptureOptions(o: CaptureOptions): Required<Omit<CaptureOptions, 'pinDir'>> & { pinDir?: string; maxConnections: number } {
   for (const k of Object.keys(CAPTURE_LIMITS) as (keyof typeof CAPTURE_LIMITS)[]) checkInt(k, o[k], CAPTURE_LIMITS[k].min, CAPTURE_LIMITS[k].max);
   checkInt('maxQueuedRecords', o.maxQueuedRecords, 1, 100_000_000);
-  const rb = o.ringBufferBytes ?? DEFAULTS.ringBufferBytes;
+  const rb = o.ringBufferBytes ?? CAPTURE_DEFAULTS.ringBufferBytes;
   checkRingBufferBytes('capture option ringBufferBytes', rb);
   if (o.pinDir !== undefined && !o.pinDir.startsWith('/')) throw configError('capture option pinDir', `must be an absolute path on bpffs (e.g. /sys/fs/bpf/nettally), got ${o.pinDir}`);
   return {
-    flushIntervalMs: o.flushIntervalMs ?? DEFAULTS.flushIntervalMs,
-    flushThresholdBytes: o.flushThresholdBytes ?? DEFAULTS.flushThresholdBytes,
+    flushIntervalMs: o.flushIntervalMs ?? CAPTURE_DEFAULTS.flushIntervalMs,
+    flushThresholdBytes: o.flushThresholdBytes ?? CAPTURE_DEFAULTS.flushThresholdBytes,
     ringBufferBytes: rb,
-    ifaceIntervalMs: o.ifaceIntervalMs ?? DEFAULTS.ifaceIntervalMs,
+    ifaceIntervalMs: o.ifaceIntervalMs ?? CAPTURE_DEFAULTS.ifaceIntervalMs,
     naive: o.naive ?? false,
     hooksOnly: o.hooksOnly ?? false,
     maxQueuedRecords: o.maxQueuedRecords ?? 100_000,
     pinDir: o.pinDir,
-    maxConnections: o.maxConnections ?? DEFAULTS.maxConnections,
+    maxConnections: o.maxConnections ?? CAPTURE_DEFAULTS.maxConnections,
   };
 }
 

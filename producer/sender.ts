@@ -93,7 +93,7 @@ export abstract class SenderStage extends EventEmitter {
                 this.kafkaConnected = true;
               }
               await this.kafka.sendBatch({
-                topicMessages: [{ topic: c.topic, messages: cur.batch.entries.map((e) => ({ key: e.key, value: e.value })) }],
+                topicMessages: [{ topic: c.topic, messages: cur.batch.entries }],
                 acks: -1,
                 timeout: 30_000,
                 compression,
