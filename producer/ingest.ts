@@ -73,7 +73,8 @@ export abstract class IngestStage extends SenderStage {
             done = true;
             break;
           }
-          batch = batch.length === 0 ? more.value : batch.concat(more.value);
+          if (batch.length === 0) batch = more.value;
+          else for (const r of more.value) batch.push(r); // in place: concat would copy the whole round per drain batch
         }
         await this.ingest(batch);
       }
@@ -178,7 +179,7 @@ export abstract class IngestStage extends SenderStage {
         this.deadLetter([entry], `a ${w.kind} record of ${value.length} bytes does not fit a Kafka record batch of --max-message-bytes ${this.config.maxMessageBytes} on its own`);
         continue;
       }
-      const entryBytes = Spool.sizeOf([entry]);
+      const entryBytes = Spool.entrySize(entry);
       if (size + entryBytes > chunkBytes && chunk.length > 0) {
         if (!(await this.spoolChunk(chunk, chunkClosed, deadline))) return;
         // Let Kafka acks and sends run between chunks: a burst from the kernel must not starve the sender.

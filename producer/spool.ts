@@ -129,8 +129,13 @@ export class Spool {
   /** On-disk size of the given entries. */
   static sizeOf(entries: readonly SpoolEntry[]): number {
     let n = 0;
-    for (const e of entries) n += FRAME_HEADER + 2 + e.key.length + e.value.length;
+    for (const e of entries) n += Spool.entrySize(e);
     return n;
+  }
+
+  /** Bytes one entry takes in the spool (frame header, key length, key, value). */
+  static entrySize(e: SpoolEntry): number {
+    return FRAME_HEADER + 2 + e.key.length + e.value.length;
   }
 
   /**
