@@ -33,7 +33,7 @@ function gone(child: AnyChild): boolean {
 }
 
 /** The error for a child that failed or exited: its reported error if any, its log file, its last log lines. */
-export function childFailed(child: AnyChild, what: string, logDir: string): NettallyError {
+function childFailed(child: AnyChild, what: string, logDir: string): NettallyError {
   const how = gone(child) ? `exited with code ${child.proc.exitCode ?? child.proc.signalCode}` : 'failed';
   const why = child.status.failure !== undefined ? ` (${child.status.failure})` : '';
   const lines = child.lastLines.length ? `; its last log lines:\n${child.lastLines.slice(-8).join('\n')}` : '';

@@ -20,14 +20,14 @@ const RANGES: Record<string, { ms: number; windowMs: number; stepMs: number }> =
 };
 
 /** Dimensions the page groups by: payload traffic (sockets) per workload, wire traffic per interface. */
-export const DASHBOARD_GROUPS: Record<UsageQuery['measurement'], readonly GroupKey[]> = {
+const DASHBOARD_GROUPS: Record<UsageQuery['measurement'], readonly GroupKey[]> = {
   traffic: ['host', 'netns', 'workload', 'remote_class', 'port', 'process', 'protocol', 'direction'],
   iface: ['host', 'netns', 'workload', 'iface'],
 };
 const METRICS = ['total', 'tx', 'rx'] as const;
 export type Metric = (typeof METRICS)[number];
 /** Rows the hourly totals table sends at most; the billing CSV has all of them. */
-export const TOTALS_ROW_LIMIT = 2000;
+const TOTALS_ROW_LIMIT = 2000;
 
 /** Query-string parameters of one request, validated; errors are CONFIG_INVALID naming the parameter (→ HTTP 400). */
 export class Params {

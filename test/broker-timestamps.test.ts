@@ -22,6 +22,13 @@ const MONTH = 30 * 24 * HOUR;
 const INVALID_TIMESTAMP = 32;
 const LOG_APPEND_TIME_BIT = 0x08;
 
+/** A kafkajs admin, producer or consumer, connected and disconnected after the test. */
+async function connected<T extends { connect(): Promise<void>; disconnect(): Promise<void> }>(client: T): Promise<T> {
+  await client.connect();
+  cleanups.push(() => client.disconnect());
+  return client;
+}
+
 /** All batches in a fetched record set, each checked (length, magic, CRC-32C) as a consumer would. */
 function batchesOf(records: Buffer): ReturnType<typeof readBatchHeader>[] {
   const out = [];
@@ -76,21 +83,15 @@ describe('message.timestamp.type=LogAppendTime', () => {
   test('kafkajs and kcat read the append time, not the time the producer chose', async () => {
     const b = await broker();
     const k = kafkaFor(b, 'timestamps-test');
-    const admin = k.admin();
-    await admin.connect();
-    cleanups.push(() => admin.disconnect());
+    const admin = await connected(k.admin());
     await admin.createTopics({ topics: [{ topic: 'kjs-lat', configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }] }] });
-    const producer = k.producer();
-    await producer.connect();
-    cleanups.push(() => producer.disconnect());
+    const producer = await connected(k.producer());
     const forged = Date.now() + MONTH;
     const before = Date.now();
     await producer.send({ topic: 'kjs-lat', acks: -1, messages: [{ value: 'forged', timestamp: String(forged) }, { value: 'old', timestamp: String(before - MONTH) }] });
     const after = Date.now();
 
-    const consumer = k.consumer({ groupId: 'lat-reader', maxWaitTimeInMs: 200 });
-    await consumer.connect();
-    cleanups.push(() => consumer.disconnect());
+    const consumer = await connected(k.consumer({ groupId: 'lat-reader', maxWaitTimeInMs: 200 }));
     await consumer.subscribe({ topic: 'kjs-lat', fromBeginning: true });
     const seen: { value: string; timestamp: number }[] = [];
     const done = new Promise<void>((resolve) => {
@@ -223,13 +224,9 @@ describe('CreateTime: message.timestamp.after.max.ms / before.max.ms', () => {
   test('kafkajs gets INVALID_TIMESTAMP as a non-retriable KafkaJSProtocolError; DescribeConfigs reports the settings', async () => {
     const b = await broker();
     const k = kafkaFor(b, 'timestamps-test');
-    const admin = k.admin();
-    await admin.connect();
-    cleanups.push(() => admin.disconnect());
+    const admin = await connected(k.admin());
     await admin.createTopics({ topics: [{ topic: 'kjs-ct' }, { topic: 'kjs-lat', configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }] }] });
-    const producer = k.producer();
-    await producer.connect();
-    cleanups.push(() => producer.disconnect());
+    const producer = await connected(k.producer());
     const err = await rejection(producer.send({ topic: 'kjs-ct', acks: -1, messages: [{ value: 'x', timestamp: String(Date.now() + MONTH) }] }));
     expect(protocolError(err)).toMatchObject({ name: 'KafkaJSProtocolError', type: 'INVALID_TIMESTAMP', retriable: false });
     expect((await admin.fetchTopicOffsets('kjs-ct')).map((o) => o.high)).toEqual(['0']);
