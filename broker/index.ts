@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as net from 'net';
 import { configError } from '../lib/errors';
 import { silentLogger, type Logger } from '../lib/log';
+import { isLoopbackIp } from '../lib/net';
 import { GROUP_SESSION_DEFAULTS } from './groups';
 import type { FsyncPolicy } from './log';
 import { Broker, type BrokerConfig, type TimestampType } from './server';
@@ -97,12 +98,6 @@ export const BROKER_DEFAULTS = {
   messageTimestampBeforeMaxMs: -1,
   retentionCheckMs: 30_000,
 };
-
-function isLoopbackIp(ip: string): boolean {
-  if (net.isIPv4(ip)) return ip.startsWith('127.');
-  const v6 = ip.toLowerCase();
-  return v6 === '::1' || (v6.startsWith('::ffff:') && net.isIPv4(v6.slice(7)) && v6.slice(7).startsWith('127.'));
-}
 
 /**
  * The broker has no authentication: anyone who reaches it can produce, consume and commit. So it listens

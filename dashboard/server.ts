@@ -3,11 +3,12 @@
 // address it listens on (a web page elsewhere cannot reach it through DNS rebinding).
 import { existsSync, readFileSync } from 'fs';
 import * as http from 'http';
-import { isIP, type AddressInfo } from 'net';
+import type { AddressInfo } from 'net';
 import { dirname, join } from 'path';
 import type { InfluxClient } from '../consumer/influx';
 import { configError, NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
+import { isLoopbackIp } from '../lib/net';
 import { billingData, healthData, liveData, Params, seriesData, totalsData, type PipelineStatus } from './api';
 
 export interface DashboardOptions {
@@ -28,11 +29,10 @@ export interface Dashboard {
   close(): Promise<void>;
 }
 
-/** 127.0.0.0/8, ::1 and the name localhost. */
+/** A loopback address (lib/net.ts), bracketed or not, or the name localhost. */
 export function isLoopback(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, '');
-  if (h === 'localhost' || h === '::1') return true;
-  return isIP(h) === 4 && h.startsWith('127.');
+  return h === 'localhost' || isLoopbackIp(h);
 }
 
 /** Refuses a non-loopback address unless allowed: the page has no authentication. */
