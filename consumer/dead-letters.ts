@@ -4,7 +4,7 @@ import type { IHeaders, KafkaMessage, Message } from 'kafkajs';
 import type { RejectedPoint } from './influx';
 
 /** Bytes of dead letters per produce request: well below Kafka's default message.max.bytes (1 MiB). */
-export const DEAD_LETTER_REQUEST_BYTES = 256 * 1024;
+const DEAD_LETTER_REQUEST_BYTES = 256 * 1024;
 /** A dead point's value is cut to this many characters (the header says from how many). */
 const MAX_DEAD_POINT_CHARS = 64 * 1024;
 

@@ -486,8 +486,19 @@ export class StateStore {
    * snapshot no commit names (with a warning); without a commit, the newest full one.
    */
   private async pick(p: number, links: Chunked[], hint: StateHint | undefined): Promise<Snapshot | undefined> {
-    const bodyOf = (c: Chunked): Buffer => Buffer.concat([...Array(c.n).keys()].map((i) => c.parts.get(i) as Buffer));
-    const intact = (c: Chunked): boolean => c.sum === undefined || linkSum(bodyOf(c)) === c.sum;
+    // each link's chunks are joined and hashed once: the checksum check and the decode read the same body
+    const bodies = new Map<Chunked, Buffer>();
+    const bodyOf = (c: Chunked): Buffer => {
+      let b = bodies.get(c);
+      if (!b) bodies.set(c, (b = Buffer.concat([...Array(c.n).keys()].map((i) => c.parts.get(i) as Buffer))));
+      return b;
+    };
+    const sums = new Map<Chunked, boolean>();
+    const intact = (c: Chunked): boolean => {
+      let ok = sums.get(c);
+      if (ok === undefined) sums.set(c, (ok = c.sum === undefined || linkSum(bodyOf(c)) === c.sum));
+      return ok;
+    };
     if (hint?.base !== undefined) {
       try {
         const chain = resolveChain(links, hint, intact);

@@ -282,11 +282,12 @@ export class Codec {
   /** Accepts records written with `schema` (its record name or an alias must match a kind). Returns its fingerprint. */
   addWriterSchema(schema: avro.Schema): string {
     const type = parseType(schema);
-    const fp = schemaFingerprint(type).toString('hex');
+    const bytes = schemaFingerprint(type);
+    const fp = bytes.toString('hex');
     if (this.writers.has(fp)) return fp;
     const kind = this.kindByName.get(fullName(schema)) ?? (type.aliases ?? []).map((a) => this.kindByName.get(a)).find((k) => k);
     if (!kind) throw new NettallyError('INTERNAL', `writer schema ${fullName(schema)} matches no record kind`);
-    this.addWriter(schemaFingerprint(type), kind, type);
+    this.addWriter(bytes, kind, type);
     return fp;
   }
 
