@@ -337,9 +337,13 @@ export class PartitionAggregator {
     ];
   }
 
-  /** A connection starts (+1) or stops (−1) counting as open in its group, in the window of `at`. */
-  private activeChange(at: number, tags: string[], d: 1 | -1): void {
-    const key = tags.join('\u0000');
+  /**
+   * Connection `c` starts (+1) or stops (−1) counting as open in its group (c.atags), in the window of `at`. The
+   * group's key is the connection's cell key when the group is its current tags (the common case: no join).
+   */
+  private activeChange(at: number, c: ConnState, d: 1 | -1): void {
+    const tags = c.atags!;
+    const key = tags === c.tags ? c.key : tags.join('\u0000');
     this.active1m.change(at, tags, key, d);
     this.active1h.change(at, tags, key, d);
   }
@@ -349,7 +353,7 @@ export class PartitionAggregator {
     const prefix = `${host}\u0000`;
     for (const [k, c] of this.conns) {
       if (c.atags === null || !k.startsWith(prefix) || !which(k)) continue;
-      this.activeChange(at, c.atags, -1);
+      this.activeChange(at, c, -1);
       c.atags = null;
     }
   }
@@ -381,7 +385,7 @@ export class PartitionAggregator {
     if (fresh) {
       // first seen (found open by a producer snapshot included): open from here, in the group it has now
       st.atags = st.tags;
-      this.activeChange(at, st.atags, 1);
+      this.activeChange(at, st, 1);
     }
     let stale = false;
     if (start !== null && st.start !== start) {
@@ -414,7 +418,7 @@ export class PartitionAggregator {
     if (r.event === 'close' && st.closed_ms < 0) {
       st.closed_ms = t;
       closed = 1;
-      if (st.atags !== null) this.activeChange(at, st.atags, -1);
+      if (st.atags !== null) this.activeChange(at, st, -1);
       st.atags = null;
     }
     if (dtx === 0 && drx === 0 && dre === 0 && opened === 0 && closed === 0) return;
