@@ -180,7 +180,7 @@ export class PartitionAggregator {
     // connections of a retired boot still counted open (a boot's first record ends the open ones of the boots
     // before it; these were first seen later) stop at the time the boot was retired, as the rule reads it
     for (const b of boots) {
-      this.endActive(host, this.attribution((h.boots.get(b) ?? this.maxEventMs) + this.opts.idleTimeoutMs).at, (k) => hostBootOf(k)[1] === b);
+      this.endActive(host, this.attribution((h.boots.get(b) ?? this.maxEventMs) + this.opts.idleTimeoutMs).at, (boot) => boot === b);
     }
     for (const m of [this.conns, this.ifaces] as Map<string, unknown>[]) {
       for (const k of m.keys()) {
@@ -278,7 +278,7 @@ export class PartitionAggregator {
     // A boot not seen before: the host rebooted, which closed every connection of its earlier boots (without close
     // records): they stop counting as open here, deterministically at this record.
     const bootLast = h.boots.get(r.boot_id);
-    if (bootLast === undefined && h.boots.size > 0) this.endActive(r.host_id, at, (k) => hostBootOf(k)[1] !== r.boot_id);
+    if (bootLast === undefined && h.boots.size > 0) this.endActive(r.host_id, at, (boot) => boot !== r.boot_id);
     h.boot = r.boot_id;
     // this boot's progress (what progress() returns from here on)
     let bootMs = bootLast ?? Number.NEGATIVE_INFINITY;
@@ -348,13 +348,20 @@ export class PartitionAggregator {
     this.active1h.change(at, tags, key, d);
   }
 
-  /** Connections of `host` (whose key passes `which`) stop counting as open, in the window of `at`. */
-  private endActive(host: string, at: number, which: (key: string) => boolean): void {
-    const prefix = `${host}\u0000`;
-    for (const [k, c] of this.conns) {
-      if (c.atags === null || !k.startsWith(prefix) || !which(k)) continue;
-      this.activeChange(at, c, -1);
-      c.atags = null;
+  /**
+   * Connections of `host` (of the boots that pass `which`) stop counting as open, in the window of `at`. Walks only
+   * that host's connections (the PartsMap index), not every connection of the partition.
+   */
+  private endActive(host: string, at: number, which: (boot: string) => boolean): void {
+    const groups = this.conns.groupsOf(host);
+    if (groups === undefined) return;
+    for (const [boot, conns] of groups) {
+      if (!which(boot)) continue;
+      for (const c of conns.values()) {
+        if (c.atags === null) continue;
+        this.activeChange(at, c, -1);
+        c.atags = null;
+      }
     }
   }
 
