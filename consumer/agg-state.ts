@@ -196,6 +196,11 @@ export class PartsMap<V> extends Map<string, V> {
     for (const [a, m] of this.index) for (const [b, l] of m) fn(a, b, l as Map<string | number, V>);
   }
 
+  /** Depth 3: the entries of first part `a`, by middle part then last part (forEachGroup for one `a`). */
+  groupsOf(a: string): ReadonlyMap<string, ReadonlyMap<string | number, V>> | undefined {
+    return this.index.get(a) as Map<string, Map<string | number, V>> | undefined;
+  }
+
   /** get(`a \0 last`) of a depth-2 map, or undefined when the index does not have it (then look up by key). */
   find2(a: string, last: string | number): V | undefined {
     return (this.index.get(a) as Map<string | number, V> | undefined)?.get(last);

@@ -180,7 +180,7 @@ export class PartitionAggregator {
     // connections of a retired boot still counted open (a boot's first record ends the open ones of the boots
     // before it; these were first seen later) stop at the time the boot was retired, as the rule reads it
     for (const b of boots) {
-      this.endActive(host, this.attribution((h.boots.get(b) ?? this.maxEventMs) + this.opts.idleTimeoutMs).at, (k) => hostBootOf(k)[1] === b);
+      this.endActive(host, this.attribution((h.boots.get(b) ?? this.maxEventMs) + this.opts.idleTimeoutMs).at, (boot) => boot === b);
     }
     for (const m of [this.conns, this.ifaces] as Map<string, unknown>[]) {
       for (const k of m.keys()) {
@@ -278,7 +278,7 @@ export class PartitionAggregator {
     // A boot not seen before: the host rebooted, which closed every connection of its earlier boots (without close
     // records): they stop counting as open here, deterministically at this record.
     const bootLast = h.boots.get(r.boot_id);
-    if (bootLast === undefined && h.boots.size > 0) this.endActive(r.host_id, at, (k) => hostBootOf(k)[1] !== r.boot_id);
+    if (bootLast === undefined && h.boots.size > 0) this.endActive(r.host_id, at, (boot) => boot !== r.boot_id);
     h.boot = r.boot_id;
     // this boot's progress (what progress() returns from here on)
     let bootMs = bootLast ?? Number.NEGATIVE_INFINITY;
@@ -337,20 +337,31 @@ export class PartitionAggregator {
     ];
   }
 
-  /** A connection starts (+1) or stops (−1) counting as open in its group, in the window of `at`. */
-  private activeChange(at: number, tags: string[], d: 1 | -1): void {
-    const key = tags.join('\u0000');
+  /**
+   * Connection `c` starts (+1) or stops (−1) counting as open in its group (c.atags), in the window of `at`. The
+   * group's key is the connection's cell key when the group is its current tags (the common case: no join).
+   */
+  private activeChange(at: number, c: ConnState, d: 1 | -1): void {
+    const tags = c.atags!;
+    const key = tags === c.tags ? c.key : tags.join('\u0000');
     this.active1m.change(at, tags, key, d);
     this.active1h.change(at, tags, key, d);
   }
 
-  /** Connections of `host` (whose key passes `which`) stop counting as open, in the window of `at`. */
-  private endActive(host: string, at: number, which: (key: string) => boolean): void {
-    const prefix = `${host}\u0000`;
-    for (const [k, c] of this.conns) {
-      if (c.atags === null || !k.startsWith(prefix) || !which(k)) continue;
-      this.activeChange(at, c.atags, -1);
-      c.atags = null;
+  /**
+   * Connections of `host` (of the boots that pass `which`) stop counting as open, in the window of `at`. Walks only
+   * that host's connections (the PartsMap index), not every connection of the partition.
+   */
+  private endActive(host: string, at: number, which: (boot: string) => boolean): void {
+    const groups = this.conns.groupsOf(host);
+    if (groups === undefined) return;
+    for (const [boot, conns] of groups) {
+      if (!which(boot)) continue;
+      for (const c of conns.values()) {
+        if (c.atags === null) continue;
+        this.activeChange(at, c, -1);
+        c.atags = null;
+      }
     }
   }
 
@@ -381,7 +392,7 @@ export class PartitionAggregator {
     if (fresh) {
       // first seen (found open by a producer snapshot included): open from here, in the group it has now
       st.atags = st.tags;
-      this.activeChange(at, st.atags, 1);
+      this.activeChange(at, st, 1);
     }
     let stale = false;
     if (start !== null && st.start !== start) {
@@ -414,7 +425,7 @@ export class PartitionAggregator {
     if (r.event === 'close' && st.closed_ms < 0) {
       st.closed_ms = t;
       closed = 1;
-      if (st.atags !== null) this.activeChange(at, st.atags, -1);
+      if (st.atags !== null) this.activeChange(at, st, -1);
       st.atags = null;
     }
     if (dtx === 0 && drx === 0 && dre === 0 && opened === 0 && closed === 0) return;

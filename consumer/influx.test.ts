@@ -1,6 +1,7 @@
 // Tag text encoding (influx.ts): reversible for every string, and the stored text never has a backslash where
 // InfluxDB 1.x line protocol reads it as an escape. The real-influxd round trip is test/influx-write.test.ts.
-import { decodeTagText, encodeTagText, escapeControls, toLine } from './influx';
+import { escapeControls } from '../lib/text';
+import { decodeTagText, encodeTagText, toLine } from './influx';
 
 function randomString(rnd: () => number): string {
   const units: number[] = [];

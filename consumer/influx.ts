@@ -78,9 +78,6 @@ export function influxConfigFrom(args: ParsedArgs, batchSize = 5000): InfluxConf
 // against influxd.
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
-// Shared with the terminal log formatter (lib/log.ts); re-exported because callers import it from here.
-export { escapeControls };
-
 /** A tag value as stored in InfluxDB (before line-protocol escaping): see the contract in consumer/README.md. */
 export function encodeTagText(s: string): string {
   return escapeControls(s.replace(LONE_SURROGATE, '\ufffd').replace(/\\/g, hexEscape));

@@ -2,7 +2,8 @@
 import { configError } from '../lib/errors';
 import { parseDuration } from '../lib/args';
 import { sizeName } from './windows';
-import { decodeTagText, escapeControls, quoteIdent, type InfluxClient, type InfluxQLResult } from './influx';
+import { escapeControls } from '../lib/text';
+import { decodeTagText, quoteIdent, type InfluxClient, type InfluxQLResult } from './influx';
 
 export type GroupKey = 'host' | 'netns' | 'port' | 'process' | 'protocol' | 'direction' | 'iface' | 'workload' | 'remote_class';
 
