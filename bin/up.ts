@@ -438,7 +438,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       const { c, code } = first;
       const why = c.status.failure === undefined ? '' : `: ${c.status.failure}`;
       const what = code === undefined ? `failed${why}` : `exited unexpectedly (code ${code})${why}`;
-      logger.error({ component: c.name, code, error: c.status.failure, last: c.lastLines.slice(-5) }, `${c.name} ${what}; stopping everything — see ${join(logDir, `${c.name}.log`)}`);
+      logger.error({ component: c.name, code, error: c.status.failure, last: c.lastLines.last(5) }, `${c.name} ${what}; stopping everything — see ${join(logDir, `${c.name}.log`)}`);
       return await finish(1);
     }
     if (!fatal) say('nettally up: stopping (producer, consumer, broker, influxd)...\n');
