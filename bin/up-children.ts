@@ -14,12 +14,38 @@ const CLI = resolve(__dirname, 'nettally.js');
 /** setpriv (util-linux) arguments: the exec'd child gets SIGTERM when `up` dies, however it dies. */
 const DIE_WITH_UP = ['--pdeathsig', 'SIGTERM', '--'];
 
+/** The newest lines of a child's output, for the error that says why it ended: a ring, so a chatty child costs no copies. */
+export class RecentLines {
+  private readonly lines: string[] = [];
+  private next = 0;
+
+  constructor(private readonly capacity: number) {}
+
+  get size(): number {
+    return this.lines.length;
+  }
+
+  push(line: string): void {
+    if (this.lines.length < this.capacity) this.lines.push(line);
+    else this.lines[this.next] = line;
+    this.next = (this.next + 1) % this.capacity;
+  }
+
+  /** The newest `n` lines (fewer if fewer came), oldest first. */
+  last(n: number): string[] {
+    const k = Math.min(n, this.lines.length);
+    const out: string[] = [];
+    for (let i = k; i > 0; i--) out.push(this.lines[(this.next - i + this.capacity) % this.capacity]);
+    return out;
+  }
+}
+
 export interface Child<D extends DaemonName = DaemonName> {
   name: D;
   proc: ChildProcess;
   /** What it reported; `ready` once it said it does its job (broker listening, producer attached, consumer loaded). */
   status: ChildStatus<D>;
-  lastLines: string[];
+  lastLines: RecentLines;
   exited: Promise<number | null>;
   /** Resolves with the error of a failure report: the child gives up (and exits next). */
   failed: Promise<string>;
@@ -36,7 +62,7 @@ function gone(child: AnyChild): boolean {
 function childFailed(child: AnyChild, what: string, logDir: string): NettallyError {
   const how = gone(child) ? `exited with code ${child.proc.exitCode ?? child.proc.signalCode}` : 'failed';
   const why = child.status.failure !== undefined ? ` (${child.status.failure})` : '';
-  const lines = child.lastLines.length ? `; its last log lines:\n${child.lastLines.slice(-8).join('\n')}` : '';
+  const lines = child.lastLines.size ? `; its last log lines:\n${child.lastLines.last(8).join('\n')}` : '';
   return new NettallyError('INTERNAL', `${child.name} ${how} ${what}${why} — see ${join(logDir, `${child.name}.log`)}${lines}`);
 }
 
@@ -77,7 +103,7 @@ export function startChild<D extends DaemonName>(name: D, args: string[], env: N
     name,
     proc,
     status: new ChildStatus(name),
-    lastLines: [],
+    lastLines: new RecentLines(20),
     exited: new Promise((r) =>
       proc.once('exit', (code, signal) => {
         // Its last report and log lines may still be in the channel and pipes: read them (bounded: a grandchild
@@ -100,7 +126,7 @@ export function startChild<D extends DaemonName>(name: D, args: string[], env: N
     if (!stream) continue;
     createInterface({ input: stream }).on('line', (line) => {
       log.write(line + '\n');
-      child.lastLines = [...child.lastLines.slice(-19), line];
+      child.lastLines.push(line);
       // Only relayed, never interpreted: a warning or error of the child is shown in up's log too.
       let rec: unknown;
       try {

@@ -7,13 +7,13 @@ import { connect } from 'net';
 import { join, resolve } from 'path';
 import { ConfigResourceTypes, type Admin } from 'kafkajs';
 import pino from 'pino';
-import { ParsedArgs, parseArgs, type CommandSpec, type OptionSpec } from '../lib/args';
+import { formatHostPort, ParsedArgs, parseArgs, parseHostPort, type CommandSpec, type OptionSpec } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError, NettallyError } from '../lib/errors';
 import { createKafkaClient, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
 import { InfluxClient, influxConfigFrom } from '../consumer/influx';
 import { DASHBOARD_INFLUX_OPTIONS } from '../dashboard/cmd-dashboard';
-import { checkListenAddress, startDashboard } from '../dashboard/server';
+import { checkListenAddress, parseListen, startDashboard } from '../dashboard/server';
 import { createLogger, logFormat, StatusLine, type Logger } from '../lib/log';
 import { retry } from '../lib/retry';
 import { CAPTURE_OPTIONS, captureSettingsAsFlags, captureSettingsFrom } from '../producer/capture-options';
@@ -78,12 +78,6 @@ function mountType(path: string): string | undefined {
     if (f[1] === path) return f[2];
   }
   return undefined;
-}
-
-function parseHostPort(setting: string, value: string): { host: string; port: number } {
-  const m = /^([^:\s]+):(\d{1,5})$/.exec(value);
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw configError(setting, `${JSON.stringify(value)} is not host:port`);
-  return { host: m[1], port: Number(m[2]) };
 }
 
 function portOpen(host: string, port: number): Promise<boolean> {
@@ -204,10 +198,11 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const capture = captureSettingsFrom(args); // validated before anything starts
   const billing = billingFlags(args); // so are the workload rules and the class file
   const external = args.list('brokers');
-  const listen = parseHostPort('--kafka-listen (env NETTALLY_BROKER_LISTEN)', args.str('kafka-listen'));
-  const dashboardListen = args.bool('dashboard') ? parseHostPort('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', args.str('dashboard-listen')) : undefined;
+  // Port 1 and up: the producer and consumer are given this address as written, so it cannot be "any free port".
+  const listen = parseHostPort('--kafka-listen (env NETTALLY_BROKER_LISTEN)', args.str('kafka-listen'), { example: '127.0.0.1:9092', minPort: 1 });
+  const dashboardListen = args.bool('dashboard') ? parseListen('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', args.str('dashboard-listen')) : undefined;
   if (dashboardListen) checkListenAddress('--dashboard-listen (env NETTALLY_DASHBOARD_LISTEN)', dashboardListen.host);
-  const brokers = external.length > 0 ? external : [`${listen.host}:${listen.port}`];
+  const brokers = external.length > 0 ? external : [formatHostPort(listen)];
   const topic = args.str('topic');
   const db = args.str('influx-db');
   if (topic === '') throw configError('--topic (env KAFKA_TOPIC)', 'must not be empty');
@@ -370,9 +365,9 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
 
     if (external.length === 0) {
       if (await portOpen(listen.host, listen.port)) {
-        throw configError('--kafka-listen (env NETTALLY_BROKER_LISTEN)', `${listen.host}:${listen.port} is already in use; pick another address, or set KAFKA_BROKERS to use the Kafka listening there`);
+        throw configError('--kafka-listen (env NETTALLY_BROKER_LISTEN)', `${formatHostPort(listen)} is already in use; pick another address, or set KAFKA_BROKERS to use the Kafka listening there`);
       }
-      const broker = startChild('broker', ['broker', '--listen', `${listen.host}:${listen.port}`, '--data-dir', join(dataDir, 'broker'), '--partitions', String(args.num('partitions'))], childEnv(args, brokers), logDir, logger);
+      const broker = startChild('broker', ['broker', '--listen', formatHostPort(listen), '--data-dir', join(dataDir, 'broker'), '--partitions', String(args.num('partitions'))], childEnv(args, brokers), logDir, logger);
       children.push(broker);
       if (!(await waitFor('the broker listens', () => broker.status.ready, broker, 30_000, signal, logDir))) return await finish(0);
     }
@@ -443,7 +438,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       const { c, code } = first;
       const why = c.status.failure === undefined ? '' : `: ${c.status.failure}`;
       const what = code === undefined ? `failed${why}` : `exited unexpectedly (code ${code})${why}`;
-      logger.error({ component: c.name, code, error: c.status.failure, last: c.lastLines.slice(-5) }, `${c.name} ${what}; stopping everything — see ${join(logDir, `${c.name}.log`)}`);
+      logger.error({ component: c.name, code, error: c.status.failure, last: c.lastLines.last(5) }, `${c.name} ${what}; stopping everything — see ${join(logDir, `${c.name}.log`)}`);
       return await finish(1);
     }
     if (!fatal) say('nettally up: stopping (producer, consumer, broker, influxd)...\n');

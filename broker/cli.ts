@@ -1,6 +1,6 @@
 // `nettally broker`: runs the bundled single-node Kafka-protocol broker until SIGINT/SIGTERM.
 import { resolve } from 'path';
-import { parseBytes, parseDuration, type CommandSpec, type ParsedArgs } from '../lib/args';
+import { formatHostPort, parseBytes, parseDuration, parseHostPort, type CommandSpec, type ParsedArgs } from '../lib/args';
 import type { Command, CommandContext } from '../lib/command';
 import { configError } from '../lib/errors';
 import { processStatusReporter } from '../lib/status';
@@ -58,15 +58,9 @@ function limit(args: ParsedArgs, name: string, env: string, parse: (s: string) =
   return v;
 }
 
-export function parseListen(text: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text.trim());
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw configError('--listen (env NETTALLY_BROKER_LISTEN)', `expected host:port such as 127.0.0.1:9092, got ${JSON.stringify(text)}`);
-  return { host: m[1] ?? m[2], port };
-}
-
 async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
-  const { host, port } = parseListen(args.str('listen'));
+  const listenSetting = '--listen (env NETTALLY_BROKER_LISTEN)';
+  const { host, port } = parseHostPort(listenSetting, args.str('listen'), { example: '127.0.0.1:9092' });
   const dataDir = resolve(args.str('data-dir'));
   const retentionMs = limit(args, 'retention', 'NETTALLY_BROKER_RETENTION', parseDuration, 'a duration such as 7d or 12h');
   const retentionBytes = limit(args, 'retention-bytes', 'NETTALLY_BROKER_RETENTION_BYTES', parseBytes, 'a size such as 10GiB');
@@ -106,9 +100,8 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    const listenSetting = '--listen (env NETTALLY_BROKER_LISTEN)';
-    if (e.code === 'EADDRINUSE') throw configError(listenSetting, `${host}:${port} is already in use; stop what listens there or pick another port`);
-    if (e.syscall === 'listen' || e.syscall === 'bind' || e.code === 'EADDRNOTAVAIL') throw configError(listenSetting, `cannot listen on ${host}:${port}: ${e.message}`);
+    if (e.code === 'EADDRINUSE') throw configError(listenSetting, `${formatHostPort({ host, port })} is already in use; stop what listens there or pick another port`);
+    if (e.syscall === 'listen' || e.syscall === 'bind' || e.code === 'EADDRNOTAVAIL') throw configError(listenSetting, `cannot listen on ${formatHostPort({ host, port })}: ${e.message}`);
     if (['EACCES', 'EPERM', 'EROFS', 'ENOENT', 'ENOTDIR', 'EEXIST', 'ENOSPC', 'EBUSY'].includes(e.code ?? '')) {
       throw configError('--data-dir (env NETTALLY_BROKER_DATA)', `cannot use ${dataDir}: ${e.message}`);
     }
@@ -116,7 +109,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   }
   logger.info({ address: broker.address, dataDir, fsync: args.str('fsync'), topics: broker.broker.listTopics().length }, 'broker ready');
   void processStatusReporter().report({ daemon: 'broker', phase: 'ready', address: broker.address });
-  ctx.stdout.write(`broker listening on ${host}:${broker.port} (advertised ${broker.address}), data dir ${dataDir}\n`);
+  ctx.stdout.write(`broker listening on ${formatHostPort({ host, port: broker.port })} (advertised ${broker.address}), data dir ${dataDir}\n`);
   await new Promise<void>((res) => {
     if (ctx.signal.aborted) res();
     else ctx.signal.addEventListener('abort', () => res(), { once: true });

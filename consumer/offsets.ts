@@ -1,8 +1,6 @@
 // Kafka offsets (kafkajs gives them as decimal strings) on the consumer's per-message path: compared and advanced
 // as numbers when they are short digit strings (every offset a real log reaches: < 10^15), exactly as BigInt would,
 // without two BigInt parses and a BigInt add per message; anything else goes the BigInt way.
-import { plus1 } from './partition-state';
-
 const SHORT = /^\d{1,15}$/;
 
 /** BigInt(a) < BigInt(b). */
@@ -11,7 +9,7 @@ export function offsetBefore(a: string, b: string): boolean {
   return BigInt(a) < BigInt(b);
 }
 
-/** The offset after `offset` (partition-state.ts plus1). */
+/** BigInt(offset) + 1, as a decimal string. */
 export function nextOffset(offset: string): string {
-  return SHORT.test(offset) ? String(Number(offset) + 1) : plus1(offset);
+  return SHORT.test(offset) ? String(Number(offset) + 1) : (BigInt(offset) + 1n).toString();
 }

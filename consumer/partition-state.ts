@@ -61,10 +61,6 @@ export function windowKey(p: Pick<OutPoint, 'measurement' | 'time_ms'>): string 
   return `${p.measurement}@${p.time_ms}`;
 }
 
-export function plus1(offset: string): string {
-  return (BigInt(offset) + 1n).toString();
-}
-
 /**
  * Previews are for people watching live traffic. While a partition replays a backlog of older records (it is
  * behind its end, and its newest event time is further back than a window plus the allowed lateness), the windows

@@ -6,6 +6,7 @@ import * as http from 'http';
 import type { AddressInfo } from 'net';
 import { dirname, join } from 'path';
 import type { InfluxClient } from '../consumer/influx';
+import { parseHostPort, type HostPort } from '../lib/args';
 import { configError, NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { isLoopbackIp } from '../lib/net';
@@ -42,11 +43,9 @@ export function checkListenAddress(setting: string, host: string, allowRemote = 
   }
 }
 
-/** `host:port` or `[v6]:port` of --listen. */
-export function parseListen(setting: string, value: string): { host: string; port: number } {
-  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]+):(\d{1,5})$/.exec(value.trim());
-  if (!m || Number(m[2]) > 65535) throw configError(setting, `${JSON.stringify(value)} is not host:port (e.g. 127.0.0.1:8087)`);
-  return { host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+/** The dashboard address (`dashboard --listen`, `up --dashboard-listen`, named by `setting`); port 0 picks a free one. */
+export function parseListen(setting: string, value: string): HostPort {
+  return parseHostPort(setting, value, { example: '127.0.0.1:8087' });
 }
 
 /** The folder holding static/ — beside this file in the source tree, and found from dist/dashboard/ after a build. */

@@ -1,4 +1,4 @@
-import { CommandSpec, formatHelp, parseArgs, parseBytes, parseDuration } from './args';
+import { CommandSpec, formatHelp, formatHostPort, parseArgs, parseBytes, parseDuration, parseHostPort } from './args';
 import { NettallyError } from './errors';
 import { chmodSync, unlinkSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
@@ -175,5 +175,57 @@ describe('formatHelp', () => {
     expect(help).toContain('default 1m]');
     expect(help).toContain('default 1500ms]');
     expect(help).toContain('default 16MiB]');
+  });
+});
+
+describe('parseHostPort', () => {
+  const setting = '--listen (env NT_LISTEN)';
+  const rules = { example: '127.0.0.1:9092' };
+  const errorOf = (value: string, r: Parameters<typeof parseHostPort>[2] = rules): string => configErrorOf(() => parseHostPort(setting, value, r)).message;
+
+  it('refuses what is not host:port, naming the setting, the value and an example to write instead', () => {
+    for (const bad of ['', 'nonsense', '127.0.0.1', '127.0.0.1:', ':9092', 'a b:9092', '127.0.0.1:90x2', '[::1]', '[::1]9092']) {
+      const m = errorOf(bad);
+      expect(m).toContain('--listen (env NT_LISTEN)');
+      expect(m).toContain(JSON.stringify(bad));
+      expect(m).toContain('127.0.0.1:9092');
+    }
+  });
+
+  it('says a port is out of range and which range is accepted', () => {
+    expect(errorOf('127.0.0.1:65536')).toMatch(/port 65536 .*0 to 65535/);
+    expect(errorOf('127.0.0.1:99999999')).toMatch(/0 to 65535/);
+    expect(errorOf('127.0.0.1:0', { ...rules, minPort: 1 })).toMatch(/port 0 .*1 to 65535/);
+  });
+
+  it('tells how to write an IPv6 address without brackets, and refuses brackets around anything else', () => {
+    expect(errorOf('::1:9092')).toContain('[::1]:9092');
+    expect(errorOf('fe80::1:8087')).toContain('[fe80::1]:8087');
+    expect(errorOf('[localhost]:9092')).toMatch(/brackets.*IPv6/);
+    expect(errorOf('[127.0.0.1]:9092')).toMatch(/brackets.*IPv6/);
+  });
+
+  it('refuses a URL, saying to drop the scheme', () => {
+    expect(errorOf('http://127.0.0.1:8087')).toMatch(/without http:\/\//);
+  });
+
+  it('refuses a bare port unless the option has a default host', () => {
+    expect(errorOf('9464')).toContain('"9464"');
+    expect(parseHostPort(setting, '9464', { example: '9464', defaultHost: '127.0.0.1' })).toEqual({ host: '127.0.0.1', port: 9464 });
+    expect(errorOf('70000', { example: '9464', defaultHost: '127.0.0.1' })).toMatch(/port 70000/);
+  });
+
+  it('parses host:port, [v6]:port and port 0, trimming blanks', () => {
+    expect(parseHostPort(setting, ' 127.0.0.1:9092 ', rules)).toEqual({ host: '127.0.0.1', port: 9092 });
+    expect(parseHostPort(setting, 'localhost:0', rules)).toEqual({ host: 'localhost', port: 0 });
+    expect(parseHostPort(setting, 'kafka-1.example.com:65535', rules)).toEqual({ host: 'kafka-1.example.com', port: 65535 });
+    expect(parseHostPort(setting, '[::1]:8087', rules)).toEqual({ host: '::1', port: 8087 });
+    expect(parseHostPort(setting, '[::ffff:127.0.0.1]:1', rules)).toEqual({ host: '::ffff:127.0.0.1', port: 1 });
+  });
+
+  it('formats an address back the way parseHostPort reads it', () => {
+    expect(formatHostPort({ host: '::1', port: 9092 })).toBe('[::1]:9092');
+    expect(formatHostPort({ host: '127.0.0.1', port: 9092 })).toBe('127.0.0.1:9092');
+    for (const v of ['[::1]:9092', 'localhost:1']) expect(formatHostPort(parseHostPort(setting, v, rules))).toBe(v);
   });
 });

@@ -1,6 +1,7 @@
 // Declarative command-line options shared by every `nettally` subcommand: flags, env vars, defaults,
 // validation with messages that name the setting, secrets from files, and generated --help.
 import { readFileSync } from 'fs';
+import { isIPv6 } from 'net';
 import { configError } from './errors';
 import { secretFileWarning } from './private-files';
 
@@ -103,6 +104,53 @@ export function parseBytes(text: string): number | undefined {
   if (!m) return undefined;
   const unit = BYTE_UNITS[m[2].toLowerCase()];
   return unit === undefined ? undefined : Math.round(Number(m[1]) * unit);
+}
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface HostPortRules {
+  /** What to write instead, shown in every error: `127.0.0.1:9092`. */
+  example: string;
+  /** Host of a bare port (`9464`); without one a bare port is refused. */
+  defaultHost?: string;
+  /** Lowest port accepted: 0 (any free port) unless another process must connect to the port as written. */
+  minPort?: number;
+}
+
+/**
+ * An address option: `host:port`, `[v6]:port` (brackets, as in URLs, because a v6 address has colons of its own) or,
+ * with `defaultHost`, a bare port. Throws CONFIG_INVALID naming the setting, the value and what to write instead.
+ */
+export function parseHostPort(setting: string, value: string, rules: HostPortRules): HostPort {
+  const text = value.trim();
+  const form = rules.defaultHost === undefined ? 'host:port' : '[host:]port';
+  function fail(why: string): never {
+    throw configError(setting, `${why}, got ${JSON.stringify(value)}; write ${form} such as ${rules.example} (an IPv6 address in brackets: [::1]:PORT)`);
+  }
+  const m = /^(?:(?:\[([^\]]*)\]|([^\s:[\]/]+)):)?(\d+)$/.exec(text);
+  if (!m) {
+    const scheme = /^([a-z][a-z0-9+.-]*:\/\/)/i.exec(text);
+    if (scheme) fail(`expected an address without ${scheme[1]}`);
+    const v6 = /^([0-9a-f:.]*:[0-9a-f:.]*):(\d+)$/i.exec(text);
+    if (v6 && isIPv6(v6[1])) fail(`an IPv6 address needs brackets: [${v6[1]}]:${v6[2]}`);
+    fail(`expected ${form}`);
+  }
+  const [, bracketed, plain, portText] = m;
+  if (bracketed !== undefined && !isIPv6(bracketed)) fail('brackets are only for IPv6 addresses');
+  const host = bracketed ?? plain ?? rules.defaultHost;
+  if (host === undefined) fail(`expected ${form}`);
+  const port = Number(portText);
+  const minPort = rules.minPort ?? 0;
+  if (port < minPort || port > 65535) fail(`port ${portText} is out of range: use ${minPort} to 65535`);
+  return { host, port };
+}
+
+/** `host:port`, with a v6 host in brackets: what parseHostPort reads and Kafka clients expect in a broker list. */
+export function formatHostPort(a: HostPort): string {
+  return isIPv6(a.host) ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
 function settingName(o: OptionSpec): string {

@@ -37,11 +37,6 @@ export function text(dv: DataView, off: number, len: number): string {
   return commText(new Uint8Array(dv.buffer, dv.byteOffset + off, len));
 }
 
-/** A __u8[16] address of the given family (IPv4 in the first 4 bytes). */
-export function addr(dv: DataView, off: number, family: number): string {
-  return formatAddr(dv, off, family);
-}
-
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
@@ -80,7 +75,7 @@ export function commText(bytes: Uint8Array): string {
   }
 }
 
-/** IPv4 dotted quad, or IPv6 in RFC 5952 form (longest zero run compressed, IPv4-mapped as ::ffff:a.b.c.d). */
+/** A __u8[16] address of the given family: IPv4 (family 2, the first 4 bytes) dotted quad, or IPv6 in RFC 5952 form (longest zero run compressed, IPv4-mapped as ::ffff:a.b.c.d). */
 export function formatAddr(dv: DataView, off: number, family: number): string {
   if (family !== 10) return `${dv.getUint8(off)}.${dv.getUint8(off + 1)}.${dv.getUint8(off + 2)}.${dv.getUint8(off + 3)}`;
   const g: number[] = [];

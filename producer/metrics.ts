@@ -1,15 +1,12 @@
 // Optional Prometheus text endpoint for the producer's status (off unless --metrics-listen is given; localhost by default).
 import { createServer, type Server } from 'http';
 import type { AddressInfo } from 'net';
-import { configError } from '../lib/errors';
+import { parseHostPort, type HostPort } from '../lib/args';
 import type { ProducerStatus } from './producer';
 
 /** "9464" → 127.0.0.1:9464; "host:port" and "[v6]:port" as given. Throws CONFIG_INVALID naming --metrics-listen. */
-export function parseListen(text: string): { host: string; port: number } {
-  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[^:\s[\]]+):)?(\d{1,5})$/.exec(text.trim());
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || port > 65535) throw configError('--metrics-listen (env NETTALLY_METRICS_LISTEN)', `expected [host:]port such as 9464 or 127.0.0.1:9464, got ${JSON.stringify(text)}`);
-  return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port };
+export function parseListen(text: string): HostPort {
+  return parseHostPort('--metrics-listen (env NETTALLY_METRICS_LISTEN)', text, { example: '9464 or 127.0.0.1:9464', defaultHost: '127.0.0.1' });
 }
 
 const HELP: Array<[keyof ProducerStatus, string, 'counter' | 'gauge']> = [

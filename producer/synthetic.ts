@@ -43,8 +43,8 @@ export function syntheticCapture(opts: SyntheticOptions): Capture & { truth: Syn
   const t0 = process.hrtime.bigint();
   const boot = (): number => Number(process.hrtime.bigint() - t0) + 1_000_000_000;
 
-  // duration_ns 0: toWire derives it from ts_ns - start_ns on close, as for a kernel record without one. Fields not
-  // set here (a field new in the header) keep the kernel's zero.
+  // duration_ns on close as producer/records.ts decodes it from the kernel (ts_ns - start_ns): toWire ships the record's
+  // own. Fields not set here (a field new in the header) keep the kernel's zero.
   const conn = (cookie: number, kind: ConnKind, n: number, reason: FlushReason): ConnRecord => {
     const r = blankConn(kind);
     r.ts_ns = boot();
@@ -63,6 +63,7 @@ export function syntheticCapture(opts: SyntheticOptions): Capture & { truth: Syn
     r.sport = 40000 + (cookie % 20000);
     r.dport = 443;
     r.flush_reason = reason;
+    if (kind === KernelKind.CONN_CLOSE) r.duration_ns = r.ts_ns - r.start_ns;
     return r;
   };
 

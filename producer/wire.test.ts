@@ -3,6 +3,7 @@
 import { decode, encode } from '../schemas/index';
 import { KernelKind, LAYOUT, decodeBatch, decodeIfaces } from './records';
 import { nt_conn_record as C, nt_iface_entry as I, nt_iface_val as V, nt_listen_record as L } from './layout.generated';
+import { syntheticCapture } from './synthetic';
 import { toWire, type WireContext } from './wire';
 
 function context(): WireContext & { seqs: number[] } {
@@ -111,6 +112,24 @@ test('conn_event: established, and closed with its duration', () => {
   });
   expect(roundTrip(toWire(open, ctx))).toEqual(event(41, 'established', 0));
   expect(roundTrip(toWire(close, ctx))).toEqual(event(42, 'closed', 4000));
+});
+
+test('conn_event closed from the synthetic source: the duration is its close time minus its start', async () => {
+  const src = syntheticCapture({ connsPerSec: 1000, totalConns: 1, samplesPerConn: 0 });
+  try {
+    let close;
+    for await (const batch of src.records()) {
+      close = batch.find((r) => r.kind === KernelKind.CONN_CLOSE);
+      break;
+    }
+    if (close === undefined || close.kind !== KernelKind.CONN_CLOSE) throw new Error('the synthetic source yielded no close');
+    const w = toWire(close, context());
+    expect(w?.kind).toBe('conn_event');
+    expect(w?.record).toMatchObject({ event: 'closed', duration_ns: close.ts_ns - close.start_ns });
+    expect(close.ts_ns - close.start_ns).toBeGreaterThan(0);
+  } finally {
+    await src.close();
+  }
 });
 
 test('iface: counters from the map entry, the time it was read, the workload of its namespace', () => {

@@ -68,7 +68,7 @@ function connEvent(r: ConnRecord, ctx: WireContext): RecordByKind['conn_event'] 
     cgroup_path: info.cgroup_path,
     container_id: info.container_id,
     event: closed ? ('closed' as const) : ('established' as const),
-    duration_ns: closed ? r.duration_ns || Math.max(0, r.ts_ns - r.start_ns) : 0,
+    duration_ns: r.duration_ns, // set on CONN_CLOSE by every source (producer/records.ts decodeConn, synthetic), else 0
   };
   // The cast narrows `event` (a string in the .avsc) to the two values x gives it.
   return build.conn_event(head(ctx, r.ts_ns, info, r.netns), r, x) as RecordByKind['conn_event'];

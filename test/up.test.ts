@@ -144,7 +144,7 @@ test('up --help; bad settings named at start; without root it says so', () => {
   cleanups.push(() => rmSync(files, { recursive: true, force: true }));
   const badClasses = join(files, 'classes.txt');
   writeFileSync(badClasses, '10.0.0.0/8 zone-a\n10.1.0.0/33 zone-b\n');
-  for (const [flag, value] of [['--kafka-listen', 'nonsense'], ['--pin-dir', '/tmp/not-bpffs'], ['--brokers', 'no-port'], ['--flush-interval', 'soon'], ['--ring-buffer-bytes', '12KiB'], ['--max-connections', '10'],
+  for (const [flag, value] of [['--kafka-listen', 'nonsense'], ['--kafka-listen', '127.0.0.1:0'], ['--dashboard-listen', '::1:8087'], ['--pin-dir', '/tmp/not-bpffs'], ['--brokers', 'no-port'], ['--flush-interval', 'soon'], ['--ring-buffer-bytes', '12KiB'], ['--max-connections', '10'],
     ['--workload-rules', join(files, 'missing-rules')], ['--remote-classes', badClasses]]) {
     const r = spawnSync(process.execPath, [BIN, 'up', '--data-dir', dir, flag, value], { encoding: 'utf8', timeout: 30_000 });
     expect({ flag, code: r.status, err: r.stderr }).toEqual({ flag, code: 2, err: expect.stringContaining(flag) });
@@ -154,6 +154,10 @@ test('up --help; bad settings named at start; without root it says so', () => {
     const r = spawnSync(process.execPath, [BIN, 'up', '--data-dir', dir, flag, value], { encoding: 'utf8', timeout: 30_000 });
     expect({ flag, code: r.status, err: r.stderr }).toEqual({ flag, code: 2, err: expect.stringContaining(named) });
   }
+  // Port 0 on --dashboard-listen is any free port, as its help says (--kafka-listen, above, needs a real one: the
+  // producer and consumer are given it as written): here the first bad setting is the empty topic checked after it.
+  const zero = spawnSync(process.execPath, [BIN, 'up', '--data-dir', dir, '--dashboard-listen', '127.0.0.1:0', '--topic', ''], { encoding: 'utf8', timeout: 30_000 });
+  expect({ code: zero.status, err: zero.stderr }).toEqual({ code: 2, err: expect.stringContaining('--topic') });
   expect(readdirSync(dir)).toEqual([]);
   // Without root it says what it needs before touching anything.
   const unpriv = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, BIN, 'up', '--data-dir', join(dir, 'x')], { encoding: 'utf8', timeout: 30_000 });

@@ -47,11 +47,27 @@ export async function joinGroup(broker: Broker, v: number, r: Reader, h: Request
   return w.toBuffer();
 }
 
-export async function syncGroup(broker: Broker, v: number, r: Reader): Promise<Buffer> {
+/**
+ * GroupId, GenerationId, MemberId and, from version `instanceIdSince`, GroupInstanceId: how SyncGroup, Heartbeat and
+ * OffsetCommit requests begin. The instance id is read past: static membership is not supported.
+ */
+function readMember(r: Reader, v: number, instanceIdSince: number): { groupId: string; generation: number; memberId: string } {
   const groupId = r.string();
   const generation = r.int32();
   const memberId = r.string();
-  if (v >= 3) r.nullableString();
+  if (v >= instanceIdSince) r.nullableString();
+  return { groupId, generation, memberId };
+}
+
+/** A response that is only ThrottleTimeMs (from v1) and an error code: Heartbeat, LeaveGroup. */
+function errorOnly(v: number, error: number): Buffer {
+  const w = new Writer(8);
+  if (v >= 1) w.int32(0);
+  return w.int16(error).toBuffer();
+}
+
+export async function syncGroup(broker: Broker, v: number, r: Reader): Promise<Buffer> {
+  const { groupId, generation, memberId } = readMember(r, v, 3);
   const assignments = r.array((x) => ({ memberId: x.string(), assignment: x.bytes() }));
   endOfRequest(r);
   const res = await broker.groups.sync(groupId, generation, memberId, assignments);
@@ -61,25 +77,16 @@ export async function syncGroup(broker: Broker, v: number, r: Reader): Promise<B
 }
 
 export function heartbeat(broker: Broker, v: number, r: Reader): Buffer {
-  const groupId = r.string();
-  const generation = r.int32();
-  const memberId = r.string();
-  if (v >= 3) r.nullableString();
+  const { groupId, generation, memberId } = readMember(r, v, 3);
   endOfRequest(r);
-  const error = broker.groups.heartbeat(groupId, generation, memberId);
-  const w = new Writer(8);
-  if (v >= 1) w.int32(0);
-  return w.int16(error).toBuffer();
+  return errorOnly(v, broker.groups.heartbeat(groupId, generation, memberId));
 }
 
 export function leaveGroup(broker: Broker, v: number, r: Reader): Buffer {
   const groupId = r.string();
   const memberId = r.string();
   endOfRequest(r);
-  const error = broker.groups.leave(groupId, memberId);
-  const w = new Writer(8);
-  if (v >= 1) w.int32(0);
-  return w.int16(error).toBuffer();
+  return errorOnly(v, broker.groups.leave(groupId, memberId));
 }
 
 export function describeGroups(broker: Broker, v: number, r: Reader): Buffer {
@@ -104,10 +111,7 @@ export function listGroups(broker: Broker, v: number): Buffer {
 }
 
 export async function offsetCommit(broker: Broker, v: number, r: Reader): Promise<Buffer> {
-  const groupId = r.string();
-  const generation = r.int32();
-  const memberId = r.string();
-  if (v >= 7) r.nullableString();
+  const { groupId, generation, memberId } = readMember(r, v, 7);
   if (v >= 2 && v <= 4) r.int64(); // retention_time_ms: committed offsets are kept until overwritten
   const topics = r.array((x) => ({
     name: x.string(),

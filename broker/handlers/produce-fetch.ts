@@ -148,6 +148,9 @@ function checkTimestamps(broker: Broker,
     let region: Buffer | null = null;
     if (codec === 0) region = set.subarray(b.position + BATCH.HEADER_SIZE, b.position + b.size);
     else if (codec === ATTR.CODEC_GZIP) {
+      // Inflated although FirstTimestamp/MaxTimestamp sit outside the compressed records: the producer writes that
+      // header, so it can hide a record's timestamp (as test/broker-timestamps.test.ts does), and Kafka's LogValidator
+      // reads every record of a compressed batch too; the records also give the MaxTimestamp to store and their framing.
       try {
         region = gunzipSync(set.subarray(b.position + BATCH.HEADER_SIZE, b.position + b.size), { maxOutputLength: MAX_INFLATED_BYTES });
       } catch (err) {
