@@ -3,8 +3,8 @@
 #pragma once
 
 /* Per-interface wire counters: IP packets, headers included, one count per skb (as the interface's own stats).
- * Two programs run per packet (and four over loopback, with the packet hooks), so the counter update itself is on the
- * hot path: a per-CPU array of NT_IFACE_SLOTS slots, each owned by the first (netns, ifindex) that hashes to it,
+ * Two or three programs run per packet (five over loopback, with the packet hooks), so the counter update itself is
+ * on the hot path: a per-CPU array of NT_IFACE_SLOTS slots, each owned by the first (netns, ifindex) that hashes to it,
  * takes it with an inlined array lookup and a key compare; the per-CPU hash (jhash, bucket walk: ~0.5% of a
  * CPU-bound loopback transfer) is only for an interface whose slot another one owns on that CPU. User space adds
  * both per key. */
