@@ -3,9 +3,10 @@
 // and more interfaces than the per-CPU slots hold (the hash map behind them).
 import { execFileSync } from 'child_process';
 import { statSync } from 'fs';
-import { openCapture, type IfaceRecord } from '../producer/capture';
+import { openCapture } from '../producer/capture';
 import { Collector } from './helpers/capture';
-import { createNetnsPair, ifindexOf, nsSpawn } from './helpers/netns';
+import { ifaceBaseline, ifaceCountedSince, sendUdp, ZERO, type Counts } from './helpers/iface';
+import { createNetnsPair, ifindexOf } from './helpers/netns';
 
 const IP = 20;
 const UDP = 8;
@@ -46,49 +47,9 @@ function quietNetns(tag: string): { name: string; inode: number } {
   return { name, inode: statSync(`/var/run/netns/${name}`).ino };
 }
 
-/** Sends UDP datagrams from inside `ns`: `plan` is a list of [destination address, payload bytes, count]. */
-async function sendUdp(ns: string, plan: [string, number, number][]): Promise<void> {
-  const script = `
-import json, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for addr, size, count in json.loads(sys.argv[1]):
-    for _ in range(count):
-        s.sendto(b'n' * size, (addr, 9))
-`;
-  await nsSpawn(ns, 'python3', ['-c', script, JSON.stringify(plan)]).done;
-}
-
-type Counts = Pick<IfaceRecord, 'rx_bytes' | 'rx_packets' | 'tx_bytes' | 'tx_packets'>;
-const ZERO: Counts = { rx_bytes: 0, rx_packets: 0, tx_bytes: 0, tx_packets: 0 };
-
-function latest(netns: number, ifindex: number): Counts {
-  const r = col.records.filter((x): x is IfaceRecord => x.kind === 5 && x.netns === netns && x.ifindex === ifindex).pop();
-  return r ? { rx_bytes: r.rx_bytes, rx_packets: r.rx_packets, tx_bytes: r.tx_bytes, tx_packets: r.tx_packets } : { ...ZERO };
-}
-
-/**
- * Counters of these interfaces before the test's traffic. Netns inodes are reused once a namespace is deleted (by
- * this file or anyone else on the machine), and the counters are kept per (netns inode, ifindex): a fresh interface
- * can start from a deleted one's totals. A datagram over the namespace's lo marks a point in time: once its IFACE
- * record arrived, every counter read in the same pass is in the records too (records carry changes only).
- */
-async function baseline(ns: string, netns: number, ifindexes: number[]): Promise<Map<number, Counts>> {
-  const mark = col.records.length;
-  await sendUdp(ns, [['127.0.0.1', 1, 1]]);
-  await col.waitFor(() => col.records.slice(mark).some((r) => r.kind === 5 && r.netns === netns && r.ifindex === 1), 30000);
-  return new Map(ifindexes.map((i) => [i, latest(netns, i)]));
-}
-
-/** What (netns, ifindex) counted since `base`, once `ready` holds for it. */
-async function countedSince(base: Map<number, Counts>, netns: number, ifindex: number, ready: (c: Counts) => boolean): Promise<Counts> {
-  const b = base.get(ifindex) ?? ZERO;
-  const delta = (): Counts => {
-    const c = latest(netns, ifindex);
-    return { rx_bytes: c.rx_bytes - b.rx_bytes, rx_packets: c.rx_packets - b.rx_packets, tx_bytes: c.tx_bytes - b.tx_bytes, tx_packets: c.tx_packets - b.tx_packets };
-  };
-  await col.waitFor(() => ready(delta()), 30000);
-  return delta();
-}
+const baseline = (ns: string, netns: number, ifindexes: number[]): Promise<Map<number, Counts>> => ifaceBaseline(col, ns, netns, ifindexes);
+const countedSince = (base: Map<number, Counts>, netns: number, ifindex: number, ready: (c: Counts) => boolean): Promise<Counts> =>
+  ifaceCountedSince(col, base, netns, ifindex, ready);
 
 test('a bridge over veth: the bridge, its port and the peer each count every packet once', async () => {
   const a = quietNetns('ifbr');
