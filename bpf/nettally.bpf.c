@@ -20,6 +20,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define MSG_PEEK 2
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define EEXIST 17 /* errno.h, not includable with vmlinux.h */
 
 /* TCP states (include/net/tcp_states.h) */
 #define TCP_ESTABLISHED 1

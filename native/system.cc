@@ -69,7 +69,7 @@ const TpCheck kBtfTracepoints[] = {
     {"nt_send", "sock", "sock_send_length"},        {"nt_recv", "sock", "sock_recv_length"},
     {"nt_state", "sock", "inet_sock_set_state"},    {"nt_tcp_destroy", "tcp", "tcp_destroy_sock"},
     {"nt_if_rx", "net", "netif_receive_skb"},       {"nt_if_tx", "net", "net_dev_xmit"},
-    {"nt_udp_drop", "udp", "udp_fail_queue_rcv_skb"},
+    {"nt_udp_drop", "udp", "udp_fail_queue_rcv_skb"}, {"nt_if_tx_start", "net", "net_dev_start_xmit"},
 };
 
 }  // namespace
