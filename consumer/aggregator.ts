@@ -473,21 +473,30 @@ export class PartitionAggregator {
   /**
    * Points to write at a flush, and a `commit` to call once they are durably written (drops final windows, marks
    * previewed cells clean, drops expired state). Nothing changes until then. Final windows are always included (they
-   * must be written before the snapshot that no longer holds them); changed cells of open windows only with
-   * `preview` (the snapshot holds them either way, so skipping a preview loses nothing).
+   * must be written before the snapshot that no longer holds them); changed cells of open windows by `mode`:
+   * - `finals`: none (the snapshot holds them, so skipping a preview loses nothing);
+   * - `previews`: the changed 1 m cells; the changed cells of a rollup (1 h) only in a round where one of its 1 m
+   *   windows became final — a rollup point is then rewritten at most once per window, not once per preview
+   *   interval (issue 12: at 5 s previews that was ~720 rewrites of each busy hour); fresh numbers are in the 1 m
+   *   points, and the hour is at most one window (+ allowed lateness) behind them;
+   * - `all`: every changed cell (a graceful stop; unit tests).
    */
-  pending(preview = true): { points: OutPoint[]; finals: number; commit: () => void } {
+  pending(mode: 'finals' | 'previews' | 'all' = 'all'): { points: OutPoint[]; finals: number; commit: () => void } {
     const points: OutPoint[] = [];
     const wm = this.watermarkMs;
     // open-connection counts of every open window (derived values only: recomputing them is idempotent)
     this.active1m.refresh(this.maxEventMs);
     this.active1h.refresh(this.maxEventMs);
+    // a rollup follows the window set before it in this list (its inputs), whose finals are known by then
     const sets = [this.traffic1m, this.traffic1h, this.iface1m, this.iface1h];
     const written: Cell[][] = sets.map(() => []);
-    const finals = sets.map((s, i) => {
+    const finals: number[][] = [];
+    sets.forEach((s, i) => {
       const f: number[] = [];
+      const rollup = i % 2 === 1;
+      const preview = mode === 'all' || (mode === 'previews' && (!rollup || finals[i - 1].length > 0));
       s.pending(wm, this.partitionTag, points, f, preview, written[i]);
-      return f;
+      finals.push(f);
     });
     const previews = written.reduce((n, w) => n + w.length, 0);
     return {

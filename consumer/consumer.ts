@@ -469,7 +469,7 @@ export class RollupConsumer {
     const c = this.config;
     const now = Date.now();
     const preview = final || (now - ps.lastPreview >= c.previewIntervalMs && previewable(ps, c.aggregation, now));
-    const pending = ps.agg.pending(preview);
+    const pending = ps.agg.pending(final ? 'all' : preview ? 'previews' : 'finals');
     this.markGaps(ps, pending.points);
     ps.lastFlush = now;
     if (ps.late.n > 0) {
