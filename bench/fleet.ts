@@ -30,7 +30,7 @@ const spec: CommandSpec = {
     { name: 'baseline-bin', type: 'string', default: '', help: 'another build\'s dist/bin/nettally.js, drained side by side (before/after a change)' },
     { name: 'live', type: 'int', default: 0, min: 0, help: 'also follow live traffic for this many seconds (records produced as their event time comes; 0 = off)' },
     { name: 'live-hosts', type: 'int', default: 100, min: 1, help: 'simulated hosts of the live run' },
-    { name: 'profile', type: 'string', default: '', help: 'write a V8 CPU profile of each consumer process of this build into this directory (node --cpu-prof); their self time by stage is printed at the end' },
+    { name: 'profile', type: 'string', default: '', help: 'write a V8 CPU profile of each consumer process (both builds) into <dir>/<build>-<consumers>/ (node --cpu-prof); their self time by stage is printed at the end' },
   ],
 };
 
@@ -170,7 +170,7 @@ function summarizeProfile(file: string): string {
   const lines = [`profile ${file}: ${(total / 1e6).toFixed(1)} s sampled`, 'self time by group:'];
   for (const [g, us] of [...groups].sort((a, b) => b[1] - a[1])) lines.push(`  ${pct(us)}  ${g}`);
   lines.push('top functions (self):');
-  for (const [n, us] of [...fns].sort((a, b) => b[1] - a[1]).slice(0, 25)) lines.push(`  ${pct(us)}  ${n}`);
+  for (const [n, us] of [...fns].sort((a, b) => b[1] - a[1]).slice(0, 15)) lines.push(`  ${pct(us)}  ${n}`);
   return lines.join('\n');
 }
 
@@ -302,13 +302,14 @@ async function main(): Promise<void> {
     const kjs = await kafkajsRead(kafka, produced);
     const results: RunResult[] = [];
     const baseline = args.str('baseline-bin');
-    // A profile is written when the consumer exits after SIGTERM (its normal shutdown), one file per process.
+    // A profile is written when a consumer exits after SIGTERM (its normal shutdown), one file per process.
     const profileDir = args.str('profile') ? resolve(args.str('profile')) : '';
-    const profArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
     for (const m of args.list('consumers').map(Number).filter((x) => x > 0)) {
       for (const bin of baseline ? [resolve(baseline), BIN] : [BIN]) {
         process.stderr.write(`bench:fleet: draining with ${m} consumer process(es) of ${bin}...\n`);
-        results.push(await drain(broker.address, admin, m, produced, truth, bin === BIN ? args.list('consumer-args') : [], undefined, bin, bin === BIN ? profArgs : []));
+        const label = bin === BIN ? 'this' : 'baseline';
+        const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, `${label}-${m}`)}`] : [];
+        results.push(await drain(broker.address, admin, m, produced, truth, bin === BIN ? args.list('consumer-args') : [], undefined, bin, prof));
       }
     }
 
@@ -350,7 +351,11 @@ async function main(): Promise<void> {
     out.write('\n');
     for (const r of results) out.write(`${r.label}, ${r.consumers} consumer(s): ${r.detail}; points received ${fmt(r.pointsReceived)}, stored ${fmt(r.pointsStored)}\n  lag: ${r.lag}\n`);
     out.write('(drain time ends at the commit that reaches the end: it includes up to one consumer flush interval)\n');
-    if (profileDir) for (const f of fs.readdirSync(profileDir).filter((x) => x.endsWith('.cpuprofile'))) out.write(`\n${summarizeProfile(join(profileDir, f))}\n`);
+    if (profileDir) {
+      for (const d of fs.readdirSync(profileDir)) {
+        for (const f of fs.readdirSync(join(profileDir, d)).filter((x) => x.endsWith('.cpuprofile'))) out.write(`\n${d}: ${summarizeProfile(join(profileDir, d, f))}\n`);
+      }
+    }
     if (liveRun) {
       const { r, events, hosts: lh, seconds } = liveRun;
       out.write(
