@@ -145,7 +145,7 @@ function summarizeProfile(file: string): string {
     const u = f.url;
     if (f.functionName === '(idle)') return 'idle';
     if (f.functionName === '(garbage collector)') return 'GC';
-    if (u.includes('/kafkajs/')) return 'kafkajs';
+    if (u.includes('/kafkajs/') || u.includes('/lib/kafkajs-')) return 'kafkajs';
     if (u.includes('/schemas/') || u.includes('/avsc/')) return 'decode';
     if (/consumer\/(aggregator|agg-state|windows|records|active|classes)\.js/.test(u)) return 'aggregate';
     if (/consumer\/influx\.js|lib\/text\.js/.test(u)) return 'line protocol';
@@ -167,8 +167,8 @@ function summarizeProfile(file: string): string {
     fns.set(name, (fns.get(name) ?? 0) + us);
   }
   const pct = (us: number): string => `${((100 * us) / total).toFixed(1).padStart(5)}%`;
-  const lines = [`profile ${file}: ${(total / 1e6).toFixed(1)} s sampled`, 'self time by group:'];
-  for (const [g, us] of [...groups].sort((a, b) => b[1] - a[1])) lines.push(`  ${pct(us)}  ${g}`);
+  const lines = [`profile ${file}: ${(total / 1e6).toFixed(1)} s sampled`, 'self time by group (>= 0.2%):'];
+  for (const [g, us] of [...groups].sort((a, b) => b[1] - a[1])) if (us >= total / 500) lines.push(`  ${pct(us)}  ${g}`);
   lines.push('top functions (self):');
   for (const [n, us] of [...fns].sort((a, b) => b[1] - a[1]).slice(0, 15)) lines.push(`  ${pct(us)}  ${n}`);
   return lines.join('\n');
