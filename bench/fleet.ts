@@ -30,6 +30,7 @@ const spec: CommandSpec = {
     { name: 'baseline-bin', type: 'string', default: '', help: 'another build\'s dist/bin/nettally.js, drained side by side (before/after a change)' },
     { name: 'live', type: 'int', default: 0, min: 0, help: 'also follow live traffic for this many seconds (records produced as their event time comes; 0 = off)' },
     { name: 'live-hosts', type: 'int', default: 100, min: 1, help: 'simulated hosts of the live run' },
+    { name: 'profile', type: 'string', default: '', help: 'write a V8 CPU profile of each consumer process (both builds) into <dir>/<build>-<consumers>/ (node --cpu-prof); their self time by stage is printed at the end' },
   ],
 };
 
@@ -130,6 +131,49 @@ async function pointsReceived(influx: TestInflux): Promise<number> {
   return Number(s.values[0][i] ?? 0);
 }
 
+/** Self time of a V8 CPU profile (node --cpu-prof) grouped by the consumer's stages, and its top functions. */
+function summarizeProfile(file: string): string {
+  const prof = JSON.parse(fs.readFileSync(file, 'utf8')) as {
+    nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+    samples: number[];
+    timeDeltas: number[];
+  };
+  const byId = new Map(prof.nodes.map((n) => [n.id, n.callFrame]));
+  const self = new Map<number, number>();
+  prof.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0)));
+  const group = (f: { functionName: string; url: string }): string => {
+    const u = f.url;
+    if (f.functionName === '(idle)') return 'idle';
+    if (f.functionName === '(garbage collector)') return 'GC';
+    if (u.includes('/kafkajs/') || u.includes('/lib/kafkajs-')) return 'kafkajs';
+    if (u.includes('/schemas/') || u.includes('/avsc/')) return 'decode';
+    if (/consumer\/(aggregator|agg-state|windows|records|active|classes)\.js/.test(u)) return 'aggregate';
+    if (/consumer\/influx\.js|lib\/text\.js/.test(u)) return 'line protocol';
+    if (/consumer\/(state-store|snapshot-chain)\.js/.test(u) || u === 'node:zlib') return 'snapshot';
+    if (/consumer\/consumer\.js/.test(u)) return 'consumer loop';
+    if (u === '') return `native ${f.functionName}`;
+    return 'other';
+  };
+  const groups = new Map<string, number>();
+  const fns = new Map<string, number>();
+  let total = 0;
+  for (const [id, us] of self) {
+    const f = byId.get(id);
+    if (!f) continue;
+    total += us;
+    const g = group(f);
+    groups.set(g, (groups.get(g) ?? 0) + us);
+    const name = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/(node_modules|dist)\//, '')}:${f.lineNumber + 1}`;
+    fns.set(name, (fns.get(name) ?? 0) + us);
+  }
+  const pct = (us: number): string => `${((100 * us) / total).toFixed(1).padStart(5)}%`;
+  const lines = [`profile ${file}: ${(total / 1e6).toFixed(1)} s sampled`, 'self time by group (>= 0.2%):'];
+  for (const [g, us] of [...groups].sort((a, b) => b[1] - a[1])) if (us >= total / 500) lines.push(`  ${pct(us)}  ${g}`);
+  lines.push('top functions (self):');
+  for (const [n, us] of [...fns].sort((a, b) => b[1] - a[1]).slice(0, 15)) lines.push(`  ${pct(us)}  ${n}`);
+  return lines.join('\n');
+}
+
 interface RunResult {
   label: string;
   consumers: number;
@@ -143,7 +187,7 @@ interface RunResult {
   detail: string;
 }
 
-async function drain(address: string, admin: Admin, members: number, total: number, truth: { tx: number; rx: number }, extra: string[], live?: { topic: string; feed: () => Promise<void> }, bin = BIN): Promise<RunResult> {
+async function drain(address: string, admin: Admin, members: number, total: number, truth: { tx: number; rx: number }, extra: string[], live?: { topic: string; feed: () => Promise<void> }, bin = BIN, nodeArgs: string[] = []): Promise<RunResult> {
   const topic = live?.topic ?? TOPIC;
   const influx = await startInflux();
   const group = `bench-fleet-${members}-${Date.now()}`;
@@ -155,7 +199,7 @@ async function drain(address: string, admin: Admin, members: number, total: numb
     const received0 = await pointsReceived(influx);
     const t0 = performance.now();
     for (let i = 0; i < members; i++) {
-      const child = spawn(process.execPath, [bin, 'consumer', '--brokers', address, '--topic', topic, '--group', group, '--influx-url', influx.url, '--influx-db', db, '--status-interval', '0', ...extra], {
+      const child = spawn(process.execPath, [...nodeArgs, bin, 'consumer', '--brokers', address, '--topic', topic, '--group', group, '--influx-url', influx.url, '--influx-db', db, '--status-interval', '0', ...extra], {
         stdio: ['ignore', 'ignore', 'pipe'],
         env: { ...process.env, LOG_LEVEL: 'warn' },
       });
@@ -258,10 +302,14 @@ async function main(): Promise<void> {
     const kjs = await kafkajsRead(kafka, produced);
     const results: RunResult[] = [];
     const baseline = args.str('baseline-bin');
+    // A profile is written when a consumer exits after SIGTERM (its normal shutdown), one file per process.
+    const profileDir = args.str('profile') ? resolve(args.str('profile')) : '';
     for (const m of args.list('consumers').map(Number).filter((x) => x > 0)) {
       for (const bin of baseline ? [resolve(baseline), BIN] : [BIN]) {
         process.stderr.write(`bench:fleet: draining with ${m} consumer process(es) of ${bin}...\n`);
-        results.push(await drain(broker.address, admin, m, produced, truth, bin === BIN ? args.list('consumer-args') : [], undefined, bin));
+        const label = bin === BIN ? 'this' : 'baseline';
+        const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, `${label}-${m}`)}`] : [];
+        results.push(await drain(broker.address, admin, m, produced, truth, bin === BIN ? args.list('consumer-args') : [], undefined, bin, prof));
       }
     }
 
@@ -303,6 +351,11 @@ async function main(): Promise<void> {
     out.write('\n');
     for (const r of results) out.write(`${r.label}, ${r.consumers} consumer(s): ${r.detail}; points received ${fmt(r.pointsReceived)}, stored ${fmt(r.pointsStored)}\n  lag: ${r.lag}\n`);
     out.write('(drain time ends at the commit that reaches the end: it includes up to one consumer flush interval)\n');
+    if (profileDir) {
+      for (const d of fs.readdirSync(profileDir)) {
+        for (const f of fs.readdirSync(join(profileDir, d)).filter((x) => x.endsWith('.cpuprofile'))) out.write(`\n${d}: ${summarizeProfile(join(profileDir, d, f))}\n`);
+      }
+    }
     if (liveRun) {
       const { r, events, hosts: lh, seconds } = liveRun;
       out.write(

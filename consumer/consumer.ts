@@ -327,20 +327,25 @@ export class RollupConsumer {
           return;
         }
       }
-      let n = 0;
-      for (const m of batch.messages) {
-        if (!isRunning() || isStale() || this.stopped) break;
-        if (ps.next !== undefined && offsetBefore(m.offset, ps.next)) {
-          resolveOffset(m.offset);
-          continue;
+      // kafkajs keeps only the last resolved offset (BigInt parses per call): resolved before awaits and at the end; isStale (a seek since the fetch, done only above) every 64
+      let n = 0, handled: string | undefined;
+      try {
+        for (const m of batch.messages) {
+          if (!isRunning() || this.stopped || ((n & 63) === 0 && isStale())) break;
+          handled = m.offset;
+          if (ps.next !== undefined && offsetBefore(m.offset, ps.next)) continue;
+          this.apply(ps, m);
+          ps.next = nextOffset(m.offset);
+          const open = ps.gaps.at(-1);
+          if (open && open.to_ms === null && Number.isFinite(ps.agg.maxEventTimeMs)) open.to_ms = ps.agg.maxEventTimeMs + this.config.aggregation.allowedLatenessMs;
+          const beat = ++n % 2000 === 0;
+          const flushDue = Date.now() - ps.lastFlush >= this.config.flushIntervalMs;
+          if (beat || flushDue) resolveOffset(m.offset);
+          if (beat) await heartbeat();
+          if (flushDue) await this.flush(ps, heartbeat);
         }
-        this.apply(ps, m);
-        ps.next = nextOffset(m.offset);
-        const open = ps.gaps.length > 0 ? ps.gaps[ps.gaps.length - 1] : undefined;
-        if (open && open.to_ms === null && Number.isFinite(ps.agg.maxEventTimeMs)) open.to_ms = ps.agg.maxEventTimeMs + this.config.aggregation.allowedLatenessMs;
-        resolveOffset(m.offset);
-        if (++n % 2000 === 0) await heartbeat();
-        if (Date.now() - ps.lastFlush >= this.config.flushIntervalMs) await this.flush(ps, heartbeat);
+      } finally {
+        if (handled !== undefined) resolveOffset(handled);
       }
       if (Date.now() - ps.lastFlush >= this.config.flushIntervalMs) await this.flush(ps, heartbeat);
     }, heartbeat).catch((e: unknown) => {

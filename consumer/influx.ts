@@ -94,29 +94,82 @@ function lp(s: string): string {
   return encodeTagText(s).replace(/[,= ]/g, '\\$&');
 }
 
+// lp() of tag values and keys seen lately: tag values repeat across a flush's points (hosts, ports, process names…),
+// so each distinct one is escaped once instead of through three regular expressions per point. Bounded: cleared
+// when full (tag cardinality is bounded by design; the bound only caps a pathological fleet).
+const LP_CACHE_MAX = 50_000;
+const lpCache = new Map<string, string>();
+function lpCached(s: string): string {
+  let v = lpCache.get(s);
+  if (v === undefined) {
+    v = lp(s);
+    if (lpCache.size >= LP_CACHE_MAX) lpCache.clear();
+    lpCache.set(s, v);
+  }
+  return v;
+}
+
+/** How one shape of point (measurement, its tag keys and field keys in insertion order) is written. */
+interface LinePlan {
+  tagKeys: string[];
+  fieldKeys: string[];
+  /** Tag keys sorted, with their escaped `,key=` prefix. */
+  tags: [string, string][];
+  /** Field keys sorted, with their escaped `key=` prefix (`,key=` after the first). */
+  fields: [string, string][];
+  measurement: string;
+}
+const plans = new Map<string, LinePlan>();
+
+function sameKeys(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** The plan of `p`'s shape: cached per measurement while its points keep the same keys (windows.ts builds them so). */
+function planOf(p: OutPoint): LinePlan {
+  const tagKeys = Object.keys(p.tags);
+  const fieldKeys = Object.keys(p.fields);
+  const cached = plans.get(p.measurement);
+  if (cached && sameKeys(cached.tagKeys, tagKeys) && sameKeys(cached.fieldKeys, fieldKeys)) return cached;
+  const plan: LinePlan = {
+    tagKeys,
+    fieldKeys,
+    tags: [...tagKeys].sort().map((k) => [k, `,${lp(k)}=`]),
+    fields: [...fieldKeys].sort().map((k, i) => [k, `${i > 0 ? ',' : ''}${lp(k)}=`]),
+    measurement: p.measurement.replace(/[, ]/g, '\\$&'),
+  };
+  if (plans.size >= 1000) plans.clear();
+  plans.set(p.measurement, plan);
+  return plan;
+}
+
 /**
  * Line protocol of one point: tags sorted by key (what InfluxDB prefers), empty tag values left out (InfluxDB has no
  * empty tag; it reads back as ''), integers in exact decimal with the `i` suffix. A field that is not an integer or
  * boolean cannot be written (a bug upstream): INTERNAL; the writer dead-letters that point instead of stalling.
+ * Escaped keys, their order and escaped tag values are cached (planOf, lpCached): one string built per point.
  */
 export function toLine(p: OutPoint): string {
-  const tags = Object.keys(p.tags)
-    .filter((k) => p.tags[k] !== '')
-    .sort()
-    .map((k) => `,${lp(k)}=${lp(p.tags[k])}`)
-    .join('');
-  const fields = Object.keys(p.fields)
-    .sort()
-    .map((k) => {
-      const v = p.fields[k];
-      if (typeof v === 'boolean') return `${lp(k)}=${v ? 'T' : 'F'}`;
-      // BigInt: String(1e21) is "1e+21", which is not line protocol; beyond int64 InfluxDB refuses it (dead letter)
-      if (!Number.isInteger(v)) throw new NettallyError('INTERNAL', `point ${p.measurement} field ${k} is ${v}, not an integer`);
-      return `${lp(k)}=${BigInt(v)}i`;
-    });
-  if (fields.length === 0) throw new NettallyError('INTERNAL', `point ${p.measurement} has no fields`);
+  const plan = planOf(p);
+  let line = plan.measurement;
+  for (const [k, prefix] of plan.tags) {
+    const v = p.tags[k];
+    if (v !== '') line += prefix + lpCached(v);
+  }
+  if (plan.fields.length === 0) throw new NettallyError('INTERNAL', `point ${p.measurement} has no fields`);
+  line += ' ';
+  for (const [k, prefix] of plan.fields) {
+    const v = p.fields[k];
+    if (typeof v === 'boolean') line += prefix + (v ? 'T' : 'F');
+    // exact decimal: String() of a safe integer; BigInt past 2^53 (String(1e21) is "1e+21", not line protocol)
+    else if (Number.isSafeInteger(v)) line += `${prefix}${v}i`;
+    else if (Number.isInteger(v)) line += `${prefix}${BigInt(v)}i`;
+    else throw new NettallyError('INTERNAL', `point ${p.measurement} field ${k} is ${v}, not an integer`);
+  }
   if (!Number.isSafeInteger(p.time_ms)) throw new NettallyError('INTERNAL', `point ${p.measurement} has time ${p.time_ms}`);
-  return `${p.measurement.replace(/[, ]/g, '\\$&')}${tags} ${fields.join(',')} ${p.time_ms}`;
+  return `${line} ${p.time_ms}`;
 }
 
 /** A point InfluxDB refused for its content (or that could not be encoded): the consumer dead-letters it. */

@@ -5,6 +5,8 @@ import { readFileSync } from 'fs';
 import './kafkajs-grouping';
 // No 1 ms timer per idle broker connection (see the file).
 import './kafkajs-idle';
+// Fetched record batches decoded in place, without two BigInt parses and a Decoder per record (see the file).
+import './kafkajs-fetch';
 import { Kafka, logLevel, type KafkaConfig, type RetryOptions, type SASLOptions } from 'kafkajs';
 import type { OptionSpec, ParsedArgs } from './args';
 import { configError } from './errors';
