@@ -4,7 +4,7 @@ import type { Command, CommandContext } from '../lib/command';
 import { configError } from '../lib/errors';
 import { processStatusReporter, type ConsumerReport } from '../lib/status';
 import { createKafkaClient, DEFAULT_DLQ_TOPIC, KAFKA_OPTIONS, kafkaConfigFrom } from '../lib/kafka';
-import { DEFAULT_AGG_OPTIONS } from './aggregator';
+import { DEFAULT_AGG_OPTIONS } from './agg-options';
 import { createRollupConsumer, type ConsumerStats, type RollupConsumerConfig } from './consumer';
 import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from './influx';
 import { loadRemoteClasses, REMOTE_CLASSES_OPTION } from './classes';

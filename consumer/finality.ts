@@ -2,7 +2,7 @@
 // RollupConsumer.writePoints: a window known final is never written non-final again).
 import type { Logger } from '../lib/log';
 import { NettallyError } from '../lib/errors';
-import type { AggregatorOptions } from './aggregator';
+import type { AggregatorOptions } from './agg-options';
 import { sizeName, type OutPoint } from './windows';
 import { quoteIdent, type InfluxClient, type InfluxQLResult } from './influx';
 import { windowKey, type PartitionState } from './partition-state';

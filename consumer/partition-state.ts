@@ -1,7 +1,8 @@
 // A partition's state in the consumer (aggregator, offsets, gaps, dead letters) and its ownership fence: a state
 // this member no longer owns throws Revoked and writes nothing more.
 import type { KafkaMessage } from 'kafkajs';
-import type { AggregatorOptions, PartitionAggregator } from './aggregator';
+import type { PartitionAggregator } from './aggregator';
+import type { AggregatorOptions } from './agg-options';
 import type { OutPoint } from './windows';
 import type { GapMark } from './state-store';
 

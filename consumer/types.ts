@@ -1,6 +1,6 @@
 // The consumer's public contract: its settings and the counters it reports.
 import type { KafkaConfig } from 'kafkajs';
-import type { AggregatorOptions } from './aggregator';
+import type { AggregatorOptions } from './agg-options';
 import type { InfluxConfig } from './influx';
 
 export interface RollupConsumerConfig {
