@@ -6,6 +6,8 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <linux/capability.h>
 #include <mntent.h>
 #include <sys/socket.h>
@@ -47,6 +49,8 @@ constexpr int kBatchFull = -100000;      // sample callback's "stop, hand this b
 // under connection churn; 4 of 256 KiB let ~7k. The kernel's ring buffer (--ring-buffer-bytes) is the buffer.
 constexpr size_t kBatchBytes = 256 << 10;
 constexpr size_t kQueuedBatches = 4;
+// Loads of the BPF object before giving up on EAGAIN (signals during the verifier; see the constructor).
+constexpr int kLoadAttempts = 4;
 
 
 class Capture : public Napi::ObjectWrap<Capture> {
@@ -93,13 +97,27 @@ class Capture : public Napi::ObjectWrap<Capture> {
     std::string boot_config = std::string("/boot/config-") + uts.release;
     LIBBPF_OPTS(bpf_object_open_opts, open_opts);
     if (access(boot_config.c_str(), R_OK) != 0 && access("/proc/config.gz", R_OK) != 0) open_opts.kconfig = "CONFIG_HZ=0\n";
-    skel_ = nettally__open_opts(&open_opts);
-    if (!skel_) ThrowCoded(env, "KERNEL_UNSUPPORTED", std::string("failed to open BPF object: ") + strerror(errno));
-    try {
-      Setup(env, o, num);
-    } catch (...) {
-      Destroy();
-      throw;
+    // A load can fail with EAGAIN when signals keep arriving during the verifier (a CPU profiler's SIGPROF every
+    // few hundred µs: `node --cpu-prof`). Load() blocks signals, which is enough; should EAGAIN still come, the
+    // object is opened and loaded again (libbpf loads an object only once), a few times, then the error says why.
+    for (int attempt = 1;; attempt++) {
+      skel_ = nettally__open_opts(&open_opts);
+      if (!skel_) ThrowCoded(env, "KERNEL_UNSUPPORTED", std::string("failed to open BPF object: ") + strerror(errno));
+      try {
+        warnings_.clear();
+        Setup(env, o, num);
+        int err = Load();
+        if (err == -EAGAIN && attempt < kLoadAttempts) {
+          Destroy();
+          continue;
+        }
+        if (err) ThrowLoad(env, err, attempt, o.Get("pinDir").IsString());
+        Attach(env);
+      } catch (...) {
+        Destroy();
+        throw;
+      }
+      break;
     }
     // Batches are delivered on the JS thread; the finalizer runs once the drain thread has released the TSFN.
     tsfn_ = Napi::ThreadSafeFunction::New(env, o.Get("onBatch").As<Napi::Function>(), "nettally-drain", kQueuedBatches, 1, this,
@@ -162,17 +180,32 @@ class Capture : public Napi::ObjectWrap<Capture> {
           "UDP sockets get no close record (they stay tracked until snapshot)");
     }
 
-    err = nettally__load(skel_);
-    if (err) {
-      std::string log = TakeLog();
-      if (log.size() > 3000) log = "..." + log.substr(log.size() - 3000);
-      bool perm = err == -EPERM || err == -EACCES;
-      ThrowCoded(env, perm ? "PRIVILEGES" : "KERNEL_UNSUPPORTED",
-                 std::string("failed to load BPF programs: ") + strerror(-err) +
-                     (pin.IsString() ? " (a pinned map from an incompatible version? remove the pin directory)" : "") +
-                     (log.empty() ? "" : "\nlibbpf: " + log));
-    }
+  }
 
+  // nettally__load with every signal blocked on this thread: a pending signal makes the verifier stop with EAGAIN,
+  // and a blocked one stays pending (delivered right after) instead. Loading takes milliseconds.
+  int Load() {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int err = nettally__load(skel_);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return err;
+  }
+
+  [[noreturn]] void ThrowLoad(Napi::Env env, int err, int attempts, bool pinned) {
+    std::string log = TakeLog();
+    if (log.size() > 3000) log = "..." + log.substr(log.size() - 3000);
+    bool perm = err == -EPERM || err == -EACCES;
+    std::string why = err == -EAGAIN ? " (the verifier was interrupted " + std::to_string(attempts) +
+                                           " times in a row; start again, without a profiler or tracer signalling the process)"
+                      : pinned      ? " (a pinned map from an incompatible version? remove the pin directory)"
+                                    : "";
+    ThrowCoded(env, perm ? "PRIVILEGES" : "KERNEL_UNSUPPORTED",
+               std::string("failed to load BPF programs: ") + strerror(-err) + why + (log.empty() ? "" : "\nlibbpf: " + log));
+  }
+
+  void Attach(Napi::Env env) {
     struct bpf_program *prog;
     bpf_object__for_each_program(prog, skel_->obj) {
       const char *name = bpf_program__name(prog);
