@@ -49,6 +49,8 @@ constexpr int kBatchFull = -100000;      // sample callback's "stop, hand this b
 // under connection churn; 4 of 256 KiB let ~7k. The kernel's ring buffer (--ring-buffer-bytes) is the buffer.
 constexpr size_t kBatchBytes = 256 << 10;
 constexpr size_t kQueuedBatches = 4;
+// After a poll found records, how long the drain thread lets more arrive before handing the batch to JS.
+constexpr int kCoalesceMs = 10;
 // Loads of the BPF object before giving up on EAGAIN (signals during the verifier; see the constructor).
 constexpr int kLoadAttempts = 4;
 
@@ -260,6 +262,12 @@ class Capture : public Napi::ObjectWrap<Capture> {
       if (n < 0 && n != -EINTR && n != kBatchFull) {
         // nothing sensible to do on this thread; the records stay counted in the kernel's cumulative counters
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      } else if (n > 0 && batch_.size() < kBatchBytes) {
+        // A poll wakes on the first record: under connection churn that handed JS a batch of a few records thousands
+        // of times a second, and each batch costs a JS call, an ingest round, a spool write and an fsync. Waiting a
+        // little lets a batch fill (at 40k records/s ~60 KB in kCoalesceMs; the ring buffer holds far more).
+        std::this_thread::sleep_for(std::chrono::milliseconds(kCoalesceMs));
+        if (!stop_.load()) ring_buffer__consume(rb_);
       }
       Hand();
     }
