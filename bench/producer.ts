@@ -241,7 +241,8 @@ interface Variant {
 }
 
 /** Node's defaults: none of the settings producer/runtime.ts applies, and none inherited from this shell. */
-const UNTUNED = { NETTALLY_NODE_TUNING: '0', MALLOC_ARENA_MAX: undefined, NODE_OPTIONS: undefined };
+const UNSET = { MALLOC_ARENA_MAX: undefined, MALLOC_MMAP_THRESHOLD_: undefined, MALLOC_TRIM_THRESHOLD_: undefined, NODE_OPTIONS: undefined };
+const UNTUNED = { NETTALLY_NODE_TUNING: '0', ...UNSET };
 
 /** BENCH_CHURN_VARIANTS=baseline,untuned,tuned (baseline: the build whose CLI BENCH_BASELINE_BIN names, e.g. main's). */
 function variants(): Variant[] {
@@ -251,10 +252,10 @@ function variants(): Variant[] {
     if (n === 'baseline') {
       if (!baseline) throw new Error('BENCH_CHURN_VARIANTS has baseline: set BENCH_BASELINE_BIN to the other build\'s dist/bin/nettally.js');
       // the other build as it ships (its own runtime settings, if it has them), nothing inherited from this shell
-      return { label: 'baseline', bin: resolve(baseline), env: { NETTALLY_NODE_TUNING: undefined, MALLOC_ARENA_MAX: undefined, NODE_OPTIONS: undefined } };
+      return { label: 'baseline', bin: resolve(baseline), env: { NETTALLY_NODE_TUNING: undefined, ...UNSET } };
     }
     if (n === 'untuned') return { label: 'untuned', env: UNTUNED };
-    if (n === 'tuned') return { label: 'tuned', env: { NETTALLY_NODE_TUNING: undefined } };
+    if (n === 'tuned') return { label: 'tuned', env: { NETTALLY_NODE_TUNING: undefined, ...UNSET } };
     throw new Error(`BENCH_CHURN_VARIANTS: unknown variant ${n} (baseline, untuned, tuned)`);
   });
 }

@@ -9,9 +9,9 @@ test('a boolean V8 flag is added bare, and not when the user gave it or its --no
   }
 });
 
-test('nothing when tuning is off or already applied; MALLOC_ARENA_MAX kept as given', () => {
+test('nothing when tuning is off or already applied; each MALLOC_* variable kept as given', () => {
   expect(runtimePlan([], { NETTALLY_NODE_TUNING: '0' })).toBeNull();
   expect(runtimePlan([], { NETTALLY_NODE_TUNED: '1' })).toBeNull();
-  expect(runtimePlan([], { MALLOC_ARENA_MAX: '8' })?.env).toEqual({});
-  expect(runtimePlan([], {})?.env).toEqual({ MALLOC_ARENA_MAX: '2' });
+  expect(runtimePlan([], { MALLOC_ARENA_MAX: '8', MALLOC_MMAP_THRESHOLD_: '0' })?.env).toEqual({ MALLOC_TRIM_THRESHOLD_: '262144' });
+  expect(runtimePlan([], {})?.env).toEqual({ MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_TRIM_THRESHOLD_: '262144' });
 });

@@ -45,6 +45,8 @@ test('the daemon runs with its V8 and malloc settings, in the process its starte
   // Its own arguments follow, unchanged.
   expect(seen.argv.slice(seen.argv.indexOf('producer'))).toEqual(['producer', '--brokers', '127.0.0.1:1', '--state-dir', expect.any(String), '--pin-dir', 'none', '--shutdown-timeout', '1s']);
   expect(seen.env.get('MALLOC_ARENA_MAX')).toBe('2');
+  expect(seen.env.get('MALLOC_MMAP_THRESHOLD_')).toBe('131072');
+  expect(seen.env.get('MALLOC_TRIM_THRESHOLD_')).toBe('262144');
   expect(seen.stderr).not.toMatch(/warning: could not restart/);
 }, 120_000);
 
