@@ -61,6 +61,11 @@ export interface Capture {
   stats(): KernelStats;
   /** Every tracked connection's current cumulative counters (flush_reason 'snapshot'; kind CONN_CLOSE for closed ones). */
   snapshot(): ConnRecord[];
+  /**
+   * The same in chunks (≤ ~1,024 records each), read from the kernel as they are taken: the producer ships a large map
+   * (up to --max-connections, 1M) without holding every record at once (~0.5 KB each).
+   */
+  snapshotChunks(): Iterable<ConnRecord[]>;
   /** Deletes connections from the kernel map once their close record is durable: pass close records' cookies only. Unknown cookies are ignored. */
   forget(cookies: readonly number[]): void;
   /** Stops draining, detaches programs, releases maps (pinned maps stay pinned). Idempotent. */
@@ -340,12 +345,19 @@ class KernelCapture implements Capture {
 
   /** Calls `fn` with every connection map value (a DataView and the value's offset), CONN_CHUNK values at a time. */
   private walkConns(fn: (dv: DataView, off: number) => void): void {
-    const buf = (this.chunkBuf ??= new ArrayBuffer(CONN_CHUNK * LAYOUT.conn));
-    const dv = new DataView(buf);
+    for (const chunk of this.walkConnChunks()) chunk(fn);
+  }
+
+  /** The map walk one batch lookup at a time: each step reads a chunk and yields a visitor of its values. */
+  private *walkConnChunks(): Generator<(fn: (dv: DataView, off: number) => void) => void> {
     const cursor = new Float64Array(2);
     while (cursor[1] !== 2) {
+      const buf = (this.chunkBuf ??= new ArrayBuffer(CONN_CHUNK * LAYOUT.conn));
       const n = this.native.connsChunk(buf, cursor);
-      for (let i = 0; i < n; i++) fn(dv, i * LAYOUT.conn);
+      const dv = new DataView(buf);
+      yield (fn) => {
+        for (let i = 0; i < n; i++) fn(dv, i * LAYOUT.conn);
+      };
     }
   }
 
@@ -403,18 +415,27 @@ class KernelCapture implements Capture {
   }
 
   snapshot(): ConnRecord[] {
+    const out: ConnRecord[] = [];
+    for (const chunk of this.snapshotChunks()) for (const r of chunk) out.push(r);
+    return out;
+  }
+
+  *snapshotChunks(): Generator<ConnRecord[]> {
     if (this.ended) throw new NettallyError('INTERNAL', 'snapshot() after close()');
     const now = bootTimeNs();
     this.native.refresh();
-    const out: ConnRecord[] = [];
-    this.walkConns((dv, off) => {
-      const flags = dv.getUint32(off + E.flags, true);
-      if (!(flags & ConnFlag.ESTABLISHED)) return;
-      const r = connEntryRecord(dv, off, flags);
-      if (!(flags & ConnFlag.CLOSED)) r.ts_ns = now;
-      out.push(r);
-    });
-    return out;
+    // One native chunk per yield: a sweep between two yields may reuse the chunk buffer, never this walk's cursor.
+    for (const chunk of this.walkConnChunks()) {
+      const out: ConnRecord[] = [];
+      chunk((dv, off) => {
+        const flags = dv.getUint32(off + E.flags, true);
+        if (!(flags & ConnFlag.ESTABLISHED)) return;
+        const r = connEntryRecord(dv, off, flags);
+        if (!(flags & ConnFlag.CLOSED)) r.ts_ns = now;
+        out.push(r);
+      });
+      if (out.length > 0) yield out;
+    }
   }
 
   programs(): { name: string; id: number }[] {
