@@ -241,7 +241,8 @@ interface Variant {
 }
 
 /** Node's defaults: none of the settings producer/runtime.ts applies, and none inherited from this shell. */
-const UNTUNED = { NETTALLY_NODE_TUNING: '0', MALLOC_ARENA_MAX: undefined, NODE_OPTIONS: undefined };
+const UNSET = { MALLOC_ARENA_MAX: undefined, MALLOC_MMAP_THRESHOLD_: undefined, MALLOC_TRIM_THRESHOLD_: undefined, NODE_OPTIONS: undefined };
+const UNTUNED = { NETTALLY_NODE_TUNING: '0', ...UNSET };
 
 /** BENCH_CHURN_VARIANTS=baseline,untuned,tuned (baseline: the build whose CLI BENCH_BASELINE_BIN names, e.g. main's). */
 function variants(): Variant[] {
@@ -250,10 +251,11 @@ function variants(): Variant[] {
   return names.map((n) => {
     if (n === 'baseline') {
       if (!baseline) throw new Error('BENCH_CHURN_VARIANTS has baseline: set BENCH_BASELINE_BIN to the other build\'s dist/bin/nettally.js');
-      return { label: 'baseline', bin: resolve(baseline), env: UNTUNED };
+      // the other build as it ships (its own runtime settings, if it has them), nothing inherited from this shell
+      return { label: 'baseline', bin: resolve(baseline), env: { NETTALLY_NODE_TUNING: undefined, ...UNSET } };
     }
     if (n === 'untuned') return { label: 'untuned', env: UNTUNED };
-    if (n === 'tuned') return { label: 'tuned', env: { NETTALLY_NODE_TUNING: undefined } };
+    if (n === 'tuned') return { label: 'tuned', env: { NETTALLY_NODE_TUNING: undefined, ...UNSET } };
     throw new Error(`BENCH_CHURN_VARIANTS: unknown variant ${n} (baseline, untuned, tuned)`);
   });
 }
@@ -264,10 +266,13 @@ interface RunningProducer {
   url: string;
 }
 
+let starts = 0;
+
 /** `nettally producer` (this build or the variant's) with its own state and pin dirs, metrics on a free port. */
 async function startVariant(broker: BrokerProcess, v: Variant): Promise<RunningProducer> {
   const stateDir = mkdtempSync(join(tmpdir(), 'nettally-bench-'));
-  const pinDir = `/sys/fs/bpf/nettally-bench-${process.pid}-${v.label}`;
+  // one pin directory per start: a variant listed twice (alternating runs) must not inherit the first run's maps
+  const pinDir = `/sys/fs/bpf/nettally-bench-${process.pid}-${v.label}-${++starts}`;
   cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }), () => rmSync(pinDir, { recursive: true, force: true }));
   const prod = startProducerProcess(['--brokers', broker.address, '--state-dir', stateDir, '--pin-dir', pinDir, '--metrics-listen', '0', '--status-interval', process.env.BENCH_STATUS ?? '0', '--flush-interval', FLUSH_INTERVAL], v.env, v.bin);
   cleanups.push(() => prod.child.kill('SIGKILL'));

@@ -6,6 +6,8 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <linux/capability.h>
 #include <mntent.h>
 #include <sys/socket.h>
@@ -47,6 +49,10 @@ constexpr int kBatchFull = -100000;      // sample callback's "stop, hand this b
 // under connection churn; 4 of 256 KiB let ~7k. The kernel's ring buffer (--ring-buffer-bytes) is the buffer.
 constexpr size_t kBatchBytes = 256 << 10;
 constexpr size_t kQueuedBatches = 4;
+// After a poll found records, how long the drain thread lets more arrive before handing the batch to JS.
+constexpr int kCoalesceMs = 10;
+// Loads of the BPF object before giving up on EAGAIN (signals during the verifier; see the constructor).
+constexpr int kLoadAttempts = 4;
 
 
 class Capture : public Napi::ObjectWrap<Capture> {
@@ -56,6 +62,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
                        {
                            InstanceMethod("stats", &Capture::Stats),
                            InstanceMethod("conns", &Capture::Conns),
+                           InstanceMethod("connsChunk", &Capture::ConnsChunk),
                            InstanceMethod("ifaces", &Capture::Ifaces),
                            InstanceMethod("forget", &Capture::Forget),
                            InstanceMethod("refresh", &Capture::Refresh),
@@ -93,13 +100,27 @@ class Capture : public Napi::ObjectWrap<Capture> {
     std::string boot_config = std::string("/boot/config-") + uts.release;
     LIBBPF_OPTS(bpf_object_open_opts, open_opts);
     if (access(boot_config.c_str(), R_OK) != 0 && access("/proc/config.gz", R_OK) != 0) open_opts.kconfig = "CONFIG_HZ=0\n";
-    skel_ = nettally__open_opts(&open_opts);
-    if (!skel_) ThrowCoded(env, "KERNEL_UNSUPPORTED", std::string("failed to open BPF object: ") + strerror(errno));
-    try {
-      Setup(env, o, num);
-    } catch (...) {
-      Destroy();
-      throw;
+    // A load can fail with EAGAIN when signals keep arriving during the verifier (a CPU profiler's SIGPROF every
+    // few hundred µs: `node --cpu-prof`). Load() blocks signals, which is enough; should EAGAIN still come, the
+    // object is opened and loaded again (libbpf loads an object only once), a few times, then the error says why.
+    for (int attempt = 1;; attempt++) {
+      skel_ = nettally__open_opts(&open_opts);
+      if (!skel_) ThrowCoded(env, "KERNEL_UNSUPPORTED", std::string("failed to open BPF object: ") + strerror(errno));
+      try {
+        warnings_.clear();
+        Setup(env, o, num);
+        int err = Load();
+        if (err == -EAGAIN && attempt < kLoadAttempts) {
+          Destroy();
+          continue;
+        }
+        if (err) ThrowLoad(env, err, attempt, o.Get("pinDir").IsString());
+        Attach(env);
+      } catch (...) {
+        Destroy();
+        throw;
+      }
+      break;
     }
     // Batches are delivered on the JS thread; the finalizer runs once the drain thread has released the TSFN.
     tsfn_ = Napi::ThreadSafeFunction::New(env, o.Get("onBatch").As<Napi::Function>(), "nettally-drain", kQueuedBatches, 1, this,
@@ -162,17 +183,32 @@ class Capture : public Napi::ObjectWrap<Capture> {
           "UDP sockets get no close record (they stay tracked until snapshot)");
     }
 
-    err = nettally__load(skel_);
-    if (err) {
-      std::string log = TakeLog();
-      if (log.size() > 3000) log = "..." + log.substr(log.size() - 3000);
-      bool perm = err == -EPERM || err == -EACCES;
-      ThrowCoded(env, perm ? "PRIVILEGES" : "KERNEL_UNSUPPORTED",
-                 std::string("failed to load BPF programs: ") + strerror(-err) +
-                     (pin.IsString() ? " (a pinned map from an incompatible version? remove the pin directory)" : "") +
-                     (log.empty() ? "" : "\nlibbpf: " + log));
-    }
+  }
 
+  // nettally__load with every signal blocked on this thread: a pending signal makes the verifier stop with EAGAIN,
+  // and a blocked one stays pending (delivered right after) instead. Loading takes milliseconds.
+  int Load() {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int err = nettally__load(skel_);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return err;
+  }
+
+  [[noreturn]] void ThrowLoad(Napi::Env env, int err, int attempts, bool pinned) {
+    std::string log = TakeLog();
+    if (log.size() > 3000) log = "..." + log.substr(log.size() - 3000);
+    bool perm = err == -EPERM || err == -EACCES;
+    std::string why = err == -EAGAIN ? " (the verifier was interrupted " + std::to_string(attempts) +
+                                           " times in a row; start again, without a profiler or tracer signalling the process)"
+                      : pinned      ? " (a pinned map from an incompatible version? remove the pin directory)"
+                                    : "";
+    ThrowCoded(env, perm ? "PRIVILEGES" : "KERNEL_UNSUPPORTED",
+               std::string("failed to load BPF programs: ") + strerror(-err) + why + (log.empty() ? "" : "\nlibbpf: " + log));
+  }
+
+  void Attach(Napi::Env env) {
     struct bpf_program *prog;
     bpf_object__for_each_program(prog, skel_->obj) {
       const char *name = bpf_program__name(prog);
@@ -226,6 +262,12 @@ class Capture : public Napi::ObjectWrap<Capture> {
       if (n < 0 && n != -EINTR && n != kBatchFull) {
         // nothing sensible to do on this thread; the records stay counted in the kernel's cumulative counters
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      } else if (n > 0 && batch_.size() < kBatchBytes) {
+        // A poll wakes on the first record: under connection churn that handed JS a batch of a few records thousands
+        // of times a second, and each batch costs a JS call, an ingest round, a spool write and an fsync. Waiting a
+        // little lets a batch fill (at 40k records/s ~60 KB in kCoalesceMs; the ring buffer holds far more).
+        std::this_thread::sleep_for(std::chrono::milliseconds(kCoalesceMs));
+        if (!stop_.load()) ring_buffer__consume(rb_);
       }
       Hand();
     }
@@ -320,6 +362,39 @@ class Capture : public Napi::ObjectWrap<Capture> {
 
   // Packed struct nt_iface_entry per (netns, ifindex): the per-CPU values of the `iface_slots` array (each CPU's
   // slot has its own owner) and of the `ifaces` hash (interfaces whose slot another one owns), summed per key.
+  // One chunk of the connection map into JS's buffer: connsChunk(dst: ArrayBuffer, cursor: Float64Array(2)) writes
+  // up to dst.byteLength / sizeof(struct nt_conn) values with one bpf(BPF_MAP_LOOKUP_BATCH) and returns how many.
+  // cursor = [bucket token, state]: state 0 starts a walk, 1 continues it, 2 means the walk is done. A walk in
+  // chunks keeps the user-space copy bounded (conns() copied the whole map twice: 1M entries = 2 × 192 MiB) and
+  // takes one syscall per chunk instead of two per entry (get_next_key + lookup). Entries added or deleted meanwhile
+  // may be missed or seen once (the kernel walks bucket by bucket); get_next_key restarted from the first key when
+  // its previous key had been deleted.
+  Napi::Value ConnsChunk(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Live(env);
+    if (info.Length() < 2 || !info[0].IsArrayBuffer() || !info[1].IsTypedArray() ||
+        info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || info[1].As<Napi::Float64Array>().ElementLength() < 2) {
+      throw Napi::TypeError::New(env, "connsChunk(dst, cursor) needs an ArrayBuffer and a Float64Array(2)");
+    }
+    Napi::ArrayBuffer dst = info[0].As<Napi::ArrayBuffer>();
+    Napi::Float64Array cursor = info[1].As<Napi::Float64Array>();
+    __u32 cap = (__u32)(dst.ByteLength() / sizeof(struct nt_conn));
+    if (cap == 0) throw Napi::RangeError::New(env, "connsChunk: the buffer holds no struct nt_conn");
+    if (cursor[1] == 2) return Napi::Number::New(env, 0);
+    chunk_keys_.resize(cap);
+    __u32 in = (__u32)cursor[0], out = 0, count = cap;
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    int err = bpf_map_lookup_batch(bpf_map__fd(skel_->maps.conns), cursor[1] == 0 ? nullptr : &in, &out,
+                                   chunk_keys_.data(), dst.Data(), &count, &opts);
+    if (err && errno != ENOENT) {
+      // ENOSPC: one hash bucket holds more entries than the chunk (the caller's buffer is far too small)
+      ThrowCoded(env, "INTERNAL", std::string("reading the connection map failed: ") + strerror(errno));
+    }
+    cursor[0] = out;
+    cursor[1] = err ? 2 : 1;  // ENOENT: no entries after these
+    return Napi::Number::New(env, count);
+  }
+
   Napi::Value Ifaces(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     Live(env);
@@ -484,21 +559,36 @@ class Capture : public Napi::ObjectWrap<Capture> {
   }
 
   // forget(BigUint64Array cookies): deletes entries that are closed; returns how many were deleted.
+  // Deletes the given cookies (a Float64Array: cookies are < 2^53, and a BigInt per cookie cost more in JS than the
+  // deletion) in one bpf(BPF_MAP_DELETE_BATCH) per run of known keys: it was a lookup (to check CLOSED) and a delete
+  // per connection, two syscalls each, ~11% of the producer's busy CPU under connection churn. The caller passes
+  // only cookies of close records (producer/capture.ts), so there is no CLOSED check any more.
   Napi::Value Forget(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     Live(env);
     if (info.Length() < 1 || !info[0].IsTypedArray() ||
-        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array) {
-      throw Napi::TypeError::New(env, "forget(cookies) needs a BigUint64Array");
+        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      throw Napi::TypeError::New(env, "forget(cookies) needs a Float64Array");
     }
-    Napi::TypedArrayOf<uint64_t> cookies = info[0].As<Napi::TypedArrayOf<uint64_t>>();
+    Napi::Float64Array in = info[0].As<Napi::Float64Array>();
+    std::vector<__u64> keys(in.ElementLength());
+    for (size_t i = 0; i < keys.size(); i++) keys[i] = (__u64)in[i];
     int fd = bpf_map__fd(skel_->maps.conns);
     uint32_t deleted = 0;
-    for (size_t i = 0; i < cookies.ElementLength(); i++) {
-      __u64 key = cookies[i];
-      struct nt_conn val;
-      if (bpf_map_lookup_elem(fd, &key, &val) != 0 || !(val.flags & NT_F_CLOSED)) continue;
-      if (bpf_map_delete_elem(fd, &key) == 0) deleted++;
+    size_t at = 0;
+    while (at < keys.size()) {
+      __u32 count = (__u32)(keys.size() - at);
+      int err = bpf_map_delete_batch(fd, keys.data() + at, &count, nullptr);
+      deleted += count;
+      at += count;
+      if (err == 0) continue;
+      // The kernel stops at the first key it cannot delete (ENOENT: already gone or unknown): skip it, go on.
+      if (errno != ENOENT && err != -ENOENT) {
+        // e.g. EINVAL on a kernel without batch ops for hash maps: one by one, as before
+        for (; at < keys.size(); at++) deleted += bpf_map_delete_elem(fd, &keys[at]) == 0;
+        break;
+      }
+      at++;
     }
     return Napi::Number::New(env, deleted);
   }
@@ -551,6 +641,7 @@ class Capture : public Napi::ObjectWrap<Capture> {
   std::atomic<bool> stop_{false};
   std::atomic<bool> paused_{false};
   Napi::ThreadSafeFunction tsfn_;
+  std::vector<__u64> chunk_keys_;  // ConnsChunk's key buffer (the keys are in the values too)
   Napi::FunctionReference on_closed_;
   int ncpus_ = 1;
 };

@@ -34,10 +34,15 @@ export interface NativeCapture {
   refreshAsync(): Promise<number>;
   /** Packed struct nt_conn values of every tracked connection (TCP counters as of the last refresh or event). */
   conns(): ArrayBuffer;
+  /**
+   * One chunk of the same walk into `dst` (packed struct nt_conn, up to dst.byteLength / its size), one batch syscall:
+   * returns how many. `cursor` = [bucket token, state]: set state 0 to start; 1 = more to come; 2 = done.
+   */
+  connsChunk(dst: ArrayBuffer, cursor: Float64Array): number;
   /** Packed struct nt_iface_entry per (netns, ifindex), per-CPU values summed. */
   ifaces(): ArrayBuffer;
-  /** Deletes the given connections if they are closed; returns how many were deleted. */
-  forget(cookies: BigUint64Array): number;
+  /** Deletes the given connections (cookies of close records only: there is no CLOSED check); returns how many were deleted. */
+  forget(cookies: Float64Array): number;
   /** The loaded programs' names and kernel ids (for bpftool and run-time statistics). */
   programs(): { name: string; id: number }[];
   /** Backpressure: while paused the drain thread leaves records in the kernel's ring buffer. */

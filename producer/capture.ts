@@ -3,7 +3,8 @@ import { NettallyError, configError } from '../lib/errors';
 import { silentLogger, type Logger } from '../lib/log';
 import { loadNative, type NativeCapture } from '../native/index';
 import { CAPTURE_DEFAULTS, CAPTURE_LIMITS, checkRingBufferBytes } from './capture-options';
-import { ConnFlag, LAYOUT, KernelKind, decodeBatch, decodeConnEntries, decodeIfaces } from './records';
+import { u64 } from './layout-readers';
+import { CONN_ENTRY as E, ConnFlag, LAYOUT, connEntryRecord, decodeBatch, decodeIfaces } from './records';
 import type { ConnRecord, IfaceRecord, KernelRecord } from './records';
 
 export type { ConnRecord, IfaceRecord, KernelRecord, ListenRecord, FlushReason } from './records';
@@ -60,7 +61,12 @@ export interface Capture {
   stats(): KernelStats;
   /** Every tracked connection's current cumulative counters (flush_reason 'snapshot'; kind CONN_CLOSE for closed ones). */
   snapshot(): ConnRecord[];
-  /** Deletes closed connections from the kernel map once their close record is durable. Unknown cookies are ignored. */
+  /**
+   * The same in chunks (≤ ~1,024 records each), read from the kernel as they are taken: the producer ships a large map
+   * (up to --max-connections, 1M) without holding every record at once (~0.5 KB each).
+   */
+  snapshotChunks(): Iterable<ConnRecord[]>;
+  /** Deletes connections from the kernel map once their close record is durable: pass close records' cookies only. Unknown cookies are ignored. */
   forget(cookies: readonly number[]): void;
   /** Stops draining, detaches programs, releases maps (pinned maps stay pinned). Idempotent. */
   close(): Promise<void>;
@@ -138,6 +144,12 @@ type Resolved = ReturnType<typeof resolveCaptureOptions>;
 
 /** Records per batch the sweep queues: about what one drain batch (256 KiB, native/addon.cc) carries. */
 const SWEEP_BATCH = 2048;
+/**
+ * Connection map values read per batch syscall (192 B each: a 192 KiB buffer, reused). The map is walked in such
+ * chunks and only the entries the sweep ships are decoded into records: reading the whole map at once cost
+ * 2 × 192 MiB of copies plus a decoded object per entry at 1M closed-unforgotten connections.
+ */
+const CONN_CHUNK = 1024;
 
 class KernelCapture implements Capture {
   private readonly native: NativeCapture;
@@ -150,10 +162,16 @@ class KernelCapture implements Capture {
   private readonly counters = { records: 0, batches: 0, sweep_records: 0, tracked_conns: 0 };
   private decodeError: unknown;
   private readonly timers: NodeJS.Timeout[] = [];
-  /** Per open connection: counters seen by the previous sweep, and whether the sweep already emitted them. */
-  private readonly seen = new Map<number, { tx: number; rx: number; emitted: boolean }>();
-  /** Closed connections whose CONN_CLOSE the sweep emitted (the kernel could not reserve it). */
-  private readonly sweptClosed = new Set<number>();
+  /**
+   * Per open connection: counters seen by the previous sweep, whether the sweep already emitted them, and the sweep
+   * that last found it in the map (`gen`: entries a sweep did not find are dropped after it, without a set of every
+   * cookie in the map).
+   */
+  private readonly seen = new Map<number, { tx: number; rx: number; emitted: boolean; gen: number }>();
+  /** Closed connections whose CONN_CLOSE the sweep emitted (the kernel could not reserve it) → the sweep that last found it. */
+  private readonly sweptClosed = new Map<number, number>();
+  private sweepGen = 0;
+  private chunkBuf: ArrayBuffer | undefined;
   private readonly lastIface = new Map<string, IfaceRecord>();
   /** Records queued for the reader; above maxQueuedRecords the drain pauses until the reader is down to a quarter. */
   private queued = 0;
@@ -270,46 +288,77 @@ class KernelCapture implements Capture {
    */
   private sweep(final: boolean): void {
     if (this.paused && !final) return; // nobody is reading; the next sweep after resuming covers it
-    const entries = decodeConnEntries(this.native.conns());
     const now = bootTimeNs();
     const out: ConnRecord[] = [];
     // What the reader's queue has room for: after ring-buffer drops under churn the map can hold 100k closes the
     // kernel could not emit, and emitting them in one go held them all (and their wire records, Avro values) at once
     // (~160 MiB peak). The rest stay in the map, unshipped and not forgotten, for the next sweep.
     const room = final ? Infinity : Math.max(0, this.opts.maxQueuedRecords - this.queued);
-    const present = new Set<number>();
+    const gen = ++this.sweepGen;
     let tracked = 0;
-    for (const e of entries) {
-      const c = e.record.cookie;
-      present.add(c);
-      if (!(e.flags & ConnFlag.ESTABLISHED)) continue;
+    this.walkConns((dv, off) => {
+      const flags = dv.getUint32(off + E.flags, true);
+      if (!(flags & ConnFlag.ESTABLISHED)) return;
       tracked++;
-      if (e.flags & ConnFlag.CLOSED) {
+      const c = u64(dv, off + E.cookie, 'cookie');
+      if (flags & ConnFlag.CLOSED) {
         this.seen.delete(c);
-        if (!(e.flags & ConnFlag.CLOSE_EMITTED) && !this.sweptClosed.has(c) && out.length < room) {
-          this.sweptClosed.add(c);
-          out.push({ ...e.record, flush_reason: 'close' });
+        if (this.sweptClosed.has(c)) this.sweptClosed.set(c, gen);
+        else if (!(flags & ConnFlag.CLOSE_EMITTED) && out.length < room) {
+          this.sweptClosed.set(c, gen);
+          const r = connEntryRecord(dv, off, flags);
+          r.flush_reason = 'close';
+          out.push(r);
         }
-        continue;
+        return;
       }
-      const { tx_bytes: tx, rx_bytes: rx } = e.record;
-      const dirty = tx !== e.flushed_tx || rx !== e.flushed_rx;
+      const tx = u64(dv, off + E.tx, 'tx_bytes');
+      const rx = u64(dv, off + E.rx, 'rx_bytes');
+      const dirty = tx !== u64(dv, off + E.flushedTx, 'flushed_tx') || rx !== u64(dv, off + E.flushedRx, 'flushed_rx');
       const prev = this.seen.get(c);
+      if (prev) prev.gen = gen;
       const idle = prev !== undefined && prev.tx === tx && prev.rx === rx;
+      let emitted: boolean;
       if (dirty && (idle || final) && !(prev?.emitted && idle)) {
-        if (out.length >= room) continue; // unchanged in `seen`: still idle and dirty at the next sweep
-        out.push({ ...e.record, kind: KernelKind.CONN_SAMPLE, ts_ns: now, flush_reason: 'interval' });
-        this.seen.set(c, { tx, rx, emitted: true });
-      } else if (!idle) {
-        this.seen.set(c, { tx, rx, emitted: false });
+        if (out.length >= room) return; // unchanged in `seen`: still idle and dirty at the next sweep
+        const r = connEntryRecord(dv, off, flags);
+        r.ts_ns = now;
+        r.flush_reason = 'interval';
+        out.push(r);
+        emitted = true;
+      } else if (!idle) emitted = false;
+      else return;
+      if (!prev) this.seen.set(c, { tx, rx, emitted, gen });
+      else {
+        prev.tx = tx;
+        prev.rx = rx;
+        prev.emitted = emitted;
       }
-    }
-    for (const c of this.seen.keys()) if (!present.has(c)) this.seen.delete(c);
-    for (const c of this.sweptClosed) if (!present.has(c)) this.sweptClosed.delete(c);
+    });
+    for (const [c, s] of this.seen) if (s.gen !== gen) this.seen.delete(c);
+    for (const [c, g] of this.sweptClosed) if (g !== gen) this.sweptClosed.delete(c);
     this.counters.tracked_conns = tracked;
     this.counters.sweep_records += out.length;
     // In batches of a drain batch's size, so that an ingest round stays one round (it takes a queued batch whole).
     for (let i = 0; i < out.length; i += SWEEP_BATCH) this.push(out.slice(i, i + SWEEP_BATCH));
+  }
+
+  /** Calls `fn` with every connection map value (a DataView and the value's offset), CONN_CHUNK values at a time. */
+  private walkConns(fn: (dv: DataView, off: number) => void): void {
+    for (const chunk of this.walkConnChunks()) chunk(fn);
+  }
+
+  /** The map walk one batch lookup at a time: each step reads a chunk and yields a visitor of its values. */
+  private *walkConnChunks(): Generator<(fn: (dv: DataView, off: number) => void) => void> {
+    const cursor = new Float64Array(2);
+    while (cursor[1] !== 2) {
+      const buf = (this.chunkBuf ??= new ArrayBuffer(CONN_CHUNK * LAYOUT.conn));
+      const n = this.native.connsChunk(buf, cursor);
+      const dv = new DataView(buf);
+      yield (fn) => {
+        for (let i = 0; i < n; i++) fn(dv, i * LAYOUT.conn);
+      };
+    }
   }
 
   private emitIfaces(): void {
@@ -366,12 +415,27 @@ class KernelCapture implements Capture {
   }
 
   snapshot(): ConnRecord[] {
+    const out: ConnRecord[] = [];
+    for (const chunk of this.snapshotChunks()) for (const r of chunk) out.push(r);
+    return out;
+  }
+
+  *snapshotChunks(): Generator<ConnRecord[]> {
     if (this.ended) throw new NettallyError('INTERNAL', 'snapshot() after close()');
     const now = bootTimeNs();
     this.native.refresh();
-    return decodeConnEntries(this.native.conns())
-      .filter((e) => (e.flags & ConnFlag.ESTABLISHED) !== 0)
-      .map((e) => ((e.flags & ConnFlag.CLOSED) !== 0 ? e.record : { ...e.record, ts_ns: now }));
+    // One native chunk per yield: a sweep between two yields may reuse the chunk buffer, never this walk's cursor.
+    for (const chunk of this.walkConnChunks()) {
+      const out: ConnRecord[] = [];
+      chunk((dv, off) => {
+        const flags = dv.getUint32(off + E.flags, true);
+        if (!(flags & ConnFlag.ESTABLISHED)) return;
+        const r = connEntryRecord(dv, off, flags);
+        if (!(flags & ConnFlag.CLOSED)) r.ts_ns = now;
+        out.push(r);
+      });
+      if (out.length > 0) yield out;
+    }
   }
 
   programs(): { name: string; id: number }[] {
@@ -380,9 +444,7 @@ class KernelCapture implements Capture {
 
   forget(cookies: readonly number[]): void {
     if (this.ended || cookies.length === 0) return;
-    const arr = new BigUint64Array(cookies.length);
-    cookies.forEach((c, i) => (arr[i] = BigInt(c)));
-    this.native.forget(arr);
+    this.native.forget(Float64Array.from(cookies));
     for (const c of cookies) this.sweptClosed.delete(c);
   }
 

@@ -8,7 +8,7 @@ import { samePartitionPerKey } from './kafka-batch';
 import { NettallyError } from '../lib/errors';
 import { ensurePrivateDir } from '../lib/private-files';
 import type { Logger } from '../lib/log';
-import type { Capture, CaptureOptions, KernelRecord, KernelStats } from './capture';
+import type { Capture, CaptureOptions, KernelStats } from './capture';
 import { BootClock, ProcessEnricher, readHostIdentity } from './host';
 import { CAPTURE_QUEUE_RECORDS, IngestStage } from './ingest';
 import { claimEpoch, Sequencer } from './sequence';
@@ -79,7 +79,7 @@ class Producer extends IngestStage implements NettallyProducer {
         this.kernelClock = mod.unixNsFromBootNs;
         return mod.openCapture(o, l);
       });
-    let snap: KernelRecord[];
+    let snap = 0;
     let cap: Capture;
     try {
       cap = await open(
@@ -95,9 +95,12 @@ class Producer extends IngestStage implements NettallyProducer {
         this.log,
       );
       this.capture = cap;
-      // The kernel's counters may predate us (pinned maps): ship every tracked connection's current totals first.
-      snap = cap.snapshot();
-      await this.ingest(snap);
+      // The kernel's counters may predate us (pinned maps): ship every tracked connection's current totals first,
+      // chunk by chunk (a pinned map can hold --max-connections entries).
+      for (const chunk of cap.snapshotChunks()) {
+        snap += chunk.length;
+        await this.ingest(chunk);
+      }
     } catch (e) {
       // Leave nothing running: the spool keeps its records for the next start.
       this.senderStop = true;
@@ -110,7 +113,7 @@ class Producer extends IngestStage implements NettallyProducer {
       if (this.kafkaConnected) await this.kafka.disconnect().catch(() => undefined);
       throw e;
     }
-    this.log.info({ snapshot_records: snap.length }, 'capture attached; streaming live records');
+    this.log.info({ snapshot_records: snap }, 'capture attached; streaming live records');
     this.captureLoop = this.runCapture(cap);
     if (c.statusIntervalMs > 0) {
       this.statusTimer = setInterval(() => this.reportStatus(), c.statusIntervalMs);
@@ -131,8 +134,7 @@ class Producer extends IngestStage implements NettallyProducer {
     if (cap) {
       // Ship what the kernel counted up to now (open connections' unflushed bytes) before letting go.
       try {
-        const snap = cap.snapshot();
-        await this.ingest(snap, deadline);
+        for (const chunk of cap.snapshotChunks()) await this.ingest(chunk, deadline);
       } catch (e) {
         this.log.warn({ err: e }, 'final snapshot failed; the next start ships these counters from the pinned maps');
       }

@@ -94,20 +94,41 @@ const M = nt_conn.fields;
 export function decodeConnEntries(buf: ArrayBuffer): ConnEntry[] {
   const dv = new DataView(buf);
   const out: ConnEntry[] = [];
-  for (let off = 0; off + LAYOUT.conn <= buf.byteLength; off += LAYOUT.conn) {
-    const flags = dv.getUint32(off + M.flags.off, true);
-    const closed = (flags & ConnFlag.CLOSED) !== 0;
-    const record = decodeConn(dv, off + M.rec.off, closed ? KernelKind.CONN_CLOSE : KernelKind.CONN_SAMPLE);
-    record.flush_reason = 'snapshot';
-    const closedNs = u64ts(dv, off + M.closed_ns.off);
-    if (closed) {
-      record.ts_ns = closedNs;
-      record.duration_ns = closedNs > record.start_ns ? closedNs - record.start_ns : 0;
-    }
-    out.push({ record, flushed_tx: u64(dv, off + M.flushed_tx.off, 'flushed_tx'), flushed_rx: u64(dv, off + M.flushed_rx.off, 'flushed_rx'), closed_ns: closedNs, flags });
-  }
+  for (let off = 0; off + LAYOUT.conn <= buf.byteLength; off += LAYOUT.conn) out.push(decodeConnEntry(dv, off));
   return out;
 }
+
+/** The struct nt_conn map value at `off`. */
+export function decodeConnEntry(dv: DataView, off: number): ConnEntry {
+  const flags = dv.getUint32(off + M.flags.off, true);
+  return { record: connEntryRecord(dv, off, flags), flushed_tx: u64(dv, off + M.flushed_tx.off, 'flushed_tx'), flushed_rx: u64(dv, off + M.flushed_rx.off, 'flushed_rx'), closed_ns: u64ts(dv, off + M.closed_ns.off), flags };
+}
+
+/** The record of the struct nt_conn map value at `off` (flags: its flags): CONN_CLOSE at its close time if closed. */
+export function connEntryRecord(dv: DataView, off: number, flags: number): ConnRecord {
+  const closed = (flags & ConnFlag.CLOSED) !== 0;
+  const record = decodeConn(dv, off + M.rec.off, closed ? KernelKind.CONN_CLOSE : KernelKind.CONN_SAMPLE);
+  record.flush_reason = 'snapshot';
+  if (closed) {
+    const closedNs = u64ts(dv, off + M.closed_ns.off);
+    record.ts_ns = closedNs;
+    record.duration_ns = closedNs > record.start_ns ? closedNs - record.start_ns : 0;
+  }
+  return record;
+}
+
+/**
+ * What the sweep reads of every map value, without building a record (most entries need none): offsets of the
+ * fields inside struct nt_conn.
+ */
+export const CONN_ENTRY = {
+  flags: M.flags.off,
+  cookie: M.rec.off + nt_conn_record.fields.cookie.off,
+  tx: M.rec.off + nt_conn_record.fields.tx_bytes.off,
+  rx: M.rec.off + nt_conn_record.fields.rx_bytes.off,
+  flushedTx: M.flushed_tx.off,
+  flushedRx: M.flushed_rx.off,
+} as const;
 
 const BLANK_CONN = decodeConn(new DataView(new ArrayBuffer(nt_conn_record.size)), 0, KernelKind.CONN_SAMPLE);
 

@@ -1,7 +1,7 @@
 // The runtime settings the producer daemon runs with (Node's own defaults are sized for a server with memory to
 // spare; the producer runs on every host, so its footprint is multiplied by the fleet). `nettally producer` applies
 // them itself — by re-executing itself once (execve: same pid, no parent left behind) — so `up`, systemd units and
-// hand starts all get them; a setting the user gave (NODE_OPTIONS, node flags, MALLOC_ARENA_MAX) is left alone.
+// hand starts all get them; a setting the user gave (NODE_OPTIONS, node flags, MALLOC_* variables) is left alone.
 import type { NativeAddon } from '../native/index';
 
 /** Set to `0` to run on Node's defaults (benchmarks compare both; an operator debugging memory may want it). */
@@ -17,14 +17,29 @@ const REEXEC_ENV = 'NETTALLY_NODE_TUNED';
  * - `--max-old-space-size=256` (MiB): a safety bound, not a working size (the old space holds ~10–40 MiB under
  *   churn): a leak ends in an out-of-memory exit that the supervisor restarts from the spool (nothing is lost:
  *   records are spooled before they are sent, kernel counters are cumulative), instead of growing on every host.
+ * - `--single-threaded-gc`: V8 runs its scavenges and marking on its worker threads too; on a host whose cores are
+ *   busy with its own work that parallelism costs more CPU than it saves (measured under connection churn: the four
+ *   V8 workers took ~40% of the producer's CPU, ~5% with this flag; CPU per connection ~0.07–0.09 → ~0.06 CPU-ms).
+ *   The producer is one thread of work: GC pauses on it only delay records, the kernel keeps counting meanwhile.
  * - `MALLOC_ARENA_MAX=2`: glibc gives each thread that mallocs (the drain thread, libuv's pool, V8's workers) an
  *   arena of its own, up to 8 × cores, each keeping freed memory; two arenas keep it to what the process uses.
+ * - `MALLOC_MMAP_THRESHOLD_=131072`, `MALLOC_TRIM_THRESHOLD_=262144`: glibc raises its mmap threshold to the size
+ *   of every large block freed, so after the first drain batch (256 KiB) and Kafka request (~1 MiB) those went to
+ *   the brk heap, which fragments and never shrinks (~30–45 MiB of it under churn); a fixed threshold keeps large
+ *   blocks mmapped and returned on free (brk ~12–17 MiB; peak RSS ~10 MiB lower, bench/RESULTS.md).
  */
-export const V8_FLAGS: ReadonlyArray<readonly [flag: string, value: string]> = [
+export const V8_FLAGS: ReadonlyArray<readonly [flag: string, value: string | null]> = [
   ['--max-semi-space-size', '2'],
   ['--max-old-space-size', '256'],
+  ['--single-threaded-gc', null], // a boolean flag: added bare; the user's --no-single-threaded-gc wins
 ];
 export const MALLOC_ARENA_MAX = '2';
+/** glibc malloc settings (environment), each added unless the user set it. */
+export const MALLOC_ENV: Readonly<Record<string, string>> = {
+  MALLOC_ARENA_MAX,
+  MALLOC_MMAP_THRESHOLD_: '131072',
+  MALLOC_TRIM_THRESHOLD_: '262144',
+};
 
 export interface RuntimePlan {
   /** Node flags to add (those the user did not give). */
@@ -37,10 +52,10 @@ export interface RuntimePlan {
 export function runtimePlan(execArgv: readonly string[], env: NodeJS.ProcessEnv): RuntimePlan | null {
   if (env[REEXEC_ENV] !== undefined || env[TUNING_ENV] === '0') return null;
   const given = [...execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/)];
-  // V8 accepts both spellings (--max-semi-space-size and --max_semi_space_size).
-  const has = (flag: string): boolean => given.some((a) => a.replace(/_/g, '-').split('=')[0] === flag);
-  const plan: RuntimePlan = { execArgv: V8_FLAGS.filter(([f]) => !has(f)).map(([f, v]) => `${f}=${v}`), env: {} };
-  if (env.MALLOC_ARENA_MAX === undefined) plan.env.MALLOC_ARENA_MAX = MALLOC_ARENA_MAX;
+  // V8 accepts both spellings (--max-semi-space-size and --max_semi_space_size), and --no-X for a boolean X.
+  const has = (flag: string): boolean => given.some((a) => [flag, `--no-${flag.slice(2)}`].includes(a.replace(/_/g, '-').split('=')[0]));
+  const plan: RuntimePlan = { execArgv: V8_FLAGS.filter(([f]) => !has(f)).map(([f, v]) => (v === null ? f : `${f}=${v}`)), env: {} };
+  for (const [k, v] of Object.entries(MALLOC_ENV)) if (env[k] === undefined) plan.env[k] = v;
   return plan.execArgv.length || Object.keys(plan.env).length ? plan : null;
 }
 

@@ -52,15 +52,16 @@ function segName(seg: number): string {
   return `${String(seg).padStart(12, '0')}.seg`;
 }
 
-function frameOf(e: SpoolEntry): Buffer {
+/** Writes `e`'s frame into `buf` at `at` (which has room: Spool.entrySize(e)); returns the offset after it. */
+function writeFrame(buf: Buffer, at: number, e: SpoolEntry): number {
   const payloadLen = 2 + e.key.length + e.value.length;
-  const buf = Buffer.allocUnsafe(FRAME_HEADER + payloadLen);
-  buf.writeUInt32LE(payloadLen, 0);
-  buf.writeUInt16LE(e.key.length, FRAME_HEADER);
-  e.key.copy(buf, FRAME_HEADER + 2);
-  e.value.copy(buf, FRAME_HEADER + 2 + e.key.length);
-  buf.writeUInt32LE(crc32(buf.subarray(FRAME_HEADER)), 4);
-  return buf;
+  buf.writeUInt32LE(payloadLen, at);
+  buf.writeUInt16LE(e.key.length, at + FRAME_HEADER);
+  e.key.copy(buf, at + FRAME_HEADER + 2);
+  e.value.copy(buf, at + FRAME_HEADER + 2 + e.key.length);
+  const end = at + FRAME_HEADER + payloadLen;
+  buf.writeUInt32LE(crc32(buf.subarray(at + FRAME_HEADER, end)), at + 4);
+  return end;
 }
 
 interface Segment {
@@ -145,8 +146,7 @@ export class Spool {
    */
   append(entries: readonly SpoolEntry[]): boolean {
     if (entries.length === 0) return true;
-    const frames = entries.map(frameOf);
-    const size = frames.reduce((n, f) => n + f.length, 0);
+    const size = Spool.sizeOf(entries);
     if (size > this.opts.maxBytes) {
       throw new NettallyError('SPOOL_FULL', `a batch of ${size} bytes can never fit the spool limit of ${this.opts.maxBytes} bytes`, {
         context: { setting: '--spool-max-bytes' },
@@ -155,7 +155,11 @@ export class Spool {
     if (!this.fits(size)) return false;
     let active = this.segments[this.segments.length - 1];
     if (active.size > 0 && active.size + size > this.segmentBytes) active = this.roll();
-    const buf = frames.length === 1 ? frames[0] : Buffer.concat(frames, size);
+    // The frames written straight into one buffer: a frame per entry and then their concatenation were two copies
+    // and an allocation per record.
+    const buf = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (const e of entries) at = writeFrame(buf, at, e);
     let done = 0;
     while (done < buf.length) done += writeSync(this.appendFd, buf, done, buf.length - done);
     active.size += size;

@@ -104,6 +104,7 @@ export function syntheticCapture(opts: SyntheticOptions): Capture & { truth: Syn
     records: () => gen(),
     stats,
     snapshot: () => [],
+    snapshotChunks: () => [],
     forget: (cookies) => {
       for (const c of cookies) forgotten.add(c);
     },

@@ -41,10 +41,12 @@ async function runProducer(env: NodeJS.ProcessEnv): Promise<Seen> {
 test('the daemon runs with its V8 and malloc settings, in the process its starter started', async () => {
   const env: NodeJS.ProcessEnv = { MALLOC_ARENA_MAX: undefined, NODE_OPTIONS: undefined, NETTALLY_NODE_TUNING: undefined, NETTALLY_NODE_TUNED: undefined };
   const seen = await runProducer(env);
-  expect(seen.argv).toEqual(expect.arrayContaining(['--max-semi-space-size=2', '--max-old-space-size=256']));
+  expect(seen.argv).toEqual(expect.arrayContaining(['--max-semi-space-size=2', '--max-old-space-size=256', '--single-threaded-gc']));
   // Its own arguments follow, unchanged.
   expect(seen.argv.slice(seen.argv.indexOf('producer'))).toEqual(['producer', '--brokers', '127.0.0.1:1', '--state-dir', expect.any(String), '--pin-dir', 'none', '--shutdown-timeout', '1s']);
   expect(seen.env.get('MALLOC_ARENA_MAX')).toBe('2');
+  expect(seen.env.get('MALLOC_MMAP_THRESHOLD_')).toBe('131072');
+  expect(seen.env.get('MALLOC_TRIM_THRESHOLD_')).toBe('262144');
   expect(seen.stderr).not.toMatch(/warning: could not restart/);
 }, 120_000);
 
