@@ -61,6 +61,9 @@ export class RollupConsumer {
       heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)),
       maxWaitTimeInMs: 500,
       retry: { retries: 10 },
+      // bounded fetches (see RollupConsumerConfig.fetchMaxBytes): a broker still returns a first batch that is larger
+      maxBytes: config.fetchMaxBytes,
+      maxBytesPerPartition: fetchBytesPerPartition(config),
     });
     this.producer = this.kafka.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
     this.admin = this.kafka.admin();
@@ -92,6 +95,9 @@ export class RollupConsumer {
       influx_down_since: this.influxDownSince,
       retention_gaps: this.totals.gaps,
       retention_gap_records: this.totals.gap_records,
+      state_saves: this.store.written.saves,
+      state_deltas: this.store.written.deltas,
+      state_bytes: this.store.written.bytes,
     };
   }
 
@@ -159,7 +165,7 @@ export class RollupConsumer {
       autoCommit: false,
       eachBatchAutoResolve: false,
       // Each partition has its own lock and state; while one waits on InfluxDB or its snapshot, another decodes.
-      // Memory: fetched batches are bounded by kafkajs's fetch size whatever this says.
+      // Memory: fetched batches are bounded by the fetch sizes above (--fetch-max-bytes) whatever this says.
       partitionsConsumedConcurrently: c.partitionsConcurrently,
       eachBatch: (p) => this.onBatch(p),
     });
@@ -592,4 +598,9 @@ export function createRollupConsumer(opts: { config: RollupConsumerConfig; logge
     throw new NettallyError('CONFIG_INVALID', 'the 1-hour rollup must be a whole number of windows');
   }
   return new RollupConsumer(opts.config, opts.logger);
+}
+
+/** Each partition's share of a fetch: the total over the partitions processed at once, at least 64 KiB. */
+export function fetchBytesPerPartition(c: Pick<RollupConsumerConfig, 'fetchMaxBytes' | 'partitionsConcurrently'>): number {
+  return Math.max(64 * 1024, Math.floor(c.fetchMaxBytes / c.partitionsConcurrently));
 }
