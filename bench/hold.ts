@@ -113,21 +113,24 @@ export async function holdRun(kafka: Kafka, admin: Admin, address: string, n: nu
   const db = 'hold';
   const groupId = `hold-${n}-${Date.now()}`;
   const child = spawn(process.execPath, [v.bin, 'consumer', '--brokers', address, '--topic', topic, '--group', groupId, '--influx-url', influx.url, '--influx-db', db,
-    '--status-interval', '1s', '--flush-interval', '5s', ...v.args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'info', ...v.env } });
+    '--status-interval', '1s', '--flush-interval', '5s', ...v.args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LOG_LEVEL: 'info', ...v.env } });
   let last: Status | undefined;
   let atPeak: Memory | undefined;
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    let rec: { msg?: string } & Status;
+  // its log lines (pino: stderr) carry the status; anything else is shown
+  createInterface({ input: child.stderr! }).on('line', (line) => {
+    let rec: ({ msg?: string } & Status) | undefined;
     try {
       rec = JSON.parse(line) as typeof rec;
     } catch {
+      rec = undefined;
+    }
+    if (rec?.msg !== 'status') {
+      if (!/"level":30/.test(line)) process.stderr.write(`[consumer ${v.label}] ${line}\n`);
       return;
     }
-    if (rec.msg !== 'status') return;
     last = rec;
     if (rec.memory_mib && (!atPeak || rec.memory_mib.rss > atPeak.rss)) atPeak = rec.memory_mib;
   });
-  createInterface({ input: child.stderr! }).on('line', (l) => process.stderr.write(`[consumer ${v.label}] ${l}\n`));
   let peak = 0;
   const watch = setInterval(() => {
     if (child.exitCode === null && child.pid) peak = Math.max(peak, peakRss(child.pid));

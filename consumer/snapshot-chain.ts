@@ -96,6 +96,20 @@ function partsOf(state: Record<string, unknown>): Part[] {
   });
 }
 
+/**
+ * The state with its one-shot iterables (the aggregator's lazy row generators) made arrays, so it can be written
+ * twice — as a delta, then in full when the delta outgrew the chain's budget. TrackedRows walk their live map and
+ * stay as they are; the rows copied are the small per-host collections (and cells of a state without tracking).
+ */
+export function replayable(state: Record<string, unknown>): Record<string, unknown> {
+  const once = (v: unknown): unknown => (isIterable(v) && !Array.isArray(v) && !(v instanceof TrackedRows) ? [...v] : v);
+  const out: Record<string, unknown> = {};
+  for (const [field, v] of Object.entries(state)) {
+    out[field] = field === 'windows' && Array.isArray(v) ? (v as [number, unknown][][]).map((set) => set.map(([start, cells]) => [start, once(cells)])) : once(v);
+  }
+  return out;
+}
+
 const cellKey = (cell: unknown[]): string => (cell[0] as string[]).join('\u0000');
 
 /**

@@ -7,7 +7,7 @@ import { promisify } from 'util';
 import type { Admin, Kafka, Producer, ProducerRecord, RecordMetadata } from 'kafkajs';
 import { NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
-import { type Delta, type Link, type SavedRows, type TextSink, applyDeltas, linkSum, writeDelta, writeFull } from './snapshot-chain';
+import { type Delta, type Link, type SavedRows, type TextSink, applyDeltas, linkSum, replayable, writeDelta, writeFull } from './snapshot-chain';
 
 const gunzipAsync = promisify(gunzip);
 
@@ -285,7 +285,9 @@ export class StateStore {
    * ends early once its deltas' bytes would exceed fullFraction of the full one. A delta keeps its full snapshot's
    * slot (keys `<key>#<slot>d<seq>.<i>`), and the commit metadata names both the delta and the full snapshot.
    */
-  async save(partition: number, snap: Snapshot): Promise<string> {
+  async save(partition: number, snapIn: Snapshot): Promise<string> {
+    // written up to twice (a delta, then in full if the delta is too big): one-shot row iterables become arrays
+    const snap = { ...snapIn, state: replayable(snapIn.state) };
     const chain = this.chains.get(partition);
     let enc: { gz: Buffer; link: Link } | undefined;
     if (chain && chain.seq + 1 < this.fullEvery) {
