@@ -168,7 +168,7 @@ function textRows(state: Record<string, unknown>): Map<string, Map<string, strin
  */
 async function incrementalBench(): Promise<void> {
   process.stdout.write(`\nincremental snapshots: ${CHANGING * 100}% of the connections change per flush; chain of 1 full + ${DEFAULT_FULL_EVERY - 1} deltas\n`);
-  process.stdout.write('live conns  full KiB  delta KiB  delta/full  full save CPU ms  delta save CPU ms  rows per delta  restore full ms  restore chain ms  chain/full  kept to diff MB (was: text)\n');
+  process.stdout.write('live conns  full KiB  delta KiB  delta/full  full save CPU ms  delta save CPU ms (was: text diff)  rows per delta  restore full ms  restore chain ms  chain/full  kept to diff MB (was: text)\n');
   for (const n of SIZES) {
     process.stderr.write(`bench:snapshot: incremental, ${n} live connections...\n`);
     const agg = liveState(n);
@@ -179,7 +179,7 @@ async function incrementalBench(): Promise<void> {
     const kept = (await writeFull(agg.snapshotLazy(), { write: () => undefined })).saved;
     const keptMB = ((await heapNow()) - h0) / 1e6;
     h0 = await heapNow();
-    const text = textRows(agg.snapshotLazy());
+    let text = textRows(agg.snapshotLazy());
     const textMB = ((await heapNow()) - h0) / 1e6;
     if (kept.hashes.size + text.size < 0) throw new Error('unreachable: keeps both alive until measured');
     const first = await fullLink(agg.snapshotLazy());
@@ -188,6 +188,7 @@ async function incrementalBench(): Promise<void> {
     const deltas: Buffer[] = [];
     const fullMs: number[] = [];
     const deltaMs: number[] = [];
+    const textDiffMs: number[] = [];
     const rows: number[] = [];
     for (let round = 0; round < DEFAULT_FULL_EVERY - 1; round++) {
       // CHANGING of the connections send a sample (spread over the hosts), inside the current window
@@ -203,6 +204,14 @@ async function incrementalBench(): Promise<void> {
         await writeFull(agg.snapshotLazy(), sink);
         return sink.text();
       })()))));
+      // the diff before this change, side by side: every row serialized and compared with the kept text
+      textDiffMs.push(await cpuMs(async () => {
+        const next = textRows(agg.snapshotLazy());
+        const changed: string[] = [];
+        for (const [coll, m] of next) for (const [k, t] of m) if (text.get(coll)?.get(k) !== t) changed.push(`[${JSON.stringify(k)},${t}]`);
+        gzipSync(changed.join(','));
+        text = next;
+      }));
       let d: Awaited<ReturnType<typeof deltaLink>> | undefined;
       deltaMs.push(await cpuMs(async () => {
         d = await deltaLink(saved, agg.snapshotLazy());
@@ -239,7 +248,7 @@ async function incrementalBench(): Promise<void> {
     if (rowsOf(state) !== rowsOf(agg.snapshot())) throw new Error('incremental chain does not rebuild the live state');
     process.stdout.write(
       `${String(n).padStart(10)}  ${(fullGz.length / 1024).toFixed(0).padStart(8)}  ${deltaKiB.toFixed(1).padStart(9)}  ${(deltaKiB * 1024 / fullGz.length).toFixed(3).padStart(10)}  ` +
-        `${mid(fullMs).toFixed(0).padStart(16)}  ${mid(deltaMs).toFixed(0).padStart(17)}  ${String(mid(rows)).padStart(14)}  ${mid(rf).toFixed(0).padStart(15)}  ${mid(rc).toFixed(0).padStart(16)}  ${(mid(rc) / mid(rf)).toFixed(2).padStart(10)}  ${`${keptMB.toFixed(1)} (${textMB.toFixed(1)})`.padStart(27)}\n`,
+        `${mid(fullMs).toFixed(0).padStart(16)}  ${`${mid(deltaMs).toFixed(0)} (${mid(textDiffMs).toFixed(0)})`.padStart(33)}  ${String(mid(rows)).padStart(14)}  ${mid(rf).toFixed(0).padStart(15)}  ${mid(rc).toFixed(0).padStart(16)}  ${(mid(rc) / mid(rf)).toFixed(2).padStart(10)}  ${`${keptMB.toFixed(1)} (${textMB.toFixed(1)})`.padStart(27)}\n`,
     );
   }
 }
