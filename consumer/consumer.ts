@@ -61,9 +61,9 @@ export class RollupConsumer {
       heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)),
       maxWaitTimeInMs: 500,
       retry: { retries: 10 },
-      // bounded fetches (see RollupConsumerConfig.fetchMaxBytes): a broker still returns a first batch that is larger
-      maxBytes: config.fetchMaxBytes,
-      maxBytesPerPartition: fetchBytesPerPartition(config),
+      // bounded fetches, each partition's share at least 64 KiB (RollupConsumerConfig.fetchMaxBytes); a first batch
+      maxBytes: config.fetchMaxBytes, // larger than that share is still returned whole
+      maxBytesPerPartition: Math.max(64 * 1024, Math.floor(config.fetchMaxBytes / config.partitionsConcurrently)),
     });
     this.producer = this.kafka.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
     this.admin = this.kafka.admin();
@@ -95,9 +95,7 @@ export class RollupConsumer {
       influx_down_since: this.influxDownSince,
       retention_gaps: this.totals.gaps,
       retention_gap_records: this.totals.gap_records,
-      state_saves: this.store.written.saves,
-      state_deltas: this.store.written.deltas,
-      state_bytes: this.store.written.bytes,
+      ...this.store.written,
     };
   }
 
@@ -598,9 +596,4 @@ export function createRollupConsumer(opts: { config: RollupConsumerConfig; logge
     throw new NettallyError('CONFIG_INVALID', 'the 1-hour rollup must be a whole number of windows');
   }
   return new RollupConsumer(opts.config, opts.logger);
-}
-
-/** Each partition's share of a fetch: the total over the partitions processed at once, at least 64 KiB. */
-export function fetchBytesPerPartition(c: Pick<RollupConsumerConfig, 'fetchMaxBytes' | 'partitionsConcurrently'>): number {
-  return Math.max(64 * 1024, Math.floor(c.fetchMaxBytes / c.partitionsConcurrently));
 }

@@ -230,7 +230,7 @@ export class StateStore {
   private readonly fullEvery: number;
   private readonly fullFraction: number;
   /** Links stored by this process: all, the deltas among them, gzip'd bytes (the consumer's status line). */
-  readonly written = { saves: 0, deltas: 0, bytes: 0 };
+  readonly written = { state_saves: 0, state_deltas: 0, state_bytes: 0 };
   constructor(private readonly o: StateStoreOptions) {
     this.chunkBytes = o.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     this.fullEvery = o.fullEvery ?? DEFAULT_FULL_EVERY;
@@ -323,10 +323,10 @@ export class StateStore {
     // the chain (and the rows' saved marks) move on only once the link is stored: a failed save is retried against
     // the same predecessor with the same rows marked
     link.commit();
-    this.written.saves++;
-    this.written.bytes += gz.length;
+    this.written.state_saves++;
+    this.written.state_bytes += gz.length;
     if (isDelta) {
-      this.written.deltas++;
+      this.written.state_deltas++;
       this.chains.set(partition, { ...chain, saved: link.saved, prev: `${id}:${sum}`, seq, deltaBytes: chain.deltaBytes + gz.length });
       return commitMetadata(sp, first, chain.base);
     }
