@@ -15,6 +15,7 @@ import { encode } from '../schemas';
 import { startBrokerProcess } from '../test/helpers/broker';
 import { startInflux, type TestInflux } from '../test/helpers/influx';
 import { cpuSeconds, peakRss } from './proc';
+import { holdReport, holdRun, type HoldResult } from './hold';
 
 const spec: CommandSpec = {
   name: 'bench:fleet',
@@ -31,6 +32,9 @@ const spec: CommandSpec = {
     { name: 'live', type: 'int', default: 0, min: 0, help: 'also follow live traffic for this many seconds (records produced as their event time comes; 0 = off)' },
     { name: 'live-hosts', type: 'int', default: 100, min: 1, help: 'simulated hosts of the live run' },
     { name: 'profile', type: 'string', default: '', help: 'write a V8 CPU profile of each consumer process (both builds) into <dir>/<build>-<consumers>/ (node --cpu-prof); their self time by stage is printed at the end' },
+    { name: 'hold', type: 'list', default: [], help: 'instead: live connection counts one consumer holds (e.g. 15000,100000): its memory split and state bytes per flush at 1% change (bench/hold.ts)' },
+    { name: 'hold-rounds', type: 'int', default: 6, min: 1, help: 'flush intervals of 1% change after the hold backlog' },
+    { name: 'hold-variants', type: 'list', default: ['this', 'untuned', 'fetch', 'baseline'], help: 'which --hold variants to run: this, untuned (NETTALLY_NODE_TUNING=0), fetch (kafkajs default fetch sizes), baseline (--baseline-bin)' },
   ],
 };
 
@@ -274,6 +278,7 @@ async function main(): Promise<void> {
     return;
   }
   if (!fs.existsSync(BIN)) throw new Error('dist/ is not built; run npm run build');
+  if (args.list('hold').length > 0) return holdMain(args.list('hold').map(Number), args.num('partitions'), args.num('hold-rounds'), args.str('baseline-bin'), args.list('consumer-args'), args.list('hold-variants'));
   const hosts = args.num('hosts');
   process.stderr.write(`bench:fleet: generating ${hosts} hosts' records...\n`);
   const data = synthesize({ hosts, connsPerHost: args.num('conns-per-host'), startMs: Date.UTC(2026, 0, 1), minutes: args.num('minutes'), seed: 7, sampleEverySec: args.num('sample-every') });
@@ -369,6 +374,35 @@ async function main(): Promise<void> {
     await admin.disconnect().catch(() => undefined);
     await broker.stop();
   }
+}
+
+/** --hold: the variants side by side for each connection count (bench/hold.ts). */
+async function holdMain(counts: number[], partitions: number, rounds: number, baseline: string, extra: string[], which: string[]): Promise<void> {
+  const variants = [
+    { key: 'this', label: 'this build', bin: BIN, args: extra, env: {} },
+    { key: 'untuned', label: 'this, NETTALLY_NODE_TUNING=0', bin: BIN, args: extra, env: { NETTALLY_NODE_TUNING: '0' } },
+    { key: 'fetch', label: 'this, kafkajs default fetch', bin: BIN, args: ['--fetch-max-bytes', String(10 * 1024 * 1024), ...extra], env: {} },
+    ...(baseline ? [{ key: 'baseline', label: 'baseline', bin: resolve(baseline), args: [], env: {} }] : []),
+  ].filter((v) => which.includes(v.key));
+  const broker = await startBrokerProcess({ args: ['--fsync', 'never'] });
+  const kafka = createKafkaClient({ clientId: 'bench-hold', brokers: [broker.address] });
+  const admin = kafka.admin();
+  const results: HoldResult[] = [];
+  try {
+    await admin.connect();
+    for (const n of counts) {
+      for (const v of variants) {
+        process.stderr.write(`bench:fleet --hold: ${n} live connections, ${v.label}...\n`);
+        results.push(await holdRun(kafka, admin, broker.address, n, partitions, rounds, v));
+        process.stderr.write(holdReport(results.slice(-1))); // each result as it comes (a long run may be cut short)
+      }
+    }
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+    await broker.stop();
+  }
+  process.stdout.write(holdReport(results));
+  if (results.some((r) => !r.exact)) process.exitCode = 1;
 }
 
 main().catch((e: unknown) => {

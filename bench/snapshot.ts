@@ -1,13 +1,14 @@
 // `npm run bench:consumer` (second part; alone: `node dist/bench/snapshot.js`): one partition's state snapshot at
 // 10k and 100k live connections — wall time, the longest event-loop block while it is encoded, gzip'd size and the
 // chunk count the state store writes (median of BENCH_ROUNDS=3 rounds) — for the previous encoding (one gzipSync(JSON.stringify())) and the sliced,
-// async one the consumer uses (consumer/state-store.ts encodeSnapshot).
+// async one the consumer uses (consumer/state-store.ts encodeSnapshot); then incremental snapshots at 1% change per
+// flush (bytes, save CPU, restore) and what the member keeps in memory to diff against (heap per 100k connections).
 import { gunzipSync, gzipSync } from 'zlib';
 import { monitorEventLoopDelay } from 'perf_hooks';
 import { PartitionAggregator } from '../consumer/aggregator';
 import type { ConnInput } from '../consumer/records';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_FULL_EVERY, decodeSnapshot, encodeSnapshot } from '../consumer/state-store';
-import { type Delta, applyDeltas, deltaText, flatten, fullText } from '../consumer/snapshot-chain';
+import { type Delta, type SavedRows, StringSink, applyDeltas, writeDelta, writeFull } from '../consumer/snapshot-chain';
 
 const SIZES = (process.env.BENCH_CONNECTIONS ?? '10000,100000').split(',').map(Number);
 const START = Date.UTC(2026, 0, 1);
@@ -111,24 +112,84 @@ export async function snapshotBench(): Promise<void> {
 
 const CHANGING = Number(process.env.BENCH_CHANGING ?? 0.01);
 
+/** A full link of the state, committed (the rows' marks cleared, as after a stored save): its text and what it keeps. */
+async function fullLink(state: Record<string, unknown>): Promise<{ text: string; saved: SavedRows }> {
+  const sink = new StringSink();
+  const link = await writeFull(state, sink);
+  link.commit();
+  return { text: sink.text(), saved: link.saved };
+}
+
+/** The delta since `prev`, committed. */
+async function deltaLink(prev: SavedRows, state: Record<string, unknown>): Promise<{ text: string; saved: SavedRows; rows: number }> {
+  const sink = new StringSink();
+  const link = await writeDelta(prev, state, sink);
+  if (!link) throw new Error('no delta possible');
+  link.commit();
+  return { text: sink.text(), saved: link.saved, rows: link.rows };
+}
+
+/** CPU time (user + system) of `fn`, ms: the save's own cost, whatever else the machine runs. */
+async function cpuMs(fn: () => Promise<unknown>): Promise<number> {
+  const c = process.cpuUsage();
+  await fn();
+  const d = process.cpuUsage(c);
+  return (d.user + d.system) / 1000;
+}
+
+/** Used heap after full GCs (node --expose-gc; NaN without it), bytes. */
+async function heapNow(): Promise<number> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) return NaN;
+  // a few rounds with the loop turning in between: weak callbacks and finalizers of earlier work run too
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return process.memoryUsage().heapUsed;
+}
+
+/** What the member kept before this change to diff against: every row's JSON text, by collection and key. */
+function textRows(state: Record<string, unknown>): Map<string, Map<string, string>> {
+  const out = new Map<string, Map<string, string>>();
+  for (const f of ['conns', 'ifaces', 'marks', 'hosts']) out.set(f, new Map([...(state[f] as Iterable<unknown[]>)].map((r) => [String(r[0]), JSON.stringify(r)])));
+  (state.windows as [number, Iterable<unknown[]>][][]).forEach((set, i) => {
+    for (const [start, cells] of set) out.set(`w${i}@${start}`, new Map([...cells].map((c) => [(c[0] as string[]).join('\u0000'), JSON.stringify(c)])));
+  });
+  return out;
+}
+
 /**
  * Incremental snapshots (consumer/state-store.ts save): per flush in which CHANGING (1%) of the live connections
- * sent a new sample, the gzip'd bytes of a full snapshot vs a delta, the save's CPU (flatten + text + gzip), and a
- * restore (gunzip + parse + rebuild + aggregator restore) of a full snapshot alone vs a chain's full snapshot plus
- * DEFAULT_FULL_EVERY - 1 deltas (the longest chain a restore reads).
+ * sent a new sample, the gzip'd bytes of a full snapshot vs a delta, the save's CPU (text + gzip), and a restore
+ * (gunzip + parse + rebuild + aggregator restore) of a full snapshot alone vs a chain's full snapshot plus
+ * DEFAULT_FULL_EVERY - 1 deltas (the longest chain a restore reads). And the heap the member keeps per partition to
+ * diff the next save against (node --expose-gc for that column).
  */
 async function incrementalBench(): Promise<void> {
   process.stdout.write(`\nincremental snapshots: ${CHANGING * 100}% of the connections change per flush; chain of 1 full + ${DEFAULT_FULL_EVERY - 1} deltas\n`);
-  process.stdout.write('live conns  full KiB  delta KiB  delta/full  full save ms  delta save ms  restore full ms  restore chain ms  chain/full\n');
+  process.stdout.write('live conns  full KiB  delta KiB  delta/full  full save CPU ms  delta save CPU ms (was: text diff)  rows per delta  restore full ms  restore chain ms  chain/full  kept to diff MB (was: text)\n');
   for (const n of SIZES) {
     process.stderr.write(`bench:snapshot: incremental, ${n} live connections...\n`);
     const agg = liveState(n);
     const seqs = new Array<number>(HOSTS).fill(2 * Math.ceil(n / HOSTS) + 10);
-    let flat = await flatten(agg.snapshotLazy());
-    const fullGz = gzipSync(fullText(flat));
+    // what the member keeps to diff against, now (hashes and flags) and before this change (the rows' text): the
+    // heap each structure holds, built alone (the text goes to a sink that keeps nothing)
+    let h0 = await heapNow();
+    const kept = (await writeFull(agg.snapshotLazy(), { write: () => undefined })).saved;
+    const keptMB = ((await heapNow()) - h0) / 1e6;
+    h0 = await heapNow();
+    let text = textRows(agg.snapshotLazy());
+    const textMB = ((await heapNow()) - h0) / 1e6;
+    if (kept.hashes.size + text.size < 0) throw new Error('unreachable: keeps both alive until measured');
+    const first = await fullLink(agg.snapshotLazy());
+    let saved = first.saved;
+    const fullGz = gzipSync(first.text);
     const deltas: Buffer[] = [];
     const fullMs: number[] = [];
     const deltaMs: number[] = [];
+    const textDiffMs: number[] = [];
+    const rows: number[] = [];
     for (let round = 0; round < DEFAULT_FULL_EVERY - 1; round++) {
       // CHANGING of the connections send a sample (spread over the hosts), inside the current window
       const step = Math.round(1 / CHANGING);
@@ -137,18 +198,31 @@ async function incrementalBench(): Promise<void> {
         const h = i % HOSTS;
         agg.add({ ...o, event: 'sample', seq: seqs[h]++, time_ms: START + 170_000 + round * 100, tx_bytes: 10_000 + round * 1000 + i, rx_bytes: 50_000 + round * 999 + i, flush_reason: 'interval' });
       }
-      let t = performance.now();
-      const next = await flatten(agg.snapshotLazy());
-      deltas.push(gzipSync(await deltaText(flat, next)));
-      deltaMs.push(performance.now() - t);
-      t = performance.now();
-      gzipSync(fullText(await flatten(agg.snapshotLazy())));
-      fullMs.push(performance.now() - t);
-      flat = next;
+      // a full save of the same state first (written, not committed: the marks stay for the delta)
+      fullMs.push(await cpuMs(async () => gzipSync((await (async () => {
+        const sink = new StringSink();
+        await writeFull(agg.snapshotLazy(), sink);
+        return sink.text();
+      })()))));
+      // the diff before this change, side by side: every row serialized and compared with the kept text
+      textDiffMs.push(await cpuMs(async () => {
+        const next = textRows(agg.snapshotLazy());
+        const changed: string[] = [];
+        for (const [coll, m] of next) for (const [k, t] of m) if (text.get(coll)?.get(k) !== t) changed.push(`[${JSON.stringify(k)},${t}]`);
+        gzipSync(changed.join(','));
+        text = next;
+      }));
+      let d: Awaited<ReturnType<typeof deltaLink>> | undefined;
+      deltaMs.push(await cpuMs(async () => {
+        d = await deltaLink(saved, agg.snapshotLazy());
+        deltas.push(gzipSync(d.text));
+      }));
+      saved = d!.saved;
+      rows.push(d!.rows);
     }
     const mid = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     const deltaKiB = mid(deltas.map((d) => d.length)) / 1024;
-    const lastFullGz = gzipSync(fullText(flat));
+    const lastFullGz = gzipSync(JSON.stringify(agg.snapshot()));
     const restoreFull = (): number => {
       const t = performance.now();
       new PartitionAggregator({ partition: 0 }).restore(JSON.parse(gunzipSync(lastFullGz).toString()) as Record<string, unknown>);
@@ -174,7 +248,7 @@ async function incrementalBench(): Promise<void> {
     if (rowsOf(state) !== rowsOf(agg.snapshot())) throw new Error('incremental chain does not rebuild the live state');
     process.stdout.write(
       `${String(n).padStart(10)}  ${(fullGz.length / 1024).toFixed(0).padStart(8)}  ${deltaKiB.toFixed(1).padStart(9)}  ${(deltaKiB * 1024 / fullGz.length).toFixed(3).padStart(10)}  ` +
-        `${mid(fullMs).toFixed(0).padStart(12)}  ${mid(deltaMs).toFixed(0).padStart(13)}  ${mid(rf).toFixed(0).padStart(15)}  ${mid(rc).toFixed(0).padStart(16)}  ${(mid(rc) / mid(rf)).toFixed(2).padStart(10)}\n`,
+        `${mid(fullMs).toFixed(0).padStart(16)}  ${`${mid(deltaMs).toFixed(0)} (${mid(textDiffMs).toFixed(0)})`.padStart(33)}  ${String(mid(rows)).padStart(14)}  ${mid(rf).toFixed(0).padStart(15)}  ${mid(rc).toFixed(0).padStart(16)}  ${(mid(rc) / mid(rf)).toFixed(2).padStart(10)}  ${`${keptMB.toFixed(1)} (${textMB.toFixed(1)})`.padStart(27)}\n`,
     );
   }
 }

@@ -65,6 +65,10 @@ async function main(argv: string[]): Promise<number> {
     // once (same pid) unless they are in force, given by the user, or turned off.
     const [{ applyRuntimePlan }, { loadNative }] = await Promise.all([import('../producer/runtime'), import('../native/index')]);
     applyRuntimePlan(loadNative, (msg) => process.stderr.write(`nettally producer: warning: ${msg}\n`));
+  } else if (name === 'consumer') {
+    // the consumer too (consumer/runtime.ts): its young generation and malloc arenas, the same way
+    const [{ applyConsumerRuntime }, { loadNative }] = await Promise.all([import('../consumer/runtime'), import('../native/index')]);
+    applyConsumerRuntime(loadNative, (msg) => process.stderr.write(`nettally consumer: warning: ${msg}\n`));
   }
   const command = await entry.load();
   let logger: Logger;

@@ -5,6 +5,7 @@ import { createWriteStream } from 'fs';
 import { join, resolve } from 'path';
 import { createInterface } from 'readline';
 import { runtimePlan } from '../producer/runtime';
+import { consumerRuntimePlan } from '../consumer/runtime';
 import { NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
 import { parseStatusMessage, STATUS_CHANNEL_ENV, type DaemonName } from '../lib/status';
@@ -89,9 +90,9 @@ export async function waitFor(what: string, check: () => boolean, child: AnyChil
  * instead of living on as an orphan that holds the ports.
  */
 export function startChild<D extends DaemonName>(name: D, args: string[], env: NodeJS.ProcessEnv, logDir: string, logger: Logger): Child<D> {
-  // The producer's memory settings (producer/runtime.ts) given here: it cannot re-execute itself without losing the
-  // IPC channel.
-  const plan = name === 'producer' ? runtimePlan([], env) : null;
+  // The producer's and the consumer's memory settings (producer/runtime.ts, consumer/runtime.ts) given here: they
+  // cannot re-execute themselves without losing the IPC channel.
+  const plan = name === 'producer' ? runtimePlan([], env) : name === 'consumer' ? consumerRuntimePlan([], env) : null;
   const proc = spawn('setpriv', [...DIE_WITH_UP, process.execPath, ...(plan?.execArgv ?? []), CLI, ...args], {
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     env: { ...env, ...plan?.env, [STATUS_CHANNEL_ENV]: 'ipc' },

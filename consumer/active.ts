@@ -33,6 +33,7 @@ export class ActiveCounts {
     c.v[CHANGE] += d;
     if (c.v[CHANGE] > c.v[RISE]) c.v[RISE] = c.v[CHANGE];
     c.dirty = true;
+    c.unsaved = true;
   }
 
   /**
@@ -59,6 +60,7 @@ export class ActiveCounts {
           c.v[ACTIVE] = end;
           c.v[PEAK] = peak;
           c.dirty = true;
+          c.unsaved = true;
         }
         if (end > 0) open.set(k, { tags: c.tags, n: end });
         else open.delete(k);

@@ -35,6 +35,12 @@ export interface ConnState {
    */
   cell1m: Cell | null;
   cell1h: Cell | null;
+  /**
+   * Changed since the state store last saved it (consumer/snapshot-chain.ts): set wherever the aggregator changes a
+   * connection, cleared once a save that holds it is stored. A delta serializes only these rows, so a save's CPU
+   * follows what changed, not how many connections are live.
+   */
+  unsaved: boolean;
 }
 
 /** A connection going dormant: its tags, cell key and cached cells go (taken anew at its next record). */
@@ -43,6 +49,7 @@ export function dropGroup(c: ConnState): void {
   c.key = '';
   c.cell1m = null;
   c.cell1h = null;
+  c.unsaved = true;
 }
 
 export interface IfaceState {
@@ -120,10 +127,16 @@ export class PartsMap<V> extends Map<string, V> {
   // per number, so this is still exact): a connection is found by its cookie without making a string of it. A
   // find() by such a part's text misses (and the caller looks up by key): pass the number.
   private depth: 2 | 3;
+  /**
+   * With removal tracking (the connections): keys deleted since the last saved snapshot, which a delta lists as
+   * removed (TrackedRows); a key set again leaves it. Cleared by the save that records them.
+   */
+  readonly removed: Set<string> | undefined;
 
-  constructor(depth: 2 | 3, entries?: Iterable<readonly [string, V]>) {
+  constructor(depth: 2 | 3, entries?: Iterable<readonly [string, V]>, trackRemovals = false) {
     super();
     this.depth = depth;
+    this.removed = trackRemovals ? new Set() : undefined;
     if (entries) for (const [k, v] of entries) this.set(k, v);
   }
 
@@ -156,6 +169,7 @@ export class PartsMap<V> extends Map<string, V> {
 
   override set(k: string, v: V): this {
     super.set(k, v);
+    this.removed?.delete(k);
     // (Map's constructor calls set before this class's fields exist: entries go through the constructor above instead)
     const p = this.split(k);
     if (p) this.leaf(p[0], p[1], true)!.set(p[2], v);
@@ -163,6 +177,7 @@ export class PartsMap<V> extends Map<string, V> {
   }
 
   override delete(k: string): boolean {
+    if (this.removed !== undefined && super.has(k)) this.removed.add(k);
     const p = this.split(k);
     if (p) {
       const l = this.leaf(p[0], p[1], false);
@@ -183,6 +198,7 @@ export class PartsMap<V> extends Map<string, V> {
   }
 
   override clear(): void {
+    if (this.removed !== undefined) for (const k of super.keys()) this.removed.add(k);
     this.index.clear();
     super.clear();
   }
@@ -209,6 +225,30 @@ export class PartsMap<V> extends Map<string, V> {
   /** get(`a \0 b \0 last`) of a depth-3 map, or undefined when the index does not have it (then look up by key). */
   find3(a: string, b: string, last: string | number): V | undefined {
     return (this.index.get(a)?.get(b) as Map<string | number, V> | undefined)?.get(last);
+  }
+}
+
+/**
+ * The rows of a map whose values mark their own changes (`unsaved`): iterated, it is the plain row list a full
+ * snapshot holds; the state store's delta walks `map` instead and serializes only the unsaved rows
+ * (consumer/snapshot-chain.ts). Rows removed one by one must be tracked by the map (a PartsMap with trackRemovals:
+ * the connections); a plain Map is for values never removed one by one (a window's cells go with their window).
+ */
+export class TrackedRows<V extends { unsaved: boolean }> implements Iterable<unknown[]> {
+  readonly removed: Set<string> | undefined;
+  constructor(readonly map: Map<string, V>, readonly row: (k: string, v: V) => unknown[]) {
+    this.removed = map instanceof PartsMap ? (map as PartsMap<V>).removed : undefined;
+    if (map instanceof PartsMap && this.removed === undefined) throw new Error('TrackedRows needs a PartsMap that tracks removals');
+  }
+
+  *[Symbol.iterator](): Generator<unknown[]> {
+    for (const [k, v] of this.map) yield this.row(k, v);
+  }
+
+  /** Everything the map holds is saved (after a stored full snapshot). */
+  allSaved(): void {
+    for (const v of this.map.values()) v.unsaved = false;
+    this.removed?.clear();
   }
 }
 

@@ -5,7 +5,7 @@
 import { IFACE_FIELDS, IFACE_TAGS, TRAFFIC_FIELDS, TRAFFIC_INTERNAL, TRAFFIC_TAGS, WindowSet, addTraffic, lazyMap, sizeName, type Cell, type OutPoint } from './windows';
 import type { AggInput, ConnInput, IfaceInput } from './records';
 import { ActiveCounts, type ActiveJSON } from './active';
-import { DIRECTIONS, PROTOCOLS, PartsMap, dropGroup, hostBootOf, tagValue, toArrays, workloadTag, type ConnState, type EpochMark, type HostState, type IfaceState } from './agg-state';
+import { DIRECTIONS, PROTOCOLS, PartsMap, TrackedRows, dropGroup, hostBootOf, tagValue, toArrays, workloadTag, type ConnState, type EpochMark, type HostState, type IfaceState } from './agg-state';
 import { DEFAULT_AGG_OPTIONS, type AggCounters, type AggNotice, type AggregatorOptions, type Outcome } from './agg-options';
 
 /**
@@ -42,7 +42,7 @@ export class PartitionAggregator {
   private readonly active1m: ActiveCounts;
   private readonly active1h: ActiveCounts;
   /** `host \0 boot \0 cookie` → connection (found by parts per record: PartsMap). */
-  private conns = new PartsMap<ConnState>(3);
+  private conns = new PartsMap<ConnState>(3, undefined, true);
   private ifaces = new Map<string, IfaceState>();
   /** `host \0 epoch` → dedupe mark. */
   private marks = new PartsMap<EpochMark>(2);
@@ -302,6 +302,7 @@ export class PartitionAggregator {
         if (c.atags === null) continue;
         this.activeChange(at, c, -1);
         c.atags = null;
+        c.unsaved = true;
       }
     }
   }
@@ -316,7 +317,7 @@ export class PartitionAggregator {
     if (!st) {
       // classified once, here: it stays the connection's class (a changed map applies to new connections)
       const cls = this.opts.remoteClasses.classify(r.daddr ?? '');
-      st = { tx: 0, rx: 0, retr: 0, start, last_ms: t, closed_ms: -1, tags: null, key: '', cls, atags: null, cell1m: null, cell1h: null };
+      st = { tx: 0, rx: 0, retr: 0, start, last_ms: t, closed_ms: -1, tags: null, key: '', cls, atags: null, cell1m: null, cell1h: null, unsaved: true };
       this.conns.set(`${r.host_id}\u0000${r.boot_id}\u0000${r.cookie}`, st);
       // A connection the producer found already open at its start was opened before anyone watched.
       if (r.event !== 'sample' || r.flush_reason !== 'snapshot') opened = 1;
@@ -325,6 +326,7 @@ export class PartitionAggregator {
       // result never depends on when sweeps ran.
       dropGroup(st);
     }
+    st.unsaved = true; // any of the below may change it: the next state save writes its row
     if (st.cls === null) st.cls = this.opts.remoteClasses.classify(r.daddr ?? '');
     if (st.tags === null) {
       st.tags = this.connTags(r, st.cls);
@@ -501,7 +503,7 @@ export class PartitionAggregator {
       counters: this.counters,
       windows: [this.traffic1m.toJSONLazy(), this.traffic1h.toJSONLazy(), this.iface1m.toJSONLazy(), this.iface1h.toJSONLazy()],
       // atags: 1 = the same as tags (the common case, stored once)
-      conns: lazyMap(this.conns, ([k, c]) => [k, c.tx, c.rx, c.retr, c.last_ms, c.closed_ms, c.tags, c.start, c.cls, c.atags !== null && c.atags === c.tags ? 1 : c.atags]),
+      conns: new TrackedRows(this.conns, (k, c) => [k, c.tx, c.rx, c.retr, c.last_ms, c.closed_ms, c.tags, c.start, c.cls, c.atags !== null && c.atags === c.tags ? 1 : c.atags]),
       active: [this.active1m.toJSON(), this.active1h.toJSON()],
       ifaces: lazyMap(this.ifaces, ([k, s]) => [k, s.epoch, s.v, s.last_ms]),
       marks: lazyMap(this.marks, ([k, m]) => [k, m.hwm, m.gaps, m.last_ms, m.boot]),
@@ -526,9 +528,10 @@ export class PartitionAggregator {
       (snap.conns as ConnRow[]).map(([k, tx, rx, retr, last_ms, closed_ms, tagsIn, start, cls, atags]) => {
         // tags of an older snapshot lack workload/remote_class: taken anew at the connection's next record
         const tags = tagsIn !== null && tagsIn.length === TRAFFIC_TAGS.length ? tagsIn : null;
-        const c: ConnState = { tx, rx, retr, start: start ?? null, last_ms, closed_ms, tags, key: tags === null ? '' : tags.join('\u0000'), cls: cls ?? null, atags: atags === 1 ? tags : (atags ?? null), cell1m: null, cell1h: null };
+        const c: ConnState = { tx, rx, retr, start: start ?? null, last_ms, closed_ms, tags, key: tags === null ? '' : tags.join('\u0000'), cls: cls ?? null, atags: atags === 1 ? tags : (atags ?? null), cell1m: null, cell1h: null, unsaved: true };
         return [k, c] as const;
       }),
+      true,
     );
     const active = snap.active as ActiveJSON[] | undefined;
     this.active1m.load(active?.[0]);

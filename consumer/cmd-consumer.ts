@@ -9,6 +9,7 @@ import { createRollupConsumer, type ConsumerStats, type RollupConsumerConfig } f
 import { INFLUX_OPTIONS, InfluxClient, influxConfigFrom } from './influx';
 import { loadRemoteClasses, REMOTE_CLASSES_OPTION } from './classes';
 import { DEFAULT_STATE_TOPIC } from './state-store';
+import { memoryMiB } from '../lib/runtime';
 
 const DEFAULT_POINTS_DLQ_TOPIC = 'nettally.points.dlq';
 
@@ -50,6 +51,14 @@ const spec: CommandSpec = {
       min: 1,
       max: 64,
       help: 'assigned partitions processed at the same time (one waits on InfluxDB or a snapshot while another decodes)',
+    },
+    {
+      name: 'fetch-max-bytes',
+      type: 'int',
+      env: 'NETTALLY_FETCH_MAX_BYTES',
+      default: 1024 * 1024,
+      min: 64 * 1024,
+      help: 'largest Kafka fetch response, split evenly over --partitions-concurrently (each at least 64 KiB): bounds the records buffered in memory',
     },
     { name: 'session-timeout', type: 'duration', env: 'NETTALLY_SESSION_TIMEOUT', default: 30_000, min: 6000, help: 'group session timeout (a dead member is replaced after this); Kafka brokers accept 6s..30m (group.min/max.session.timeout.ms)' },
     { name: 'status-interval', type: 'duration', env: 'NETTALLY_STATUS_INTERVAL', default: 10_000, min: 0, help: 'status line period (0 = off)' },
@@ -103,6 +112,7 @@ export function consumerConfigFrom(args: ParsedArgs): RollupConsumerConfig {
     flushIntervalMs: args.num('flush-interval'),
     previewIntervalMs: args.optNum('preview-interval') ?? args.num('flush-interval'),
     partitionsConcurrently: args.num('partitions-concurrently'),
+    fetchMaxBytes: args.num('fetch-max-bytes'),
     retryInitialMs: 500,
     retryMaxMs: 30_000,
     sessionTimeoutMs: args.num('session-timeout'),
@@ -227,6 +237,10 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
             retention_gaps: s.retention_gaps,
             points_written: s.points_written,
             influx: s.influx_down_since === undefined ? 'ok' : `down ${Math.round((now - s.influx_down_since) / 1000)}s`,
+            state_saves: s.state_saves,
+            state_deltas: s.state_deltas,
+            state_bytes: s.state_bytes,
+            memory_mib: memoryMiB(),
           },
           'status',
         );

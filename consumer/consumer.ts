@@ -61,6 +61,9 @@ export class RollupConsumer {
       heartbeatInterval: Math.max(500, Math.floor(config.sessionTimeoutMs / 10)),
       maxWaitTimeInMs: 500,
       retry: { retries: 10 },
+      // bounded fetches, each partition's share at least 64 KiB (RollupConsumerConfig.fetchMaxBytes); a first batch
+      maxBytes: config.fetchMaxBytes, // larger than that share is still returned whole
+      maxBytesPerPartition: Math.max(64 * 1024, Math.floor(config.fetchMaxBytes / config.partitionsConcurrently)),
     });
     this.producer = this.kafka.producer({ allowAutoTopicCreation: false, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
     this.admin = this.kafka.admin();
@@ -92,6 +95,7 @@ export class RollupConsumer {
       influx_down_since: this.influxDownSince,
       retention_gaps: this.totals.gaps,
       retention_gap_records: this.totals.gap_records,
+      ...this.store.written,
     };
   }
 
@@ -159,7 +163,7 @@ export class RollupConsumer {
       autoCommit: false,
       eachBatchAutoResolve: false,
       // Each partition has its own lock and state; while one waits on InfluxDB or its snapshot, another decodes.
-      // Memory: fetched batches are bounded by kafkajs's fetch size whatever this says.
+      // Memory: fetched batches are bounded by the fetch sizes above (--fetch-max-bytes) whatever this says.
       partitionsConsumedConcurrently: c.partitionsConcurrently,
       eachBatch: (p) => this.onBatch(p),
     });

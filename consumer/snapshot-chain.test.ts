@@ -4,11 +4,28 @@
 import { PartitionAggregator } from './aggregator';
 import type { AggInput } from './records';
 import { toAggInput } from './records';
-import { type Delta, applyDeltas, deltaText, flatten, fullText } from './snapshot-chain';
+import { type Delta, type Link, type SavedRows, StringSink, applyDeltas, replayable, writeDelta, writeFull } from './snapshot-chain';
 import { mulberry32, synthesize } from './synthetic';
 import type { Decoded } from '../schemas';
 
 const START = Date.UTC(2026, 0, 5, 10, 0, 0);
+
+/** A full link of the live state: its text, and the link committed (as the state store does once it is stored). */
+async function full(state: Record<string, unknown>): Promise<{ text: string; link: Link }> {
+  const sink = new StringSink();
+  const link = await writeFull(state, sink);
+  link.commit();
+  return { text: sink.text(), link };
+}
+
+/** The delta since `prev`, committed. */
+async function delta(prev: SavedRows, state: Record<string, unknown>): Promise<{ text: string; link: Link }> {
+  const sink = new StringSink();
+  const link = await writeDelta(prev, state, sink);
+  if (!link) throw new Error('no delta possible');
+  link.commit();
+  return { text: sink.text(), link };
+}
 
 /** Records of all hosts in event-time order (each host's own order kept). */
 function merged(seed: number, hosts: number, conns: number, minutes: number): AggInput[] {
@@ -31,8 +48,9 @@ test('a full snapshot plus its deltas restores the state a full snapshot holds, 
   const records = merged(4242, 4, 60, 12);
   const rnd = mulberry32(99);
   const live = new PartitionAggregator({ partition: 3 });
-  let prev = await flatten(live.snapshotLazy());
-  const base = JSON.parse(fullText(prev)) as Record<string, unknown>;
+  const first = await full(live.snapshotLazy());
+  let prev = first.link.saved;
+  const base = JSON.parse(first.text) as Record<string, unknown>;
   const deltas: Delta[] = [];
   let i = 0;
   let checks = 0;
@@ -45,17 +63,21 @@ test('a full snapshot plus its deltas restores the state a full snapshot holds, 
     }
     i += n;
     if (rnd() < 0.6) live.pending().commit();
-    const next = await flatten(live.snapshotLazy());
-    deltas.push((JSON.parse(await deltaText(prev, next)) as Delta));
-    prev = next;
-    // the full text of a flattening is exactly snapshot()'s JSON
-    expect(fullText(next)).toBe(JSON.stringify(live.snapshot()));
+    // a full link's text is exactly snapshot()'s JSON (written, not committed: the chain goes on with deltas)
+    const sink = new StringSink();
+    await writeFull(live.snapshotLazy(), sink);
+    expect(sink.text()).toBe(JSON.stringify(live.snapshot()));
+    const d = await delta(prev, live.snapshotLazy());
+    deltas.push(JSON.parse(d.text) as Delta);
+    prev = d.link.saved;
     const restored = new PartitionAggregator({ partition: 3 });
     restored.restore(applyDeltas(base, deltas));
     expect(canon(restored.snapshot())).toBe(canon(live.snapshot()));
     checks++;
   }
   expect(checks).toBeGreaterThan(5);
+  // the run covered connections removed (closed and swept) as well as changed
+  expect(deltas.some((d) => (d.del.conns?.length ?? 0) > 0)).toBe(true);
   // and the rebuilt state goes on exactly like the live one: the same points for the same next records
   const restored = new PartitionAggregator({ partition: 3 });
   restored.restore(applyDeltas(base, deltas));
@@ -68,7 +90,8 @@ test('a full snapshot plus its deltas restores the state a full snapshot holds, 
   expect(sortPts(restored)).toBe(sortPts(live));
 });
 
-test('a delta is proportional to what changed: 1% of 5000 connections changing costs a few % of a full snapshot', async () => {
+/** 5000 connections of 50 hosts saved in a full link, then 50 of them (1%) sending a sample. */
+async function fiftyOf5000Changed(): Promise<{ agg: PartitionAggregator; before: SavedRows }> {
   const agg = new PartitionAggregator({ partition: 0 });
   const conn = (i: number, seq: number, tx: number): AggInput => ({
     kind: 'conn', event: seq === 1 ? 'open' : 'sample', host_id: `h${i % 50}`, hostname: `host-${i % 50}`, boot_id: `b${i % 50}`, epoch: 1,
@@ -77,14 +100,73 @@ test('a delta is proportional to what changed: 1% of 5000 connections changing c
   } as AggInput);
   for (let i = 0; i < 5000; i++) agg.add(conn(i, 1, 0));
   agg.pending().commit();
-  const before = await flatten(agg.snapshotLazy());
+  const before = (await full(agg.snapshotLazy())).link.saved;
   for (let i = 0; i < 50; i++) agg.add(conn(i * 100, 2, 5000 + i));
-  const after = await flatten(agg.snapshotLazy());
+  return { agg, before };
+}
+
+test('a delta is proportional to what changed: 1% of 5000 connections changing costs a few % of a full snapshot', async () => {
+  const { agg, before } = await fiftyOf5000Changed();
   // uncompressed: gzip of these look-alike rows hides the difference (the bench measures gzip'd bytes)
-  const full = fullText(after).length;
-  const delta = (await deltaText(before, after)).length;
-  expect(delta).toBeLessThan(full * 0.03);
-  const d = JSON.parse(await deltaText(before, after)) as Delta;
+  const sink = new StringSink();
+  await writeFull(agg.snapshotLazy(), sink);
+  const { text } = await delta(before, agg.snapshotLazy());
+  expect(text.length).toBeLessThan(sink.text().length * 0.03);
+  const d = JSON.parse(text) as Delta;
   expect(d.up.conns).toHaveLength(50);
   expect(d.del).toEqual({});
+});
+
+test('a delta serializes only the connections that changed (save CPU follows change, not live connections)', async () => {
+  const { agg, before } = await fiftyOf5000Changed();
+  // connection rows are the arrays whose key has three parts (host, boot, cookie)
+  const spy = jest.spyOn(JSON, 'stringify');
+  let after: SavedRows;
+  try {
+    after = (await delta(before, agg.snapshotLazy())).link.saved;
+    expect(spy.mock.calls.filter((c) => Array.isArray(c[0]) && typeof c[0][0] === 'string' && (c[0][0] as string).split('\u0000').length === 3).length).toBe(50);
+  } finally {
+    spy.mockRestore();
+  }
+  // and once that delta is stored, nothing is left to write: an unchanged state gives an empty delta
+  const again = JSON.parse((await delta(after, agg.snapshotLazy())).text) as Delta;
+  expect(again.up).toEqual({});
+  expect(again.del).toEqual({});
+});
+
+test('a delta that was written but never stored (a failed save) leaves its rows marked: the retry writes them again', async () => {
+  const records = merged(31, 2, 40, 3);
+  const agg = new PartitionAggregator({ partition: 1 });
+  for (const r of records.slice(0, 200)) agg.add(r);
+  const first = await full(agg.snapshotLazy());
+  for (const r of records.slice(200, 400)) agg.add(r);
+  const lost = await writeDelta(first.link.saved, agg.snapshotLazy(), new StringSink()); // not committed
+  expect(lost?.rows).toBeGreaterThan(0);
+  const retry = await delta(first.link.saved, agg.snapshotLazy());
+  const restored = new PartitionAggregator({ partition: 1 });
+  restored.restore(applyDeltas(JSON.parse(first.text) as Record<string, unknown>, [JSON.parse(retry.text) as Delta]));
+  expect(JSON.stringify(restored.pending().points)).toBe(JSON.stringify(agg.pending().points));
+});
+
+test('a restored aggregator (another map of connections) gets no delta against the link saved before: a full one follows', async () => {
+  const agg = new PartitionAggregator({ partition: 0 });
+  for (const r of merged(5, 2, 20, 2)) agg.add(r);
+  const { link, text } = await full(agg.snapshotLazy());
+  const restored = new PartitionAggregator({ partition: 0 });
+  restored.restore(JSON.parse(text) as Record<string, unknown>);
+  expect(await writeDelta(link.saved, restored.snapshotLazy(), new StringSink())).toBeUndefined();
+});
+
+test('one state written as a delta and then in full (a chain past its budget) holds every row in the full one', async () => {
+  const agg = new PartitionAggregator({ partition: 2 });
+  const records = merged(77, 3, 30, 3);
+  for (const r of records.slice(0, 300)) agg.add(r);
+  const first = await full(agg.snapshotLazy());
+  for (const r of records.slice(300)) agg.add(r);
+  // what StateStore.save does: the delta first, then (over budget) the full snapshot of the same state
+  const state = replayable(agg.snapshotLazy());
+  expect(await writeDelta(first.link.saved, state, new StringSink())).toBeDefined();
+  const sink = new StringSink();
+  await writeFull(state, sink);
+  expect(sink.text()).toBe(JSON.stringify(agg.snapshot()));
 });

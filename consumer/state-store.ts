@@ -2,15 +2,14 @@
 // member: gzip'd JSON, chunked under the message size limit, keyed group/topic/partition; the consumer's offset
 // commit metadata points at the snapshot it mirrors, so a load reads only from there to the end.
 import { randomBytes } from 'crypto';
-import { createGzip, gunzip, gzip } from 'zlib';
+import { createGzip, gunzip } from 'zlib';
 import { promisify } from 'util';
 import type { Admin, Kafka, Producer, ProducerRecord, RecordMetadata } from 'kafkajs';
 import { NettallyError } from '../lib/errors';
 import type { Logger } from '../lib/log';
-import { type Delta, type Flat, applyDeltas, deltaText, flatten, fullText, linkSum } from './snapshot-chain';
+import { type Delta, type Link, type SavedRows, type TextSink, applyDeltas, linkSum, replayable, writeDelta, writeFull } from './snapshot-chain';
 
 const gunzipAsync = promisify(gunzip);
-const gzipAsync = promisify(gzip);
 
 export const DEFAULT_STATE_TOPIC = 'nettally.consumer-state';
 const META_PREFIX = 'nettally-state:';
@@ -43,10 +42,10 @@ export interface Snapshot {
 export const DEFAULT_CHUNK_BYTES = 512 * 1024;
 /** Smallest chunk size the store falls back to when a state topic refuses larger ones. */
 const MIN_CHUNK_BYTES = 16 * 1024;
-/** Longest stretch the snapshot encoder runs before it lets other partitions' work (and heartbeats) run. */
+/** Longest stretch a snapshot's encoding runs before it lets other partitions' work (and heartbeats) run. */
 const SLICE_MS = 8;
-/** Arrays at least this long are serialized element by element, with yields in between. */
-const BIG_ARRAY = 64;
+/** Text handed to zlib at a time: memory holds about this much of a snapshot's text, not all of it. */
+const GZIP_PIECE_CHARS = 256 * 1024;
 
 /** kafkajs reports a refused batch as MESSAGE_TOO_LARGE, possibly wrapped in a retries-exceeded error. */
 function isMessageTooLarge(e: unknown): boolean {
@@ -57,91 +56,76 @@ function isMessageTooLarge(e: unknown): boolean {
   return false;
 }
 
-/** Tracks time on the event loop and yields (setImmediate) once a slice is used up. */
-class Slicer {
-  private t = performance.now();
-  constructor(private readonly sliceMs: number, private readonly onYield: () => Promise<void>) {}
-  async tick(): Promise<void> {
-    if (performance.now() - this.t < this.sliceMs) return;
-    await this.onYield();
-    this.t = performance.now();
+/**
+ * A link's text, gzip'd as it is written: pieces go to zlib's async (thread-pool) stream every ~256k characters, so
+ * neither the whole text nor a synchronous gzip of it (~1 s at 100k connections) is ever needed.
+ */
+class GzipSink implements TextSink {
+  private pieces: string[] = [];
+  private chars = 0;
+  private readonly gz = createGzip();
+  private readonly out: Buffer[] = [];
+  private readonly ended: Promise<void>;
+  constructor() {
+    this.gz.on('data', (b: Buffer) => this.out.push(b));
+    this.ended = new Promise<void>((resolve, reject) => {
+      this.gz.once('end', resolve);
+      this.gz.once('error', reject);
+    });
+    this.ended.catch(() => undefined); // awaited in end(); a destroyed (unused) sink rejects nobody
+  }
+  write(text: string): void {
+    this.pieces.push(text);
+    this.chars += text.length;
+  }
+  get buffered(): number {
+    return this.chars;
+  }
+  /** Hands the text so far to zlib, waiting while it is behind (backpressure). */
+  async drain(): Promise<void> {
+    if (this.chars === 0) return;
+    const text = this.pieces.join('');
+    this.pieces = [];
+    this.chars = 0;
+    if (!this.gz.write(text)) await new Promise<void>((r) => this.gz.once('drain', r));
+  }
+  async end(): Promise<Buffer> {
+    await this.drain();
+    this.gz.end();
+    await this.ended;
+    return Buffer.concat(this.out);
+  }
+  destroy(): void {
+    this.gz.destroy();
   }
 }
 
-/** A non-array iterable object (a generator): serialized as a JSON array. */
-function isLazy(v: unknown): v is Iterable<unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && typeof (v as Iterable<unknown>)[Symbol.iterator] === 'function';
-}
-
-/** Whether a short array holds a lazy iterable within `depth` levels of nesting. */
-function hasLazy(v: readonly unknown[], depth: number): boolean {
-  return v.some((x) => isLazy(x) || (depth > 1 && Array.isArray(x) && x.length < BIG_ARRAY && hasLazy(x, depth - 1)));
-}
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype;
-}
-
 /**
- * Appends the JSON text of `v` to `out` (same text as JSON.stringify for plain data): plain objects and long arrays
- * are walked here so the slicer can yield between elements; everything smaller is one JSON.stringify call.
+ * A snapshot link, gzip'd: the full state, or with `prev` the delta since that link (undefined when none can be
+ * written: see writeDelta). Yields to the event loop every few ms so other partitions and heartbeats keep running.
  */
-async function writeJson(v: unknown, out: string[], s: Slicer): Promise<void> {
-  // Long arrays and lazy iterables (PartitionAggregator.snapshotLazy) become JSON arrays, element by element;
-  // arrays holding lazy parts further down (the snapshot's window sets) are walked too.
-  if (isLazy(v) || (Array.isArray(v) && (v.length >= BIG_ARRAY || hasLazy(v, 3)))) {
-    out.push('[');
-    let i = 0;
-    for (const el of v as Iterable<unknown>) {
-      if (i > 0) out.push(',');
-      if (isLazy(el) || isPlainObject(el) || (Array.isArray(el) && (el.length >= BIG_ARRAY || hasLazy(el, 2)))) await writeJson(el, out, s);
-      else out.push(JSON.stringify(el) ?? 'null');
-      if ((++i & 127) === 0) await s.tick();
-    }
-    out.push(']');
-  } else if (isPlainObject(v)) {
-    out.push('{');
-    let first = true;
-    for (const [k, val] of Object.entries(v)) {
-      if (val === undefined || typeof val === 'function') continue;
-      out.push(`${first ? '' : ','}${JSON.stringify(k)}:`);
-      first = false;
-      await writeJson(val, out, s);
-    }
-    out.push('}');
-  } else out.push(JSON.stringify(v) ?? 'null');
-}
-
-/**
- * gzip'd JSON of a snapshot without blocking the event loop for long: serialized in slices of a few ms, each slice
- * handed to zlib's async (thread-pool) stream. A full gzipSync(JSON.stringify()) of 100k connections blocks ~1 s.
- */
-export async function encodeSnapshot(snap: Snapshot, sliceMs = SLICE_MS): Promise<Buffer> {
-  const gz = createGzip();
-  const outBufs: Buffer[] = [];
-  gz.on('data', (b: Buffer) => outBufs.push(b));
-  const ended = new Promise<void>((resolve, reject) => {
-    gz.once('end', resolve);
-    gz.once('error', reject);
-  });
-  const pieces: string[] = [];
-  const drain = async (): Promise<void> => {
-    if (pieces.length === 0) return;
-    const text = pieces.join('');
-    pieces.length = 0; // writeJson keeps appending to this same array
-    // Backpressure: wait until zlib took the slice (also lets the loop run while it compresses).
-    if (!gz.write(text)) await new Promise<void>((r) => gz.once('drain', r));
-    else await new Promise<void>((r) => setImmediate(r));
+async function encodeLink(snap: Snapshot, prev: SavedRows | undefined): Promise<{ gz: Buffer; link: Link } | undefined> {
+  const sink = new GzipSink();
+  sink.write(`{"offset":${JSON.stringify(snap.offset)},${snap.gaps ? `"gaps":${JSON.stringify(snap.gaps)},` : ''}"${prev ? 'delta' : 'state'}":`);
+  let t = performance.now();
+  const tick = async (): Promise<void> => {
+    if (sink.buffered >= GZIP_PIECE_CHARS) await sink.drain();
+    if (performance.now() - t < SLICE_MS) return;
+    await new Promise<void>((r) => setImmediate(r));
+    t = performance.now();
   };
-  const slicer = new Slicer(sliceMs, async () => {
-    // each yield also hands the text so far to zlib, so memory holds one slice of text at a time
-    await drain();
-  });
-  await writeJson(snap, pieces, slicer);
-  await drain();
-  gz.end();
-  await ended;
-  return Buffer.concat(outBufs);
+  const link = prev ? await writeDelta(prev, snap.state, sink, tick) : await writeFull(snap.state, sink, tick);
+  if (!link) {
+    sink.destroy();
+    return undefined;
+  }
+  sink.write('}');
+  return { gz: await sink.end(), link };
+}
+
+/** A full snapshot, gzip'd JSON (what save() writes when it does not write a delta; decodeSnapshot reads it). */
+export async function encodeSnapshot(snap: Snapshot): Promise<Buffer> {
+  return (await encodeLink(snap, undefined) as { gz: Buffer }).gz;
 }
 
 /** Decodes what encodeSnapshot wrote (gunzip off the event loop; the JSON parse itself is synchronous). */
@@ -224,7 +208,8 @@ function parseChunkKey(key: string): { key: string; slot: 'a' | 'b' | '' } | und
 
 /** The chain a partition's saves continue (in memory, for the member that wrote its full snapshot). */
 interface Chain {
-  flat: Flat;
+  /** What the newest link saved, to diff the next state against (hashes and flags, not the rows' text). */
+  saved: SavedRows;
   slot: 'a' | 'b';
   /** State offset of the chain's full snapshot. */
   base: string;
@@ -244,6 +229,8 @@ export class StateStore {
   private readonly chains = new Map<number, Chain>();
   private readonly fullEvery: number;
   private readonly fullFraction: number;
+  /** Links stored by this process: all, the deltas among them, gzip'd bytes (the consumer's status line). */
+  readonly written = { state_saves: 0, state_deltas: 0, state_bytes: 0 };
   constructor(private readonly o: StateStoreOptions) {
     this.chunkBytes = o.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     this.fullEvery = o.fullEvery ?? DEFAULT_FULL_EVERY;
@@ -298,19 +285,19 @@ export class StateStore {
    * ends early once its deltas' bytes would exceed fullFraction of the full one. A delta keeps its full snapshot's
    * slot (keys `<key>#<slot>d<seq>.<i>`), and the commit metadata names both the delta and the full snapshot.
    */
-  async save(partition: number, snap: Snapshot): Promise<string> {
-    const slicer = new Slicer(SLICE_MS, () => new Promise<void>((r) => setImmediate(r)));
-    const flat = await flatten(snap.state, () => slicer.tick());
+  async save(partition: number, snapIn: Snapshot): Promise<string> {
+    // written up to twice (a delta, then in full if the delta is too big): one-shot row iterables become arrays
+    const snap = { ...snapIn, state: replayable(snapIn.state) };
     const chain = this.chains.get(partition);
-    const envelope = (body: string): string => `{"offset":${JSON.stringify(snap.offset)},${snap.gaps ? `"gaps":${JSON.stringify(snap.gaps)},` : ''}${body}}`;
-    let gz: Buffer | undefined;
+    let enc: { gz: Buffer; link: Link } | undefined;
     if (chain && chain.seq + 1 < this.fullEvery) {
-      const d = await gzipAsync(envelope(`"delta":${await deltaText(chain.flat, flat, () => slicer.tick())}`));
+      const d = await encodeLink(snap, chain.saved);
       // a chain whose deltas outgrow a fraction of its full snapshot ends: a restore would read more than it saves
-      if (chain.deltaBytes + d.length <= this.fullFraction * chain.fullBytes) gz = d;
+      if (d && chain.deltaBytes + d.gz.length <= this.fullFraction * chain.fullBytes) enc = d;
     }
-    const isDelta = gz !== undefined && chain !== undefined;
-    if (!gz) gz = await gzipAsync(envelope(`"state":${fullText(flat)}`));
+    const isDelta = enc !== undefined && chain !== undefined;
+    enc ??= (await encodeLink(snap, undefined)) as { gz: Buffer; link: Link };
+    const { gz, link } = enc;
     const id = randomBytes(8).toString('hex');
     const sum = linkSum(gz);
     const n = Math.max(1, Math.ceil(gz.length / this.chunkBytes));
@@ -333,13 +320,18 @@ export class StateStore {
       if (i === 0) first = res.find((r) => r.partition === sp)?.baseOffset ?? res[0]?.baseOffset;
     }
     if (first === undefined) throw new NettallyError('KAFKA_UNAVAILABLE', 'state topic write returned no offset', { retriable: true });
-    // the chain moves on only once the link is stored: a failed save is retried against the same predecessor
+    // the chain (and the rows' saved marks) move on only once the link is stored: a failed save is retried against
+    // the same predecessor with the same rows marked
+    link.commit();
+    this.written.state_saves++;
+    this.written.state_bytes += gz.length;
     if (isDelta) {
-      this.chains.set(partition, { ...chain, flat, prev: `${id}:${sum}`, seq, deltaBytes: chain.deltaBytes + gz.length });
+      this.written.state_deltas++;
+      this.chains.set(partition, { ...chain, saved: link.saved, prev: `${id}:${sum}`, seq, deltaBytes: chain.deltaBytes + gz.length });
       return commitMetadata(sp, first, chain.base);
     }
     this.slots.set(partition, slot);
-    if (this.fullEvery > 1) this.chains.set(partition, { flat, slot, base: first, prev: `${id}:${sum}`, seq: 0, deltaBytes: 0, fullBytes: gz.length });
+    if (this.fullEvery > 1) this.chains.set(partition, { saved: link.saved, slot, base: first, prev: `${id}:${sum}`, seq: 0, deltaBytes: 0, fullBytes: gz.length });
     return commitMetadata(sp, first);
   }
 
@@ -370,8 +362,7 @@ export class StateStore {
    * by anyone who can write to the state topic; the bundled broker has no authentication) is used only when the
    * named one is unreadable, with a warning. Without a hint (no commit yet) the newest complete snapshot is taken.
    */
-  async load(partitions: readonly number[], hintsIn: ReadonlyMap<number, StateHint | string | undefined>): Promise<Map<number, Snapshot>> {
-    const hints = new Map([...hintsIn].map(([p, h]) => [p, typeof h === 'string' ? { offset: h } : h]));
+  async load(partitions: readonly number[], hints: ReadonlyMap<number, StateHint | undefined>): Promise<Map<number, Snapshot>> {
     const { admin, stateTopic } = this.o;
     const out = new Map<number, Snapshot>();
     if (partitions.length === 0) return out;

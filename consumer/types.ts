@@ -22,6 +22,12 @@ export interface RollupConsumerConfig {
   previewIntervalMs: number;
   /** kafkajs partitionsConsumedConcurrently: partitions whose batches are processed at the same time. */
   partitionsConcurrently: number;
+  /**
+   * Largest fetch response kafkajs asks the broker for (all partitions), and its share per partition (at least
+   * 64 KiB): what the member buffers of records not processed yet (kafkajs's defaults, 10 MiB / 1 MiB per
+   * partition, keep several MiB of decoded messages alive per fetch at 4 partitions).
+   */
+  fetchMaxBytes: number;
   retryInitialMs: number;
   retryMaxMs: number;
   sessionTimeoutMs: number;
@@ -47,4 +53,8 @@ export interface ConsumerStats {
   retention_gaps: number;
   /** Offsets lost in those gaps. */
   retention_gap_records: number;
+  /** State snapshot links this process stored (full and delta), the deltas among them, and their gzip'd bytes. */
+  state_saves: number;
+  state_deltas: number;
+  state_bytes: number;
 }

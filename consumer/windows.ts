@@ -1,5 +1,6 @@
 // Event-time tumbling windows of one measurement (start → tag set → totals) and the InfluxDB points they become:
 // the part of the aggregation that knows the InfluxDB contract's names (consumer/README.md).
+import { TrackedRows } from './agg-state';
 
 /** One InfluxDB point to write (tags and fields are the public contract; see consumer/README.md). */
 export interface OutPoint {
@@ -28,6 +29,11 @@ export interface Cell {
    * kept elsewhere (a connection's cached cell, see cachedCell) is never used again. Never snapshotted.
    */
   start: number;
+  /**
+   * Changed since the state store last saved it (values or `dirty`): set wherever either changes, cleared once a save
+   * holding it is stored, so a delta serializes only these cells (consumer/snapshot-chain.ts). Never snapshotted.
+   */
+  unsaved: boolean;
 }
 
 /** Tumbling windows of one measurement: start ms → dimension key → totals. */
@@ -56,7 +62,7 @@ export class WindowSet {
     }
     let c = w.get(key);
     if (!c) {
-      c = { tags, v: new Array<number>(this.fieldNames.length + this.internal).fill(0), dirty: true, start };
+      c = { tags, v: new Array<number>(this.fieldNames.length + this.internal).fill(0), dirty: true, start, unsaved: true };
       w.set(key, c);
     }
     return c;
@@ -76,6 +82,7 @@ export class WindowSet {
     const c = this.cell(timeMs, tags, key);
     for (let i = 0; i < deltas.length; i++) c.v[i] += deltas[i];
     c.dirty = true;
+    c.unsaved = true;
   }
 
   /**
@@ -105,7 +112,10 @@ export class WindowSet {
   /** After a durable write: final windows are dropped, previewed cells are clean until they change again. */
   markWritten(finals: readonly number[], written: readonly Cell[]): void {
     for (const s of finals) this.drop(s);
-    for (const c of written) c.dirty = false;
+    for (const c of written) {
+      c.dirty = false;
+      c.unsaved = true; // its row says dirty 0 now
+    }
   }
 
   /** Removes a window; its cells, wherever still referenced, no longer match any window (Cell.start). */
@@ -116,9 +126,9 @@ export class WindowSet {
     this.windows.delete(start);
   }
 
-  /** Windows as [start, cells] pairs; the cells lazily (see PartitionAggregator.snapshotLazy). */
+  /** Windows as [start, cells] pairs; the cells lazily, tracked (see PartitionAggregator.snapshotLazy). */
   toJSONLazy(): [number, Iterable<unknown>][] {
-    return [...this.windows].map(([s, w]) => [s, lazyMap(w.values(), (c) => [c.tags, c.v, c.dirty ? 1 : 0])]);
+    return [...this.windows].map(([s, w]) => [s, new TrackedRows(w, (_k, c) => [c.tags, c.v, c.dirty ? 1 : 0])]);
   }
 
   load(data: unknown): void {
@@ -127,7 +137,7 @@ export class WindowSet {
       const w = new Map<string, Cell>();
       // cells of an older snapshot have fewer values (fields added since): those start at 0
       const width = this.fieldNames.length + this.internal;
-      for (const [tags, v, dirty] of cells) w.set(tags.join('\u0000'), { tags, v: v.length < width ? [...v, ...new Array<number>(width - v.length).fill(0)] : v, dirty: dirty === 1, start: s });
+      for (const [tags, v, dirty] of cells) w.set(tags.join('\u0000'), { tags, v: v.length < width ? [...v, ...new Array<number>(width - v.length).fill(0)] : v, dirty: dirty === 1, start: s, unsaved: true });
       this.windows.set(s, w);
     }
   }
@@ -142,6 +152,7 @@ export function addTraffic(c: Cell, tx: number, rx: number, opened: number, clos
   v[3] += closed;
   v[4] += retransmits;
   c.dirty = true;
+  c.unsaved = true;
 }
 
 /** A one-shot iterable of `fn` over `it`: a snapshot's big collections are serialized without a full copy. */

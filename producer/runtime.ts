@@ -3,11 +3,9 @@
 // them itself — by re-executing itself once (execve: same pid, no parent left behind) — so `up`, systemd units and
 // hand starts all get them; a setting the user gave (NODE_OPTIONS, node flags, MALLOC_* variables) is left alone.
 import type { NativeAddon } from '../native/index';
+import { TUNING_ENV, applyRuntimePlanFor, runtimePlanFor, type RuntimePlan, type RuntimeSettings } from '../lib/runtime';
 
-/** Set to `0` to run on Node's defaults (benchmarks compare both; an operator debugging memory may want it). */
-export const TUNING_ENV = 'NETTALLY_NODE_TUNING';
-/** Set on the re-executed process: never re-execute twice, whatever the checks below say. */
-const REEXEC_ENV = 'NETTALLY_NODE_TUNED';
+export { TUNING_ENV, type RuntimePlan };
 
 /**
  * Each knob, and why (measured in bench/RESULTS.md, "Issue 13, producer memory"):
@@ -41,42 +39,14 @@ export const MALLOC_ENV: Readonly<Record<string, string>> = {
   MALLOC_TRIM_THRESHOLD_: '262144',
 };
 
-export interface RuntimePlan {
-  /** Node flags to add (those the user did not give). */
-  execArgv: string[];
-  /** Environment variables to add. */
-  env: Record<string, string>;
-}
+const SETTINGS: RuntimeSettings = { daemon: 'producer', v8Flags: V8_FLAGS, mallocEnv: MALLOC_ENV };
 
 /** What the producer process must add to its own start, or null when nothing (already applied, given, or off). */
 export function runtimePlan(execArgv: readonly string[], env: NodeJS.ProcessEnv): RuntimePlan | null {
-  if (env[REEXEC_ENV] !== undefined || env[TUNING_ENV] === '0') return null;
-  const given = [...execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/)];
-  // V8 accepts both spellings (--max-semi-space-size and --max_semi_space_size), and --no-X for a boolean X.
-  const has = (flag: string): boolean => given.some((a) => [flag, `--no-${flag.slice(2)}`].includes(a.replace(/_/g, '-').split('=')[0]));
-  const plan: RuntimePlan = { execArgv: V8_FLAGS.filter(([f]) => !has(f)).map(([f, v]) => (v === null ? f : `${f}=${v}`)), env: {} };
-  for (const [k, v] of Object.entries(MALLOC_ENV)) if (env[k] === undefined) plan.env[k] = v;
-  return plan.execArgv.length || Object.keys(plan.env).length ? plan : null;
+  return runtimePlanFor(SETTINGS, execArgv, env);
 }
 
-/**
- * Re-executes this process with the plan applied, or returns (nothing to do, or exec failed: then `warn` says why
- * and the producer runs on Node's defaults — more memory, same records). Call before anything else starts.
- */
+/** Re-executes the producer with its settings (lib/runtime.ts applyRuntimePlanFor). */
 export function applyRuntimePlan(load: () => Pick<NativeAddon, 'exec'>, warn: (msg: string) => void): void {
-  const plan = runtimePlan(process.execArgv, process.env);
-  if (!plan) return;
-  if (process.channel !== undefined) {
-    // Started with an IPC channel (`nettally up` reports status over one): Node marks it close-on-exec, so a
-    // re-executed producer would lose it. `up` passes the settings itself (bin/up-children.ts); anyone else is told.
-    warn(`started with an IPC channel: not restarting with the producer's memory settings; pass ${plan.execArgv.join(' ')} to node and set ${Object.keys(plan.env).map((k) => `${k}=${plan.env[k]}`).join(' ')} yourself`);
-    return;
-  }
-  const env = { ...process.env, ...plan.env, [REEXEC_ENV]: '1' };
-  try {
-    load().exec(process.execPath, [process.execPath, ...process.execArgv, ...plan.execArgv, ...process.argv.slice(1)],
-      Object.entries(env).map(([k, v]) => `${k}=${v ?? ''}`));
-  } catch (e) {
-    warn(`could not restart with the producer's memory settings (${(e as Error).message}); running on Node's defaults (set ${TUNING_ENV}=0 to silence this)`);
-  }
+  applyRuntimePlanFor(SETTINGS, load, warn);
 }
