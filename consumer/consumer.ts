@@ -13,7 +13,7 @@ import { toAggInput } from './records';
 import { nextOffset, offsetBefore } from './offsets';
 import { deadLetterRequests, pointDeadLetter, recordDeadLetter } from './dead-letters';
 import { lookUpFinal } from './finality';
-import { BoundedSet, previewable, Revoked, windowKey, type PartitionState } from './partition-state';
+import { BoundedSet, lagOf, previewable, Revoked, windowKey, type PartitionState } from './partition-state';
 import { linkedSignal, withHeartbeat } from './signals';
 import { StateStore, parseCommitMetadata, type GapMark, type StateHint } from './state-store';
 import type { ConsumerStats, RollupConsumerConfig } from './types';
@@ -76,20 +76,16 @@ export class RollupConsumer {
 
   /** Counters of this process (replays after a rebalance count again); lag and partitions as of now. */
   stats(): ConsumerStats {
-    let lag = 0;
-    for (const ps of this.parts.values()) {
-      if (ps.high !== undefined && ps.next !== undefined) lag += Math.max(0, Number(BigInt(ps.high) - BigInt(ps.next)));
-    }
-    const { records, duplicates, too_late: tooLate } = this.totals;
+    const t = this.totals;
     return {
-      records,
-      duplicates,
-      too_late: tooLate,
-      dlq: this.totals.dlq,
-      points_dlq: this.totals.points_dlq,
-      points_written: this.totals.points,
-      flushes: this.totals.flushes,
-      lag,
+      records: t.records,
+      duplicates: t.duplicates,
+      too_late: t.too_late,
+      dlq: t.dlq,
+      points_dlq: t.points_dlq,
+      points_written: t.points,
+      flushes: t.flushes,
+      lag: lagOf(this.parts.values()),
       partitions: [...this.assigned],
       last_window_ms: this.lastWindowMs,
       influx_down_since: this.influxDownSince,

@@ -13,3 +13,10 @@ export function offsetBefore(a: string, b: string): boolean {
 export function nextOffset(offset: string): string {
   return SHORT.test(offset) ? String(Number(offset) + 1) : (BigInt(offset) + 1n).toString();
 }
+
+/** max(0, BigInt(high) - BigInt(next)): messages between a position and the partition's end (lag). */
+export function offsetLag(high: string, next: string): number {
+  if (SHORT.test(high) && SHORT.test(next)) return Math.max(0, Number(high) - Number(next));
+  const d = BigInt(high) - BigInt(next);
+  return d > 0n ? Number(d) : 0;
+}

@@ -5,6 +5,7 @@ import type { PartitionAggregator } from './aggregator';
 import type { AggregatorOptions } from './agg-options';
 import type { OutPoint } from './windows';
 import type { GapMark } from './state-store';
+import { offsetBefore, offsetLag } from './offsets';
 
 export interface PartitionState {
   partition: number;
@@ -73,6 +74,13 @@ export function windowKey(p: Pick<OutPoint, 'measurement' | 'time_ms'>): string 
  */
 export function previewable(ps: PartitionState, agg: Pick<AggregatorOptions, 'windowMs' | 'allowedLatenessMs'>, nowMs: number): boolean {
   if (ps.high === undefined || ps.next === undefined) return false;
-  if (BigInt(ps.next) >= BigInt(ps.high)) return true;
+  if (!offsetBefore(ps.next, ps.high)) return true;
   return ps.agg.maxEventTimeMs >= nowMs - agg.windowMs - agg.allowedLatenessMs;
+}
+
+/** Messages behind the partitions' ends, summed (partitions whose end or position is not known yet count 0). */
+export function lagOf(parts: Iterable<PartitionState>): number {
+  let lag = 0;
+  for (const ps of parts) if (ps.high !== undefined && ps.next !== undefined) lag += offsetLag(ps.high, ps.next);
+  return lag;
 }
