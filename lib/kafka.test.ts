@@ -1,6 +1,7 @@
 import pino from 'pino';
 import { Writable } from 'stream';
-import { createKafkaClient } from './kafka';
+import { createKafkaClient, kafkaConfigFrom, KAFKA_OPTIONS } from './kafka';
+import { parseArgs, type ParsedArgs } from './args';
 
 /** A pino logger at debug writing into `lines` (parsed JSON). */
 function capture(): { logger: pino.Logger; lines: { level: number; msg: string; kafkajs?: string }[] } {
@@ -50,4 +51,16 @@ test('expected lines go to debug whatever their level', () => {
 
 test('without a logger kafkajs logs nothing (and does not fail)', () => {
   expect(() => createKafkaClient(config).logger().error('nobody hears this')).not.toThrow();
+});
+
+test('--brokers is read like every other address option: the bad entry, what is wrong, what to write', () => {
+  const parse = (v: string): ParsedArgs => {
+    const a = parseArgs({ name: 't', summary: '', options: KAFKA_OPTIONS }, ['--brokers', v], {});
+    if (a === 'help') throw new Error('help');
+    return a;
+  };
+  expect(() => kafkaConfigFrom(parse('::1:9092'))).toThrow(/\[::1\]:9092/);
+  expect(() => kafkaConfigFrom(parse('kafka:0'))).toThrow(/port 0 is out of range: use 1 to 65535/);
+  expect(() => kafkaConfigFrom(parse('ok:9092,kafka://b:9092'))).toThrow(/without kafka:\/\/, got "kafka:\/\/b:9092"/);
+  expect(kafkaConfigFrom(parse('a:9092,[::1]:9093')).brokers).toEqual(['a:9092', '[::1]:9093']);
 });

@@ -8,7 +8,7 @@ import './kafkajs-idle';
 // Fetched record batches decoded in place, without two BigInt parses and a Decoder per record (see the file).
 import './kafkajs-fetch';
 import { Kafka, logLevel, type KafkaConfig, type RetryOptions, type SASLOptions } from 'kafkajs';
-import type { OptionSpec, ParsedArgs } from './args';
+import { parseHostPort, type OptionSpec, type ParsedArgs } from './args';
 import { configError } from './errors';
 import type { Logger } from './log';
 
@@ -42,12 +42,8 @@ function readPem(setting: string, path: string): string {
 export function kafkaConfigFrom(args: ParsedArgs): KafkaConfig {
   const brokers = args.list('brokers');
   if (brokers.length === 0) throw configError('--brokers (env KAFKA_BROKERS)', 'needs at least one host:port');
-  for (const b of brokers) {
-    const m = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(b);
-    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
-      throw configError('--brokers (env KAFKA_BROKERS)', `${JSON.stringify(b)} is not host:port`);
-    }
-  }
+  // each one as every other address option is read (lib/args.ts); a client connects to it, so port 0 is refused
+  for (const b of brokers) parseHostPort('--brokers (env KAFKA_BROKERS)', b, { example: '127.0.0.1:9092', minPort: 1 });
   const ca = args.optStr('tls-ca');
   const cert = args.optStr('tls-cert');
   const key = args.optStr('tls-key');
