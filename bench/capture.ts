@@ -7,6 +7,19 @@ import { createServer } from 'net';
 import { loadNative } from '../native/index';
 import { openCapture, type Capture } from '../producer/capture';
 import { holdFds, releaseFds } from './fds';
+import { benchHelp } from './help';
+
+benchHelp("bench:capture", "iperf3 over loopback at 64 B and 128 KiB writes with and without nettally's programs (and the naive and tcpdump modes), paired rounds; BPF time per program (kernel.bpf_stats_enabled); the refresh iterator's cost at 0/10k/100k open descriptors.", {
+  BENCH_SECONDS: "seconds per iperf3 run (5)",
+  BENCH_ROUNDS: "paired rounds per size and mode (3)",
+  BENCH_SIZES: "write sizes in bytes (64,131072)",
+  BENCH_MODES: "modes to run (all: none,hooks,nettally,naive,tcpdump)",
+  BENCH_SAME_CPU: "1: client and server on CPU 0 (the CPU is the bottleneck)",
+  BENCH_COST: "0: skip the BPF time table",
+  BENCH_ONLY: "refresh: only the refresh-iterator table",
+  BENCH_REFRESH: "extra descriptors held for the refresh table (0,10000,100000); empty: skip it",
+  BENCH_REFRESH_KINDS: "kinds of descriptors held (files,tcp)",
+});
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);

@@ -13,6 +13,13 @@ import { synthesize } from '../consumer/synthetic';
 import { createCodec, encode, type Codec } from '../schemas';
 import { startInflux } from '../test/helpers/influx';
 import { snapshotBench } from './snapshot';
+import { benchHelp } from './help';
+
+benchHelp("bench:consumer", "consumer throughput on one core: records decoded (avsc and the generated reader), + aggregated, + written to a real influxd with snapshots, side by side; then bench/snapshot.ts.", {
+  BENCH_FLUSH_EVERY: "records per flush (5000)",
+  BENCH_ROUNDS: "alternating rounds (5)",
+  BENCH_BASELINE_DIST: "another build's dist/: a decode + aggregate row with its aggregator",
+});
 
 const FLUSH_EVERY = Number(process.env.BENCH_FLUSH_EVERY ?? 5000);
 /** Rounds of each in-memory stage; the two decoders alternate, and each row is the median round. */

@@ -8,6 +8,16 @@ import { silentLogger } from '../lib/log';
 import { startBrowser } from '../test/helpers/browser';
 import { startInflux } from '../test/helpers/influx';
 import { DEFAULT_SERVICES, rollupBatches } from '../test/helpers/rollups';
+import { benchHelp } from './help';
+
+benchHelp("bench:dashboard", "writes 24 h of rollups for a fleet into a real influxd, then times each dashboard API endpoint per range and the page load in headless Chromium.", {
+  BENCH_HOSTS: "hosts (300)",
+  BENCH_SERVICES: "services per host (3)",
+  BENCH_HOURS: "hours of history (24)",
+  BENCH_RUNS: "runs per endpoint (3)",
+  BENCH_INFLUX_URL: "use this influxd instead of starting one",
+  BENCH_WRITE: "0: the influxd already holds the data",
+});
 
 const HOSTS = Number(process.env.BENCH_HOSTS ?? 300);
 const SERVICES = Number(process.env.BENCH_SERVICES ?? 3);

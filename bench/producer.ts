@@ -17,6 +17,21 @@ import { createCodec } from '../schemas/index';
 import { createNetnsPair, type NetnsPair } from '../test/helpers/netns';
 import { startProducerProcess, type ProducerProcess } from '../test/helpers/producer';
 import { holdFds, releaseFds } from './fds';
+import { benchHelp } from './help';
+
+benchHelp("bench:producer", "(1) records/s of the producer vs bare kafkajs into the bundled broker (synthetic source); (2) the producer's CPU and RSS with the real kernel capture under TCP connection churn, per build/runtime variant side by side; (3) RSS per live connection.", {
+  BENCH_SECONDS: "seconds per measurement (8)",
+  BENCH_ROUNDS: "alternating rounds of part 1 (2)",
+  BENCH_VARIANTS: "1: part 1 also with fsync=never and with gzip",
+  BENCH_CHURN_RATE: "connections per second of the churn generator (10000)",
+  BENCH_CHURN_VARIANTS: "variants of part 2 in order: baseline,untuned,tuned",
+  BENCH_BASELINE_BIN: "another build's dist/bin/nettally.js (its schemas/ next to its dist/): the baseline variant",
+  BENCH_FLUSH_INTERVAL: "the producer's --flush-interval (1s)",
+  BENCH_LIVE: "live connection counts for part 3 (0,10000,50000)",
+  BENCH_LIVE_BASELINE: "1: part 3 for the baseline too",
+  BENCH_ONLY: "throughput | churn | live: one part only",
+  BENCH_STATUS: "the producer's --status-interval (0), its last status printed",
+});
 
 const ROOT = resolve(__dirname, '../..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);

@@ -8,6 +8,12 @@ import { decodeBatch, type ConnRecord, formatAddr, commText, KernelKind, LAYOUT 
 import { nt_conn_record as C } from '../producer/layout.generated';
 import { toWire, type WireContext } from '../producer/wire';
 import { createCodec, type RecordByKind } from '../schemas/index';
+import { benchHelp } from './help';
+
+benchHelp("bench:records", "per-record cost of the producer's kernel-record path (decode, toWire): the generated code side by side with the hand-written reference.", {
+  BENCH_RECORDS: "records per round (4096)",
+  BENCH_ROUNDS: "alternating rounds (41)",
+});
 
 const N = Number(process.env.BENCH_RECORDS ?? 4096);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 41);

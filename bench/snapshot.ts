@@ -9,6 +9,14 @@ import { PartitionAggregator } from '../consumer/aggregator';
 import type { ConnInput } from '../consumer/records';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_FULL_EVERY, decodeSnapshot, encodeSnapshot } from '../consumer/state-store';
 import { type Delta, type SavedRows, StringSink, applyDeltas, writeDelta, writeFull } from '../consumer/snapshot-chain';
+import { benchHelp } from './help';
+
+// (also imported by bench/consumer.ts, whose own arguments are not this one's)
+if (require.main === module) benchHelp("bench:consumer", "(its second part, alone: node dist/bench/snapshot.js) one partition's state snapshot at 10k and 100k live connections: save time, event-loop block, size, chunks; then incremental snapshots at 1% change.", {
+  BENCH_CONNECTIONS: "live connection counts (10000,100000)",
+  BENCH_ROUNDS: "rounds, median taken (3)",
+  BENCH_CHANGING: "share of connections changing per flush (0.01)",
+});
 
 const SIZES = (process.env.BENCH_CONNECTIONS ?? '10000,100000').split(',').map(Number);
 const START = Date.UTC(2026, 0, 1);
