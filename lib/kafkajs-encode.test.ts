@@ -8,7 +8,7 @@ import { spawn } from 'child_process';
 import { createRequire } from 'module';
 // lib/kafka.ts first, as every command imports it: it must install the encoders before kafkajs loads its producer.
 import { createKafkaClient } from './kafka';
-import { encodeStats, fastEncodeInstalled, recordEncoders, type RecordEncoders } from './kafkajs-encode';
+import { encodeStats, FAST_ENCODE_ENV, fastEncodeInstalled, recordEncoders, setFastEncode, type RecordEncoders } from './kafkajs-encode';
 import { startTestBroker, type InProcessBroker } from '../test/helpers/broker';
 import { mulberry32 } from '../consumer/synthetic';
 
@@ -125,6 +125,36 @@ function kcat(args: string[]): Promise<{ status: number | null; stdout: string; 
     });
   });
 }
+
+test('switched off (setFastEncode, or NETTALLY_KAFKAJS_FAST_ENCODE=0 at load): kafkajs encodes everything itself', async () => {
+  const { stock, fast } = recordEncoders();
+  const messages = [{ key: Buffer.from('k'), value: Buffer.from('v') }];
+  const want = await encodeBatch(stock, messages, 5, Types.None, {});
+  const before = encodeStats();
+  expect(setFastEncode(false)).toBe(true);
+  try {
+    expect(await encodeBatch(fast, messages, 5, Types.None, {})).toStrictEqual(want);
+    // kafkajs's own Encoder per record, as without the patch
+    expect(Object.getPrototypeOf(fast.Record(messages[0]))).toBe(Object.getPrototypeOf(stock.Record(messages[0])));
+    expect(encodeStats()).toStrictEqual(before);
+  } finally {
+    setFastEncode(true);
+  }
+  expect(await encodeBatch(fast, messages, 5, Types.None, {})).toStrictEqual(want);
+  expect(encodeStats().fast).toBe(before.fast + 1);
+  // a fresh module registry (a new process, as far as modules go) with the escape hatch set
+  process.env[FAST_ENCODE_ENV] = '0';
+  try {
+    jest.isolateModules(() => {
+      const again = req('./kafkajs-encode') as typeof import('./kafkajs-encode');
+      expect(again.fastEncodeInstalled()).toBe(false);
+      const Record = req('kafkajs/src/protocol/recordBatch/record/v0') as unknown;
+      expect(Record).toBe(again.recordEncoders().stock.Record);
+    });
+  } finally {
+    delete process.env[FAST_ENCODE_ENV];
+  }
+});
 
 let broker: InProcessBroker | undefined;
 afterEach(async () => {

@@ -157,8 +157,12 @@ function plainHeaders(headers: unknown): (Buffer | string)[] | null | undefined 
   return out.length === 0 ? null : out;
 }
 
+/** Off: the installed encoders pass everything to kafkajs's own (setFastEncode, for side-by-side benchmarks). */
+let enabled = true;
+
 /** Our Record: a PlainRecord for the plain case, else kafkajs's own (an Encoder, or its error, at once). */
 function fastRecord(args: RecordArgs): unknown {
+  if (!enabled) return encoders().stock.Record(args);
   const { offsetDelta = 0, timestampDelta = 0, key, value } = args;
   const headers = plainHeaders(args.headers);
   if (
@@ -294,7 +298,7 @@ function build(): { stock: RecordEncoders; fast: RecordEncoders } {
       firstSequence = 0,
       records = [],
     } = args;
-    if (!Array.isArray(records) || !writable(records)) return stockBatch(args);
+    if (!enabled || !Array.isArray(records) || !writable(records)) return stockBatch(args);
     const attributes = ((compression as number) & COMPRESSION_CODEC_MASK) | TIMESTAMP_MASK | (transactional ? TRANSACTIONAL_MASK : 0);
     // The body's 36 fixed bytes by kafkajs's own Encoder (its int64 conversions and range checks, once per batch).
     const head = new Encoder(64)
@@ -341,7 +345,11 @@ function encoders(): { stock: RecordEncoders; fast: RecordEncoders } {
   return built;
 }
 
+/** The escape hatch: NETTALLY_KAFKAJS_FAST_ENCODE=0 leaves kafkajs's encoding alone (same bytes, more CPU). */
+export const FAST_ENCODE_ENV = 'NETTALLY_KAFKAJS_FAST_ENCODE';
+
 function install(): boolean {
+  if (process.env[FAST_ENCODE_ENV] === '0') return false;
   try {
     // Too late once kafkajs's produce request is loaded: it holds the originals.
     if (require.cache[require.resolve(PRODUCE_V3)]) return false;
@@ -367,6 +375,16 @@ export function fastEncodeInstalled(): boolean {
   const rec = require.cache[require.resolve(RECORD)];
   const batch = require.cache[require.resolve(BATCH)];
   return installed && rec?.exports === built?.fast.Record && (batch?.exports as { RecordBatch?: unknown } | undefined)?.RecordBatch === built?.fast.RecordBatch;
+}
+
+/**
+ * Whether the installed encoders write plain records in place (true, the default) or hand everything to kafkajs's
+ * own (false): for benchmarks that compare both in one process. Returns the previous setting.
+ */
+export function setFastEncode(on: boolean): boolean {
+  const was = enabled;
+  enabled = on;
+  return was;
 }
 
 /** kafkajs's own record and batch encoders and these (for the tests that compare them). */
