@@ -8,6 +8,7 @@ import { get } from 'http';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
 import { createKafkaClient } from '../lib/kafka';
+import { FAST_ENCODE_ENV, setFastEncode } from '../lib/kafkajs-encode';
 import { silentLogger } from '../lib/log';
 import { BatchSizer, KAFKA_DEFAULT_MAX_MESSAGE_BYTES } from '../producer/kafka-batch';
 import { createProducer, type ProducerConfig } from '../producer/producer';
@@ -259,7 +260,7 @@ interface Variant {
 const UNSET = { MALLOC_ARENA_MAX: undefined, MALLOC_MMAP_THRESHOLD_: undefined, MALLOC_TRIM_THRESHOLD_: undefined, NODE_OPTIONS: undefined };
 const UNTUNED = { NETTALLY_NODE_TUNING: '0', ...UNSET };
 
-/** BENCH_CHURN_VARIANTS=baseline,untuned,tuned (baseline: the build whose CLI BENCH_BASELINE_BIN names, e.g. main's). */
+/** BENCH_CHURN_VARIANTS=baseline,untuned,tuned,kjsenc (baseline: the build whose CLI BENCH_BASELINE_BIN names, e.g. main's). */
 function variants(): Variant[] {
   const baseline = process.env.BENCH_BASELINE_BIN;
   const names = (process.env.BENCH_CHURN_VARIANTS ?? (baseline ? 'baseline,untuned,tuned' : 'untuned,tuned')).split(',');
@@ -271,7 +272,9 @@ function variants(): Variant[] {
     }
     if (n === 'untuned') return { label: 'untuned', env: UNTUNED };
     if (n === 'tuned') return { label: 'tuned', env: { NETTALLY_NODE_TUNING: undefined, ...UNSET } };
-    throw new Error(`BENCH_CHURN_VARIANTS: unknown variant ${n} (baseline, untuned, tuned)`);
+    // this build with kafkajs's own record encoding (lib/kafkajs-encode.ts switched off): that patch alone
+    if (n === 'kjsenc') return { label: 'kjsenc', env: { NETTALLY_NODE_TUNING: undefined, ...UNSET, [FAST_ENCODE_ENV]: '0' } };
+    throw new Error(`BENCH_CHURN_VARIANTS: unknown variant ${n} (baseline, untuned, tuned, kjsenc)`);
   });
 }
 
@@ -434,8 +437,20 @@ async function main(): Promise<void> {
   }
   // Side by side, alternating so that the machine's load drifts over both alike: bare kafkajs, then the producer.
   const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+  // BENCH_KJS_ENCODE=1: each also with kafkajs's own record encoding (lib/kafkajs-encode.ts off), in the same round.
+  const both = process.env.BENCH_KJS_ENCODE === '1';
+  const withKafkajsEncode = async (run: () => Promise<Throughput>): Promise<Throughput> => {
+    setFastEncode(false);
+    try {
+      return await run();
+    } finally {
+      setFastEncode(true);
+    }
+  };
   for (let i = 0; i < rounds; i++) {
+    if (both) rows.push(await withKafkajsEncode(() => bareKafkajs(broker, `bare kafkajs ${i + 1} enc=kafkajs`)));
     rows.push(await bareKafkajs(broker, `bare kafkajs ${i + 1}`));
+    if (both) rows.push(await withKafkajsEncode(() => throughput(broker, `producer ${i + 1} enc=kafkajs`, {})));
     rows.push(await throughput(broker, `producer ${i + 1}`, {}));
   }
   // BENCH_VARIANTS=1: the producer's durability / compression variants too.
@@ -454,6 +469,17 @@ async function main(): Promise<void> {
     );
   }
   process.stdout.write(`producer / bare kafkajs (records/s, sum over ${rounds} alternating rounds): ${(sum('producer') / sum('bare kafkajs')).toFixed(2)}\n`);
+  if (both) {
+    // CPU per record, summed over the rounds: in-place encoding / kafkajs's own, for the producer and bare kafkajs
+    const cpuPerRec = (label: string, enc: boolean): number => {
+      const rs = rows.filter((r) => r.label.startsWith(label) && r.label.includes('enc=kafkajs') === enc);
+      return rs.reduce((n, r) => n + r.cpu, 0) / rs.reduce((n, r) => n + r.rps, 0);
+    };
+    const ratio = (label: string): string => (cpuPerRec(label, false) / cpuPerRec(label, true)).toFixed(2);
+    process.stdout.write(`cpu-s per record, in-place encoding / kafkajs's: producer ${ratio('producer')}, bare kafkajs ${ratio('bare kafkajs')}\n`);
+    const sumKjs = (prefix: string): number => rows.filter((r) => r.label.startsWith(prefix) && r.label.endsWith('enc=kafkajs')).reduce((n, r) => n + r.rps, 0);
+    process.stdout.write(`producer / bare kafkajs with kafkajs's encoding (records/s): ${(sum('producer') / sumKjs('bare kafkajs')).toFixed(2)}\n`);
+  }
   // BENCH_ONLY=throughput: part 1 only (the churn part loads both cores for a minute).
   if (process.env.BENCH_ONLY === 'throughput') return;
   printChurn(await churn(broker));

@@ -7,6 +7,8 @@ import './kafkajs-grouping';
 import './kafkajs-idle';
 // Fetched record batches decoded in place, without two BigInt parses and a Decoder per record (see the file).
 import './kafkajs-fetch';
+// Produced records written straight into one Buffer per batch, without an Encoder and Buffers per record (see the file).
+import './kafkajs-encode';
 import { Kafka, logLevel, type KafkaConfig, type RetryOptions, type SASLOptions } from 'kafkajs';
 import { parseHostPort, type OptionSpec, type ParsedArgs } from './args';
 import { configError } from './errors';
