@@ -217,6 +217,26 @@ export class PartsMap<V> extends Map<string, V> {
     return this.index.get(a) as Map<string, Map<string | number, V>> | undefined;
   }
 
+  /**
+   * Deletes, through delete() (so removal tracking lists them), every entry whose first part is `a` — and at depth 3
+   * whose middle part passes `which`: a host forgotten or a boot retired costs that host's entries, not a scan of the
+   * whole map. Keys are rebuilt from their index path, which joins back to exactly the key (see lastKey). Entries of
+   * a key whose first part contains \0 are filed under a shorter `a` and not reached: the caller scans for those.
+   */
+  deleteGroups(a: string, which?: (b: string) => boolean): void {
+    const m = this.index.get(a);
+    if (m === undefined) return;
+    const keys: string[] = [];
+    if (this.depth === 2) for (const last of m.keys()) keys.push(`${a}\u0000${last}`);
+    else {
+      for (const [b, l] of m) {
+        if (which !== undefined && !which(b)) continue;
+        for (const last of (l as Map<string | number, V>).keys()) keys.push(`${a}\u0000${b}\u0000${last}`);
+      }
+    }
+    for (const k of keys) this.delete(k);
+  }
+
   /** get(`a \0 last`) of a depth-2 map, or undefined when the index does not have it (then look up by key). */
   find2(a: string, last: string | number): V | undefined {
     return (this.index.get(a) as Map<string | number, V> | undefined)?.get(last);
@@ -256,4 +276,53 @@ export class TrackedRows<V extends { unsaved: boolean }> implements Iterable<unk
 function lastKey(part: string): string | number {
   const n = Number(part);
   return Number.isSafeInteger(n) && String(n) === part ? n : part;
+}
+
+/**
+ * One shared tags array and cell key per distinct tag set (issue 12): most connections of a host share a few
+ * tag sets (host, service port, comm, workload, remote class), so a connection holds references to the shared pair
+ * instead of its own array of ~9 strings and its own ~100-character key. Identity is never meaning: two equal tag
+ * sets are the same group whether or not they are the same array (activeChange and snapshots compare by content
+ * where it matters; `atags === tags` only shortens the snapshot row).
+ */
+export class TagSets {
+  private sets = new Map<string, { tags: string[]; key: string }>();
+  /** retain() walks the connections only when the table is larger than this. */
+  private floor = 256;
+
+  /**
+   * The shared tags and key equal to `tags` (which becomes the shared one when the set is new). Shared, so never
+   * mutated by anyone; not Object.freeze'd: frozen arrays made the per-record aggregation ~15% slower (bench:consumer).
+   */
+  intern(tags: string[]): { tags: string[]; key: string } {
+    const key = tags.join('\u0000');
+    let s = this.sets.get(key);
+    if (s === undefined) {
+      s = { tags, key };
+      this.sets.set(key, s);
+    }
+    return s;
+  }
+
+  /**
+   * Keeps only the sets some connection counts in now (its tags): without this a host's churn of service ports or
+   * comms would grow the table for ever. Kept entries are the same objects (interned arrays keep their identity); a
+   * set only an open-connection group (atags) still holds just stops being shared (equal content, new array later).
+   * A hash lookup per connection by its already-hashed key (no joins), and only once the table has grown past twice
+   * what the last pass kept (+256): amortized, not a walk of every connection at every flush.
+   */
+  retain(conns: Iterable<ConnState>): void {
+    if (this.sets.size <= this.floor) return;
+    const next = new Map<string, { tags: string[]; key: string }>();
+    for (const c of conns) {
+      if (c.tags === null || next.has(c.key)) continue;
+      next.set(c.key, this.sets.get(c.key) ?? { tags: c.tags, key: c.key });
+    }
+    this.sets = next;
+    this.floor = 2 * next.size + 256;
+  }
+
+  get size(): number {
+    return this.sets.size;
+  }
 }

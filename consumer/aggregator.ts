@@ -5,7 +5,7 @@
 import { IFACE_FIELDS, IFACE_TAGS, TRAFFIC_FIELDS, TRAFFIC_INTERNAL, TRAFFIC_TAGS, WindowSet, addTraffic, lazyMap, sizeName, type Cell, type OutPoint } from './windows';
 import type { AggInput, ConnInput, IfaceInput } from './records';
 import { ActiveCounts, type ActiveJSON } from './active';
-import { DIRECTIONS, PROTOCOLS, PartsMap, TrackedRows, dropGroup, hostBootOf, tagValue, toArrays, workloadTag, type ConnState, type EpochMark, type HostState, type IfaceState } from './agg-state';
+import { DIRECTIONS, PROTOCOLS, PartsMap, TagSets, TrackedRows, dropGroup, hostBootOf, tagValue, toArrays, workloadTag, type ConnState, type EpochMark, type HostState, type IfaceState } from './agg-state';
 import { DEFAULT_AGG_OPTIONS, type AggCounters, type AggNotice, type AggregatorOptions, type Outcome } from './agg-options';
 
 /**
@@ -43,12 +43,15 @@ export class PartitionAggregator {
   private readonly active1h: ActiveCounts;
   /** `host \0 boot \0 cookie` → connection (found by parts per record: PartsMap). */
   private conns = new PartsMap<ConnState>(3, undefined, true);
-  private ifaces = new Map<string, IfaceState>();
+  /** `host \0 boot \0 netns \0 ifindex` → interface (a PartsMap for its host index: purges). */
+  private ifaces = new PartsMap<IfaceState>(3);
   /** `host \0 epoch` → dedupe mark. */
   private marks = new PartsMap<EpochMark>(2);
   private hosts = new Map<string, HostState>();
   /** host \0 netns \0 protocol → port → event ms of the listen record. */
-  private listeners = new Map<string, Map<number, number>>();
+  private listeners = new PartsMap<Map<number, number>>(3);
+  /** The connections' tags and cell keys, one shared pair per distinct tag set (TagSets). */
+  private tagSets = new TagSets();
   private maxEventMs = Number.NEGATIVE_INFINITY;
   private notices = new Map<AggNotice['kind'], AggNotice>();
   counters: AggCounters = { records: 0, duplicates: 0, too_late: 0, ignored: 0, clamped: 0, counter_restarts: 0, stale: 0 };
@@ -123,12 +126,8 @@ export class PartitionAggregator {
     for (const b of boots) {
       this.endActive(host, this.attribution((h.boots.get(b) ?? this.maxEventMs) + this.opts.idleTimeoutMs).at, (boot) => boot === b);
     }
-    for (const m of [this.conns, this.ifaces] as Map<string, unknown>[]) {
-      for (const k of m.keys()) {
-        const [kh, kb] = hostBootOf(k);
-        if (kh === host && boots.has(kb)) m.delete(k);
-      }
-    }
+    // through the host index (a key's host and boot are its index path, as hostBootOf splits it)
+    for (const m of [this.conns, this.ifaces]) m.deleteGroups(host, (b) => boots.has(b));
     for (const b of boots) h.boots.delete(b);
   }
 
@@ -141,10 +140,11 @@ export class PartitionAggregator {
     const h = this.hosts.get(host);
     // its connections stop counting open when the host is forgotten (partition time, as the rule reads it)
     this.endActive(host, this.attribution((h?.seen_ms ?? this.maxEventMs) + this.opts.forgetHostMs).at, () => true);
+    const maps = [this.conns, this.ifaces, this.marks, this.listeners] as PartsMap<unknown>[];
+    for (const m of maps) m.deleteGroups(host);
+    // a host_id containing \0 (forged) is filed under a shorter first part in the index: only a scan finds its keys
     const prefix = `${host}\u0000`;
-    for (const m of [this.conns, this.ifaces, this.marks, this.listeners] as Map<string, unknown>[]) {
-      for (const k of m.keys()) if (k.startsWith(prefix)) m.delete(k);
-    }
+    if (host.includes('\u0000')) for (const m of maps) for (const k of [...m.keys()]) if (k.startsWith(prefix)) m.delete(k);
     this.hosts.delete(host);
   }
 
@@ -329,8 +329,9 @@ export class PartitionAggregator {
     st.unsaved = true; // any of the below may change it: the next state save writes its row
     if (st.cls === null) st.cls = this.opts.remoteClasses.classify(r.daddr ?? '');
     if (st.tags === null) {
-      st.tags = this.connTags(r, st.cls);
-      st.key = st.tags.join('\u0000');
+      const s = this.tagSets.intern(this.connTags(r, st.cls));
+      st.tags = s.tags;
+      st.key = s.key;
     }
     if (fresh) {
       // first seen (found open by a producer snapshot included): open from here, in the group it has now
@@ -476,6 +477,7 @@ export class PartitionAggregator {
       }
     });
     for (const k of gone) this.conns.delete(k);
+    this.tagSets.retain(this.conns.values());
     for (const [k, m] of this.marks) {
       const h = this.hosts.get(k.slice(0, k.indexOf('\u0000')));
       // a mark of unknown boot (version-1 snapshot) waits for its epoch's next record to learn it
@@ -522,13 +524,16 @@ export class PartitionAggregator {
     this.counters = { records: 0, duplicates: 0, too_late: 0, ignored: 0, clamped: 0, counter_restarts: 0, stale: 0, ...(snap.counters as Partial<AggCounters>) };
     const w = snap.windows as unknown[];
     [this.traffic1m, this.traffic1h, this.iface1m, this.iface1h].forEach((s, i) => s.load(w[i]));
+    const tagSets = (this.tagSets = new TagSets());
     type ConnRow = [string, number, number, number, number, number, string[] | null, (number | null)?, (string | null)?, (string[] | 1 | null)?];
     this.conns = new PartsMap(
       3,
       (snap.conns as ConnRow[]).map(([k, tx, rx, retr, last_ms, closed_ms, tagsIn, start, cls, atags]) => {
         // tags of an older snapshot lack workload/remote_class: taken anew at the connection's next record
-        const tags = tagsIn !== null && tagsIn.length === TRAFFIC_TAGS.length ? tagsIn : null;
-        const c: ConnState = { tx, rx, retr, start: start ?? null, last_ms, closed_ms, tags, key: tags === null ? '' : tags.join('\u0000'), cls: cls ?? null, atags: atags === 1 ? tags : (atags ?? null), cell1m: null, cell1h: null, unsaved: true };
+        const s = tagsIn !== null && tagsIn.length === TRAFFIC_TAGS.length ? tagSets.intern(tagsIn) : null;
+        const tags = s?.tags ?? null;
+        const at = atags === 1 ? tags : atags ? tagSets.intern(atags).tags : null;
+        const c: ConnState = { tx, rx, retr, start: start ?? null, last_ms, closed_ms, tags, key: s?.key ?? '', cls: cls ?? null, atags: at, cell1m: null, cell1h: null, unsaved: true };
         return [k, c] as const;
       }),
       true,
@@ -536,10 +541,10 @@ export class PartitionAggregator {
     const active = snap.active as ActiveJSON[] | undefined;
     this.active1m.load(active?.[0]);
     this.active1h.load(active?.[1]);
-    this.ifaces = new Map((snap.ifaces as [string, number, number[], number][]).map(([k, epoch, v, last_ms]) => [k, { epoch, v, last_ms }]));
+    this.ifaces = new PartsMap(3, (snap.ifaces as [string, number, number[], number][]).map(([k, epoch, v, last_ms]) => [k, { epoch, v, last_ms }] as const));
     type MarkRow = [string, number, number[], number, string?];
     this.marks = new PartsMap(2, (snap.marks as MarkRow[]).map(([k, hwm, gaps, last_ms, boot]) => [k, { hwm, gaps, last_ms, boot: boot ?? '' }] as const));
-    this.listeners = new Map((snap.listeners as [string, [number, number][]][]).map(([k, p]) => [k, new Map(p)]));
+    this.listeners = new PartsMap(3, (snap.listeners as [string, [number, number][]][]).map(([k, p]) => [k, new Map(p)] as const));
     if (snap.v !== 1) {
       type HostRow = [string, string, number, [string, number][]];
       this.hosts = new Map((snap.hosts as HostRow[]).map(([k, boot, seen_ms, boots]) => [k, { boot, seen_ms, boots: new Map(boots) }]));
