@@ -48,6 +48,19 @@ function formatRecord(r: KernelRecord): string {
   );
 }
 
+/** Resolves once `out` takes more writes (at once unless its buffer is full); also on error/close (then nothing waits). */
+function drained(out: NodeJS.WritableStream): Promise<void> {
+  const w = out as NodeJS.WritableStream & { writableNeedDrain?: boolean };
+  if (!w.writableNeedDrain) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      for (const ev of ['drain', 'error', 'close']) w.removeListener(ev, done);
+      resolve();
+    };
+    for (const ev of ['drain', 'error', 'close']) w.once(ev, done);
+  });
+}
+
 export const command: Command = {
   spec,
   async run(args, ctx) {
@@ -90,7 +103,15 @@ export const command: Command = {
     const status = setInterval(() => log.info({ printed, ...cap.stats() }, 'capturing'), 30_000);
     ctx.signal.addEventListener('abort', stop, { once: true });
     try {
-      if (args.bool('snapshot')) print(cap.snapshot());
+      if (args.bool('snapshot')) {
+        // chunk by chunk, each written (and drained by the reader) before the next is read: the whole connection map
+        // (up to --max-connections, ~0.5 KB each) is never in memory at once
+        for (const chunk of cap.snapshotChunks()) {
+          print(chunk);
+          if (stopping) break;
+          await drained(ctx.stdout);
+        }
+      }
       for await (const batch of cap.records()) {
         print(batch);
         // printed is as durable as this command gets: let the kernel drop closed connections

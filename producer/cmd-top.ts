@@ -20,8 +20,8 @@ const spec: CommandSpec = {
     { name: 'count', type: 'int', help: 'stop after this many intervals (0 = until SIGINT/SIGTERM)', default: 0, min: 0 },
     { name: 'pid', type: 'int', help: 'only connections owned by this process (tgid)', min: 0 },
     { name: 'netns', type: 'int', help: 'only connections in this network namespace (inode, as in `stat -Lc %i /proc/<pid>/ns/net`)', min: 0 },
-    { name: 'json', type: 'bool', help: 'one JSON document per interval (same field names as the records)', default: false },
-    { name: 'limit', type: 'int', help: 'rows per table in the text view', default: 20, min: 1 },
+    { name: 'json', type: 'bool', help: 'one JSON document per interval (same field names as the records; the busiest --limit connections)', default: false },
+    { name: 'limit', type: 'int', help: 'rows per table in the text view; connections per --json document', default: 20, min: 1 },
     // Of the capture settings only the map sizes apply: top reads the connection map and discards the records.
     ...captureOptions('max-connections', 'ring-buffer-bytes'),
     ...WORKLOAD_OPTIONS,
@@ -39,7 +39,12 @@ export const command: Command = {
     // Before the capture opens: a bad rule file is a configuration error naming file:line.
     const workloads = new WorkloadResolver({ ...workloadOptionsFrom(args), logger: ctx.logger });
     const enricher = new ProcessEnricher();
-    const model = new TopModel({ pid: args.optNum('pid'), netns: args.optNum('netns') }, (r) => workloads.resolve(enricher.lookup(r.pid, Date.now(), r.cgroup_id), r.netns));
+    // only the busiest --limit connections become rows (text and JSON): a frame never holds the whole connection map
+    const model = new TopModel(
+      { pid: args.optNum('pid'), netns: args.optNum('netns') },
+      (r) => workloads.resolve(enricher.lookup(r.pid, Date.now(), r.cgroup_id), r.netns),
+      limit,
+    );
     const refresh = setInterval(() => workloads.refresh(), WORKLOAD_DEFAULTS.refreshMs);
     refresh.unref();
     // top reads the maps; records are not needed, so flush rarely and ignore the ring buffer's contents
@@ -63,7 +68,7 @@ export const command: Command = {
         });
         if (ctx.signal.aborted) break;
         const now = Date.now();
-        const { frame, closed } = model.update(cap.snapshot(), now - last, now);
+        const { frame, closed } = model.updateChunks(cap.snapshotChunks(), now - last, now);
         last = now;
         cap.forget(closed);
         frames++;

@@ -50,3 +50,18 @@ test('workloads: each connection carries its workload; per-workload totals keep 
   expect(text).toMatch(/WORKLOAD/);
   expect(text).toMatch(/tenant-a/);
 });
+
+test('a snapshot in chunks: group rows count every connection, only the busiest connLimit become rows', () => {
+  const m = new TopModel({}, () => 'host', 3);
+  const chunk = (from: number): ConnRecord[] => Array.from({ length: 1024 }, (_, i) => conn(from + i, 10 + ((from + i) % 4), 7, from + i, 1));
+  const chunks = [0, 1024, 2048, 3072].map(chunk);
+  const { frame } = m.updateChunks(chunks, 1000, 1);
+  expect(frame.connections.map((c) => c.cookie)).toEqual([4095, 4094, 4093]);
+  let tx = 0;
+  for (let i = 0; i < 4096; i++) tx += i;
+  expect(frame.netns).toEqual([expect.objectContaining({ netns: 7, conns: 4096, tx_bytes: tx, rx_bytes: 4096 })]);
+  expect(frame.processes.reduce((n, p) => n + p.conns, 0)).toBe(4096);
+  // the same model fed the whole array at once gives the same frame
+  const whole = new TopModel({}, () => 'host', 3).update(chunks.flat(), 1000, 1).frame;
+  expect(whole).toEqual(frame);
+});

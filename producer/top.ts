@@ -55,7 +55,10 @@ const byRate = (a: TopGroup | TopConn, b: TopGroup | TopConn): number =>
 
 /**
  * Turns cumulative per-connection counters into rates. Totals are since the capture started; closed connections
- * keep counting in their process's and netns's totals after they leave the connection list.
+ * keep counting in their process's and netns's totals after they leave the connection list. A frame is built from a
+ * snapshot read chunk by chunk: each record goes straight into its process/netns/workload rows, and only the busiest
+ * `connLimit` connections are kept as rows, so a frame costs memory per process/netns/workload, not per connection
+ * (the rates need two numbers per open connection from the previous frame).
  */
 export class TopModel {
   private prev = new Map<number, { tx: number; rx: number }>();
@@ -66,84 +69,107 @@ export class TopModel {
   constructor(
     private readonly filter: TopFilter = {},
     private readonly workloadOf: (r: ConnRecord) => string = () => 'host',
+    /** Connection rows per frame (the busiest); every connection still counts in the group rows. */
+    private readonly connLimit = Infinity,
   ) {}
 
   /** One frame from a snapshot taken `elapsedMs` after the previous one; returns the cookies of closed connections (to forget). */
   update(snapshot: readonly ConnRecord[], elapsedMs: number, nowMs = Date.now()): { frame: TopFrame; closed: number[] } {
+    return this.updateChunks([snapshot], elapsedMs, nowMs);
+  }
+
+  /** update() from a snapshot read in chunks (Capture.snapshotChunks()): no chunk is kept past its turn. */
+  updateChunks(chunks: Iterable<readonly ConnRecord[]>, elapsedMs: number, nowMs = Date.now()): { frame: TopFrame; closed: number[] } {
     const secs = Math.max(elapsedMs, 1) / 1000;
     const next = new Map<number, { tx: number; rx: number }>();
-    const conns: TopConn[] = [];
+    let conns: TopConn[] = [];
     const closed: number[] = [];
-    for (const r of snapshot) {
-      const isClosed = r.kind === KernelKind.CONN_CLOSE;
-      if (isClosed) closed.push(r.cookie);
-      if (this.filter.pid !== undefined && r.pid !== this.filter.pid) continue;
-      if (this.filter.netns !== undefined && r.netns !== this.filter.netns) continue;
-      const p = this.prev.get(r.cookie) ?? { tx: 0, rx: 0 };
-      if (!isClosed) next.set(r.cookie, { tx: r.tx_bytes, rx: r.rx_bytes });
-      conns.push({
-        cookie: r.cookie,
-        pid: r.pid,
-        comm: r.comm,
-        netns: r.netns,
-        protocol: r.protocol,
-        family: r.family,
-        saddr: r.saddr,
-        sport: r.sport,
-        daddr: r.daddr,
-        dport: r.dport,
-        direction: r.direction,
-        workload: this.workloadOf(r),
-        closed: isClosed,
-        tx_bytes: r.tx_bytes,
-        rx_bytes: r.rx_bytes,
-        tx_bytes_per_s: Math.max(0, r.tx_bytes - p.tx) / secs,
-        rx_bytes_per_s: Math.max(0, r.rx_bytes - p.rx) / secs,
-      });
-    }
-    this.prev = next;
-
     const procs = new Map<number, TopGroup & { pid: number; comm: string }>();
     const nets = new Map<number, TopGroup & { netns: number }>();
     const works = new Map<string, TopGroup & { workload: string }>();
     for (const [pid, c] of this.closedByPid) procs.set(pid, { ...group(), pid, comm: c.comm, tx_bytes: c.tx, rx_bytes: c.rx });
     for (const [netns, c] of this.closedByNetns) nets.set(netns, { ...group(), netns, tx_bytes: c.tx, rx_bytes: c.rx });
     for (const [workload, c] of this.closedByWorkload) works.set(workload, { ...group(), workload, tx_bytes: c.tx, rx_bytes: c.rx });
-    for (const c of conns) {
-      const p = procs.get(c.pid) ?? { ...group(), pid: c.pid, comm: c.comm };
-      const n = nets.get(c.netns) ?? { ...group(), netns: c.netns };
-      const w = works.get(c.workload) ?? { ...group(), workload: c.workload };
-      for (const g of [p, n, w]) {
-        g.tx_bytes += c.tx_bytes;
-        g.rx_bytes += c.rx_bytes;
-        g.tx_bytes_per_s += c.tx_bytes_per_s;
-        g.rx_bytes_per_s += c.rx_bytes_per_s;
-        if (!c.closed) g.conns += 1;
-      }
-      procs.set(c.pid, p);
-      nets.set(c.netns, n);
-      works.set(c.workload, w);
-      if (c.closed) {
-        addClosed(this.closedByWorkload, c.workload, c);
-        const cp = this.closedByPid.get(c.pid) ?? { comm: c.comm, tx: 0, rx: 0 };
-        cp.tx += c.tx_bytes;
-        cp.rx += c.rx_bytes;
-        this.closedByPid.set(c.pid, cp);
-        addClosed(this.closedByNetns, c.netns, c);
+    for (const chunk of chunks) {
+      for (const r of chunk) {
+        const isClosed = r.kind === KernelKind.CONN_CLOSE;
+        if (isClosed) closed.push(r.cookie);
+        if (this.filter.pid !== undefined && r.pid !== this.filter.pid) continue;
+        if (this.filter.netns !== undefined && r.netns !== this.filter.netns) continue;
+        const p = this.prev.get(r.cookie) ?? { tx: 0, rx: 0 };
+        if (!isClosed) next.set(r.cookie, { tx: r.tx_bytes, rx: r.rx_bytes });
+        const c = topConn(r, this.workloadOf(r), isClosed, p, secs);
+        this.count(c, procs, nets, works);
+        conns.push(c);
+        // keep the busiest connLimit rows: sort and cut whenever twice that many have gathered
+        if (conns.length >= 2 * this.connLimit) conns = conns.sort(byRate).slice(0, this.connLimit);
       }
     }
+    this.prev = next;
     return {
       frame: {
         time_ms: nowMs,
         interval_ms: elapsedMs,
         processes: [...procs.values()].sort(byRate),
-        connections: conns.sort(byRate),
+        connections: conns.sort(byRate).slice(0, this.connLimit),
         netns: [...nets.values()].sort(byRate),
         workloads: [...works.values()].sort(byRate),
       },
       closed,
     };
   }
+
+  /** Adds one connection to its process, netns and workload rows; a closed one also to the totals kept after it. */
+  private count(
+    c: TopConn,
+    procs: Map<number, TopGroup & { pid: number; comm: string }>,
+    nets: Map<number, TopGroup & { netns: number }>,
+    works: Map<string, TopGroup & { workload: string }>,
+  ): void {
+    const p = procs.get(c.pid) ?? { ...group(), pid: c.pid, comm: c.comm };
+    const n = nets.get(c.netns) ?? { ...group(), netns: c.netns };
+    const w = works.get(c.workload) ?? { ...group(), workload: c.workload };
+    for (const g of [p, n, w]) {
+      g.tx_bytes += c.tx_bytes;
+      g.rx_bytes += c.rx_bytes;
+      g.tx_bytes_per_s += c.tx_bytes_per_s;
+      g.rx_bytes_per_s += c.rx_bytes_per_s;
+      if (!c.closed) g.conns += 1;
+    }
+    procs.set(c.pid, p);
+    nets.set(c.netns, n);
+    works.set(c.workload, w);
+    if (c.closed) {
+      addClosed(this.closedByWorkload, c.workload, c);
+      const cp = this.closedByPid.get(c.pid) ?? { comm: c.comm, tx: 0, rx: 0 };
+      cp.tx += c.tx_bytes;
+      cp.rx += c.rx_bytes;
+      this.closedByPid.set(c.pid, cp);
+      addClosed(this.closedByNetns, c.netns, c);
+    }
+  }
+}
+
+function topConn(r: ConnRecord, workload: string, closed: boolean, prev: { tx: number; rx: number }, secs: number): TopConn {
+  return {
+    cookie: r.cookie,
+    pid: r.pid,
+    comm: r.comm,
+    netns: r.netns,
+    protocol: r.protocol,
+    family: r.family,
+    saddr: r.saddr,
+    sport: r.sport,
+    daddr: r.daddr,
+    dport: r.dport,
+    direction: r.direction,
+    workload,
+    closed,
+    tx_bytes: r.tx_bytes,
+    rx_bytes: r.rx_bytes,
+    tx_bytes_per_s: Math.max(0, r.tx_bytes - prev.tx) / secs,
+    rx_bytes_per_s: Math.max(0, r.rx_bytes - prev.rx) / secs,
+  };
 }
 
 function addClosed<K>(m: Map<K, { tx: number; rx: number }>, key: K, c: TopConn): void {
