@@ -2,37 +2,17 @@
 // it is started: re-executed once in place (same pid), user-given settings kept, NETTALLY_NODE_TUNING=0 honoured.
 // Ground truth: the kernel's view of the running process (/proc/<pid>/cmdline, environ). No Kafka is needed: the
 // settings apply before the consumer connects (it is pointed at a closed port and killed once it logs).
-import { spawn } from 'child_process';
-import { readFileSync } from 'fs';
-import { join } from 'path';
-
-const BIN = join(__dirname, '..', 'dist/bin/nettally.js');
+import { procView, spawnUntil } from './helpers/daemon';
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-/** Starts a consumer with `env`, waits for its first log line, reads its /proc view, kills it. */
+/** Starts a consumer with `env`, waits for its first log line (from the re-executed consumer itself), reads /proc. */
 async function runConsumer(env: NodeJS.ProcessEnv): Promise<{ argv: string[]; env: Map<string, string>; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, 'consumer', '--brokers', '127.0.0.1:1', '--influx-url', 'http://127.0.0.1:1', '--status-interval', '0'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, MALLOC_ARENA_MAX: undefined, NODE_OPTIONS: undefined, NETTALLY_NODE_TUNING: undefined, NETTALLY_NODE_TUNED: undefined, LOG_LEVEL: 'info', ...env },
-  });
-  const exited = new Promise((r) => child.once('exit', r));
-  cleanups.push(async () => {
-    child.kill('SIGKILL');
-    await exited;
-  });
-  let err = '';
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const until = Date.now() + 60_000;
-  // a log line comes from the (re-executed) consumer itself
-  while (!err.includes('"level"') && child.exitCode === null && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-  expect(err).toContain('"level"');
-  const pid = child.pid as number;
-  const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-  const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean);
-  return { argv, env: new Map(environ.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])), stderr: err };
+  const { child, stderr } = await spawnUntil(['consumer', '--brokers', '127.0.0.1:1', '--influx-url', 'http://127.0.0.1:1', '--status-interval', '0'],
+    { ...process.env, MALLOC_ARENA_MAX: undefined, NODE_OPTIONS: undefined, NETTALLY_NODE_TUNING: undefined, NETTALLY_NODE_TUNED: undefined, LOG_LEVEL: 'info', ...env }, '"level"', cleanups);
+  return { ...procView(child.pid as number), stderr: stderr() };
 }
 
 test('the consumer runs with its V8 and malloc settings, in the process its starter started', async () => {

@@ -1,7 +1,7 @@
 // Scenario: `nettally producer` runs with its memory settings (producer/runtime.ts) however it is started: it
 // re-executes itself once, in place (the pid its starter knows stays the daemon's), keeps its stdio, and leaves
 // settings the user gave alone. Ground truth: the kernel's view of the running process (/proc/<pid>/cmdline, environ).
-import { spawn } from 'child_process';
+import { procView, spawnUntil } from './helpers/daemon';
 import { mkdtempSync, readFileSync, rmSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
@@ -29,10 +29,7 @@ async function runProducer(env: NodeJS.ProcessEnv): Promise<Seen> {
   });
   // Its log lines arrive on the pipe its starter gave it: stdio survived the re-execution.
   await p.ready;
-  const pid = p.child.pid as number;
-  const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-  const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean);
-  const seen = { argv, env: new Map(environ.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])), stderr: p.stderr() };
+  const seen = { ...procView(p.child.pid as number), stderr: p.stderr() };
   p.child.kill('SIGTERM');
   expect(await p.exited).toBe(0);
   return seen;
@@ -65,18 +62,8 @@ test('over a Node IPC channel (as `up` starts it) it does not re-execute, which 
   const dir = mkdtempSync(join(tmpdir(), 'nettally-prt-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   const env: NodeJS.ProcessEnv = { ...process.env, MALLOC_ARENA_MAX: undefined, NODE_OPTIONS: undefined, NETTALLY_NODE_TUNING: undefined, NETTALLY_NODE_TUNED: undefined };
-  const child = spawn(process.execPath, [join(__dirname, '..', 'dist/bin/nettally.js'), 'producer', '--brokers', '127.0.0.1:1', '--state-dir', join(dir, 'state'), '--pin-dir', 'none'],
-    { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env });
-  const exited = new Promise((r) => child.once('exit', r));
-  cleanups.push(async () => {
-    child.kill('SIGKILL');
-    await exited;
-  });
-  let err = '';
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const until = Date.now() + 60_000;
-  while (!err.includes('streaming live records') && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
-  expect(err).toContain('streaming live records');
+  const { child, stderr } = await spawnUntil(['producer', '--brokers', '127.0.0.1:1', '--state-dir', join(dir, 'state'), '--pin-dir', 'none'], env, 'streaming live records', cleanups, true);
+  const err = stderr();
   expect(err).toMatch(/IPC channel: not restarting .*--max-semi-space-size=2/);
   expect(child.connected).toBe(true); // the channel is still there
   expect(readFileSync(`/proc/${child.pid}/cmdline`, 'utf8')).not.toContain('--max-semi-space-size');
