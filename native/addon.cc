@@ -61,7 +61,6 @@ class Capture : public Napi::ObjectWrap<Capture> {
     return DefineClass(env, "Capture",
                        {
                            InstanceMethod("stats", &Capture::Stats),
-                           InstanceMethod("conns", &Capture::Conns),
                            InstanceMethod("connsChunk", &Capture::ConnsChunk),
                            InstanceMethod("ifaces", &Capture::Ifaces),
                            InstanceMethod("forget", &Capture::Forget),
@@ -337,27 +336,6 @@ class Capture : public Napi::ObjectWrap<Capture> {
       out.Set(i, Napi::Number::New(env, (double)sum));
     }
     return out;
-  }
-
-  // Packed struct nt_conn values of every entry.
-  Napi::Value Conns(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    Live(env);
-    int fd = bpf_map__fd(skel_->maps.conns);
-    std::vector<uint8_t> out;
-    __u64 key, next;
-    struct nt_conn val;
-    void *prev = nullptr;
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-      key = next;
-      prev = &key;
-      if (bpf_map_lookup_elem(fd, &key, &val) != 0) continue;  // deleted meanwhile
-      const uint8_t *p = reinterpret_cast<const uint8_t *>(&val);
-      out.insert(out.end(), p, p + sizeof(val));
-    }
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, out.size());
-    if (!out.empty()) memcpy(ab.Data(), out.data(), out.size());
-    return ab;
   }
 
   // Packed struct nt_iface_entry per (netns, ifindex): the per-CPU values of the `iface_slots` array (each CPU's

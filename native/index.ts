@@ -24,7 +24,7 @@ export interface NativeCapture {
   stats(): number[];
   /**
    * Runs the kernel's refresh iterator: every open TCP connection's counters brought up to TCP's sequence numbers
-   * (the hot path leaves them there) and due flushes emitted. Call before conns() when the counters must be current.
+   * (the hot path leaves them there) and due flushes emitted. Call before connsChunk() when the counters must be current.
    */
   refresh(): void;
   /**
@@ -32,10 +32,8 @@ export interface NativeCapture {
    * at 100k sockets a quarter of a second): resolves to the milliseconds it took, rejects like refresh() throws.
    */
   refreshAsync(): Promise<number>;
-  /** Packed struct nt_conn values of every tracked connection (TCP counters as of the last refresh or event). */
-  conns(): ArrayBuffer;
   /**
-   * One chunk of the same walk into `dst` (packed struct nt_conn, up to dst.byteLength / its size), one batch syscall:
+   * One chunk of the walk over every tracked connection (TCP counters as of the last refresh or event) into `dst` (packed struct nt_conn, up to dst.byteLength / its size), one batch syscall:
    * returns how many. `cursor` = [bucket token, state]: set state 0 to start; 1 = more to come; 2 = done.
    */
   connsChunk(dst: ArrayBuffer, cursor: Float64Array): number;

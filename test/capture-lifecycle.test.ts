@@ -4,9 +4,18 @@ import { tmpdir } from 'os';
 import path from 'path';
 import { loadNative } from '../native/index';
 import { openCapture } from '../producer/capture';
-import { decodeConnEntries } from '../producer/records';
+import { LAYOUT, decodeConnEntries, type ConnEntry } from '../producer/records';
 import { Collector, movedOf, randomPort, startClient, startServer, transfer } from './helpers/capture';
 import { createNetnsPair, nsSpawn, type NetnsPair } from './helpers/netns';
+
+/** Every tracked connection, by the chunked map walk the producer uses (connsChunk). */
+function connEntries(cap: { connsChunk(dst: ArrayBuffer, cursor: Float64Array): number }): ConnEntry[] {
+  const out: ConnEntry[] = [];
+  const cursor = new Float64Array(2);
+  const buf = new ArrayBuffer(256 * LAYOUT.conn);
+  while (cursor[1] !== 2) out.push(...decodeConnEntries(buf.slice(0, cap.connsChunk(buf, cursor) * LAYOUT.conn)));
+  return out;
+}
 
 const TCP = 6;
 let pair: NetnsPair;
@@ -73,7 +82,7 @@ test('the refresh on a worker thread finds a connection that predates the captur
     // the sockets moved nothing since the capture attached, so they have no cookie: the worker creates them
     // (SO_COOKIE through the holder's fd) and walks again, and both ends are tracked from now on
     expect(await cap.refreshAsync()).toBeGreaterThanOrEqual(0);
-    const ends = decodeConnEntries(cap.conns()).filter((e) => e.record.protocol === TCP && (e.record.dport === port || e.record.sport === port));
+    const ends = connEntries(cap).filter((e) => e.record.protocol === TCP && (e.record.dport === port || e.record.sport === port));
     expect(ends.map((e) => e.record.netns).sort()).toEqual([pair.a.inode, pair.b.inode].sort());
     for (const e of ends) expect(e.record).toMatchObject({ tx_bytes: 0, rx_bytes: 0, direction: 0 });
     // one more refresh in flight while the capture closes: it holds its own reference to the iterator
